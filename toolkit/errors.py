@@ -1,0 +1,81 @@
+"""User-facing error types.
+
+Every error a user can cause (a typo, a missing file, an impossible setting)
+is a :class:`SegkitError`: the CLI prints its message on one line and exits
+with status 2, without a traceback. Anything else is a bug and shows one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "SegkitError",
+    "UnknownNameError",
+    "DuplicateComponentError",
+    "PluginLoadError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "TrainingError",
+    "unknown_name",
+]
+
+
+class SegkitError(Exception):
+    """Base class of every error caused by the user's input or environment."""
+
+    exit_code: int = 2
+
+
+class UnknownNameError(SegkitError, KeyError):
+    """A component, kind, parameter or option value that does not exist."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateComponentError(SegkitError):
+    """Two plugins register the same kind and name."""
+
+
+class PluginLoadError(SegkitError):
+    """A plugin could not be imported or its hook failed."""
+
+
+class ConfigError(SegkitError):
+    """A run configuration with an unknown key, a wrong type or an impossible value."""
+
+
+class DataError(SegkitError):
+    """A dataset that is missing, incomplete, corrupt or inconsistent."""
+
+
+class CheckpointError(SegkitError):
+    """A checkpoint or run directory that cannot be used."""
+
+
+class TrainingError(SegkitError):
+    """Training stopped for a reason the user can act on (NaN loss, out of memory)."""
+
+
+def unknown_name(what: str, name: str, available: Iterable[str], hint: str | None = None) -> UnknownNameError:
+    """Build the standard "unknown X 'y'. Did you mean ...? Available: ..." error.
+
+    ``what`` is the noun ("model", "kind", "parameter of model 'unet'"),
+    ``hint`` the closing sentence, for example "See 'segkit list model'.".
+    """
+    names = sorted(set(available))
+    parts = [f"unknown {what} {name!r}."]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if close:
+        parts.append("Did you mean " + " or ".join(repr(c) for c in close) + "?")
+    if names:
+        shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+        parts.append(f"Available: {shown}.")
+    else:
+        parts.append("None are available.")
+    if hint:
+        parts.append(hint)
+    return UnknownNameError(" ".join(parts))

@@ -1,0 +1,168 @@
+"""Parameters of a component target, read from its signature, and checks of user values.
+
+Values come from TOML (typed) or from ``--set`` (parsed as TOML), so the checks
+are about types, not about parsing strings.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from segkit.errors import ConfigError, unknown_name
+
+__all__ = ["Parameter", "signature_parameters", "accepts_extra", "check_params", "type_name", "coerce_value"]
+
+_EMPTY = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One keyword parameter: name, annotation (or None) and default (``inspect.Parameter.empty`` when required)."""
+
+    name: str
+    annotation: Any
+    default: Any
+
+    @property
+    def required(self) -> bool:
+        return self.default is _EMPTY
+
+    @property
+    def type_label(self) -> str:
+        return type_name(self.annotation)
+
+    @property
+    def default_label(self) -> str:
+        return "(required)" if self.required else repr(self.default)
+
+
+def _callable_for_signature(target: Callable[..., Any]) -> Callable[..., Any]:
+    return target.__init__ if inspect.isclass(target) else target  # type: ignore[misc]
+
+
+def signature_parameters(target: Callable[..., Any]) -> list[Parameter]:
+    """The named keyword parameters of ``target`` (a class's ``__init__`` or a function)."""
+    function = _callable_for_signature(target)
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # unresolvable annotations: show them unchecked
+        hints = {}
+    params = []
+    for index, param in enumerate(inspect.signature(function).parameters.values()):
+        if index == 0 and inspect.isclass(target) and param.name == "self":
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            continue
+        params.append(Parameter(param.name, hints.get(param.name, None), param.default))
+    return params
+
+
+def accepts_extra(target: Callable[..., Any]) -> bool:
+    """Whether ``target`` takes ``**kwargs`` (then unknown keys pass through to it)."""
+    function = _callable_for_signature(target)
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(function).parameters.values())
+
+
+def type_name(annotation: Any) -> str:
+    """A short, readable name for an annotation: ``int``, ``float | None``, ``list[int]``."""
+    if annotation is None:
+        return "any"
+    if annotation is type(None):
+        return "None"
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(arg) for arg in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return " | ".join(repr(arg) for arg in typing.get_args(annotation))
+    if origin is not None:
+        args = ", ".join(type_name(arg) for arg in typing.get_args(annotation) if arg is not Ellipsis)
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+_NO = object()
+
+
+def coerce_value(value: Any, annotation: Any) -> Any:
+    """Return ``value`` converted to ``annotation`` where that is lossless, else ``_NO``.
+
+    An int passes for a float; a list passes for a tuple; nothing else is converted.
+    """
+    if annotation is None or annotation is Any:
+        return value
+    if annotation is type(None):
+        return value if value is None else _NO
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            converted = coerce_value(value, arg)
+            if converted is not _NO:
+                return converted
+        return _NO
+    if origin is typing.Literal:
+        return value if value in typing.get_args(annotation) else _NO
+    if origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return _NO
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        item_type = args[0] if len(args) == 1 or origin is not tuple else None
+        items = [coerce_value(v, item_type) if item_type is not None else v for v in value]
+        if any(item is _NO for item in items):
+            return _NO
+        return tuple(items) if origin is tuple else list(items)
+    if origin is dict or annotation is dict:
+        return value if isinstance(value, dict) else _NO
+    if annotation is bool:
+        return value if isinstance(value, bool) else _NO
+    if annotation is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
+    if annotation is float:
+        if isinstance(value, bool):
+            return _NO
+        return float(value) if isinstance(value, (int, float)) else _NO
+    if annotation is str:
+        return value if isinstance(value, str) else _NO
+    if isinstance(annotation, type):
+        return value if isinstance(value, annotation) else _NO
+    return value
+
+
+def check_params(
+    what: str, target: Callable[..., Any], params: Mapping[str, Any], hint: str | None = None
+) -> dict[str, Any]:
+    """Check ``params`` against ``target``'s signature and return them coerced.
+
+    An unknown key (when the target takes no ``**kwargs``) or a value of the wrong
+    type raises :class:`ConfigError` / ``UnknownNameError`` listing the valid keys with types.
+    """
+    known = {p.name: p for p in signature_parameters(target)}
+    valid = ", ".join(f"{p.name}: {p.type_label}" for p in known.values()) or "(none)"
+    checked: dict[str, Any] = {}
+    for key, value in params.items():
+        param = known.get(key)
+        if param is None:
+            if accepts_extra(target):
+                checked[key] = value
+                continue
+            error = unknown_name(f"parameter of {what}", key, known, None)
+            raise ConfigError(f"{error} Valid parameters: {valid}." + (f" {hint}" if hint else ""))
+        converted = coerce_value(value, param.annotation)
+        if converted is _NO:
+            raise ConfigError(
+                f"parameter {key!r} of {what} must be {param.type_label}, got {value!r} "
+                f"({type(value).__name__}). Valid parameters: {valid}." + (f" {hint}" if hint else "")
+            )
+        checked[key] = converted
+    missing = [p.name for p in known.values() if p.required and p.name not in params]
+    if missing:
+        raise ConfigError(
+            f"{what} needs the parameter{'s' if len(missing) > 1 else ''} {', '.join(missing)}. Valid parameters: {valid}."
+            + (f" {hint}" if hint else "")
+        )
+    return checked
