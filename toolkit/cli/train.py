@@ -1,0 +1,115 @@
+"""``segkit run``: assemble a dataset, model, loss and metrics from the registries and train."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from segkit.cli import HintedChoice, plugin_option, registry_from_context
+from segkit.errors import ConfigError
+
+
+def _default_out(document: dict[str, dict[str, Any]]) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{document['model']['name']}-{document['loss']['name']}"
+
+
+def _data_root_key(registry: Any, dataset_name: str) -> str:
+    """Where --data-root goes: the dataset's ``root`` parameter, or ``path`` for table-like datasets."""
+    names = {p.name for p in registry.get("dataset", dataset_name).parameters()}
+    if "root" in names and "path" not in names:
+        return "root"
+    if "path" in names:
+        return "path"
+    if "root" in names:
+        return "root"
+    raise ConfigError(f"dataset {dataset_name!r} takes no data root; drop --data-root (see 'segkit info dataset {dataset_name}').")
+
+
+@click.command("run")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML run configuration (see configs/).")
+@click.option("--model", help="Model name (see 'segkit list model'). Default: unet.")
+@click.option("--loss", help="Loss name (see 'segkit list loss'). Default: bce_dice.")
+@click.option("--metric", "metric_names", multiple=True, help="Metric to report; repeatable. Default: dice and iou.")
+@click.option("--dataset", help="Dataset name (see 'segkit list dataset'). Default: synthetic.")
+@click.option("--data-root", type=click.Path(), help="Where the dataset lives (its root or table file).")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float, help="Base learning rate.")
+@click.option("--image-size", type=int, help="Resize images to this square size (0: keep the data's size).")
+@click.option("--augment", help="Augmentation preset: none, light, heavy.")
+@click.option("--optimizer", type=HintedChoice(["adam", "adamw", "sgd"]))
+@click.option("--scheduler", type=HintedChoice(["cosine", "poly", "constant"]), help="After a linear warm-up.")
+@click.option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (bf16, or fp16 with a grad scaler).")
+@click.option("--seed", type=int)
+@click.option("--workers", type=int, help="DataLoader worker processes.")
+@click.option("--patience", type=int, help="Stop after this many epochs without improvement (0: never).")
+@click.option("--folds", type=int, help="K-fold cross-validation by case: number of folds.")
+@click.option("--fold", type=int, help="Which fold is validation (0-based).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<date-time>-<model>-<loss>.")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key; value parsed as TOML.")
+@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory from its last.pt.")
+@click.option("--quiet", is_flag=True, help="No progress bars or epoch lines.")
+@plugin_option
+def run_command(
+    config_file: str | None,
+    model: str | None,
+    loss: str | None,
+    metric_names: tuple[str, ...],
+    dataset: str | None,
+    data_root: str | None,
+    out: str | None,
+    sets: tuple[str, ...],
+    resume: str | None,
+    quiet: bool,
+    **train_flags: Any,
+) -> None:
+    """Train a model and write its run directory: config, metrics, curves, checkpoints and scores.
+
+    Precedence: defaults < --config file < flags < --set.
+    """
+    from segkit.config import resolve_config, validate_config
+
+    registry = registry_from_context()
+    folds, fold = train_flags.pop("folds"), train_flags.pop("fold")
+    if resume:
+        if config_file or model or loss or dataset or data_root or metric_names or out or sets or folds is not None:
+            raise ConfigError("--resume continues a run exactly as configured; it takes no other settings than "
+                              "--device, --workers and --quiet.")
+        run_dir = Path(resume)
+        if not (run_dir / "config.toml").is_file():
+            raise ConfigError(f"{resume!r} is not a segkit run directory (no config.toml).")
+        allowed = {k: v for k, v in train_flags.items() if k in ("device", "workers") and v is not None}
+        extra = [k for k, v in train_flags.items() if v is not None and k not in allowed]
+        if extra:
+            raise ConfigError(f"--resume takes no --{extra[0].replace('_', '-')}: the run keeps its own settings.")
+        document = resolve_config(run_dir / "config.toml", {"train": allowed})
+    else:
+        flags: dict[str, dict[str, Any]] = {
+            "model": {"name": model},
+            "loss": {"name": loss},
+            "dataset": {"name": dataset},
+            "metrics": {"names": list(metric_names) or None},
+            "split": {"folds": folds, "fold": fold if fold is not None else (0 if folds else None)},
+            "train": train_flags,
+        }
+        document = resolve_config(config_file, flags, sets)
+        if data_root is not None:
+            flags["dataset"][_data_root_key(registry, document["dataset"]["name"])] = data_root
+            document = resolve_config(config_file, flags, sets)
+        names = document["metrics"].get("names")
+        if names and "monitor" not in document["metrics"] and "dice" not in names:
+            document["metrics"]["monitor"] = names[0]
+        run_dir = Path(out) if out else _default_out(document)
+    config = validate_config(document, registry)
+
+    from segkit.train import train
+
+    train(config, run_dir, registry, resume=bool(resume), quiet=quiet, echo=lambda m: click.echo(m, err=True))
+
+
+COMMANDS = [run_command]

@@ -1,0 +1,135 @@
+"""Assembling a run from its configuration: dataset and splits, loaders, model, loss, metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from segkit.config import RunConfig
+from segkit.errors import ConfigError, DataError
+from segkit.params import signature_parameters
+from segkit.train.sampling import EpochSampler, SeededItems
+
+__all__ = ["DataParts", "build_data", "build_model", "build_loss", "build_metrics", "fill_model_defaults"]
+
+
+@dataclass
+class DataParts:
+    """The dataset, its split, and one loader per non-empty split."""
+
+    dataset: Any
+    split: pd.Series
+    views: dict[str, Any]
+    loaders: dict[str, DataLoader]
+    samplers: dict[str, EpochSampler]
+    image_size: int | None
+
+
+def build_dataset(config: RunConfig, registry: Any) -> Any:
+    """The whole dataset named in the config; an empty one is a :class:`DataError`."""
+    dataset = registry.build("dataset", config.dataset.name, **config.dataset.params)
+    if len(dataset) == 0:
+        raise DataError(f"dataset {config.dataset.name!r} has no items. Check --data-root and the dataset's parameters.")
+    return dataset
+
+
+def make_split(config: RunConfig, dataset: Any, existing: pd.Series | None = None) -> pd.Series:
+    """The train/val/test assignment: reused when resuming, else made by case from the config."""
+    if existing is not None:
+        return existing
+    from segkit.data import make_splits
+
+    s = config.split
+    return make_splits(
+        dataset.index,
+        val_fraction=s.val_fraction,
+        test_fraction=s.test_fraction,
+        split_by=s.by,
+        folds=s.folds or None,
+        fold=s.fold if s.folds else None,
+        seed=s.seed,
+    )
+
+
+def _collate(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images, masks, indices = zip(*batch, strict=True)
+    shapes = {tuple(image.shape) for image in images}
+    if len(shapes) > 1:
+        raise DataError(
+            f"images of different sizes in one batch ({', '.join(str(s) for s in sorted(shapes)[:3])}): "
+            "set --image-size so every image is resized to the same size."
+        )
+    return torch.stack(images), torch.stack(masks), torch.tensor(indices)
+
+
+def build_data(
+    config: RunConfig,
+    dataset: Any,
+    split: pd.Series,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataParts:
+    """Views with the run's transforms and reproducible loaders for train and val (and test)."""
+    from segkit.data import build_transform
+
+    t = config.train
+    image_size = t.image_size or None
+    views, loaders, samplers = {}, {}, {}
+    for name in ("train", "val", "test"):
+        positions = [i for i, value in enumerate(split.tolist()) if value == name]
+        if not positions:
+            if name in ("train", "val"):
+                raise DataError(f"the {name} split is empty: the dataset has {dataset.index['case'].nunique()} cases. "
+                                "Use more data or change the split fractions.")
+            continue
+        transform = build_transform(t.augment if name == "train" else "none", image_size, train=name == "train")
+        view = dataset.subset(positions, transform=transform)
+        views[name] = view
+        sampler = EpochSampler(len(view), t.seed, shuffle=name == "train", rank=rank, world_size=world_size)
+        samplers[name] = sampler
+        loaders[name] = DataLoader(
+            SeededItems(view),
+            batch_size=t.batch_size,
+            sampler=sampler,
+            num_workers=t.workers,
+            collate_fn=_collate,
+            pin_memory=pin_memory,
+            persistent_workers=t.workers > 0,
+            drop_last=False,
+        )
+    per_process = math.ceil(len(views["train"]) / world_size)
+    if t.batch_size > per_process:
+        raise ConfigError(
+            f"train.batch_size {t.batch_size} is larger than the training set ({len(views['train'])} items"
+            + (f", {per_process} per process" if world_size > 1 else "")
+            + "). Use a smaller --batch-size."
+        )
+    return DataParts(dataset, split, views, loaders, samplers, image_size)
+
+
+def fill_model_defaults(config: RunConfig, dataset: Any, registry: Any) -> None:
+    """Give the model the dataset's channel count unless the user set one, so the config is complete."""
+    names = {p.name for p in signature_parameters(registry.get("model", config.model.name).load())}
+    if "in_channels" in names and "in_channels" not in config.model.params:
+        config.model.params["in_channels"] = int(dataset.in_channels)
+    if "classes" in names and "classes" not in config.model.params:
+        config.model.params["classes"] = 1
+
+
+def build_model(config: RunConfig, registry: Any) -> torch.nn.Module:
+    return registry.build("model", config.model.name, **config.model.params)
+
+
+def build_loss(config: RunConfig, registry: Any) -> torch.nn.Module:
+    return registry.build("loss", config.loss.name, **config.loss.params)
+
+
+def build_metrics(config: RunConfig, registry: Any) -> dict[str, Any]:
+    return {name: registry.build("metric", name) for name in config.metrics.names}

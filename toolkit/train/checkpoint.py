@@ -1,0 +1,86 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True``, self-describing.
+
+A checkpoint records the resolved run configuration and the preprocessing, so
+``evaluate``, ``predict`` and ``export`` rebuild the model from the file alone.
+Loading never unpickles arbitrary objects: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segkit.errors import CheckpointError
+
+__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "build_model_from_checkpoint", "resolve_checkpoint"]
+
+FORMAT = "segkit-checkpoint-1"
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and a rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as handle:
+            torch.save({"format": FORMAT, **payload}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a segkit checkpoint safely; a missing, foreign or corrupt file is a :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read safely ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+            "segkit loads checkpoints with weights_only=True; is this a segkit checkpoint?"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a segkit checkpoint (expected format {FORMAT!r}).")
+    return payload
+
+
+def resolve_checkpoint(source: str | os.PathLike[str], which: str = "best") -> Path:
+    """A checkpoint path from a run directory and ``best``/``last``, or a path to a ``.pt`` file."""
+    source = Path(source)
+    if source.is_file():
+        return source
+    if which not in ("best", "last"):
+        candidate = Path(which)
+        if candidate.is_file():
+            return candidate
+        raise CheckpointError(f"--checkpoint must be best, last or a path to a .pt file; {which!r} is none of these.")
+    if not source.is_dir():
+        raise CheckpointError(f"run directory {str(source)!r} does not exist.")
+    path = source / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        found = sorted(p.name for p in (source / "checkpoints").glob("*.pt")) if (source / "checkpoints").is_dir() else []
+        raise CheckpointError(
+            f"{str(source)!r} has no checkpoints/{which}.pt"
+            + (f" (found: {', '.join(found)})." if found else " and no checkpoints at all: is it a segkit run directory?")
+        )
+    return path
+
+
+def build_model_from_checkpoint(payload: dict[str, Any], registry: Any | None = None) -> torch.nn.Module:
+    """Rebuild the model named in a checkpoint and load its weights (eval mode, on the CPU)."""
+    from segkit.registry import get_registry
+
+    registry = registry or get_registry()
+    spec = payload["config"]["model"]
+    params = {k: v for k, v in spec.items() if k != "name"}
+    model = registry.build("model", spec["name"], **params)
+    model.load_state_dict(payload["model_state"])
+    return model.eval()

@@ -1,0 +1,83 @@
+"""The run directory: resolved config, metrics table, summary, splits and checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from segkit.tomlio import atomic_write_text, dumps_toml
+
+__all__ = ["RunDirectory"]
+
+
+class RunDirectory:
+    """Paths and atomic writers for one run's outputs."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def timing(self) -> Path:
+        return self.root / "timing.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def create(self) -> None:
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, document: Mapping[str, Any]) -> None:
+        atomic_write_text(self.config, dumps_toml(document))
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        atomic_write_text(self.summary, json.dumps(summary, indent=2) + "\n")
+
+    @staticmethod
+    def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(key for key in row if key not in columns)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        return buffer.getvalue()
+
+    def write_metrics(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """metrics.csv: one row per epoch; only values that a rerun reproduces exactly."""
+        atomic_write_text(self.metrics, self._csv_text(rows))
+
+    def write_timing(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """timing.csv: seconds and images/s per epoch (they vary between runs, so they live apart)."""
+        atomic_write_text(self.timing, self._csv_text(rows))

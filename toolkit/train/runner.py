@@ -1,0 +1,227 @@
+"""One training run from configuration to run directory, including resume and interrupts."""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit import __version__
+from segkit.config import RunConfig
+from segkit.errors import CheckpointError, ConfigError, TrainingError
+from segkit.train import assemble
+from segkit.train.checkpoint import load_checkpoint, save_checkpoint
+from segkit.train.device import describe_device, select_device
+from segkit.train.distributed import DistContext
+from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
+from segkit.train.rundir import RunDirectory
+from segkit.train.schedule import build_optimizer, build_scheduler
+
+__all__ = ["train", "seed_everything", "versions"]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def versions() -> dict[str, str]:
+    import segmentation_models_pytorch as smp
+
+    return {"segkit": __version__, "torch": torch.__version__, "smp": smp.__version__, "python": platform.python_version()}
+
+
+def _prediction_samples(trainer: Trainer, view: Any, cases: list[str], count: int = 6) -> list[tuple]:
+    """A few validation items (lesion ones first) with their predicted masks."""
+    lesion = [i for i in range(len(view)) if bool(view.index["has_lesion"].iloc[i])]
+    empty = [i for i in range(len(view)) if not bool(view.index["has_lesion"].iloc[i])]
+    chosen = (lesion[: count - min(2, len(empty))] + empty)[:count]
+    samples = []
+    trainer.model.eval()
+    with torch.inference_mode():
+        for i in chosen:
+            image, mask = view[i]
+            logits = trainer.module(image[None].to(trainer.device)).float()
+            prediction = (torch.sigmoid(logits)[0, 0] >= trainer.config.metrics.threshold).cpu().numpy()
+            samples.append((image.permute(1, 2, 0).numpy(), mask[0].numpy() > 0.5, prediction, f"{view.index['item'].iloc[i]}"))
+    return samples
+
+
+def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(),
+        "preprocessing": {"image_size": config.train.image_size, "in_channels": config.model.params.get("in_channels"),
+                          "scale": 255.0, "threshold": config.metrics.threshold},
+        "epoch": epoch,
+        "model_state": trainer.module.state_dict(),
+        "segkit_version": __version__,
+        **extra,
+    }
+
+
+def train(
+    config: RunConfig,
+    run_dir: str | Path,
+    registry: Any,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train as ``config`` says, writing everything to ``run_dir``; return the summary."""
+    run = RunDirectory(run_dir)
+    device = select_device(config.train.device)
+    dist = DistContext.from_environment(device.type)
+    if dist.active and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    say = echo if dist.is_main and not quiet else (lambda _message: None)
+
+    state: dict[str, Any] | None = None
+    if resume:
+        state = load_checkpoint(run.last)
+    elif dist.is_main and run.config.exists():
+        raise ConfigError(f"run directory {str(run.root)!r} already holds a run. Resume it with 'segkit run --resume "
+                          f"{run.root}', or pass another --out.")
+
+    seed_everything(config.train.seed)
+    dataset = assemble.build_dataset(config, registry)
+    assemble.fill_model_defaults(config, dataset, registry)
+    from segkit.data import read_splits, write_splits
+
+    split = read_splits(run.splits, dataset.index) if resume else assemble.make_split(config, dataset)
+    parts = assemble.build_data(config, dataset, split, rank=dist.rank, world_size=dist.world_size,
+                                pin_memory=device.type == "cuda")
+    cases = {name: view.cases for name, view in parts.views.items()}
+
+    torch.manual_seed(config.train.seed)
+    model = assemble.build_model(config, registry)
+    loss_fn = assemble.build_loss(config, registry)
+    metrics = assemble.build_metrics(config, registry)
+    model.to(device)
+    if config.train.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model.parameters(), config.train)
+    steps_per_epoch = math.ceil(len(parts.loaders["train"]) / config.train.accumulate)
+    scheduler = build_scheduler(optimizer, config.train, steps_per_epoch)
+    trainer = Trainer(config, model, loss_fn, metrics, parts.loaders, parts.samplers, cases, device, optimizer, scheduler,
+                      dist=dist, progress=not quiet)
+    stopper = EarlyStopping(config.train.patience)
+    history: list[dict[str, Any]] = []
+    timing: list[dict[str, Any]] = []
+    start_epoch = 1
+    train_seconds = 0.0
+
+    if state is not None:
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            trainer.scaler.load_state_dict(state["scaler"])
+        stopper.load_state_dict(state["early_stopping"])
+        history, timing = list(state["history"]), list(state["timing"])
+        train_seconds = float(state.get("train_seconds", 0.0))
+        restore_rng(state["rng"])
+        start_epoch = int(state["epoch"]) + 1
+        if start_epoch > config.train.epochs or state.get("finished"):
+            raise CheckpointError(f"the run in {str(run.root)!r} already finished ({state['epoch']} epochs). "
+                                  "Start a new run to train longer.")
+        say(f"resuming {run.root} at epoch {start_epoch} of {config.train.epochs}")
+    elif dist.is_main:
+        run.create()
+        run.write_config(config.to_dict())
+        write_splits(run.splits, dataset.index, split)
+
+    def save_last(epoch: int, finished: bool = False) -> None:
+        if not dist.is_main:
+            return
+        save_checkpoint(run.last, _checkpoint_payload(config, epoch, trainer, {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else {},
+            "early_stopping": stopper.state_dict(),
+            "history": history,
+            "timing": timing,
+            "rng": capture_rng(),
+            "train_seconds": train_seconds,
+            "finished": finished,
+        }))
+
+    if state is None:
+        save_last(0)
+    n_train = len(parts.views["train"])
+    say(f"training {config.model.name} with {config.loss.name} on {config.dataset.name}: {n_train} train / "
+        f"{len(parts.views['val'])} val items, {describe_device(device)}"
+        + (f", {dist.world_size} processes" if dist.active else "") + f" -> {run.root}")
+    stopped = "completed"
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, config.train.epochs + 1):
+            result = trainer.run_epoch(epoch)
+            history.append(result.row)
+            timing.append(result.timing)
+            train_seconds += result.timing["train_seconds"]
+            improved = stopper.update(result.monitored, epoch)
+            if dist.is_main:
+                run.write_metrics(history)
+                run.write_timing(timing)
+                if improved:
+                    save_checkpoint(run.best, _checkpoint_payload(config, epoch, trainer, {"metrics": result.row}))
+                save_last(epoch, finished=epoch == config.train.epochs or stopper.should_stop)
+            monitor = config.metrics.monitor
+            say(f"epoch {epoch}/{config.train.epochs}  train_loss {result.row['train_loss']:.4f}  "
+                f"val_loss {result.row['val_loss']:.4f}  val_{monitor} {result.monitored:.4f}"
+                + ("  (best)" if improved else "") + f"  {result.timing['train_images_per_second']:.1f} img/s")
+            if stopper.should_stop:
+                stopped = "early_stopping"
+                say(f"early stopping: no improvement of val_{monitor} for {config.train.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        dist.barrier()
+        raise TrainingError(
+            f"interrupted during epoch {epoch + 1}. {run.last} holds the state after epoch {epoch} (the interrupted "
+            f"epoch's progress is discarded). Resume with: segkit run --resume {run.root}"
+        ) from None
+    except torch.cuda.OutOfMemoryError:
+        raise TrainingError(
+            f"CUDA ran out of memory at batch size {config.train.batch_size}, image size "
+            f"{config.train.image_size or 'native'}. Use a smaller --batch-size (and --set train.accumulate=N to keep "
+            "the effective batch), --amp, a smaller --image-size or a lighter model. The last checkpoint is intact."
+        ) from None
+
+    best_row = next(row for row in history if row["epoch"] == stopper.best_epoch)
+    summary = {
+        "best_epoch": stopper.best_epoch,
+        "best": {name: best_row[f"val_{name}"] for name in metrics},
+        "best_global": {name: best_row[f"val_{name}_global"] for name in metrics},
+        "monitor": f"val_{config.metrics.monitor}",
+        "epochs_run": len(history),
+        "stopped": stopped,
+        "train_seconds": round(train_seconds, 2),
+        "images_per_second": round(sum(t["train_images_per_second"] for t in timing) / max(len(timing), 1), 2),
+        "device": describe_device(device),
+        "processes": dist.world_size,
+        "versions": versions(),
+    }
+    if f"val_{config.metrics.monitor}_case" in best_row:
+        summary["best_per_case"] = {name: best_row[f"val_{name}_case"] for name in metrics}
+    if dist.is_main:
+        best = load_checkpoint(run.best, map_location=device)
+        model.load_state_dict(best["model_state"])
+        from segkit.train.plots import plot_curves, plot_predictions
+
+        plot_curves(history, list(metrics), run.root / "curves.png")
+        plot_predictions(_prediction_samples(trainer, parts.views["val"], cases["val"]), run.root / "predictions.png")
+        run.write_summary(summary)
+        say(f"best val_{config.metrics.monitor} {stopper.best_value:.4f} at epoch {stopper.best_epoch}; "
+            f"outputs in {run.root}")
+    dist.barrier()
+    return summary
+
