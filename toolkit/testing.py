@@ -1,0 +1,157 @@
+"""Conformance checks for plugin authors.
+
+Run them in your plugin's tests; each raises ``AssertionError`` saying what is wrong::
+
+    from segkit.testing import check_model
+    def test_my_model():
+        check_model(MyModel(in_channels=3, classes=1))
+
+The contracts are in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["check_dataset", "check_loss", "check_metric", "check_model"]
+
+
+def _seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def check_model(
+    model: torch.nn.Module,
+    in_channels: int = 3,
+    classes: int = 1,
+    size: tuple[int, int] = (64, 64),
+    odd_size: tuple[int, int] = (70, 90),
+) -> None:
+    """A model maps ``(N, in_channels, H, W)`` to finite logits ``(N, classes, H, W)`` and trains.
+
+    Checked at ``size`` and at ``odd_size`` (not a multiple of 32, so models must pad
+    or otherwise cope), in training mode with a batch of 2, and a backward pass must
+    give finite gradients. The model's mode and gradients are restored afterwards.
+    """
+    assert isinstance(model, torch.nn.Module), f"a model must be a torch.nn.Module, got {type(model).__name__}"
+    was_training = model.training
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    model.train()
+    try:
+        for height, width in (size, odd_size):
+            x = torch.rand((2, in_channels, height, width), generator=_seeded()).to(device)
+            out = model(x)
+            where = f"for input (2, {in_channels}, {height}, {width})"
+            assert isinstance(out, torch.Tensor), f"forward must return one tensor {where}, got {type(out).__name__}"
+            expected = (2, classes, height, width)
+            assert tuple(out.shape) == expected, f"output shape {tuple(out.shape)} {where}, expected {expected}"
+            assert out.is_floating_point(), f"output dtype {out.dtype} {where}: logits must be float"
+            assert torch.isfinite(out).all(), f"output {where} holds NaN or infinite values"
+            out.float().mean().backward()
+            params = [p for p in model.parameters() if p.requires_grad]
+            assert params, "the model has no trainable parameters"
+            grads = [p.grad for p in params if p.grad is not None]
+            assert grads, f"backward {where} reached no parameter: is the output detached?"
+            assert all(torch.isfinite(g).all() for g in grads), f"backward {where} gave NaN or infinite gradients"
+            model.zero_grad(set_to_none=True)
+    finally:
+        model.train(was_training)
+
+
+def _loss_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """A small fixed batch: one image with a square lesion, one without."""
+    target = torch.zeros(2, 1, 16, 16)
+    target[0, 0, 4:10, 5:12] = 1.0
+    return target, 4.0 * (2.0 * target - 1.0)  # target, confident correct logits
+
+
+def check_loss(loss: torch.nn.Module) -> None:
+    """A loss returns a finite scalar, is differentiable and ranks predictions sensibly.
+
+    On a fixed batch (a lesion in one image, none in the other) the loss of a
+    confident correct prediction must be lower than that of an uncertain one, which
+    must be lower than that of a confident wrong one.
+    """
+    target, good = _loss_case()
+    predictions = {"correct": good, "uncertain": torch.zeros_like(good), "wrong": -good}
+    values = {}
+    for label, logits in predictions.items():
+        logits = logits.clone().requires_grad_(True)
+        value = loss(logits, target.clone())
+        assert isinstance(value, torch.Tensor), f"a loss must return a tensor, got {type(value).__name__}"
+        assert value.ndim == 0, f"a loss must return a scalar, got shape {tuple(value.shape)}"
+        assert torch.isfinite(value), f"loss of the {label} prediction is {value.item()}"
+        value.backward()
+        assert logits.grad is not None, f"loss of the {label} prediction is not differentiable w.r.t. the logits"
+        assert torch.isfinite(logits.grad).all(), f"gradient for the {label} prediction holds NaN or infinity"
+        values[label] = float(value.detach())
+    assert values["correct"] < values["uncertain"] < values["wrong"], (
+        f"lower must be better: expected loss(correct) < loss(uncertain) < loss(wrong), got {values}"
+    )
+
+
+def check_metric(metric: Any) -> None:
+    """A metric scores count tensors element-wise in [0, 1], with 1.0 for perfect predictions.
+
+    Also checked: ``higher_is_better`` is True, an empty mask predicted empty scores
+    1.0, and scalar and 2-D count tensors keep their shape.
+    """
+    assert getattr(metric, "higher_is_better", None) is True, "a metric needs the attribute higher_is_better = True"
+    assert callable(getattr(metric, "score", None)), "a metric needs a method score(tp, fp, fn, tn)"
+    tp, fp, fn, tn = torch.randint(0, 50, (4, 3, 5), generator=_seeded())
+    scores = metric.score(tp, fp, fn, tn)
+    assert isinstance(scores, torch.Tensor), f"score must return a tensor, got {type(scores).__name__}"
+    assert tuple(scores.shape) == (3, 5), (
+        f"score must be element-wise: counts of shape (3, 5) gave {tuple(scores.shape)}"
+    )
+    assert scores.is_floating_point(), f"scores must be float, got {scores.dtype}"
+    assert ((scores >= 0) & (scores <= 1)).all(), f"scores must lie in [0, 1], got {scores.flatten().tolist()}"
+    cases = {
+        "a perfect prediction": (12, 0, 0, 88),
+        "an empty mask predicted empty": (0, 0, 0, 100),
+    }
+    for label, counts in cases.items():
+        value = metric.score(*(torch.tensor(c) for c in counts))
+        assert tuple(value.shape) == (), f"scalar counts must give a scalar score, got shape {tuple(value.shape)}"
+        assert float(value) == 1.0, f"{label} (tp, fp, fn, tn = {counts}) must score 1.0, got {float(value)}"
+
+
+def check_dataset(dataset: Any, max_items: int = 4) -> None:
+    """A dataset has items, an index and yields float32 ``(C, H, W)`` images with ``(1, H, W)`` masks.
+
+    Checks ``len > 0``, an ``index`` DataFrame with ``item``, ``case`` and
+    ``has_lesion`` columns and one row per item, and the first ``max_items`` items:
+    image float32 ``(C, H, W)``, mask float32 ``(1, H, W)`` with values in {0, 1}, and
+    ``has_lesion`` matching the raw mask from ``read(i)`` when the dataset has one.
+    """
+    n = len(dataset)
+    assert n > 0, "the dataset is empty"
+    index = getattr(dataset, "index", None)
+    assert index is not None and hasattr(index, "columns"), "a dataset needs an index DataFrame"
+    missing = [c for c in ("item", "case", "has_lesion") if c not in index.columns]
+    assert not missing, f"the index lacks the columns {missing}; it has {list(index.columns)}"
+    assert len(index) == n, f"the index has {len(index)} rows for {n} items"
+    for i in range(min(max_items, n)):
+        sample = dataset[i]
+        assert isinstance(sample, tuple) and len(sample) == 2, f"item {i} must be a pair (image, mask)"
+        image, mask = sample
+        for label, value in (("image", image), ("mask", mask)):
+            assert isinstance(value, torch.Tensor), (
+                f"item {i}: {label} must be a torch.Tensor, got {type(value).__name__}"
+            )
+            assert value.dtype == torch.float32, f"item {i}: {label} must be float32, got {value.dtype}"
+        assert image.ndim == 3, f"item {i}: image must be (C, H, W), got shape {tuple(image.shape)}"
+        assert mask.ndim == 3 and mask.shape[0] == 1, f"item {i}: mask must be (1, H, W), got shape {tuple(mask.shape)}"
+        assert image.shape[1:] == mask.shape[1:], (
+            f"item {i}: image {tuple(image.shape)} and mask {tuple(mask.shape)} differ in size"
+        )
+        assert ((mask == 0) | (mask == 1)).all(), f"item {i}: mask values must be 0 or 1, got {mask.unique().tolist()}"
+        assert torch.isfinite(image).all(), f"item {i}: image holds NaN or infinite values"
+        if callable(getattr(dataset, "read", None)):
+            _, raw_mask = dataset.read(i)
+            has_lesion = bool(index["has_lesion"].iloc[i])
+            assert bool((raw_mask > 0).any()) == has_lesion, (
+                f"item {i}: index says has_lesion={has_lesion} but the mask from read({i}) disagrees"
+            )
