@@ -1,0 +1,96 @@
+"""Your own data as two folders, ``images/`` and ``masks/``, paired by file name.
+
+    root/
+      images/  a.png  b.tif  ...
+      masks/   a.png  b.tif  ...      (or a_mask.png with mask_suffix="_mask")
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from segkit.data import IMAGE_SUFFIXES, FilePairDataset, drop_missing
+from segkit.errors import ConfigError, DataError
+
+__all__ = ["FolderDataset", "case_ids"]
+
+
+def _listing(folder: Path) -> dict[str, Path]:
+    """Image files of ``folder`` by stem; DataError when two share a stem."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.stem in found:
+                raise DataError(f"{found[path.stem].name} and {path.name} in {folder} share the name "
+                                f"{path.stem!r}; keep one file per image")
+            found[path.stem] = path
+    return found
+
+
+def case_ids(names: list[str], case_pattern: str | None) -> list[str]:
+    """The case of every name: the regex's group ``case`` (or first group, or whole match), else the name."""
+    if case_pattern is None:
+        return list(names)
+    try:
+        pattern = re.compile(case_pattern)
+    except re.error as exc:
+        raise ConfigError(f"case_pattern {case_pattern!r} is not a valid regular expression: {exc}") from None
+    group = "case" if "case" in pattern.groupindex else (1 if pattern.groups else 0)
+    cases, unmatched = [], []
+    for name in names:
+        match = pattern.search(name)
+        if match is None or match.group(group) is None:
+            unmatched.append(name)
+        else:
+            cases.append(match.group(group))
+    if unmatched:
+        raise DataError(f"case_pattern {case_pattern!r} matches no case in {len(unmatched)} name(s), "
+                        f"e.g. {', '.join(unmatched[:3])}")
+    return cases
+
+
+class FolderDataset(FilePairDataset):
+    """Images and masks in two folders, paired by file stem (png, jpg, jpeg, tif, tiff).
+
+    Args:
+        root: the folder holding ``images`` and ``masks``.
+        images: the image folder, relative to ``root``.
+        masks: the mask folder, relative to ``root``.
+        case_pattern: a regex on the image stem whose named group ``case`` (or first
+            group) is the case id, e.g. ``r"^(patient\\d+)_"``; None makes every image its own case.
+        mask_suffix: what the mask stem adds to the image stem, e.g. ``"_mask"``.
+        cache: keep decoded images in memory after the first read.
+        on_missing: ``"error"`` for images without a mask, or ``"skip"`` to warn and leave them out.
+    """
+
+    def __init__(self, root: str, images: str = "images", masks: str = "masks", case_pattern: str | None = None,
+                 mask_suffix: str = "", cache: bool = False, on_missing: str = "error") -> None:
+        base = Path(root).expanduser()
+        image_dir, mask_dir = base / images, base / masks
+        for name, folder in (("image", image_dir), ("mask", mask_dir)):
+            if not folder.is_dir():
+                raise DataError(f"{name} folder not found: {folder}. Expected {base}/{images}/ and "
+                                f"{base}/{masks}/ with files paired by name (png, jpg, tif)")
+        image_files = _listing(image_dir)
+        if not image_files:
+            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
+        mask_files = _listing(mask_dir)
+        stems = list(image_files)
+        paired = {stem: mask_files.get(stem + mask_suffix) for stem in stems}
+        unused = len(mask_files) - sum(p is not None for p in paired.values())
+        if unused:
+            warnings.warn(f"{unused} file(s) in {mask_dir} match no image", UserWarning, stacklevel=2)
+        index = pd.DataFrame({
+            "item": stems,
+            "case": case_ids(stems, case_pattern),
+            "image_path": [str(image_files[s]) for s in stems],
+            "mask_path": [str(paired[s]) if paired[s] is not None else None for s in stems],
+        })
+        hint = f" (looked for <stem>{mask_suffix}.<ext> in {mask_dir})"
+        index = drop_missing(index, index["mask_path"].isna(), on_missing, f"{image_dir}{hint}")
+        self.root = base
+        super().__init__(index, cache=cache)

@@ -1,0 +1,98 @@
+"""Your own data listed in a table: one row per image, with its mask and optionally its case.
+
+    image,mask,patient
+    scans/a.png,labels/a.png,p01
+    ...
+
+CSV (comma-separated, or tab-separated when named ``.tsv``) or parquet (``.parquet``, ``.pq``; needs pyarrow).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+from segkit.data import FilePairDataset, drop_missing
+from segkit.errors import DataError, unknown_name
+
+__all__ = ["TableDataset"]
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"table not found: {path}. Expected a CSV or parquet file with image and mask columns")
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        if importlib.util.find_spec("pyarrow") is None:
+            raise DataError(f"reading {path} needs pyarrow, which is not installed: "
+                            f"'pip install pyarrow', or save the table as CSV")
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read {path}: {exc}") from None
+    try:
+        sep = "\t" if path.suffix.lower() == ".tsv" else ","
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+
+
+class TableDataset(FilePairDataset):
+    """Images and masks listed in a CSV or parquet table.
+
+    Args:
+        path: the table.
+        image_column: the column of image paths.
+        mask_column: the column of mask paths (an empty cell is a missing mask).
+        case_column: the column of case ids; None makes every image its own case.
+        root: the folder that relative paths start from; default the table's folder.
+        cache: keep decoded images in memory after the first read.
+        on_missing: ``"error"`` for images without a mask (empty cell or no file),
+            or ``"skip"`` to warn and leave them out.
+    """
+
+    def __init__(self, path: str, image_column: str = "image", mask_column: str = "mask",
+                 case_column: str | None = None, root: str | None = None, cache: bool = False,
+                 on_missing: str = "error") -> None:
+        table_path = Path(path).expanduser()
+        table = _read_table(table_path)
+        columns = [str(c) for c in table.columns]
+        for option, column in (("image_column", image_column), ("mask_column", mask_column),
+                               ("case_column", case_column)):
+            if column is not None and column not in table.columns:
+                raise unknown_name(f"{option} of {table_path.name}", column, columns)
+        if table.empty:
+            raise DataError(f"table {table_path} has no rows")
+        for column in (image_column, case_column):
+            if column is not None and table[column].isna().any():
+                row = int(table[column].isna().to_numpy().argmax())
+                raise DataError(f"table {table_path}: row {row + 2} has an empty {column!r} cell")
+        base = Path(root).expanduser() if root is not None else table_path.parent
+
+        def resolve(value: object) -> str | None:
+            if value is None or pd.isna(value) or str(value).strip() == "":
+                return None
+            full = Path(str(value).strip()).expanduser()
+            return str(full if full.is_absolute() else base / full)
+
+        image_paths = [resolve(v) for v in table[image_column]]
+        absent = [p for p in image_paths if not Path(p).is_file()]
+        if absent:
+            raise DataError(f"{len(absent)} image(s) listed in {table_path} do not exist, e.g. "
+                            f"{', '.join(absent[:3])} (relative paths start at {base})")
+        mask_paths = [resolve(v) for v in table[mask_column]]
+        mask_paths = [p if p is not None and Path(p).is_file() else None for p in mask_paths]
+        stems = [Path(p).stem for p in image_paths]
+        items = stems if len(set(stems)) == len(stems) else [str(v).strip() for v in table[image_column]]
+        index = pd.DataFrame({
+            "item": items,
+            "case": table[case_column].astype(str).to_numpy() if case_column else items,
+            "image_path": image_paths,
+            "mask_path": mask_paths,
+        })
+        index = drop_missing(index, index["mask_path"].isna(), on_missing, str(table_path))
+        self.path = table_path
+        super().__init__(index, cache=cache)

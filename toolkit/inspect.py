@@ -1,0 +1,107 @@
+"""Look at a dataset before training: counts, sizes, mask values and a picture of samples."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from segkit.data.base import SegmentationDataset
+from segkit.data.io import raw_mask_values
+
+__all__ = ["summarize", "sample_grid"]
+
+_OUTLINE = (255, 40, 40)
+
+
+def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
+    """Read every item once and count what is there.
+
+    Returns a dict with ``cases``, ``images``, ``lesion_slices``, ``empty_slices``,
+    ``image_sizes`` (``"HxW"`` -> count), ``channels`` (channel counts found),
+    ``in_channels`` and ``mask_values`` (the values stored in the mask files when
+    the index has ``mask_path``, else those that ``read`` returns).
+    """
+    sizes: Counter[str] = Counter()
+    channels: set[int] = set()
+    values: set[int] = set()
+    lesion = 0
+    for i in range(len(dataset)):
+        image, mask = dataset.read(i)
+        sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1
+        channels.add(int(image.shape[2]))
+        lesion += bool(mask.any())
+        if "mask_path" not in dataset.index.columns:
+            values.update(int(v) for v in np.unique(mask))
+    if "mask_path" in dataset.index.columns:
+        for path in dataset.index["mask_path"]:
+            values.update(raw_mask_values(path))
+    return {
+        "cases": int(dataset.index["case"].nunique()),
+        "images": len(dataset),
+        "lesion_slices": lesion,
+        "empty_slices": len(dataset) - lesion,
+        "image_sizes": dict(sizes.most_common()),
+        "channels": sorted(channels),
+        "in_channels": dataset.in_channels,
+        "mask_values": sorted(values),
+    }
+
+
+def _display(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """An RGB picture of the image (grey, RGB, or the first channel) with the mask outlined."""
+    if image.shape[2] == 3:
+        picture = image.copy()
+    else:
+        picture = np.repeat(image[:, :, :1], 3, axis=2)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(picture, contours, -1, _OUTLINE, thickness=max(1, image.shape[0] // 128))
+    return picture
+
+
+def sample_grid(dataset: SegmentationDataset, path: str | os.PathLike, n: int = 5, seed: int = 0) -> Path:
+    """Write a PNG of up to ``n`` random lesion slices (top row) and ``n`` empty ones (bottom row).
+
+    Masks are drawn as outlines; matplotlib's Agg canvas is used without pyplot state.
+    The file is written atomically; returns its path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    flags = dataset.index["has_lesion"].astype(bool).to_numpy()
+    rows = []
+    for label, chosen in (("lesion", np.flatnonzero(flags)), ("empty", np.flatnonzero(~flags))):
+        if len(chosen):
+            picks = rng.choice(chosen, size=min(n, len(chosen)), replace=False)
+            rows.append((label, np.sort(picks)))
+    columns = max((len(picks) for _, picks in rows), default=1)
+    figure = Figure(figsize=(2.2 * columns, 2.4 * max(len(rows), 1)))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(max(len(rows), 1), columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (label, picks) in enumerate(rows):
+        for c, i in enumerate(picks):
+            image, mask = dataset.read(int(i))
+            axes[r, c].imshow(_display(image, mask))
+            axes[r, c].set_title(str(dataset.index["item"].iloc[i])[-24:], fontsize=7)
+        axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, rotation=90,
+                        ha="right", va="center", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        figure.savefig(temp, dpi=100, format="png")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
