@@ -60,18 +60,23 @@ class TrainingError(SegkitError):
     """Training stopped for a reason the user can act on (NaN loss, out of memory)."""
 
 
-def unknown_name(what: str, name: str, available: Iterable[str], hint: str | None = None) -> UnknownNameError:
+def unknown_name(
+    what: str, name: str, available: Iterable[str], hint: str | None = None, listing: str | None = None
+) -> UnknownNameError:
     """Build the standard "unknown X 'y'. Did you mean ...? Available: ..." error.
 
     ``what`` is the noun ("model", "kind", "parameter of model 'unet'"),
-    ``hint`` the closing sentence, for example "See 'segkit list model'.".
+    ``hint`` the closing sentence, for example "See 'segkit list model'.";
+    ``listing`` replaces the "Available: ..." sentence (e.g. names with their types).
     """
     names = sorted(set(available))
     parts = [f"unknown {what} {name!r}."]
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     if close:
         parts.append("Did you mean " + " or ".join(repr(c) for c in close) + "?")
-    if names:
+    if listing is not None:
+        parts.append(listing)
+    elif names:
         shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
         parts.append(f"Available: {shown}.")
     else:

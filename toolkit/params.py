@@ -150,8 +150,7 @@ def check_params(
             if accepts_extra(target):
                 checked[key] = value
                 continue
-            error = unknown_name(f"parameter of {what}", key, known, None)
-            raise ConfigError(f"{error} Valid parameters: {valid}." + (f" {hint}" if hint else ""))
+            raise unknown_name(f"parameter of {what}", key, known, hint, listing=f"Valid parameters: {valid}.")
         converted = coerce_value(value, param.annotation)
         if converted is _NO:
             raise ConfigError(

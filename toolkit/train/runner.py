@@ -161,7 +161,7 @@ def train(
         f"{len(parts.views['val'])} val items, {describe_device(device)}"
         + (f", {dist.world_size} processes" if dist.active else "") + f" -> {run.root}")
     stopped = "completed"
-    epoch = start_epoch - 1
+    completed = start_epoch - 1  # the epoch whose state last.pt holds
     try:
         for epoch in range(start_epoch, config.train.epochs + 1):
             result = trainer.run_epoch(epoch)
@@ -175,6 +175,7 @@ def train(
                 if improved:
                     save_checkpoint(run.best, _checkpoint_payload(config, epoch, trainer, {"metrics": result.row}))
                 save_last(epoch, finished=epoch == config.train.epochs or stopper.should_stop)
+            completed = epoch
             monitor = config.metrics.monitor
             say(f"epoch {epoch}/{config.train.epochs}  train_loss {result.row['train_loss']:.4f}  "
                 f"val_loss {result.row['val_loss']:.4f}  val_{monitor} {result.monitored:.4f}"
@@ -186,7 +187,7 @@ def train(
     except KeyboardInterrupt:
         dist.barrier()
         raise TrainingError(
-            f"interrupted during epoch {epoch + 1}. {run.last} holds the state after epoch {epoch} (the interrupted "
+            f"interrupted during epoch {completed + 1}. {run.last} holds the state after epoch {completed} (the interrupted "
             f"epoch's progress is discarded). Resume with: segkit run --resume {run.root}"
         ) from None
     except torch.cuda.OutOfMemoryError:
