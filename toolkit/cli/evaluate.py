@@ -1,0 +1,51 @@
+"""``segkit evaluate``: score a trained run (or an ensemble of runs) per image, per case and globally."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from segkit.cli import HintedChoice, plugin_option, registry_from_context
+
+
+@click.command("evaluate")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN_DIR [RUN_DIR ...]")
+@click.option("--checkpoint", default="best", show_default=True, help="best, last, or a path to a .pt file.")
+@click.option("--split", type=HintedChoice(["test", "val", "train", "all"]),
+              help="Which items: a split of the run's splits.csv, or all. Default: test (all with --dataset).")
+@click.option("--dataset", "dataset_name", help="Evaluate on this dataset instead of the run's (see 'segkit list dataset').")
+@click.option("--data-root", type=click.Path(), help="Where that dataset (or the run's, if it moved) lives.")
+@click.option("--threshold", type=float, help="Probability threshold. Default: the run's.")
+@click.option("--tta", is_flag=True, help="Average over horizontal, vertical and both flips.")
+@click.option("--postprocess", type=HintedChoice(["none", "lcc"]), default="none", show_default=True,
+              help="lcc: keep the largest connected component per case (3D), as Buda et al. 2019.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as a JSON object.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@plugin_option
+def evaluate_command(runs: tuple[str, ...], checkpoint: str, split: str | None, dataset_name: str | None,
+                     data_root: str | None, threshold: float | None, tta: bool, postprocess: str, batch_size: int,
+                     device: str, as_json: bool, quiet: bool) -> None:
+    """Score RUN_DIR's model on its held-out cases, or an ensemble of several runs (probabilities averaged).
+
+    Reports per-image mean, per-case (one 3D score per patient) mean and median, and
+    global (pooled) Dice, IoU, precision and recall at the masks' own resolution, and
+    writes the per-case scores to RUN_DIR/evaluation/.
+    """
+    from segkit.evaluate import evaluate_runs, format_report
+
+    report = evaluate_runs(
+        list(runs), checkpoint=checkpoint, split=split, dataset_name=dataset_name, data_root=data_root,
+        threshold=threshold, tta=tta, postprocess=postprocess, batch_size=batch_size, device=device,
+        registry=registry_from_context(), progress=not quiet,
+        warn=lambda message: click.echo(f"warning: {message}", err=True),
+    )
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_report(report))
+
+
+COMMANDS = [evaluate_command]

@@ -1,0 +1,52 @@
+"""``segkit export``: a run's model as ONNX or TorchScript, with its preprocessing inside."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from segkit.cli import HintedChoice, plugin_option, registry_from_context
+
+
+@click.command("export")
+@click.argument("run", metavar="RUN_DIR")
+@click.option("--checkpoint", type=HintedChoice(["best", "last"]), default="best", show_default=True)
+@click.option("--format", "fmt", type=HintedChoice(["onnx", "torchscript"]),
+              help="Default: from --out (.onnx -> onnx, .pt/.ts -> torchscript).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The file to write.")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
+@plugin_option
+def export_command(run: str, checkpoint: str, fmt: str | None, out: str, opset: int, overwrite: bool,
+                   as_json: bool) -> None:
+    """Export RUN_DIR's model for deployment: dynamic batch, height and width; logits out.
+
+    The file records segkit's preprocessing (image size, channels, scale, threshold),
+    and the export is checked against PyTorch at two other input sizes.
+    """
+    from segkit.errors import ConfigError
+    from segkit.export import export_model
+
+    path = Path(out)
+    if fmt is None:
+        fmt = "torchscript" if path.suffix.lower() in (".pt", ".ts", ".pth", ".torchscript") else "onnx"
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{out!r} already exists; pass --overwrite to replace it.")
+    options = {"opset": opset} if fmt == "onnx" else {}
+    report = export_model(run, path, fmt, checkpoint, registry=registry_from_context(), **options)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    meta = report["metadata"]
+    click.echo(f"exported {meta['model']} from {report['checkpoint']} to {report['path']} ({fmt})")
+    click.echo(f"  input: (N, {meta['in_channels']}, H, W) float32 = pixels / {meta['scale']}, "
+               f"image_size {meta['image_size']} (0: any), threshold {meta['threshold']}")
+    if "max_abs_diff" in report:
+        click.echo(f"  checked against PyTorch at two other input sizes: max |logit difference| "
+                   f"{report['max_abs_diff']:.2e}")
+
+
+COMMANDS = [export_command]

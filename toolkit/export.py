@@ -1,0 +1,273 @@
+"""Exporting a trained model to ONNX or TorchScript, and running ONNX exports.
+
+Both formats take images ``(N, C, H, W)`` float32 (8-bit pixels divided by
+``scale``) of any batch size, height and width, and return logits
+``(N, 1, H, W)``. The models pad inputs to a multiple of their stride inside
+``forward``; the export wraps them so that this padding (and the crop back) is
+computed from the input's shape in the graph, not frozen at the example's size.
+
+segkit's preprocessing travels with the file: ONNX ``metadata_props``, or a
+``segkit.json`` extra file in TorchScript. onnx and onnxruntime are optional
+(``pip install segkit[export]``) and imported only here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segkit.errors import CheckpointError, SegkitError, unknown_name
+
+__all__ = [
+    "FORMATS",
+    "ONNX_FORMAT",
+    "ExportWrapper",
+    "export_model",
+    "export_onnx",
+    "export_torchscript",
+    "load_onnx_predictor",
+    "read_onnx_metadata",
+]
+
+FORMATS: tuple[str, ...] = ("onnx", "torchscript")
+ONNX_FORMAT = "segkit-onnx-1"
+TORCHSCRIPT_FORMAT = "segkit-torchscript-1"
+TORCHSCRIPT_EXTRA = "segkit.json"
+DEFAULT_OPSET = 17
+
+
+def _require(module: str, purpose: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SegkitError(f"{purpose} needs the optional package {module!r}, which is not installed: "
+                          "pip install 'segkit[export]'") from None
+
+
+class ExportWrapper(nn.Module):
+    """A model whose padding to ``size_multiple`` (and ``min_size``) follows the input shape when traced.
+
+    In eager mode it simply calls the model. When traced (ONNX or TorchScript), the
+    input sizes are traced values, so the replicate padding and the crop back are
+    recorded as shape arithmetic; the model's own padding then always sees a
+    multiple of its stride and adds nothing.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.size_multiple = int(getattr(model, "size_multiple", 1) or 1)
+        self.min_size = int(getattr(model, "min_size", 0) or 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[2], x.shape[3]
+        if not isinstance(height, torch.Tensor):  # eager: the model pads and crops itself
+            return self.model(x)
+        pad_h = torch.clamp(self.min_size - height, min=0)
+        pad_w = torch.clamp(self.min_size - width, min=0)
+        pad_h = pad_h + torch.remainder(-(height + pad_h), self.size_multiple)
+        pad_w = pad_w + torch.remainder(-(width + pad_w), self.size_multiple)
+        padded = F.pad(x, [0, pad_w, 0, pad_h], mode="replicate")
+        return self.model(padded)[..., :height, :width]
+
+
+def _load(source: str | os.PathLike[str], checkpoint: str,
+          registry: Any | None = None) -> tuple[nn.Module, dict[str, Any], Path]:
+    from segkit.train.checkpoint import build_model_from_checkpoint, load_checkpoint, resolve_checkpoint
+
+    path = Path(source)
+    if not path.exists():
+        raise CheckpointError(f"run directory or checkpoint {str(path)!r} does not exist.")
+    if path.is_dir() and not ((path / "config.toml").is_file() or (path / "checkpoints").is_dir()):
+        raise CheckpointError(f"{str(path)!r} is not a segkit run directory (no config.toml, no checkpoints/).")
+    checkpoint_path = resolve_checkpoint(path, checkpoint)
+    payload = load_checkpoint(checkpoint_path)
+    return build_model_from_checkpoint(payload, registry).float().eval(), payload, checkpoint_path
+
+
+def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[str, str]:
+    from segkit import __version__
+
+    prep = payload.get("preprocessing", {})
+    config = payload["config"]
+    in_channels = prep.get("in_channels") or config["model"].get("in_channels")
+    run_dir = checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
+    return {
+        "segkit_format": fmt,
+        "image_size": str(int(prep.get("image_size") or 0)),
+        "in_channels": str(int(in_channels)) if in_channels is not None else "",
+        "threshold": repr(float(prep.get("threshold", config["metrics"]["threshold"]))),
+        "scale": repr(float(prep.get("scale", 255.0))),
+        "model": str(config["model"]["name"]),
+        "model_params": json.dumps({k: v for k, v in config["model"].items() if k != "name"}),
+        "source_run": str(run_dir.resolve()),
+        "checkpoint": checkpoint_path.name,
+        "epoch": str(payload.get("epoch", "")),
+        "segkit_version": __version__,
+        "input": "images (N, C, H, W) float32 = pixels / scale; any N, H, W; resize to image_size first when it is not 0",
+        "output": "logits (N, 1, H, W); lesion probability = sigmoid(logits), lesion where probability >= threshold",
+    }
+
+
+def _example(model: nn.Module, metadata: dict[str, str]) -> torch.Tensor:
+    channels = int(metadata["in_channels"] or 3)
+    size = int(metadata["image_size"]) or 64
+    multiple = int(getattr(model, "size_multiple", 1) or 1)
+    size = max(size, int(getattr(model, "min_size", 0) or 0))
+    size += -size % multiple
+    return torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _check_sizes(example: torch.Tensor) -> list[tuple[int, ...]]:
+    """Two input shapes unlike the example (batch, height and width all change) to verify an export."""
+    n, c, h, w = example.shape
+    return [(2, c, h + 5, w + 3), (1, c, max(h // 2 + 1, 9), w + 11)]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str = "best",
+                opset: int = DEFAULT_OPSET, verify: bool = True, registry: Any | None = None) -> dict[str, Any]:
+    """Export a run's model to ONNX with dynamic batch, height and width and segkit metadata.
+
+    Uses the TorchScript-based exporter (``dynamo=False``): it needs no extra
+    package and records the padding arithmetic of :class:`ExportWrapper`.
+    With ``verify`` (and onnxruntime installed) the export is run at two other
+    input sizes and compared with PyTorch. Returns a report dict.
+    """
+    onnx = _require("onnx", "exporting to ONNX")
+    model, payload, checkpoint_path = _load(source, checkpoint, registry)
+    metadata = _metadata(payload, checkpoint_path, ONNX_FORMAT)
+    wrapper = ExportWrapper(model).eval()
+    example = _example(model, metadata)
+    buffer = io.BytesIO()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's and the legacy exporter's notices
+        torch.onnx.export(wrapper, (example,), buffer, dynamo=False, opset_version=opset,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": axes, "logits": axes})
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.checker.check_model(proto)
+    out = Path(out)
+    _atomic_write(out, proto.SerializeToString())
+    report: dict[str, Any] = {"path": str(out), "format": "onnx", "metadata": metadata, "checkpoint": str(checkpoint_path)}
+    if verify and importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        report["max_abs_diff"] = _compare(model, lambda x: session.run(None, {"images": x.numpy()})[0], example)
+    return report
+
+
+def export_torchscript(source: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str = "best",
+                       verify: bool = True, registry: Any | None = None) -> dict[str, Any]:
+    """Export a run's model to TorchScript (``torch.jit.trace``), with the preprocessing in ``segkit.json``."""
+    model, payload, checkpoint_path = _load(source, checkpoint, registry)
+    metadata = _metadata(payload, checkpoint_path, TORCHSCRIPT_FORMAT)
+    wrapper = ExportWrapper(model).eval()
+    example = _example(model, metadata)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notices about Python values
+        traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_EXTRA: json.dumps(metadata, indent=2)})
+    out = Path(out)
+    _atomic_write(out, buffer.getvalue())
+    report: dict[str, Any] = {"path": str(out), "format": "torchscript", "metadata": metadata,
+                              "checkpoint": str(checkpoint_path)}
+    if verify:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+            loaded = torch.jit.load(str(out), map_location="cpu")
+        report["max_abs_diff"] = _compare(model, lambda x: loaded(x).numpy(), example)
+    return report
+
+
+def _compare(model: nn.Module, exported: Any, example: torch.Tensor) -> float:
+    """Largest absolute logit difference between PyTorch and an export over two unseen input shapes."""
+    worst = 0.0
+    generator = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        for shape in _check_sizes(example):
+            x = torch.rand(shape, generator=generator)
+            expected = model(x).numpy()
+            got = np.asarray(exported(x))
+            if got.shape != expected.shape:
+                raise RuntimeError(f"export gives shape {got.shape} for input {shape}, PyTorch {expected.shape}")
+            worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def export_model(source: str | os.PathLike[str], out: str | os.PathLike[str], fmt: str = "onnx",
+                 checkpoint: str = "best", **options: Any) -> dict[str, Any]:
+    """Export in ``fmt`` (``onnx`` or ``torchscript``)."""
+    if fmt == "onnx":
+        return export_onnx(source, out, checkpoint, **options)
+    if fmt == "torchscript":
+        return export_torchscript(source, out, checkpoint, **options)
+    raise unknown_name("export format", fmt, FORMATS)
+
+
+def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The segkit metadata of an ONNX file; a :class:`CheckpointError` when it is not a segkit export."""
+    onnx = _require("onnx", "reading an ONNX file")
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"ONNX file {str(path)!r} does not exist.")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise CheckpointError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__}).") from None
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    if metadata.get("segkit_format") != ONNX_FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a segkit export: its ONNX metadata has no segkit_format "
+                              f"{ONNX_FORMAT!r}, so segkit does not know its preprocessing. Export runs with "
+                              "'segkit export RUN_DIR --format onnx --out FILE'.")
+    return metadata
+
+
+def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, threshold: float | None = None,
+                        batch_size: int | None = None):
+    """A :class:`~segkit.inference.Predictor` running a segkit ONNX export with onnxruntime on the CPU."""
+    from segkit.inference import Member, Predictor
+
+    metadata = read_onnx_metadata(path)
+    onnxruntime = _require("onnxruntime", "running an ONNX model")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(session.run(None, {input_name: array})[0])
+
+    member = Member(
+        name=metadata.get("model", "onnx"),
+        source=str(path),
+        image_size=int(metadata.get("image_size") or 0),
+        in_channels=int(metadata["in_channels"]) if metadata.get("in_channels") else None,
+        threshold=float(metadata.get("threshold", 0.5)),
+        run=run,
+        info={"metadata": metadata, "session": session},
+    )
+    return Predictor([member], tta=tta, threshold=threshold, batch_size=batch_size)

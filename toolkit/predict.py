@@ -1,0 +1,229 @@
+"""Predicting masks for image files: inputs, case ids, output files.
+
+See docs/predict.md. Outputs for an input ``name.ext``, in the output folder:
+
+- ``name.png``: the binary mask, 0 or 255, at the input's own size;
+- ``name_overlay.png`` (``overlay``): the image with the predicted outline in red;
+- ``name_prob.png`` (``save_probs``): the probability map as a 16-bit PNG,
+  ``round(probability * 65535)``, at the input's own size.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segkit.errors import ConfigError, DataError
+
+__all__ = [
+    "PredictSummary",
+    "split_arguments",
+    "expand_inputs",
+    "case_of_file",
+    "output_paths",
+    "predict_files",
+]
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_CASE_SLICE = re.compile(r"^(?P<case>.+)_(?P<slice>\d+)$")
+
+
+def split_arguments(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``SOURCE... INPUT...``: leading sources (run directories, ``.pt``, ``.onnx``), then inputs."""
+    from segkit.inference import SOURCE_SUFFIXES, is_source
+
+    sources: list[str] = []
+    position = 0
+    while position < len(arguments) and is_source(arguments[position]):
+        sources.append(arguments[position])
+        position += 1
+    inputs = list(arguments[position:])
+    if not sources:
+        first = arguments[0] if arguments else ""
+        path = Path(first)
+        why = ("it does not exist" if not path.exists() and not _GLOB_CHARS.search(first) else
+               "it is a folder without config.toml or checkpoints/" if path.is_dir() else
+               f"it does not end with {' or '.join(SOURCE_SUFFIXES)}" if path.suffix.lower() not in SOURCE_SUFFIXES
+               else "it does not exist")
+        raise ConfigError(f"the first argument must be a model: a run directory, a .pt checkpoint or a .onnx export; "
+                          f"{first!r} is none of these ({why}).")
+    if not inputs:
+        raise ConfigError("no input images: name image files, folders or globs after the model(s).")
+    late = [a for a in inputs if is_source(a)]
+    if late:
+        raise ConfigError(f"{late[0]!r} looks like a model but comes after the first input; "
+                          "put every model before the images.")
+    return sources, inputs
+
+
+def _images_in(paths: Sequence[Path]) -> list[Path]:
+    from segkit.data import IMAGE_SUFFIXES
+
+    return [p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            and not p.stem.lower().endswith("_mask")]
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Image files from files, folders (not recursive) and globs (``**`` recurses).
+
+    Folders and globs pick png, jpg, jpeg, tif and tiff files and skip ``*_mask.*``
+    files (the label files of the LGG layout); a file named explicitly is always taken.
+    A missing path or a glob that matches nothing is a :class:`ConfigError`.
+    """
+    files: list[Path] = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = _images_in(sorted(path.iterdir()))
+            if not found:
+                raise ConfigError(f"folder {text!r} holds no images (png, jpg, jpeg, tif, tiff).")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        elif _GLOB_CHARS.search(text):
+            found = _images_in([Path(p) for p in sorted(glob.glob(os.path.expanduser(text), recursive=True))])
+            if not found:
+                raise ConfigError(f"the pattern {text!r} matches no images (png, jpg, jpeg, tif, tiff).")
+            files.extend(found)
+        else:
+            raise ConfigError(f"input {text!r} does not exist.")
+    unique: dict[Path, None] = {}
+    for f in files:
+        unique.setdefault(f.resolve(), None)
+    return [Path(p) for p in unique]
+
+
+def case_of_file(path: Path) -> tuple[str, int] | None:
+    """``(case, slice)`` when the file name ends in ``_<number>`` (LGG: ``TCGA_..._<n>.tif``), else None.
+
+    The case is the folder plus the name without ``_<number>``, so slices of one
+    patient in one folder form one case.
+    """
+    match = _CASE_SLICE.match(path.stem)
+    if match is None:
+        return None
+    return f"{path.parent}/{match['case']}", int(match["slice"])
+
+
+def output_paths(files: Sequence[Path], out: Path, overlay: bool, save_probs: bool) -> list[dict[str, Path]]:
+    """The output files of each input; ConfigError when two inputs would write the same file."""
+    outputs, owner = [], {}
+    for path in files:
+        names = {"mask": out / f"{path.stem}.png"}
+        if overlay:
+            names["overlay"] = out / f"{path.stem}_overlay.png"
+        if save_probs:
+            names["prob"] = out / f"{path.stem}_prob.png"
+        for target in names.values():
+            if target in owner:
+                raise ConfigError(f"{owner[target]} and {path} would both write {target}; "
+                                  "predict them into different --out folders.")
+            owner[target] = path
+        outputs.append(names)
+    return outputs
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    """Encode ``pixels`` as PNG and write it atomically (temporary file, then rename)."""
+    import cv2
+
+    ok, data = cv2.imencode(".png", pixels)
+    if not ok:
+        raise DataError(f"cannot encode {path} as PNG")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data.tobytes())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class PredictSummary:
+    """What a prediction run did."""
+
+    written: int = 0
+    lesion_pixels: int = 0
+    lesion_images: int = 0
+    converted: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    out: str = ""
+
+
+def predict_files(
+    predictor: Any,
+    files: Sequence[Path],
+    out: str | os.PathLike[str],
+    *,
+    threshold: float | None = None,
+    overlay: bool = False,
+    save_probs: bool = False,
+    postprocess: str = "none",
+    batch_size: int = 8,
+    overwrite: bool = False,
+    progress: bool = False,
+    warn: Callable[[str], None] = lambda _message: None,
+) -> PredictSummary:
+    """Predict every file and write its outputs; unreadable files are reported in the summary and skipped."""
+    import cv2
+    from tqdm.auto import tqdm
+
+    from segkit.data import read_image
+    from segkit.inference import predict_stream
+
+    out = Path(out)
+    outputs = output_paths(files, out, overlay, save_probs)
+    if not overwrite:
+        existing = [str(p) for names in outputs for p in names.values() if p.exists()]
+        if existing:
+            shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+            raise ConfigError(f"{len(existing)} output file(s) already exist: {shown}. "
+                              "Pass --overwrite to replace them, or choose another --out.")
+    out.mkdir(parents=True, exist_ok=True)
+
+    # slices of one case together, in slice order, so a case is post-processed as a volume
+    keys = {i: case_of_file(f) for i, f in enumerate(files)}
+    first: dict[str, int] = {}
+    for i, key in keys.items():
+        if key is not None:
+            first.setdefault(key[0], i)
+    order = sorted(range(len(files)), key=lambda i: (first[keys[i][0]], keys[i][1]) if keys[i] else (i, 0))
+    summary = PredictSummary(out=str(out))
+
+    def read(i: int) -> tuple[np.ndarray, None]:
+        return read_image(files[i]), None
+
+    stream = predict_stream(predictor, order, read, case_of=lambda i: keys[i][0] if keys[i] else None,
+                            batch_size=batch_size, threshold=threshold, postprocess=postprocess,
+                            keep_images=overlay)
+    for prediction in tqdm(stream, total=len(files), desc="predict", unit="img", disable=not progress):
+        path = files[prediction.entry]
+        if prediction.error is not None:
+            summary.failures.append((str(path), prediction.error))
+            continue
+        if prediction.converted:
+            if not summary.converted:
+                warn(f"{path}: {prediction.converted} for the model (and every such image after it).")
+            summary.converted += 1
+        names = outputs[prediction.entry]
+        mask = prediction.mask.astype(np.uint8)
+        _write_png(names["mask"], mask * 255)
+        if save_probs:
+            _write_png(names["prob"], np.round(prediction.probability.astype(np.float64) * 65535).astype(np.uint16))
+        if overlay:
+            from segkit.train.plots import overlay as draw_overlay
+
+            picture = np.round(draw_overlay(prediction.image, None, mask) * 255).astype(np.uint8)
+            _write_png(names["overlay"], cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        summary.written += 1
+        pixels = int(mask.sum())
+        summary.lesion_pixels += pixels
+        summary.lesion_images += pixels > 0
+    return summary
