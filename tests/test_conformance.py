@@ -1,0 +1,115 @@
+"""Every registered component passes segkit.testing's conformance checks.
+
+The parameters come from the live registry, so a newly installed plugin is
+tested the moment it is registered (as timm's test_models does for every model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from segkit.registry import get_registry
+from segkit.testing import check_dataset, check_loss, check_metric, check_model
+
+REGISTRY = get_registry()
+
+#: Light settings for models whose defaults are heavy to build on 2 CPU cores.
+MODEL_PARAMS: dict[str, dict[str, Any]] = {
+    "unet": {"width": 8},
+    "smp_dpt": {"encoder_name": "tu-vit_tiny_patch16_224"},
+}
+SMP_LIGHT_ENCODER = {"encoder_name": "resnet18"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def names(kind: str) -> list[str]:
+    return REGISTRY.names(kind)
+
+
+@pytest.mark.parametrize("name", names("model"))
+def test_model_conforms(name: str) -> None:
+    params = MODEL_PARAMS.get(name, SMP_LIGHT_ENCODER if name.startswith("smp_") else {})
+    torch.manual_seed(0)
+    model = REGISTRY.build("model", name, in_channels=3, classes=1, **params)
+    check_model(model, in_channels=3, classes=1, size=(64, 64))
+
+
+@pytest.mark.parametrize("name", names("loss"))
+def test_loss_conforms(name: str) -> None:
+    check_loss(REGISTRY.build("loss", name))
+
+
+@pytest.mark.parametrize("name", names("metric"))
+def test_metric_conforms(name: str) -> None:
+    check_metric(REGISTRY.build("metric", name))
+
+
+def _write_pairs(root: Path, count: int = 6) -> list[tuple[Path, Path, str]]:
+    """A small on-disk dataset (PNG images and 0/255 masks) made from the synthetic generator."""
+    import cv2
+
+    source = REGISTRY.build("dataset", "synthetic", count=count, size=32, slices_per_case=3)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    pairs = []
+    for i in range(count):
+        image, mask = source.read(i)
+        item = f"case{i // 3}_slice{i % 3}"
+        image_path, mask_path = root / "images" / f"{item}.png", root / "masks" / f"{item}.png"
+        cv2.imwrite(str(image_path), np.ascontiguousarray(image[..., ::-1]))
+        cv2.imwrite(str(mask_path), mask * 255)
+        pairs.append((image_path, mask_path, f"case{i // 3}"))
+    return pairs
+
+
+def dataset_params(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    if name == "synthetic":
+        return {"count": 8, "size": 32}
+    if name == "lgg":
+        return {"root": str(request.getfixturevalue("lgg_small"))}
+    if name == "folder":
+        _write_pairs(tmp_path)
+        return {"root": str(tmp_path), "case_pattern": r"^(case\d+)_"}
+    if name == "csv":
+        pairs = _write_pairs(tmp_path)
+        table = tmp_path / "items.csv"
+        pd.DataFrame({"image": [str(p[0]) for p in pairs], "mask": [str(p[1]) for p in pairs],
+                      "case": [p[2] for p in pairs]}).to_csv(table, index=False)
+        return {"path": str(table), "case_column": "case"}
+    required = [p.name for p in REGISTRY.get("dataset", name).parameters() if p.required]
+    if required:
+        pytest.skip(f"third-party dataset {name!r} needs {', '.join(required)}; test it in its own package")
+    return {}
+
+
+@pytest.mark.parametrize("name", names("dataset"))
+def test_dataset_conforms(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    dataset = REGISTRY.build("dataset", name, **dataset_params(name, tmp_path, request))
+    check_dataset(dataset)
+
+
+def test_check_dataset_rejects_a_broken_dataset() -> None:
+    class MaskOutOfRange(torch.utils.data.Dataset):
+        index = pd.DataFrame({"item": ["a"], "case": ["a"], "has_lesion": [True]})
+
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int):
+            return torch.zeros(3, 8, 8), torch.full((1, 8, 8), 255.0)
+
+    with pytest.raises(AssertionError, match="mask"):
+        check_dataset(MaskOutOfRange())

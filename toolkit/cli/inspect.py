@@ -1,0 +1,53 @@
+"""``segkit inspect``: look at a dataset before training on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from segkit.cli import plugin_option, registry_from_context
+
+
+@click.command("inspect")
+@click.option("--dataset", "dataset_name", default="synthetic", show_default=True, help="Dataset name (see 'segkit list dataset').")
+@click.option("--data-root", type=click.Path(), help="Where the dataset lives (its root or table file).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="A dataset parameter (value parsed as TOML); repeatable.")
+@click.option("--grid", "grid_path", type=click.Path(dir_okay=False), help="Where to write the sample grid PNG. Default: <dataset>-samples.png.")
+@click.option("--samples", default=5, show_default=True, help="Slices per row in the grid.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@plugin_option
+def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, ...], grid_path: str | None,
+                    samples: int, as_json: bool) -> None:
+    """Count cases, images, lesion and empty slices, sizes, channels and mask values; draw a sample grid.
+
+    The grid shows lesion slices in one row and empty ones in another, masks outlined.
+    """
+    from segkit.cli.train import _data_root_key
+    from segkit.config import parse_set
+    from segkit.inspect import sample_grid, summarize
+
+    registry = registry_from_context()
+    params = {}
+    for assignment in sets:
+        _, key, value = parse_set(f"dataset.{assignment}")
+        params[key] = value
+    if data_root is not None:
+        params[_data_root_key(registry, dataset_name)] = data_root
+    dataset = registry.build("dataset", dataset_name, **params)
+    summary = summarize(dataset)
+    grid = sample_grid(dataset, Path(grid_path or f"{dataset_name}-samples.png"), n=samples)
+    summary["grid"] = str(grid)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    click.echo(f"dataset {dataset_name}: {summary['images']} images in {summary['cases']} cases")
+    click.echo(f"  lesion slices: {summary['lesion_slices']}   empty slices: {summary['empty_slices']}")
+    click.echo(f"  image sizes:   {', '.join(f'{k} ({v})' for k, v in summary['image_sizes'].items())}")
+    click.echo(f"  channels:      {summary['channels']}")
+    click.echo(f"  mask values:   {summary['mask_values']}")
+    click.echo(f"  sample grid:   {grid}")
+
+
+COMMANDS = [inspect_command]
