@@ -58,7 +58,7 @@ def registry_for(*plugins: str, **kwargs) -> Registry:
 
 
 def test_builtins_come_through_the_hook_from_registry_toml() -> None:
-    registry = registry_for()
+    registry = registry_for(autoload=False)
     declared = components_from_toml(Path(__file__).resolve().parents[1] / "registry.toml")
     assert {(d["kind"], d["name"]) for d in declared} == set(registry.components)
     assert all(c.plugin.name == "builtins" and c.plugin.distribution == "segkit" for c in registry.list())
@@ -114,6 +114,23 @@ def test_duplicate_names_are_an_error_naming_both_plugins(plugin_dir: Path) -> N
     write_plugin(plugin_dir, "dup_plugin", plugin_source("unet", "dup_plugin"))
     with pytest.raises(DuplicateComponentError, match="'builtins'.*'dup_plugin'"):
         registry_for("dup_plugin")
+
+
+def test_two_distributions_with_one_entry_point_name(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_plugin(plugin_dir, "first_ep", plugin_source("first_model", "first_ep"))
+    write_plugin(plugin_dir, "second_ep", plugin_source("second_model", "second_ep"))
+    fake_entry_points(monkeypatch, metadata.EntryPoint("same", "first_ep", "segkit"),
+                      metadata.EntryPoint("same", "second_ep", "segkit"))
+    registry = registry_for()
+    assert ("model", "first_model") in registry.components
+    assert "already taken" in registry.broken[0].error
+
+
+def test_naming_an_autoloaded_module_with_p_is_harmless(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_plugin(plugin_dir, "twice_ep", plugin_source("twice_model", "twice_ep"))
+    fake_entry_points(monkeypatch, metadata.EntryPoint("twice", "twice_ep", "segkit"))
+    registry = registry_for("twice_ep")
+    assert not registry.broken and ("model", "twice_model") in registry.components
 
 
 def test_plugin_args_parsing() -> None:

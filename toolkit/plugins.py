@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 BUILTIN_PLUGIN = "segkit_builtins"
+LOCAL_FILE = "local file"
 AUTOLOAD_ENV = "SEGKIT_DISABLE_PLUGIN_AUTOLOAD"
 PLUGINS_ENV = "SEGKIT_PLUGINS"
 
@@ -58,7 +59,9 @@ class PluginInfo:
 
     @property
     def label(self) -> str:
-        """``distribution version``, as shown in ``segkit list``."""
+        """``distribution version`` (or the file path of a ``-p file.py`` plugin), as shown in ``segkit list``."""
+        if self.distribution == LOCAL_FILE:
+            return self.module
         return f"{self.distribution} {self.version}"
 
 
@@ -164,6 +167,8 @@ def load_plugins(
     def register(info: PluginInfo, load) -> None:
         try:
             module = load()
+            if manager.is_registered(module):  # e.g. -p naming a module an entry point already loaded
+                return
             manager.register(module, name=info.name)
         except PluginLoadError:
             raise
@@ -183,15 +188,24 @@ def load_plugins(
             dist = entry_point.dist
             dist_name = dist.metadata["Name"] if dist is not None else "unknown"
             version = dist.version if dist is not None else "-"
-            if is_blocked(entry_point.name, entry_point.module, dist_name) or entry_point.name in manager.get_plugins():
+            if is_blocked(entry_point.name, entry_point.module, dist_name):
                 continue
             info = PluginInfo(entry_point.name, entry_point.module, dist_name, version)
+            if manager.has_plugin(entry_point.name):
+                owner = next(p for p, _ in result.loaded if p.name == entry_point.name)
+                error = (f"entry point name {entry_point.name!r} is already taken by {owner.label}; "
+                         f"uninstall one of the two distributions")
+                result.broken.append(PluginInfo(info.name, info.module, info.distribution, info.version, error))
+                continue
             register(info, entry_point.load)
 
     for spec in wanted:
         name = Path(spec).stem if spec.endswith(".py") else spec
         if is_blocked(name, spec) or manager.has_plugin(name):
             continue
-        dist, version = ("local file", "-") if spec.endswith(".py") else _distribution_of(spec)
-        register(PluginInfo(name, spec, dist, version), lambda spec=spec: _import_plugin(spec))
+        if spec.endswith(".py"):
+            dist, version, module = LOCAL_FILE, "-", str(Path(spec).expanduser().resolve())
+        else:
+            (dist, version), module = _distribution_of(spec), spec
+        register(PluginInfo(name, module, dist, version), lambda spec=spec: _import_plugin(spec))
     return result

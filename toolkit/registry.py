@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import inspect
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -17,7 +18,7 @@ from typing import Any
 
 from segkit.errors import DuplicateComponentError, PluginLoadError, unknown_name
 from segkit.params import Parameter, check_params, signature_parameters
-from segkit.plugins import LoadedPlugins, PluginInfo, load_plugins
+from segkit.plugins import AUTOLOAD_ENV, PLUGINS_ENV, LoadedPlugins, PluginInfo, load_plugins
 
 __all__ = ["KINDS", "Component", "Registry", "get_registry", "normalize_kind"]
 
@@ -203,11 +204,12 @@ class Registry:
 
 
 @cache
-def _cached_registry(plugins: tuple[str, ...]) -> Registry:
-    return Registry.from_plugins(load_plugins(plugins))
+def _cached_registry(plugins: tuple[str, ...], plugins_env: str, autoload_env: str) -> Registry:
+    environ = {PLUGINS_ENV: plugins_env, AUTOLOAD_ENV: autoload_env}
+    return Registry.from_plugins(load_plugins(plugins, environ=environ))
 
 
 def get_registry(plugins: Sequence[str] = ()) -> Registry:
-    """The registry for these ``-p`` values (cached per process; env variables apply)."""
-    return _cached_registry(tuple(plugins))
+    """The registry for these ``-p`` values and the current plugin environment variables (cached per process)."""
+    return _cached_registry(tuple(plugins), os.environ.get(PLUGINS_ENV, ""), os.environ.get(AUTOLOAD_ENV, ""))
 

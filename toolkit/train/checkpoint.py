@@ -7,7 +7,11 @@ Loading never unpickles arbitrary objects: a checkpoint cannot run code.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +24,35 @@ __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "build_model_from_che
 FORMAT = "segkit-checkpoint-1"
 
 
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise it: a save is never cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` through a temporary file and a rename, so a crash never leaves half a file."""
+    """Write ``payload`` to ``path`` through a temporary file and a rename, so a crash never leaves half a file.
+
+    Ctrl-C during the write is held back until the file is complete.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with deferred_interrupts():
+        _write(tmp, path, payload)
+
+
+def _write(tmp: Path, path: Path, payload: dict[str, Any]) -> None:
     try:
         with tmp.open("wb") as handle:
             torch.save({"format": FORMAT, **payload}, handle)
