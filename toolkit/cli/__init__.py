@@ -93,17 +93,10 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from segkit.cli import catalog
+    """Add every command; the command modules import nothing heavy at module level."""
+    from segkit.cli import catalog, evaluate, export, inspect, predict, train
 
-    for command in catalog.COMMANDS:
-        cli.add_command(command)
-    for module_name in ("train", "evaluate", "predict", "export", "inspect"):
-        try:
-            module = __import__(f"segkit.cli.{module_name}", fromlist=["COMMANDS"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"segkit.cli.{module_name}":
-                raise
-            continue
+    for module in (catalog, train, evaluate, predict, export, inspect):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -8,8 +8,11 @@ from typing import Any
 
 import click
 
-from segkit.cli import HintedChoice, plugin_option, registry_from_context
+from segkit.cli import _PLUGINS_KEY, HintedChoice, plugin_option, registry_from_context
 from segkit.errors import ConfigError
+
+_ARGS_KEY = "segkit.run.args"
+_ROOT_PLUGINS_KEY = "segkit.run.root_plugins"
 
 
 def _default_out(document: dict[str, dict[str, Any]]) -> Path:
@@ -29,7 +32,16 @@ def _data_root_key(registry: Any, dataset_name: str) -> str:
     raise ConfigError(f"dataset {dataset_name!r} takes no data root; drop --data-root (see 'segkit info dataset {dataset_name}').")
 
 
-@click.command("run")
+class RunCommand(click.Command):
+    """``segkit run``; remembers its own command-line arguments for ``--nproc-per-node``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGS_KEY] = list(args)
+        ctx.meta[_ROOT_PLUGINS_KEY] = list(ctx.find_root().meta.get(_PLUGINS_KEY, []))
+        return super().parse_args(ctx, args)
+
+
+@click.command("run", cls=RunCommand)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML run configuration (see configs/).")
 @click.option("--model", help="Model name (see 'segkit list model'). Default: unet.")
 @click.option("--loss", help="Loss name (see 'segkit list loss'). Default: bce_dice.")
@@ -54,6 +66,9 @@ def _data_root_key(registry: Any, dataset_name: str) -> str:
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key; value parsed as TOML.")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory from its last.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bars or epoch lines.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1),
+              help="Data-parallel training in N processes on this machine, through torchrun (one per GPU; gloo on "
+                   "CPU). --batch-size is per process. See docs/distributed.md.")
 @plugin_option
 def run_command(
     config_file: str | None,
@@ -66,6 +81,7 @@ def run_command(
     sets: tuple[str, ...],
     resume: str | None,
     quiet: bool,
+    nproc_per_node: int | None,
     **train_flags: Any,
 ) -> None:
     """Train a model and write its run directory: config, metrics, curves, checkpoints and scores.
@@ -79,7 +95,7 @@ def run_command(
     if resume:
         if config_file or model or loss or dataset or data_root or metric_names or out or sets or folds is not None:
             raise ConfigError("--resume continues a run exactly as configured; it takes no other settings than "
-                              "--device, --workers and --quiet.")
+                              "--device, --workers, --quiet and --nproc-per-node.")
         run_dir = Path(resume)
         if not (run_dir / "config.toml").is_file():
             raise ConfigError(f"{resume!r} is not a segkit run directory (no config.toml).")
@@ -107,9 +123,35 @@ def run_command(
         run_dir = Path(out) if out else _default_out(document)
     config = validate_config(document, registry)
 
+    if nproc_per_node is not None and nproc_per_node > 1:
+        _launch(nproc_per_node, run_dir, fresh=not resume)
+        return
+
     from segkit.train import train
 
     train(config, run_dir, registry, resume=bool(resume), quiet=quiet, echo=lambda m: click.echo(m, err=True))
+
+
+def _launch(nproc: int, run_dir: Path, fresh: bool) -> None:
+    """Run this same command in ``nproc`` processes through torchrun and exit with their status."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--nproc-per-node starts its own processes; under torchrun, drop it (torchrun's own "
+                          "--nproc-per-node sets the number of processes).")
+    from segkit.train.launch import launch, strip_option
+    from segkit.train.runner import existing_run_message
+
+    if fresh and (run_dir / "config.toml").exists():
+        raise ConfigError(existing_run_message(run_dir))
+
+    ctx = click.get_current_context()
+    args = strip_option(ctx.meta[_ARGS_KEY], "--nproc-per-node")
+    if fresh and "--out" not in args and not any(a.startswith("--out=") for a in args):
+        args += ["--out", str(run_dir)]  # one default run directory for every process
+    status = launch(nproc, args, ctx.meta[_ROOT_PLUGINS_KEY])
+    if status:
+        ctx.exit(status)
 
 
 COMMANDS = [run_command]

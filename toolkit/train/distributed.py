@@ -39,6 +39,13 @@ class DistContext:
         if not dist.is_initialized():
             backend = "nccl" if device_kind == "cuda" else "gloo"
             if backend == "nccl":
+                if local_rank >= torch.cuda.device_count():
+                    from segkit.errors import ConfigError
+
+                    raise ConfigError(
+                        f"process {local_rank} on this machine has no GPU of its own: {torch.cuda.device_count()} "
+                        "GPU(s) here. Start at most one process per GPU (--nproc-per-node), or use --device cpu."
+                    )
                 torch.cuda.set_device(local_rank)
             dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
         return cls(rank, world_size, local_rank, initialized=True)

@@ -125,6 +125,8 @@ class Trainer:
         self.channels_last = self.settings.channels_last and device.type == "cuda"
         self.progress = progress and self.dist.is_main
         self.log_every = max(1, log_every)
+        self.deadline: float | None = None  # time.monotonic() after which training stops at the next step
+        self.out_of_time = False
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -166,21 +168,17 @@ class Trainer:
                 loss = self.loss_fn(logits, masks)
             self.scaler.scale(loss / accumulate).backward() if self.scaler.is_enabled() else (loss / accumulate).backward()
             if sync:
-                if self.settings.grad_clip > 0:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.settings.grad_clip)
-                if self.scaler.is_enabled():
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
+                self._step_optimizer()
             detached = loss.detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), torch.full_like(first_bad, step), first_bad)
             loss_sum += detached.double() * images.shape[0]
             seen += images.shape[0]
             accumulator.update(logits.detach(), masks, [self.cases["train"][i] for i in indices.tolist()])
+            if self.deadline is not None and self.dist.any(time.monotonic() > self.deadline):
+                self.out_of_time = True
+                if not sync:  # do not drop the gradients accumulated so far
+                    self._step_optimizer()
+                break
             if (step + 1) % self.log_every == 0 or step + 1 == steps:
                 self._check_finite(first_bad, epoch)
                 if self.progress:
@@ -194,11 +192,25 @@ class Trainer:
         accumulator = self.dist.gather_accumulator(accumulator)
         return total_loss / total_seen, accumulator.compute(), seconds, total_seen
 
+    def _step_optimizer(self) -> None:
+        """Clip, step (through the scaler for fp16), zero the gradients and advance the schedule."""
+        if self.settings.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.settings.grad_clip)
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         bad_step = int(first_bad.item())
-        if bad_step >= 0:
+        if self.dist.any(bad_step >= 0):  # every rank stops, not only the one that saw it
+            where = f"step {bad_step + 1}" if bad_step >= 0 else "a step of another process"
             raise TrainingError(
-                f"the loss became NaN or infinite at epoch {epoch}, step {bad_step + 1}. The run stopped; the last good "
+                f"the loss became NaN or infinite at epoch {epoch}, {where}. The run stopped; the last good "
                 "checkpoint is intact. Try a lower --lr, --set train.grad_clip=1.0, or --no-amp."
             )
 

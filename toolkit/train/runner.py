@@ -24,7 +24,7 @@ from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
 from segkit.train.rundir import RunDirectory
 from segkit.train.schedule import build_optimizer, build_scheduler
 
-__all__ = ["train", "seed_everything", "versions"]
+__all__ = ["train", "seed_everything", "versions", "existing_run_message"]
 
 
 def seed_everything(seed: int) -> None:
@@ -55,6 +55,21 @@ def _prediction_samples(trainer: Trainer, view: Any, cases: list[str], count: in
     return samples
 
 
+def existing_run_message(root: str | Path) -> str:
+    return (f"run directory {str(root)!r} already holds a run. Resume it with 'segkit run --resume {root}', "
+            "or pass another --out.")
+
+
+def _batch_description(config: RunConfig, world_size: int) -> str:
+    """``batch 4 per process x 2 processes = global batch 8`` (times accumulation steps where used)."""
+    t = config.train
+    accumulate = f" x {t.accumulate} accumulation steps" if t.accumulate > 1 else ""
+    if world_size == 1:
+        return f"batch {t.batch_size}" + (f"{accumulate} = effective batch {t.batch_size * t.accumulate}" if accumulate else "")
+    return (f"batch {t.batch_size} per process x {world_size} processes{accumulate} = global batch "
+            f"{t.batch_size * world_size * t.accumulate}")
+
+
 def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
@@ -76,20 +91,42 @@ def train(
     quiet: bool = False,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train as ``config`` says, writing everything to ``run_dir``; return the summary."""
-    run = RunDirectory(run_dir)
+    """Train as ``config`` says, writing everything to ``run_dir``; return the summary.
+
+    Under torchrun every process calls this; rank 0 alone writes the run directory
+    (rank 0's ``run_dir`` is used everywhere), and the process group is left on return or error.
+    """
     device = select_device(config.train.device)
     dist = DistContext.from_environment(device.type)
-    if dist.active and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
+    try:
+        if dist.active and device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+        run = RunDirectory(dist.broadcast(str(run_dir)))
+        return _train(config, run, registry, device, dist, resume=resume, quiet=quiet, echo=echo)
+    finally:
+        dist.close()
+
+
+def _train(
+    config: RunConfig,
+    run: RunDirectory,
+    registry: Any,
+    device: torch.device,
+    dist: DistContext,
+    *,
+    resume: bool,
+    quiet: bool,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
     say = echo if dist.is_main and not quiet else (lambda _message: None)
 
     state: dict[str, Any] | None = None
     if resume:
         state = load_checkpoint(run.last)
-    elif dist.is_main and run.config.exists():
-        raise ConfigError(f"run directory {str(run.root)!r} already holds a run. Resume it with 'segkit run --resume "
-                          f"{run.root}', or pass another --out.")
+    else:  # rank 0 looks before anyone writes; every rank stops if the directory is taken
+        taken = dist.broadcast(dist.is_main and run.config.exists())
+        if taken:
+            raise ConfigError(existing_run_message(run.root))
 
     seed_everything(config.train.seed)
     dataset = assemble.build_dataset(config, registry)
@@ -133,11 +170,11 @@ def train(
         if start_epoch > config.train.epochs or state.get("finished"):
             raise CheckpointError(f"the run in {str(run.root)!r} already finished ({state['epoch']} epochs). "
                                   "Start a new run to train longer.")
-        say(f"resuming {run.root} at epoch {start_epoch} of {config.train.epochs}")
     elif dist.is_main:
         run.create()
         run.write_config(config.to_dict())
         write_splits(run.splits, dataset.index, split)
+    dist.barrier()  # the run directory exists before any rank goes on
 
     def save_last(epoch: int, finished: bool = False) -> None:
         if not dist.is_main:
@@ -152,14 +189,23 @@ def train(
             "rng": capture_rng(),
             "train_seconds": train_seconds,
             "finished": finished,
+            "world_size": dist.world_size,
         }))
 
     if state is None:
         save_last(0)
     n_train = len(parts.views["train"])
     say(f"training {config.model.name} with {config.loss.name} on {config.dataset.name}: {n_train} train / "
-        f"{len(parts.views['val'])} val items, {describe_device(device)}"
-        + (f", {dist.world_size} processes" if dist.active else "") + f" -> {run.root}")
+        f"{len(parts.views['val'])} val items, {_batch_description(config, dist.world_size)}, "
+        f"{describe_device(device)} -> {run.root}")
+    if state is not None:
+        say(f"resuming {run.root} at epoch {start_epoch} of {config.train.epochs}")
+        trained_with = int(state.get("world_size", 1))
+        if trained_with != dist.world_size:
+            say(f"note: this run was trained in {trained_with} process(es) and resumes in {dist.world_size}; the "
+                "global batch changes with the number of processes, so it will not match an uninterrupted run.")
+    if config.train.max_minutes > 0:
+        trainer.deadline = time.monotonic() + config.train.max_minutes * 60 - train_seconds
     stopped = "completed"
     completed = start_epoch - 1  # the epoch whose state last.pt holds
     try:
@@ -174,21 +220,26 @@ def train(
                 run.write_timing(timing)
                 if improved:
                     save_checkpoint(run.best, _checkpoint_payload(config, epoch, trainer, {"metrics": result.row}))
-                save_last(epoch, finished=epoch == config.train.epochs or stopper.should_stop)
+                save_last(epoch, finished=epoch == config.train.epochs or stopper.should_stop or trainer.out_of_time)
             completed = epoch
             monitor = config.metrics.monitor
             say(f"epoch {epoch}/{config.train.epochs}  train_loss {result.row['train_loss']:.4f}  "
                 f"val_loss {result.row['val_loss']:.4f}  val_{monitor} {result.monitored:.4f}"
                 + ("  (best)" if improved else "") + f"  {result.timing['train_images_per_second']:.1f} img/s")
+            if trainer.out_of_time:
+                stopped = "time_limit"
+                say(f"time limit of {config.train.max_minutes:g} minutes reached during epoch {epoch}; stopped after validating it")
+                break
             if stopper.should_stop:
                 stopped = "early_stopping"
                 say(f"early stopping: no improvement of val_{monitor} for {config.train.patience} epochs")
                 break
     except KeyboardInterrupt:
         dist.barrier()
+        processes = f" --nproc-per-node {dist.world_size}" if dist.active else ""
         raise TrainingError(
             f"interrupted during epoch {completed + 1}. {run.last} holds the state after epoch {completed} (the interrupted "
-            f"epoch's progress is discarded). Resume with: segkit run --resume {run.root}"
+            f"epoch's progress is discarded). Resume with: segkit run --resume {run.root}{processes}"
         ) from None
     except torch.cuda.OutOfMemoryError:
         raise TrainingError(
@@ -209,6 +260,7 @@ def train(
         "images_per_second": round(sum(t["train_images_per_second"] for t in timing) / max(len(timing), 1), 2),
         "device": describe_device(device),
         "processes": dist.world_size,
+        "global_batch_size": config.train.batch_size * dist.world_size * config.train.accumulate,
         "versions": versions(),
     }
     if f"val_{config.metrics.monitor}_case" in best_row:

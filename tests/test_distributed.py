@@ -1,0 +1,130 @@
+"""Data-parallel training: two CPU processes (gloo) through the real CLI against one process."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clihelp import segkit
+from segkit.train.checkpoint import load_checkpoint
+from segkit.train.launch import launch_arguments, strip_option
+
+#: BCE is a mean over pixels, so two shards of 4 average to exactly the loss and gradient of one batch of 8
+#: (the tutorial's batch-level soft Dice is not; see docs/distributed.md). lr 0.01 so the losses move.
+RUN = ["--set", "dataset.count=96", "--set", "dataset.size=32", "--set", "model.width=8", "--loss", "bce",
+       "--lr", "0.01", "--epochs", "3", "--quiet"]
+TWO_PROCESSES = [*RUN, "--batch-size", "4"]
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def metric_rows(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "run"
+    result = segkit("run", *RUN, "--batch-size", "8", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def launched_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("launched") / "run"
+    result = segkit("run", *TWO_PROCESSES, "--nproc-per-node", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(single_run: Path, launched_run: Path) -> None:
+    one, two = metric_rows(single_run), metric_rows(launched_run)
+    assert [row["epoch"] for row in two] == ["1", "2", "3"]
+    assert float(one[-1]["train_loss"]) < 0.5 * float(one[0]["train_loss"]), "the runs should actually learn"
+    for a, b in zip(one, two, strict=True):
+        for column in a:
+            if column.endswith("loss"):  # written with 6 significant digits
+                assert float(b[column]) == pytest.approx(float(a[column]), rel=2e-5), (a["epoch"], column)
+            else:
+                assert float(b[column]) == pytest.approx(float(a[column]), abs=1e-6), (a["epoch"], column)
+    summary = json.loads((launched_run / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["global_batch_size"] == 8
+    assert summary["best_epoch"] == json.loads((single_run / "summary.json").read_text())["best_epoch"]
+
+
+def test_rank_zero_alone_writes_the_run_directory(launched_run: Path) -> None:
+    assert sorted(p.name for p in launched_run.iterdir()) == [
+        "checkpoints", "config.toml", "curves.png", "metrics.csv", "predictions.png", "splits.csv", "summary.json",
+        "timing.csv"]
+    assert sorted(p.name for p in (launched_run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert len(metric_rows(launched_run)) == 3
+    assert (launched_run / "config.toml").read_text().count("[train]") == 1
+    last = load_checkpoint(launched_run / "checkpoints" / "last.pt")
+    assert last["finished"] and last["epoch"] == 3 and last["world_size"] == 2
+
+
+def test_torchrun_launch_killed_then_resumed_matches_an_uninterrupted_run(launched_run: Path, tmp_path: Path) -> None:
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "segkit", "run", *TWO_PROCESSES, "--out", str(killed)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = killed / "metrics.csv"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:  # header + epoch 1
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "the run ended before it could be killed; make RUN longer"
+    finally:  # torchrun starts each worker in a session of its own: kill them as well as the launcher
+        workers = children(process.pid)
+        for pid in [process.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()
+    assert len(workers) == 2
+    gone = time.monotonic() + 30
+    while time.monotonic() < gone and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.02)
+    assert 2 <= len(metrics.read_text().splitlines()) < 4, "killed after epoch 1 and before the end"
+    assert not load_checkpoint(killed / "checkpoints" / "last.pt")["finished"]
+
+    resumed = segkit("run", "--resume", str(killed), "--nproc-per-node", "2", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert metrics.read_text() == (launched_run / "metrics.csv").read_text()
+
+
+def test_launcher_refuses_a_taken_run_directory_before_starting_processes(launched_run: Path) -> None:
+    result = segkit("run", *TWO_PROCESSES, "--nproc-per-node", "2", "--out", str(launched_run))
+    assert result.returncode == 2 and "already holds a run" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_launcher_passes_the_same_arguments_to_torchrun() -> None:
+    args = strip_option(["--epochs", "2", "--nproc-per-node", "4", "--nproc-per-node=4", "--quiet"], "--nproc-per-node")
+    assert args == ["--epochs", "2", "--quiet"]
+    assert launch_arguments(4, args, plugins=["my.py"]) == [
+        "--standalone", "--nproc-per-node", "4", "-m", "segkit", "-p", "my.py", "run", "--epochs", "2", "--quiet"]
