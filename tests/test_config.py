@@ -103,3 +103,10 @@ def test_shipped_configs_are_valid(registry) -> None:
         if "root" in document["dataset"] or document["dataset"]["name"] in ("lgg", "folder", "csv"):
             document["dataset"].setdefault("root", "unused-for-validation")
         validate_config(document, registry)
+
+
+def test_monitor_may_name_the_per_case_or_pooled_value(registry) -> None:
+    config = validate_config(resolve_config(sets=["metrics.monitor='dice_case'"]), registry)
+    assert config.metrics.monitor == "dice_case"
+    with pytest.raises(ConfigError, match="suffix _case"):
+        validate_config(resolve_config(sets=["metrics.monitor='dice_mean'"]), registry)

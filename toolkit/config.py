@@ -61,11 +61,27 @@ class TrainSettings:
     seed: int = 0
     workers: int = 0
     patience: int = 0
+    max_minutes: float = 0.0
+
+
+MONITOR_SUFFIXES = ("_case", "_global")
+
+
+def monitored_metric(monitor: str) -> str:
+    """The metric name inside a monitor: ``dice`` for ``dice``, ``dice_case`` or ``dice_global``."""
+    for suffix in MONITOR_SUFFIXES:
+        if monitor.endswith(suffix):
+            return monitor[: -len(suffix)]
+    return monitor
 
 
 @dataclass
 class MetricsSettings:
-    """Which metrics to report, at which threshold, and which one picks the best epoch."""
+    """Which metrics to report, at which threshold, and which value picks the best epoch.
+
+    ``monitor`` is a metric name (its per-image mean on validation), or the name with
+    ``_case`` (mean over cases of one 3D score per case) or ``_global`` (pooled over pixels).
+    """
 
     names: list[str] = field(default_factory=lambda: ["dice", "iou"])
     threshold: float = 0.5
@@ -193,8 +209,8 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"train.image_size must be 0 (the data's own size) or positive, got {t.image_size}")
     if t.accumulate < 1:
         problems.append(f"train.accumulate must be at least 1, got {t.accumulate}")
-    if t.workers < 0 or t.patience < 0 or t.grad_clip < 0:
-        problems.append("train.workers, train.patience and train.grad_clip must not be negative")
+    if t.workers < 0 or t.patience < 0 or t.grad_clip < 0 or t.max_minutes < 0:
+        problems.append("train.workers, train.patience, train.grad_clip and train.max_minutes must not be negative")
     if not 0 < s.val_fraction < 1:
         problems.append(f"split.val_fraction must be between 0 and 1, got {s.val_fraction}")
     if not 0 <= s.test_fraction < 1:
@@ -207,8 +223,11 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"metrics.threshold must be between 0 and 1, got {m.threshold}")
     if not m.names:
         problems.append("metrics.names must name at least one metric")
-    if m.monitor not in m.names:
-        problems.append(f"metrics.monitor {m.monitor!r} must be one of the reported metrics {m.names}")
+    if monitored_metric(m.monitor) not in m.names:
+        problems.append(
+            f"metrics.monitor {m.monitor!r} must be one of the reported metrics {m.names}, optionally with the "
+            "suffix _case (mean over cases) or _global (pooled), e.g. 'dice_case'"
+        )
     if problems:
         raise ConfigError("impossible settings: " + "; ".join(problems) + ".")
 

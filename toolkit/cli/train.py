@@ -118,7 +118,7 @@ def run_command(
             flags["dataset"][_data_root_key(registry, document["dataset"]["name"])] = data_root
             document = resolve_config(config_file, flags, sets)
         names = document["metrics"].get("names")
-        if names and "monitor" not in document["metrics"] and "dice" not in names:
+        if names and "monitor" not in document["metrics"] and "dice" not in names:  # monitor the first one
             document["metrics"]["monitor"] = names[0]
         run_dir = Path(out) if out else _default_out(document)
     config = validate_config(document, registry)

@@ -143,6 +143,8 @@ def _train(
     loss_fn = assemble.build_loss(config, registry)
     metrics = assemble.build_metrics(config, registry)
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     if config.train.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), config.train)
@@ -263,7 +265,7 @@ def _train(
         "global_batch_size": config.train.batch_size * dist.world_size * config.train.accumulate,
         "versions": versions(),
     }
-    if f"val_{config.metrics.monitor}_case" in best_row:
+    if any(key.endswith("_case") for key in best_row):
         summary["best_per_case"] = {name: best_row[f"val_{name}_case"] for name in metrics}
     if dist.is_main:
         best = load_checkpoint(run.best, map_location=device)
