@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from common import cpu_model
+
 
 def _checkpoint(folder: Path, width: int) -> Path:
     from segkit.train.checkpoint import save_checkpoint
@@ -52,19 +54,6 @@ def _images_per_second(predictor, images: torch.Tensor, batch_size: int, repeats
     return len(images) / best
 
 
-def _processor() -> str:
-    """platform.processor(), or the CPU model from /proc/cpuinfo where that is empty (Linux)."""
-    name = platform.processor()
-    if not name or name == platform.machine():
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-    return name or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32, help="images held in memory (default 32)")
@@ -92,7 +81,7 @@ def main() -> None:
           f"| onnxruntime {onnxruntime.__version__} (CPUExecutionProvider) | {ort:.2f} | {ort / pytorch:.2f} |")
     print(f"\nunet width {args.width}, {args.size}x{args.size}, batch {args.batch_size}, {args.images} images, "
           f"best of {args.repeats} pass(es) after 1 warm-up batch")
-    print(f"machine: {_processor()}, {os.cpu_count()} CPUs, "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, "
           f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 

@@ -42,7 +42,7 @@ class TrainSettings:
     """How to train: optimisation, schedule, device, precision, early stopping."""
 
     epochs: int = 10
-    batch_size: int = 16
+    batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"

@@ -81,6 +81,11 @@ def build_data(
 
     t = config.train
     image_size = t.image_size or None
+    if t.workers > 0 and getattr(dataset, "cache", False):
+        # Fill the cache once here: forked workers then share it, instead of each worker
+        # caching only the items the shuffle happens to send it.
+        for i in range(len(dataset)):
+            dataset.read(i)
     views, loaders, samplers = {}, {}, {}
     for name in ("train", "val", "test"):
         positions = [i for i, value in enumerate(split.tolist()) if value == name]
