@@ -34,9 +34,12 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str], 
     loss_ax.legend()
     for name in metric_names:
         metric_ax.plot(epochs, [r[f"val_{name}"] for r in rows], marker="o", label=f"val {name}")
+        if f"val_{name}_case" in rows[0]:
+            metric_ax.plot(epochs, [r[f"val_{name}_case"] for r in rows], marker=".", linestyle=":",
+                           label=f"val {name} per case")
         if f"train_{name}" in rows[0]:
             metric_ax.plot(epochs, [r[f"train_{name}"] for r in rows], linestyle="--", alpha=0.6, label=f"train {name}")
-    metric_ax.set(title="metrics (per-image mean)", xlabel="epoch", ylim=(0, 1))
+    metric_ax.set(title="metrics (per-image mean; per case where marked)", xlabel="epoch", ylim=(0, 1))
     metric_ax.legend(fontsize=8)
     figure.tight_layout()
     _save(figure, path)
