@@ -66,7 +66,8 @@ def venv_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     site_packages = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=venv.parent).strip())
     # Appended after the new environment's own site-packages, so the installed wheel wins over the editable segkit.
     (site_packages / "_segkit_test_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel, cwd=venv.parent)
+    run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
+        "--ignore-installed", wheel, cwd=venv.parent)
     return python
 
 
@@ -128,7 +129,8 @@ def test_example_plugin_wheel_installs_beside_it(venv_python: Path, tmp_path_fac
         "--wheel-dir", root / "dist", source, cwd=root, timeout=180)
     (example_wheel,) = (root / "dist").glob("segkit_example_plugin-*.whl")
     assert "segkit_example/components.toml" in zipfile.ZipFile(example_wheel).namelist()
-    run(sys.executable, "-m", "pip", "--python", venv_python, "install", "--no-deps", "--no-index", example_wheel, cwd=root)
+    run(sys.executable, "-m", "pip", "--python", venv_python, "install", "--no-deps", "--no-index",
+        "--ignore-installed", example_wheel, cwd=root)
     env = {**clean_env(), "SEGKIT_DISABLE_PLUGIN_AUTOLOAD": ""}
     segkit = venv_python.parent / "segkit"
     plugins = {p["name"]: p for p in json.loads(run(segkit, "list", "plugins", "--json", cwd=root, env=env))}
