@@ -69,14 +69,19 @@ class Component:
         """The target's keyword parameters with their types and defaults."""
         return signature_parameters(self.load())
 
+    @property
+    def _hint(self) -> str:
+        where = "Pass the data's location with --data-root, or see" if self.kind == "dataset" else "See"
+        return f"{where} 'segkit info {self.kind} {self.name}'."
+
     def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Validate parameters against the target's signature, before any work."""
-        return check_params(self.qualified, self.load(), params, f"See 'segkit info {self.kind} {self.name}'.")
+        return check_params(self.qualified, self.load(), params, self._hint)
 
     def build(self, **params: Any) -> Any:
         """Check ``params`` and call the target with them."""
         target = self.load()
-        return target(**check_params(self.qualified, target, params, f"See 'segkit info {self.kind} {self.name}'."))
+        return target(**check_params(self.qualified, target, params, self._hint))
 
     def describe(self) -> dict[str, Any]:
         """Everything ``segkit info`` shows: summary, docstring, parameters, plugin and file."""

@@ -238,6 +238,8 @@ def _train(
                 break
     except KeyboardInterrupt:
         dist.barrier()
+        if run.last.is_file():  # the interrupt may have come during (and been held until the end of) a save
+            completed = int(load_checkpoint(run.last)["epoch"])
         processes = f" --nproc-per-node {dist.world_size}" if dist.active else ""
         raise TrainingError(
             f"interrupted during epoch {completed + 1}. {run.last} holds the state after epoch {completed} (the interrupted "
