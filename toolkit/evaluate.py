@@ -82,11 +82,7 @@ def _dataset_params(registry: Any, name: str, base: dict[str, Any], data_root: s
     params = dict(base)
     if data_root is None:
         return params
-    names = {p.name for p in registry.get("dataset", name).parameters()}
-    key = "path" if "path" in names and "root" not in names else "root" if "root" in names else \
-        "path" if "path" in names else None
-    if key is None:
-        raise ConfigError(f"dataset {name!r} takes no data root; drop --data-root (see 'segkit info dataset {name}').")
+    key = registry.get("dataset", name).data_root_parameter()
     params[key] = data_root
     return params
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from segkit.errors import DuplicateComponentError, PluginLoadError, unknown_name
+from segkit.errors import ConfigError, DuplicateComponentError, PluginLoadError, unknown_name
 from segkit.params import Parameter, check_params, signature_parameters
 from segkit.plugins import AUTOLOAD_ENV, PLUGINS_ENV, LoadedPlugins, PluginInfo, load_plugins
 
@@ -26,11 +26,11 @@ KINDS: tuple[str, ...] = ("dataset", "model", "loss", "metric")
 
 
 def normalize_kind(kind: str, extra: Iterable[str] = ()) -> str:
-    """Accept ``model`` or ``models``; raise the standard unknown-name error otherwise."""
+    """Accept ``model`` or ``models`` (``loss`` or ``losses``); raise the standard unknown-name error otherwise."""
     choices = [*KINDS, *extra]
-    singular = kind[:-1] if kind.endswith("s") and kind[:-1] in choices else kind
-    if singular in choices:
-        return singular
+    for singular in (kind, kind.removesuffix("s"), kind.removesuffix("es")):
+        if singular in choices:
+            return singular
     raise unknown_name("kind", kind, choices, "See 'segkit list'.")
 
 
@@ -73,6 +73,16 @@ class Component:
     def _hint(self) -> str:
         where = "Pass the data's location with --data-root, or see" if self.kind == "dataset" else "See"
         return f"{where} 'segkit info {self.kind} {self.name}'."
+
+    def data_root_parameter(self) -> str:
+        """The parameter ``--data-root`` sets: ``path`` where the target takes one (a table file), else ``root``."""
+        names = {p.name for p in self.parameters()}
+        for candidate in ("path", "root"):
+            if candidate in names:
+                return candidate
+        raise ConfigError(
+            f"{self.qualified} takes no data root; drop --data-root (see 'segkit info {self.kind} {self.name}')."
+        )
 
     def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Validate parameters against the target's signature, before any work."""

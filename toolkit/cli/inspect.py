@@ -24,7 +24,6 @@ def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, .
 
     The grid shows lesion slices in one row and empty ones in another, masks outlined.
     """
-    from segkit.cli.train import _data_root_key
     from segkit.config import parse_set
     from segkit.inspect import sample_grid, summarize
 
@@ -34,7 +33,7 @@ def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, .
         _, key, value = parse_set(f"dataset.{assignment}")
         params[key] = value
     if data_root is not None:
-        params[_data_root_key(registry, dataset_name)] = data_root
+        params[registry.get("dataset", dataset_name).data_root_parameter()] = data_root
     dataset = registry.build("dataset", dataset_name, **params)
     summary = summarize(dataset)
     grid = sample_grid(dataset, Path(grid_path or f"{dataset_name}-samples.png"), n=samples)

@@ -20,18 +20,6 @@ def _default_out(document: dict[str, dict[str, Any]]) -> Path:
     return Path("runs") / f"{stamp}-{document['model']['name']}-{document['loss']['name']}"
 
 
-def _data_root_key(registry: Any, dataset_name: str) -> str:
-    """Where --data-root goes: the dataset's ``root`` parameter, or ``path`` for table-like datasets."""
-    names = {p.name for p in registry.get("dataset", dataset_name).parameters()}
-    if "root" in names and "path" not in names:
-        return "root"
-    if "path" in names:
-        return "path"
-    if "root" in names:
-        return "root"
-    raise ConfigError(f"dataset {dataset_name!r} takes no data root; drop --data-root (see 'segkit info dataset {dataset_name}').")
-
-
 class RunCommand(click.Command):
     """``segkit run``; remembers its own command-line arguments for ``--nproc-per-node``."""
 
@@ -115,7 +103,7 @@ def run_command(
         }
         document = resolve_config(config_file, flags, sets)
         if data_root is not None:
-            flags["dataset"][_data_root_key(registry, document["dataset"]["name"])] = data_root
+            flags["dataset"][registry.get("dataset", document["dataset"]["name"]).data_root_parameter()] = data_root
             document = resolve_config(config_file, flags, sets)
         names = document["metrics"].get("names")
         if names and "monitor" not in document["metrics"] and "dice" not in names:  # monitor the first one
