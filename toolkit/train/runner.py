@@ -39,20 +39,21 @@ def versions() -> dict[str, str]:
     return {"segkit": __version__, "torch": torch.__version__, "smp": smp.__version__, "python": platform.python_version()}
 
 
-def _prediction_samples(trainer: Trainer, view: Any, cases: list[str], count: int = 6) -> list[tuple]:
-    """A few validation items (lesion ones first) with their predicted masks."""
-    lesion = [i for i in range(len(view)) if bool(view.index["has_lesion"].iloc[i])]
-    empty = [i for i in range(len(view)) if not bool(view.index["has_lesion"].iloc[i])]
+def _prediction_samples(trainer: Trainer, view: Any, count: int = 6) -> list[tuple]:
+    """A few validation items (lesion ones first, then up to two empty ones) with their predicted masks."""
+    has_lesion = view.index["has_lesion"].astype(bool).tolist()
+    lesion = [i for i, flag in enumerate(has_lesion) if flag]
+    empty = [i for i, flag in enumerate(has_lesion) if not flag]
     chosen = (lesion[: count - min(2, len(empty))] + empty)[:count]
-    samples = []
-    trainer.model.eval()
-    with torch.inference_mode():
-        for i in chosen:
-            image, mask = view[i]
-            logits = trainer.module(image[None].to(trainer.device)).float()
-            prediction = (torch.sigmoid(logits)[0, 0] >= trainer.config.metrics.threshold).cpu().numpy()
-            samples.append((image.permute(1, 2, 0).numpy(), mask[0].numpy() > 0.5, prediction, f"{view.index['item'].iloc[i]}"))
-    return samples
+    items = [view[i] for i in chosen]
+    trainer.module.eval()
+    with torch.inference_mode():  # one batch, not one forward pass per sample
+        logits = trainer.module(torch.stack([image for image, _ in items]).to(trainer.device)).float()
+    predictions = (torch.sigmoid(logits)[:, 0] >= trainer.config.metrics.threshold).cpu().numpy()
+    return [
+        (image.permute(1, 2, 0).numpy(), mask[0].numpy() > 0.5, prediction, str(view.index["item"].iloc[i]))
+        for (image, mask), prediction, i in zip(items, predictions, chosen, strict=True)
+    ]
 
 
 def existing_run_message(root: str | Path) -> str:
@@ -275,7 +276,7 @@ def _train(
         from segkit.train.plots import plot_curves, plot_predictions
 
         plot_curves(history, list(metrics), run.root / "curves.png")
-        plot_predictions(_prediction_samples(trainer, parts.views["val"], cases["val"]), run.root / "predictions.png")
+        plot_predictions(_prediction_samples(trainer, parts.views["val"]), run.root / "predictions.png")
         run.write_summary(summary)
         say(f"best val_{config.metrics.monitor} {stopper.best_value:.4f} at epoch {stopper.best_epoch}; "
             f"outputs in {run.root}")
