@@ -228,3 +228,11 @@ def test_sampler_order_depends_only_on_seed_and_epoch_and_shards_cover_everythin
     shards = [EpochSampler(10, seed=3, shuffle=False, rank=r, world_size=3) for r in range(3)]
     seen = sorted(index for shard in shards for index, _ in shard)
     assert seen == list(range(10))
+
+
+def test_loader_workers_do_not_change_the_result(tiny_run: Path, tmp_path: Path) -> None:
+    """Order and augmentation depend only on (seed, epoch, item), not on which process loads an item."""
+    out = tmp_path / "workers"
+    result = segkit("run", "--config", str(tiny_run / "config.toml"), "--workers", "2", "--quiet", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "metrics.csv").read_text() == (tiny_run / "metrics.csv").read_text()
