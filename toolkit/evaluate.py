@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from segkit.errors import CheckpointError, ConfigError, DataError
+from segkit.metrics import mask_counts as metric_mask_counts
 
 __all__ = [
     "SPLIT_CHOICES",
@@ -52,10 +53,7 @@ def mask_counts(prediction: np.ndarray, truth: np.ndarray) -> list[int]:
     predicted, actual = np.asarray(prediction) > 0, np.asarray(truth) > 0
     if predicted.shape != actual.shape:
         raise DataError(f"prediction {predicted.shape} and mask {actual.shape} differ in shape")
-    tp = int(np.count_nonzero(predicted & actual))
-    fp = int(np.count_nonzero(predicted)) - tp
-    fn = int(np.count_nonzero(actual)) - tp
-    return [tp, fp, fn, predicted.size - tp - fp - fn]
+    return metric_mask_counts(torch.from_numpy(predicted)[None], torch.from_numpy(actual)[None])[0].tolist()
 
 
 def run_directory(source: str | Path) -> Path | None:

@@ -20,6 +20,7 @@ __all__ = [
     "Metric",
     "MetricAccumulator",
     "confusion_counts",
+    "mask_counts",
     "group_counts",
     "scores_from_counts",
 ]
@@ -50,8 +51,13 @@ def confusion_counts(logits: torch.Tensor, target: torch.Tensor, threshold: floa
     """
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
-    predicted = (torch.sigmoid(logits.detach().float()) >= threshold).flatten(1)
-    actual = (target.detach() > 0.5).flatten(1)
+    return mask_counts(torch.sigmoid(logits.detach().float()) >= threshold, target.detach() > 0.5)
+
+
+@torch.no_grad()
+def mask_counts(predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+    """Per-image confusion counts of boolean masks: ``(N, ...)`` each, output ``(N, 4)`` int64 ``[tp, fp, fn, tn]``."""
+    predicted, actual = predicted.flatten(1), actual.flatten(1)
     tp = (predicted & actual).sum(dim=1)
     fp = (predicted & ~actual).sum(dim=1)
     fn = (~predicted & actual).sum(dim=1)
