@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segkit.errors import CheckpointError, SegkitError, unknown_name
+from segkit.fileio import atomic_write_bytes
 
 __all__ = [
     "FORMATS",
@@ -135,16 +136,6 @@ def _check_sizes(example: torch.Tensor) -> list[tuple[int, ...]]:
     return [(2, c, h + 5, w + 3), (1, c, max(h // 2 + 1, 9), w + 11)]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str = "best",
                 opset: int = DEFAULT_OPSET, verify: bool = True, registry: Any | None = None) -> dict[str, Any]:
     """Export a run's model to ONNX with dynamic batch, height and width and segkit metadata.
@@ -170,7 +161,7 @@ def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], che
     onnx.helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto)
     out = Path(out)
-    _atomic_write(out, proto.SerializeToString())
+    atomic_write_bytes(out, proto.SerializeToString())
     report: dict[str, Any] = {"path": str(out), "format": "onnx", "metadata": metadata, "checkpoint": str(checkpoint_path)}
     if verify and importlib.util.find_spec("onnxruntime") is not None:
         import onnxruntime
@@ -193,7 +184,7 @@ def export_torchscript(source: str | os.PathLike[str], out: str | os.PathLike[st
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_EXTRA: json.dumps(metadata, indent=2)})
     out = Path(out)
-    _atomic_write(out, buffer.getvalue())
+    atomic_write_bytes(out, buffer.getvalue())
     report: dict[str, Any] = {"path": str(out), "format": "torchscript", "metadata": metadata,
                               "checkpoint": str(checkpoint_path)}
     if verify:

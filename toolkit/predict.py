@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from segkit.errors import ConfigError, DataError
+from segkit.fileio import atomic_write_bytes
 
 __all__ = [
     "PredictSummary",
@@ -137,12 +138,7 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", pixels)
     if not ok:
         raise DataError(f"cannot encode {path} as PNG")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, data.tobytes())
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.errors import ConfigError
+from segkit.fileio import atomic_write_text  # re-exported: run directories write TOML with it
 
 __all__ = ["read_toml", "dumps_toml", "parse_toml_value", "atomic_write_text"]
 
@@ -80,14 +81,3 @@ def dumps_toml(document: Mapping[str, Any]) -> str:
             if value is not None:
                 lines.append(f"{_key(key)} = {_scalar(value)}")
     return "\n".join(lines) + "\n"
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

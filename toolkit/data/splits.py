@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold, Strat
                                      StratifiedKFold, train_test_split)
 
 from segkit.errors import ConfigError, DataError, unknown_name
+from segkit.fileio import atomic_write_text
 
 __all__ = ["SPLIT_MODES", "SPLIT_NAMES", "make_splits", "write_splits", "read_splits"]
 
@@ -161,15 +161,7 @@ def write_splits(path: str | os.PathLike, index: pd.DataFrame, split: pd.Series)
         raise DataError(f"{len(split)} split labels for {len(index)} items")
     table = pd.DataFrame({"item": index["item"].to_numpy(), "case": index["case"].to_numpy(),
                           "split": np.asarray(split)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="") as out:
-            table.to_csv(out, index=False)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, table.to_csv(index=False, lineterminator="\n"))
     return path
 
 
