@@ -130,9 +130,7 @@ def measure(model_key: str, batch_size: int, compile_model: bool, args: argparse
     """Train ``--warmup`` then ``--steps`` steps with segkit's Trainer; images/s and peak memory."""
     from segkit.train import assemble
     from segkit.train.device import select_device
-    from segkit.train.loop import Trainer
     from segkit.train.sampling import EpochSampler
-    from segkit.train.schedule import build_optimizer, build_scheduler
 
     if args.simulate_oom_above and batch_size > args.simulate_oom_above:
         raise SimulatedOOM(f"simulated: batch {batch_size} > {args.simulate_oom_above}")
@@ -140,20 +138,13 @@ def measure(model_key: str, batch_size: int, compile_model: bool, args: argparse
     config = _config(name, {"in_channels": 3, "classes": 1, **params, **args.model_params.get(model_key, {})},
                      batch_size, compile_model, args.device, registry)
     device = select_device(config.train.device)
-    torch.manual_seed(0)
-    model = assemble.build_model(config, registry).to(device)
-    if config.train.channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model.parameters(), config.train)
-    scheduler = build_scheduler(optimizer, config.train, args.steps)
     channels_last = config.train.channels_last and device.type == "cuda"
     warmup_batches = _batches(pool, batch_size, args.warmup, channels_last)
     timed_batches = _batches(pool, batch_size, args.steps, channels_last)
     cases = {"train": pool[2]}
     sampler = EpochSampler(len(pool[2]), 0, shuffle=True)
-    trainer = Trainer(config, model, assemble.build_loss(config, registry), assemble.build_metrics(config, registry),
-                      {"train": warmup_batches}, {"train": sampler}, cases, device, optimizer, scheduler,
-                      progress=False)
+    trainer = assemble.build_trainer(config, registry, {"train": warmup_batches}, {"train": sampler}, cases, device,
+                                     steps_per_epoch=args.steps, progress=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()

@@ -63,10 +63,8 @@ def build_segkit_trainer(args: argparse.Namespace) -> tuple[Any, Any, Any, tuple
     from segkit.registry import get_registry
     from segkit.train import assemble
     from segkit.train.device import select_device
-    from segkit.train.loop import Trainer
     from segkit.train.runner import seed_everything
     from segkit.train.sampling import EpochSampler
-    from segkit.train.schedule import build_optimizer, build_scheduler
 
     registry = get_registry()
     n_train = args.steps * args.batch_size
@@ -81,16 +79,9 @@ def build_segkit_trainer(args: argparse.Namespace) -> tuple[Any, Any, Any, tuple
     parts = assemble.build_data(config, dataset, split, pin_memory=device.type == "cuda")
     cases = {name: view.cases for name, view in parts.views.items()}
 
-    torch.manual_seed(config.train.seed)
-    model = assemble.build_model(config, registry)
-    model.to(device)
-    if config.train.channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model.parameters(), config.train)
     steps_per_epoch = math.ceil(len(parts.loaders["train"]) / config.train.accumulate)
-    scheduler = build_scheduler(optimizer, config.train, steps_per_epoch)
-    trainer = Trainer(config, model, assemble.build_loss(config, registry), assemble.build_metrics(config, registry),
-                      parts.loaders, parts.samplers, cases, device, optimizer, scheduler, progress=args.progress)
+    trainer = assemble.build_trainer(config, registry, parts.loaders, parts.samplers, cases, device,
+                                     steps_per_epoch=steps_per_epoch, progress=args.progress)
     # A short loader over the same items for the untimed warm-up epoch.
     train_loader = parts.loaders["train"]
     warmup_sampler = EpochSampler(args.warmup * args.batch_size, config.train.seed, shuffle=True)

@@ -15,7 +15,15 @@ from segkit.errors import ConfigError, DataError
 from segkit.params import signature_parameters
 from segkit.train.sampling import EpochSampler, SeededItems
 
-__all__ = ["DataParts", "build_data", "build_model", "build_loss", "build_metrics", "fill_model_defaults"]
+__all__ = [
+    "DataParts",
+    "build_data",
+    "build_model",
+    "build_loss",
+    "build_metrics",
+    "build_trainer",
+    "fill_model_defaults",
+]
 
 
 @dataclass
@@ -27,7 +35,6 @@ class DataParts:
     views: dict[str, Any]
     loaders: dict[str, DataLoader]
     samplers: dict[str, EpochSampler]
-    image_size: int | None
 
 
 def build_dataset(config: RunConfig, registry: Any) -> Any:
@@ -116,7 +123,7 @@ def build_data(
             + (f", {per_process} per process" if world_size > 1 else "")
             + "). Use a smaller --batch-size."
         )
-    return DataParts(dataset, split, views, loaders, samplers, image_size)
+    return DataParts(dataset, split, views, loaders, samplers)
 
 
 def fill_model_defaults(config: RunConfig, dataset: Any, registry: Any) -> None:
@@ -138,3 +145,30 @@ def build_loss(config: RunConfig, registry: Any) -> torch.nn.Module:
 
 def build_metrics(config: RunConfig, registry: Any) -> dict[str, Any]:
     return {name: registry.build("metric", name) for name in config.metrics.names}
+
+
+def build_trainer(
+    config: RunConfig,
+    registry: Any,
+    loaders: dict[str, Any],
+    samplers: dict[str, Any],
+    cases: dict[str, list[str]],
+    device: torch.device,
+    *,
+    steps_per_epoch: int,
+    dist: Any = None,
+    progress: bool = True,
+) -> Any:
+    """A :class:`~segkit.train.loop.Trainer` with the model (seeded, on ``device``, channels-last on CUDA),
+    loss, metrics, optimizer and a schedule of ``steps_per_epoch`` optimizer steps per epoch."""
+    from segkit.train.loop import Trainer
+    from segkit.train.schedule import build_optimizer, build_scheduler
+
+    torch.manual_seed(config.train.seed)
+    model = build_model(config, registry).to(device)
+    if config.train.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model.parameters(), config.train)
+    scheduler = build_scheduler(optimizer, config.train, steps_per_epoch)
+    return Trainer(config, model, build_loss(config, registry), build_metrics(config, registry), loaders, samplers,
+                   cases, device, optimizer, scheduler, dist=dist, progress=progress)

@@ -12,7 +12,7 @@ import contextlib
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -85,7 +85,6 @@ class EpochResult:
     row: dict[str, Any]
     timing: dict[str, Any]
     monitored: float
-    per_case: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer:
@@ -254,4 +253,4 @@ class Trainer:
             "val_seconds": round(time.perf_counter() - val_started, 3),
         }
         monitored = row[f"val_{self.config.metrics.monitor}"]
-        return EpochResult(row, timing, monitored, val_scores.get("per_case") or {})
+        return EpochResult(row, timing, monitored)

@@ -22,7 +22,6 @@ from segkit.train.device import describe_device, select_device
 from segkit.train.distributed import DistContext
 from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
 from segkit.train.rundir import RunDirectory
-from segkit.train.schedule import build_optimizer, build_scheduler
 
 __all__ = ["train", "seed_everything", "versions", "existing_run_message"]
 
@@ -139,20 +138,13 @@ def _train(
                                 pin_memory=device.type == "cuda")
     cases = {name: view.cases for name, view in parts.views.items()}
 
-    torch.manual_seed(config.train.seed)
-    model = assemble.build_model(config, registry)
-    loss_fn = assemble.build_loss(config, registry)
-    metrics = assemble.build_metrics(config, registry)
-    model.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-    if config.train.channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model.parameters(), config.train)
     steps_per_epoch = math.ceil(len(parts.loaders["train"]) / config.train.accumulate)
-    scheduler = build_scheduler(optimizer, config.train, steps_per_epoch)
-    trainer = Trainer(config, model, loss_fn, metrics, parts.loaders, parts.samplers, cases, device, optimizer, scheduler,
-                      dist=dist, progress=not quiet)
+    trainer = assemble.build_trainer(config, registry, parts.loaders, parts.samplers, cases, device,
+                                     steps_per_epoch=steps_per_epoch, dist=dist, progress=not quiet)
+    model, optimizer, scheduler = trainer.module, trainer.optimizer, trainer.scheduler
+    metrics = trainer.metrics
     stopper = EarlyStopping(config.train.patience)
     history: list[dict[str, Any]] = []
     timing: list[dict[str, Any]] = []
