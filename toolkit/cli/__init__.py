@@ -17,7 +17,7 @@ import click
 from segkit import __version__
 from segkit.errors import SegkitError, unknown_name
 
-__all__ = ["cli", "main", "plugin_option", "HintedChoice", "registry_from_context"]
+__all__ = ["cli", "main", "plugin_option", "inference_options", "HintedChoice", "registry_from_context"]
 
 _PLUGINS_KEY = "segkit.plugins"
 
@@ -58,6 +58,25 @@ def plugin_option(function: Callable[..., Any]) -> Callable[..., Any]:
         metavar="NAME",
         help="Load a plugin (module name or .py file); 'no:NAME' blocks one. Repeatable. Also SEGKIT_PLUGINS.",
     )(function)
+
+
+def inference_options(postprocess_help: str, device_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--tta``, ``--postprocess``, ``--batch-size``, ``--device`` and ``--quiet``, shared by evaluate and predict."""
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option("--tta", is_flag=True, help="Average over horizontal, vertical and both flips."),
+            click.option("--postprocess", type=HintedChoice(["none", "lcc"]), default="none", show_default=True,
+                         help=postprocess_help),
+            click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
+            click.option("--device", default="auto", show_default=True, help=device_help),
+            click.option("--quiet", is_flag=True, help="No progress bar."),
+        ]
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
 
 
 def registry_from_context(ctx: click.Context | None = None):

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from segkit.cli import HintedChoice, plugin_option, registry_from_context
+from segkit.cli import HintedChoice, inference_options, plugin_option, registry_from_context
 
 
 @click.command("evaluate")
@@ -17,13 +17,9 @@ from segkit.cli import HintedChoice, plugin_option, registry_from_context
 @click.option("--dataset", "dataset_name", help="Evaluate on this dataset instead of the run's (see 'segkit list dataset').")
 @click.option("--data-root", type=click.Path(), help="Where that dataset (or the run's, if it moved) lives.")
 @click.option("--threshold", type=float, help="Probability threshold. Default: the run's.")
-@click.option("--tta", is_flag=True, help="Average over horizontal, vertical and both flips.")
-@click.option("--postprocess", type=HintedChoice(["none", "lcc"]), default="none", show_default=True,
-              help="lcc: keep the largest connected component per case (3D), as Buda et al. 2019.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as a JSON object.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@inference_options("lcc: keep the largest connected component per case (3D), as Buda et al. 2019.",
+                   "auto, cpu, cuda, cuda:N or mps.")
 @plugin_option
 def evaluate_command(runs: tuple[str, ...], checkpoint: str, split: str | None, dataset_name: str | None,
                      data_root: str | None, threshold: float | None, tta: bool, postprocess: str, batch_size: int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from segkit.cli import HintedChoice, plugin_option, registry_from_context
+from segkit.cli import HintedChoice, inference_options, plugin_option, registry_from_context
 
 
 @click.command("predict")
@@ -15,13 +15,9 @@ from segkit.cli import HintedChoice, plugin_option, registry_from_context
 @click.option("--threshold", type=float, help="Probability threshold. Default: the (first) run's.")
 @click.option("--overlay", is_flag=True, help="Also write NAME_overlay.png: the image with the predicted outline.")
 @click.option("--save-probs", is_flag=True, help="Also write NAME_prob.png: probabilities as 16-bit PNG (p * 65535).")
-@click.option("--tta", is_flag=True, help="Average over horizontal, vertical and both flips.")
-@click.option("--postprocess", type=HintedChoice(["none", "lcc"]), default="none", show_default=True,
-              help="lcc: keep the largest connected component, per case in 3D when names end in _<slice>.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (ONNX: CPU).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@inference_options("lcc: keep the largest connected component, per case in 3D when names end in _<slice>.",
+                   "auto, cpu, cuda, cuda:N or mps (ONNX: CPU).")
 @plugin_option
 def predict_command(arguments: tuple[str, ...], out: str, checkpoint: str, threshold: float | None, overlay: bool,
                     save_probs: bool, tta: bool, postprocess: str, batch_size: int, device: str, overwrite: bool,
