@@ -1,4 +1,4 @@
-"""Datasets, image IO and checks, augmentation presets and case-level splits.
+"""Datasets, image IO and checks, augmentation presets (per item and batched) and case-level splits.
 
 Names are imported on first use, so ``import segkit.data`` stays cheap and
 reading splits does not import torch or albumentations.
@@ -14,6 +14,8 @@ _HOMES = {
     "segkit.data.io": ("IMAGE_SUFFIXES", "read_image", "read_mask", "read_pair", "raw_mask_values",
                        "check_same_size"),
     "segkit.data.transforms": ("PRESETS", "build_transform"),
+    "segkit.data.batch_augment": ("BATCH_PRESETS", "AugmentRanges", "BatchAugment", "preset_ranges",
+                                  "augment_generator"),
     "segkit.data.splits": ("SPLIT_MODES", "SPLIT_NAMES", "make_splits", "write_splits", "read_splits"),
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
