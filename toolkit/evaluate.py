@@ -101,6 +101,7 @@ def select_data(
     split: str | None = None,
     dataset_name: str | None = None,
     data_root: str | None = None,
+    context: int | None = None,
 ) -> EvaluationData:
     """The dataset and items to evaluate on.
 
@@ -109,6 +110,9 @@ def select_data(
     (the run's name and parameters with the new root when only ``data_root`` is
     given), default split ``all``; another split is taken from the run's
     ``splits.csv`` only if it lists exactly that dataset's items.
+
+    ``context`` is the models' 2.5D context: another dataset is built with it, and a
+    dataset that stacks a different number of slices is a :class:`ConfigError`.
     """
     from segkit.data import read_splits
     from segkit.tomlio import read_toml
@@ -127,9 +131,20 @@ def select_data(
     name = dataset_name or run_spec.get("name")
     base = {k: v for k, v in run_spec.items() if k != "name"} if name == run_spec.get("name") else {}
     params = _dataset_params(registry, name, base, data_root)
+    if context:
+        accepted = {p.name for p in registry.get("dataset", name).parameters()}
+        if "context" not in accepted:
+            raise ConfigError(f"the model takes {context} neighbouring slice(s) on each side as channels (2.5D "
+                              f"context), and dataset {name!r} cannot stack them (it has no context parameter). "
+                              "Evaluate on a dataset that knows the slice order: lgg, folder or csv.")
+        params.setdefault("context", context)
     dataset = registry.build("dataset", name, **params)
     if len(dataset) == 0:
         raise DataError(f"dataset {name!r} has no items.")
+    found = int(getattr(dataset, "context", 0) or 0)
+    if context is not None and found != context:
+        raise ConfigError(f"the model was trained with 2.5D context {context} but dataset {name!r} stacks context "
+                          f"{found}; its images would not match the model's channels.")
     if split == "all":
         positions = list(range(len(dataset)))
     else:
@@ -276,8 +291,8 @@ def evaluate_runs(
     _check_sources(sources)
     registry = registry or get_registry()
     first = next((run for run in (run_directory(s) for s in sources) if run is not None), None)
-    data = select_data(first, registry, split, dataset_name, data_root)
     predictor = load_predictor(list(sources), checkpoint=checkpoint, device=device, tta=tta, registry=registry)
+    data = select_data(first, registry, split, dataset_name, data_root, context=predictor.context)
     run_metrics = read_toml(first / "config.toml")["metrics"].get("names", []) if first is not None else []
     metrics = build_metric_set(registry, run_metrics)
     for note in _leakage(data, sources, first):

@@ -7,7 +7,8 @@ Both formats take images ``(N, C, H, W)`` float32 (8-bit pixels divided by
 computed from the input's shape in the graph, not frozen at the example's size.
 
 segkit's preprocessing travels with the file: ONNX ``metadata_props``, or a
-``segkit.json`` extra file in TorchScript. onnx and onnxruntime are optional
+``segkit.json`` extra file in TorchScript; ``context`` there is the 2.5D context
+``k`` (the input then stacks slices ``n - k .. n + k`` as channels). onnx and onnxruntime are optional
 (``pip install segkit[export]``) and imported only here.
 """
 
@@ -97,17 +98,29 @@ def _load(source: str | os.PathLike[str], checkpoint: str,
     return build_model_from_checkpoint(payload, registry).float().eval(), payload, checkpoint_path
 
 
+def _stacking_note(context: int) -> str:
+    """How the channels of a 2.5D context model's input are stacked, for the metadata ('' without context)."""
+    if not context:
+        return ""
+    width = 2 * context + 1
+    return (f"; C holds {width} slices of one case, n-{context} .. n+{context} in that order, each with C / {width} "
+            "channels; past a case's first or last slice the edge slice repeats")
+
+
 def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[str, str]:
     from segkit import __version__
+    from segkit.inference import checkpoint_context
 
     prep = payload.get("preprocessing", {})
     config = payload["config"]
     in_channels = prep.get("in_channels") or config["model"].get("in_channels")
+    context = checkpoint_context(config, checkpoint_path)
     run_dir = checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
     return {
         "segkit_format": fmt,
         "image_size": str(int(prep.get("image_size") or 0)),
         "in_channels": str(int(in_channels)) if in_channels is not None else "",
+        "context": str(context),
         "threshold": repr(float(prep.get("threshold", config["metrics"]["threshold"]))),
         "scale": repr(float(prep.get("scale", 255.0))),
         "model": str(config["model"]["name"]),
@@ -116,7 +129,8 @@ def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[
         "checkpoint": checkpoint_path.name,
         "epoch": str(payload.get("epoch", "")),
         "segkit_version": __version__,
-        "input": "images (N, C, H, W) float32 = pixels / scale; any N, H, W; resize to image_size first when it is not 0",
+        "input": "images (N, C, H, W) float32 = pixels / scale; any N, H, W; resize to image_size first when it "
+                 "is not 0" + _stacking_note(context),
         "output": "logits (N, 1, H, W); lesion probability = sigmoid(logits), lesion where probability >= threshold",
     }
 
@@ -238,6 +252,18 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return metadata
 
 
+def _metadata_context(metadata: dict[str, str], path: str | os.PathLike[str]) -> int:
+    """The 2.5D context of an export's metadata; 0 for exports made before segkit recorded it."""
+    text = metadata.get("context") or "0"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise CheckpointError(f"{str(path)!r} has the metadata context {text!r}; expected an integer >= 0.")
+    return value
+
+
 def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, threshold: float | None = None,
                         batch_size: int | None = None):
     """A :class:`~segkit.inference.Predictor` running a segkit ONNX export with onnxruntime on the CPU."""
@@ -260,5 +286,6 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
         threshold=float(metadata.get("threshold", 0.5)),
         run=run,
         info={"metadata": metadata, "session": session},
+        context=_metadata_context(metadata, path),
     )
     return Predictor([member], tta=tta, threshold=threshold, batch_size=batch_size)

@@ -7,6 +7,11 @@ exactly as validation resized them (OpenCV bilinear on 8-bit pixels, like
 albumentations' ``Resize``), the logits go through a sigmoid, and the
 probabilities are resized back bilinearly. An ensemble averages the
 probabilities of its models; ``tta`` also averages over flips.
+
+A model trained with 2.5D context ``k`` (``[dataset] context``) takes the
+neighbouring slices ``n - k .. n + k`` of a case stacked as channels; its
+:class:`Member` records ``context`` and the caller stacks the slices (see
+:func:`segkit.predict.predict_files`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ __all__ = [
     "is_source",
     "load_predictor",
     "load_member",
+    "checkpoint_context",
     "match_channels",
     "resize_images",
     "predict_stream",
@@ -44,10 +50,11 @@ TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
 def is_source(path: str | os.PathLike[str]) -> bool:
-    """True for a run directory (holds ``config.toml`` or ``checkpoints/``) or a ``.pt`` / ``.onnx`` file."""
+    """True for a run directory (holds ``config.toml`` or ``checkpoints/``), a ``segkit cv`` directory
+    (holds ``cv.json``) or a ``.pt`` / ``.onnx`` file."""
     path = Path(path)
     if path.is_dir():
-        return (path / "config.toml").is_file() or (path / "checkpoints").is_dir()
+        return any((path / name).exists() for name in ("config.toml", "checkpoints", "cv.json"))
     return path.suffix.lower() in SOURCE_SUFFIXES and path.is_file()
 
 
@@ -56,6 +63,7 @@ class Member:
     """One model of a :class:`Predictor` and the preprocessing it was trained with.
 
     ``run`` maps images ``(N, C, h, w)`` float in [0, 1] (on ``device``) to logits ``(N, 1, h, w)``.
+    ``context`` is the model's 2.5D context ``k``: ``C`` is then ``2k + 1`` stacked slices.
     """
 
     name: str
@@ -66,6 +74,7 @@ class Member:
     run: Callable[[torch.Tensor], torch.Tensor]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     info: dict[str, Any] = field(default_factory=dict)
+    context: int = 0
 
 
 def _on_byte_grid(images: torch.Tensor) -> bool:
@@ -101,7 +110,7 @@ class Predictor:
     """Lesion probabilities from one model or the average of several.
 
     Args:
-        members: the models; they must agree on the number of input channels.
+        members: the models; they must agree on the number of input channels and on the 2.5D context.
         tta: also average over horizontal, vertical and both flips.
         threshold: the probability at or above which a pixel is lesion; default the first model's.
         batch_size: largest batch given to a model at once (None: the whole input).
@@ -115,6 +124,19 @@ class Predictor:
         if len(channels) > 1:
             listing = ", ".join(f"{m.source} ({m.in_channels})" for m in members)
             raise CheckpointError(f"the models of an ensemble must take the same number of input channels: {listing}.")
+        contexts = {int(m.context) for m in members}
+        if len(contexts) > 1:
+            listing = ", ".join(f"{m.source} (context {m.context})" for m in members)
+            raise CheckpointError("the models of an ensemble must stack the same neighbouring slices (2.5D "
+                                  f"context), since they share one input: {listing}. Ensemble models trained with "
+                                  "the same [dataset] context.")
+        context = contexts.pop()
+        channels_found = next(iter(channels), None)
+        if context and channels_found is not None and channels_found % (2 * context + 1):
+            raise CheckpointError(f"a model with 2.5D context {context} takes {channels_found} channels, which is "
+                                  f"not {2 * context + 1} stacked slices of equal channels; its checkpoint is "
+                                  "inconsistent.")
+        self.context = context
         self.members = list(members)
         self.tta = bool(tta)
         self.threshold = float(threshold if threshold is not None else members[0].threshold)
@@ -124,6 +146,12 @@ class Predictor:
     def in_channels(self) -> int | None:
         """Input channels every model takes (None when no model says)."""
         return next((m.in_channels for m in self.members if m.in_channels is not None), None)
+
+    @property
+    def slice_channels(self) -> int | None:
+        """Channels of one slice: :attr:`in_channels` divided by the ``2k + 1`` stacked slices (None when unknown)."""
+        channels = self.in_channels
+        return None if channels is None else channels // (2 * self.context + 1)
 
     @property
     def sources(self) -> list[str]:
@@ -168,7 +196,8 @@ class Predictor:
 
     def __repr__(self) -> str:
         names = ", ".join(f"{m.name} ({m.source})" for m in self.members)
-        return f"Predictor([{names}], tta={self.tta}, threshold={self.threshold})"
+        context = f", context={self.context}" if self.context else ""
+        return f"Predictor([{names}], tta={self.tta}, threshold={self.threshold}{context})"
 
 
 def _checkpoint_member(path: Path, device: torch.device, registry: Any | None) -> Member:
@@ -192,7 +221,16 @@ def _checkpoint_member(path: Path, device: torch.device, registry: Any | None) -
         run=run,
         device=device,
         info={"epoch": payload.get("epoch"), "config": config, "model": model},
+        context=checkpoint_context(config, path),
     )
+
+
+def checkpoint_context(config: dict[str, Any], source: str | os.PathLike[str] = "checkpoint") -> int:
+    """The 2.5D context ``k`` a run was trained with: ``[dataset] context``, 0 when absent."""
+    value = (config.get("dataset") or {}).get("context", 0) or 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(f"{str(source)!r} records the dataset context {value!r}; expected an integer >= 0.")
+    return int(value)
 
 
 def load_member(source: str | os.PathLike[str], checkpoint: str = "best", device: torch.device | None = None,
@@ -332,6 +370,11 @@ def predict_stream(
         prediction = Prediction(entry)
         try:
             image, prediction.extra = read(entry)
+            context = getattr(predictor, "context", 0)
+            if context and predictor.in_channels is not None and image.ndim == 3 \
+                    and image.shape[2] == predictor.slice_channels:
+                raise DataError(f"the model takes {2 * context + 1} stacked slices (2.5D context {context}) but got "
+                                "a single slice; stack the neighbouring slices as channels (predict_files does).")
             prediction.image, prediction.converted = match_channels(image, predictor.in_channels)
         except DataError as error:
             prediction.error = str(error)

@@ -6,6 +6,11 @@ See docs/predict.md. Outputs for an input ``name.ext``, in the output folder:
 - ``name_overlay.png`` (``overlay``): the image with the predicted outline in red;
 - ``name_prob.png`` (``save_probs``): the probability map as a 16-bit PNG,
   ``round(probability * 65535)``, at the input's own size.
+
+A model trained with 2.5D context ``k`` gets each file stacked with the ``k``
+files on each side of it in its case (:func:`case_of_file`), ordered by slice
+number, the edge slice repeated past the first and last; a file that is not a
+numbered slice fails with a message in the summary (see :func:`context_neighbours`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "split_arguments",
     "expand_inputs",
     "case_of_file",
+    "context_neighbours",
     "output_paths",
     "predict_files",
 ]
@@ -113,6 +119,51 @@ def case_of_file(path: Path) -> tuple[str, int] | None:
     return f"{path.parent}/{match['case']}", int(match["slice"])
 
 
+def context_neighbours(files: Sequence[Path], context: int) -> tuple[dict[int, list[int]], dict[int, str], list[str]]:
+    """Which files a 2.5D context model stacks for each file, by position in ``files``.
+
+    Files are grouped into cases by :func:`case_of_file` and ordered by slice number;
+    file ``i`` gets the files of slices ``n - k .. n + k`` of its case in that order,
+    the first or last slice repeated past the ends (gaps in the numbering are skipped).
+
+    Returns ``(neighbours, failures, single)``: the positions stacked for each usable
+    file, a reason for each file that cannot be used (no ``_<number>`` at the end of
+    its name, or a case with two files for one slice number), and the cases of a
+    single slice (whose neighbours all repeat it).
+    """
+    width = f"{context} neighbouring slice(s) on each side (2.5D context {context})"
+    cases: dict[str, list[tuple[int, int]]] = {}
+    failures: dict[int, str] = {}
+    for i, path in enumerate(files):
+        key = case_of_file(path)
+        if key is None:
+            failures[i] = (f"the model stacks {width}, so each input must be a numbered slice named "
+                           f"<case>_<number>.<ext> (like LGG's TCGA_..._12.tif) among its case's other slices; "
+                           f"{path.name!r} does not end in _<number>.")
+        else:
+            cases.setdefault(key[0], []).append((key[1], i))
+    neighbours: dict[int, list[int]] = {}
+    single: list[str] = []
+    for case, members in cases.items():
+        members.sort()
+        numbers = [n for n, _ in members]
+        twice = next((k for k in range(1, len(members)) if numbers[k] == numbers[k - 1]), None)
+        if twice is not None:
+            a, b = files[members[twice - 1][1]].name, files[members[twice][1]].name
+            for _, i in members:
+                failures[i] = (f"{a!r} and {b!r} are both slice {numbers[twice]} of case {Path(case).name!r}, so the "
+                               f"order of its slices is ambiguous and the model stacks {width}; keep one file "
+                               "per slice number.")
+            continue
+        if len(members) == 1:
+            single.append(case)
+        positions = [i for _, i in members]
+        last = len(positions) - 1
+        for rank, i in enumerate(positions):
+            neighbours[i] = [positions[min(max(rank + step, 0), last)] for step in range(-context, context + 1)]
+    return neighbours, failures, single
+
+
 def output_paths(files: Sequence[Path], out: Path, overlay: bool, save_probs: bool) -> list[dict[str, Path]]:
     """The output files of each input; ConfigError when two inputs would write the same file."""
     outputs, owner = [], {}
@@ -167,12 +218,16 @@ def predict_files(
     progress: bool = False,
     warn: Callable[[str], None] = lambda _message: None,
 ) -> PredictSummary:
-    """Predict every file and write its outputs; unreadable files are reported in the summary and skipped."""
+    """Predict every file and write its outputs; unreadable files are reported in the summary and skipped.
+
+    With a 2.5D context model each file is stacked with its case's neighbouring
+    slices (:func:`context_neighbours`); files that cannot be are failures.
+    """
     import cv2
     from tqdm.auto import tqdm
 
     from segkit.data import read_image
-    from segkit.inference import predict_stream
+    from segkit.inference import match_channels, predict_stream
 
     out = Path(out)
     outputs = output_paths(files, out, overlay, save_probs)
@@ -193,8 +248,38 @@ def predict_files(
     order = sorted(range(len(files)), key=lambda i: (first[keys[i][0]], keys[i][1]) if keys[i] else (i, 0))
     summary = PredictSummary(out=str(out))
 
-    def read(i: int) -> tuple[np.ndarray, None]:
-        return read_image(files[i]), None
+    context = int(getattr(predictor, "context", 0) or 0)
+    if context:
+        neighbours, unusable, single = context_neighbours(files, context)
+        if single:
+            warn(f"{len(single)} case(s) have a single slice, e.g. {Path(single[0]).name!r}: the model stacks "
+                 f"{context} neighbouring slice(s) on each side, which then all repeat that slice.")
+    window: dict[int, tuple[np.ndarray, str | None]] = {}  # decoded slices of the current case's window
+
+    def read(i: int) -> tuple[np.ndarray, str | None]:
+        if not context:
+            return read_image(files[i]), None
+        if i in unusable:
+            raise DataError(unusable[i])
+        wanted = neighbours[i]
+        for j in wanted:
+            if j not in window:
+                try:
+                    window[j] = match_channels(read_image(files[j]), predictor.slice_channels)
+                except DataError as error:
+                    if j == i:
+                        raise
+                    raise DataError(f"its neighbouring slice {files[j].name} cannot be used: {error}") from None
+        for j in [j for j in window if j not in wanted]:
+            del window[j]
+        centre = window[i][0]
+        for j in wanted:
+            if window[j][0].shape != centre.shape:
+                raise DataError(f"its neighbouring slice {files[j].name} is {window[j][0].shape[0]}x"
+                                f"{window[j][0].shape[1]} and it is {centre.shape[0]}x{centre.shape[1]}; the "
+                                "slices of a case must share one size to be stacked.")
+        note = next((window[j][1] for j in wanted if window[j][1]), None)
+        return np.concatenate([window[j][0] for j in wanted], axis=2), note
 
     stream = predict_stream(predictor, order, read, case_of=lambda i: keys[i][0] if keys[i] else None,
                             batch_size=batch_size, threshold=threshold, postprocess=postprocess,
@@ -204,9 +289,10 @@ def predict_files(
         if prediction.error is not None:
             summary.failures.append((str(path), prediction.error))
             continue
-        if prediction.converted:
+        converted = prediction.converted or prediction.extra
+        if converted:
             if not summary.converted:
-                warn(f"{path}: {prediction.converted} for the model (and every such image after it).")
+                warn(f"{path}: {converted} for the model (and every such image after it).")
             summary.converted += 1
         names = outputs[prediction.entry]
         mask = prediction.mask.astype(np.uint8)
@@ -216,7 +302,11 @@ def predict_files(
         if overlay:
             from segkit.train.plots import overlay as draw_overlay
 
-            picture = np.round(draw_overlay(prediction.image, None, mask) * 255).astype(np.uint8)
+            image = prediction.image
+            if context:  # the file's own slice, the middle of the stack
+                channels = image.shape[2] // (2 * context + 1)
+                image = image[:, :, context * channels:(context + 1) * channels]
+            picture = np.round(draw_overlay(image, None, mask) * 255).astype(np.uint8)
             _write_png(names["overlay"], cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         summary.written += 1
         pixels = int(mask.sum())

@@ -3,6 +3,10 @@
     root/
       images/  a.png  b.tif  ...
       masks/   a.png  b.tif  ...      (or a_mask.png with mask_suffix="_mask")
+
+For 2.5D context the slice number comes from the file stem: ``slice_pattern``'s group
+``slice`` (or first group), or a ``case_pattern`` with named groups ``case`` and
+``slice``, e.g. ``^(?P<case>.+)_(?P<slice>\\d+)$`` for ``patient3_17.png``.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from segkit.data import IMAGE_SUFFIXES, FilePairDataset, drop_missing
+from segkit.data.base import check_context
 from segkit.errors import ConfigError, DataError
 
-__all__ = ["FolderDataset", "case_ids"]
+__all__ = ["FolderDataset", "case_ids", "slice_numbers"]
 
 
 def _listing(folder: Path) -> dict[str, Path]:
@@ -53,6 +58,35 @@ def case_ids(names: list[str], case_pattern: str | None) -> list[str]:
     return cases
 
 
+def _has_group(pattern: str | None, name: str) -> bool:
+    """Whether ``pattern`` compiles and has the named group ``name``."""
+    try:
+        return pattern is not None and name in re.compile(pattern).groupindex
+    except re.error:
+        return False  # case_ids reports the bad pattern
+
+
+def slice_numbers(names: list[str], slice_pattern: str, option: str = "slice_pattern") -> list[int]:
+    """The slice number of every name: the regex's group ``slice`` (or first group, or whole match), an integer."""
+    try:
+        pattern = re.compile(slice_pattern)
+    except re.error as exc:
+        raise ConfigError(f"{option} {slice_pattern!r} is not a valid regular expression: {exc}") from None
+    group = "slice" if "slice" in pattern.groupindex else (1 if pattern.groups else 0)
+    numbers, unmatched = [], []
+    for name in names:
+        match = pattern.search(name)
+        text = match.group(group) if match is not None else None
+        try:
+            numbers.append(int(text))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            unmatched.append(name if text is None else f"{name} ({text!r})")
+    if unmatched:
+        raise DataError(f"{option} {slice_pattern!r} finds no integer slice number in {len(unmatched)} name(s), "
+                        f"e.g. {', '.join(unmatched[:3])}")
+    return numbers
+
+
 class FolderDataset(FilePairDataset):
     """Images and masks in two folders, paired by file stem (png, jpg, jpeg, tif, tiff).
 
@@ -62,13 +96,34 @@ class FolderDataset(FilePairDataset):
         masks: the mask folder, relative to ``root``.
         case_pattern: a regex on the image stem whose named group ``case`` (or first
             group) is the case id, e.g. ``r"^(patient\\d+)_"``; None makes every image its own case.
+            A named group ``slice`` also gives the slice number.
         mask_suffix: what the mask stem adds to the image stem, e.g. ``"_mask"``.
         cache: keep decoded images in memory after the first read.
         on_missing: ``"error"`` for images without a mask, or ``"skip"`` to warn and leave them out.
+        slice_pattern: a regex on the image stem whose named group ``slice`` (or first group)
+            is the slice number within the case, e.g. ``r"_(\\d+)$"``; needed for ``context``
+            unless ``case_pattern`` has a group ``slice``.
+        context: 2.5D context ``k``: stack the ``k`` neighbouring slices of the same case on each
+            side as extra channels, in slice order; past a case's first or last slice the edge
+            slice repeats. Needs ``case_pattern`` and a slice number. 0 reads single images.
     """
 
     def __init__(self, root: str, images: str = "images", masks: str = "masks", case_pattern: str | None = None,
-                 mask_suffix: str = "", cache: bool = False, on_missing: str = "error") -> None:
+                 mask_suffix: str = "", cache: bool = False, on_missing: str = "error",
+                 slice_pattern: str | None = None, context: int = 0) -> None:
+        context = check_context(context)
+        if context and case_pattern is None:
+            raise ConfigError(f"folder dataset: context = {context} stacks neighbouring slices of the same case, "
+                              "but without case_pattern every image is its own case. Set case_pattern, e.g. "
+                              "'^(?P<case>.+)_(?P<slice>\\d+)$' for files named <case>_<slice>.png.")
+        slice_source = slice_pattern
+        if slice_source is None and _has_group(case_pattern, "slice"):
+            slice_source = case_pattern
+        if context and slice_source is None:
+            raise ConfigError(f"folder dataset: context = {context} needs the slice number of every image: set "
+                              "slice_pattern (a regular expression whose group 'slice', or first group, is the "
+                              "number in the file name, e.g. '_(\\d+)$'), or give case_pattern a named group "
+                              "'slice', e.g. '^(?P<case>.+)_(?P<slice>\\d+)$'.")
         base = Path(root).expanduser()
         image_dir, mask_dir = base / images, base / masks
         for name, folder in (("image", image_dir), ("mask", mask_dir)):
@@ -87,10 +142,12 @@ class FolderDataset(FilePairDataset):
         index = pd.DataFrame({
             "item": stems,
             "case": case_ids(stems, case_pattern),
+            **({"slice": slice_numbers(stems, slice_source, "slice_pattern" if slice_pattern else "case_pattern")}
+               if slice_source is not None else {}),
             "image_path": [str(image_files[s]) for s in stems],
             "mask_path": [str(paired[s]) if paired[s] is not None else None for s in stems],
         })
         hint = f" (looked for <stem>{mask_suffix}.<ext> in {mask_dir})"
         index = drop_missing(index, index["mask_path"].isna(), on_missing, f"{image_dir}{hint}")
         self.root = base
-        super().__init__(index, cache=cache)
+        super().__init__(index, cache=cache, context=context)

@@ -6,7 +6,9 @@
         TCGA_<inst>_<id>_<date>_<n>.tif         256x256 RGB: pre-contrast, FLAIR, post-contrast
         TCGA_<inst>_<id>_<date>_<n>_mask.tif    256x256, 0 or 255
 
-Cases are patient folders; slices are sorted by their number ``n``.
+Cases are patient folders; slices are sorted by their number ``n``. With
+``context = k`` each item also carries slices ``n - k .. n + k`` of its patient as
+channels (3 per slice), the edge slice repeated past the first and last.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from segkit.data import FilePairDataset, drop_missing
+from segkit.data.base import check_context
 from segkit.errors import DataError
 
 __all__ = ["LGGDataset"]
@@ -55,13 +58,17 @@ class LGGDataset(FilePairDataset):
         root: the ``kaggle_3m`` folder or the folder that contains it.
         cache: keep decoded slices in memory after the first read.
         on_missing: ``"error"`` for images without a mask, or ``"skip"`` to warn and leave them out.
+        context: 2.5D context ``k``: stack the ``k`` neighbouring slices on each side as extra
+            channels, ``3 * (2k + 1)`` in all, in slice order ``n - k .. n + k``; past a patient's
+            first or last slice the edge slice repeats. 0 reads single slices.
 
     The index has ``item``, ``case`` (patient folder), ``patient`` (``TCGA_<inst>_<id>``),
     ``slice``, ``image_path``, ``mask_path``, ``has_lesion`` and, when ``data.csv`` is
     present, its per-patient columns.
     """
 
-    def __init__(self, root: str, cache: bool = False, on_missing: str = "error") -> None:
+    def __init__(self, root: str, cache: bool = False, on_missing: str = "error", context: int = 0) -> None:
+        check_context(context)
         folder = _find_root(Path(root).expanduser())
         images: dict[tuple[str, int], Path] = {}
         masks: dict[tuple[str, int], Path] = {}
@@ -88,7 +95,7 @@ class LGGDataset(FilePairDataset):
         })
         index = drop_missing(index, index["mask_path"].isna(), on_missing, str(folder))
         self.root = folder
-        super().__init__(index, in_channels=3, cache=cache)
+        super().__init__(index, in_channels=3, cache=cache, context=context)
         patients = _patient_table(folder / "data.csv")
         if patients is not None:
             extra = patients.drop(columns=[c for c in patients.columns if c in self.index.columns])

@@ -69,10 +69,12 @@ class SyntheticDataset(SegmentationDataset):
         slices_per_case: consecutive slices share one synthetic head (a case).
         lesion_fraction: the probability that a slice holds a lesion.
         cache: keep generated slices in memory.
+        context: 2.5D context ``k``: stack the ``k`` neighbouring slices of the same case on each
+            side as extra channels (``3 * (2k + 1)``), the edge slice repeated past a case's ends.
     """
 
     def __init__(self, count: int = 256, size: int = 48, seed: int = 0, slices_per_case: int = 8,
-                 lesion_fraction: float = 0.5, cache: bool = True) -> None:
+                 lesion_fraction: float = 0.5, cache: bool = True, context: int = 0) -> None:
         for name, value, least in (("count", count, 1), ("size", size, 16), ("seed", seed, 0),
                                    ("slices_per_case", slices_per_case, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -90,7 +92,7 @@ class SyntheticDataset(SegmentationDataset):
             "slice": [i % slices_per_case for i in range(count)],
             "has_lesion": has_lesion,
         })
-        super().__init__(index, in_channels=3, cache=cache)
+        super().__init__(index, in_channels=3, cache=cache, context=context)
 
     def _item_rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, i])

@@ -5,6 +5,8 @@
     ...
 
 CSV (comma-separated, or tab-separated when named ``.tsv``) or parquet (``.parquet``, ``.pq``; needs pyarrow).
+For 2.5D context add a case column and a column of integer slice numbers
+(``slice_column``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from segkit.data import FilePairDataset, drop_missing
-from segkit.errors import DataError, unknown_name
+from segkit.data.base import check_context
+from segkit.errors import ConfigError, DataError, unknown_name
 
 __all__ = ["TableDataset"]
 
@@ -40,6 +43,21 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"cannot read {path}: {exc}") from None
 
 
+def _slice_numbers(table: pd.DataFrame, column: str, path: Path) -> list[int]:
+    """The integer slice numbers in ``column``; a DataError naming the first row that is not one."""
+    numbers = []
+    for row, value in enumerate(table[column].tolist()):
+        try:
+            number = float(str(value).strip())
+            if number != int(number):
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(f"table {path}: row {row + 2} has {value!r} in the slice column {column!r}; "
+                            "slice numbers must be integers") from None
+        numbers.append(int(number))
+    return numbers
+
+
 class TableDataset(FilePairDataset):
     """Images and masks listed in a CSV or parquet table.
 
@@ -52,21 +70,32 @@ class TableDataset(FilePairDataset):
         cache: keep decoded images in memory after the first read.
         on_missing: ``"error"`` for images without a mask (empty cell or no file),
             or ``"skip"`` to warn and leave them out.
+        slice_column: the column of integer slice numbers within a case; needed for ``context``.
+        context: 2.5D context ``k``: stack the ``k`` neighbouring slices of the same case on each
+            side as extra channels, in slice order; past a case's first or last slice the edge
+            slice repeats. Needs ``case_column`` and ``slice_column``. 0 reads single images.
     """
 
     def __init__(self, path: str, image_column: str = "image", mask_column: str = "mask",
                  case_column: str | None = None, root: str | None = None, cache: bool = False,
-                 on_missing: str = "error") -> None:
+                 on_missing: str = "error", slice_column: str | None = None, context: int = 0) -> None:
+        context = check_context(context)
+        if context and (case_column is None or slice_column is None):
+            absent = " and ".join(n for n, v in (("case_column", case_column), ("slice_column", slice_column))
+                                  if v is None)
+            raise ConfigError(f"csv dataset: context = {context} stacks neighbouring slices of the same case, so it "
+                              f"needs {absent}: the table's columns of case ids and of integer slice numbers "
+                              "within a case.")
         table_path = Path(path).expanduser()
         table = _read_table(table_path)
         columns = [str(c) for c in table.columns]
         for option, column in (("image_column", image_column), ("mask_column", mask_column),
-                               ("case_column", case_column)):
+                               ("case_column", case_column), ("slice_column", slice_column)):
             if column is not None and column not in table.columns:
                 raise unknown_name(f"{option} of {table_path.name}", column, columns)
         if table.empty:
             raise DataError(f"table {table_path} has no rows")
-        for column in (image_column, case_column):
+        for column in (image_column, case_column, slice_column):
             if column is not None and table[column].isna().any():
                 row = int(table[column].isna().to_numpy().argmax())
                 raise DataError(f"table {table_path}: row {row + 2} has an empty {column!r} cell")
@@ -90,9 +119,10 @@ class TableDataset(FilePairDataset):
         index = pd.DataFrame({
             "item": items,
             "case": table[case_column].astype(str).to_numpy() if case_column else items,
+            **({"slice": _slice_numbers(table, slice_column, table_path)} if slice_column else {}),
             "image_path": image_paths,
             "mask_path": mask_paths,
         })
         index = drop_missing(index, index["mask_path"].isna(), on_missing, str(table_path))
         self.path = table_path
-        super().__init__(index, cache=cache)
+        super().__init__(index, cache=cache, context=context)

@@ -2,9 +2,10 @@
 
 A dataset is an ``index`` (a pandas DataFrame, one row per item) plus a way to
 read item ``i`` as ``(image H x W x C uint8, mask H x W uint8 in {0, 1})``.
-Subclasses implement :meth:`SegmentationDataset.read_raw`; the base class adds
-an optional cache of decoded slices, the albumentations ``transform`` and the
-conversion to tensors.
+Subclasses implement :meth:`SegmentationDataset.read_raw` (one slice); the base
+class adds an optional cache of decoded slices, 2.5D context (neighbouring
+slices of the same case stacked as extra channels), the albumentations
+``transform`` and the conversion to tensors.
 """
 
 from __future__ import annotations
@@ -20,13 +21,66 @@ import torch
 from torch.utils.data import Dataset
 
 from segkit.data.io import read_image, read_mask, read_pair
-from segkit.errors import DataError, unknown_name
+from segkit.errors import ConfigError, DataError, unknown_name
 
-__all__ = ["SegmentationDataset", "SegmentationSubset", "FilePairDataset", "ON_MISSING", "drop_missing"]
+__all__ = ["SegmentationDataset", "SegmentationSubset", "FilePairDataset", "ON_MISSING", "drop_missing",
+           "CONTEXT_HELP", "check_context", "neighbour_positions"]
 
 Transform = Callable[..., dict[str, Any]]
 ON_MISSING: tuple[str, ...] = ("error", "skip")
 REQUIRED_COLUMNS: tuple[str, ...] = ("item", "case", "has_lesion")
+CONTEXT_HELP = ("The lgg and synthetic datasets know it; folder needs slice_pattern (a regular expression whose "
+                "group 'slice', or first group, is the slice number in the file name) or a case_pattern with "
+                "named groups 'case' and 'slice', e.g. '^(?P<case>.+)_(?P<slice>\\d+)$'; csv needs slice_column "
+                "(and case_column).")
+"""Which built-in datasets know the slice order that ``context`` needs, and how to give it."""
+
+
+def check_context(context: Any) -> int:
+    """``context`` as an int >= 0; a :class:`ConfigError` otherwise."""
+    if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or context < 0:
+        raise ConfigError(f"context must be an integer >= 0 (the number of neighbouring slices stacked on each "
+                          f"side of a slice; 0 turns 2.5D context off), got {context!r}")
+    return int(context)
+
+
+def neighbour_positions(index: pd.DataFrame, context: int) -> np.ndarray:
+    """For every row, the rows of slices ``n - context .. n + context`` of its case: ``(len(index), 2 * context + 1)``.
+
+    Neighbours follow the order of the ``slice`` column within each ``case`` (gaps in the
+    numbering are skipped, not filled). Past the first or last slice of a case the edge
+    slice repeats (replicate padding). Row ``i``'s own position is the middle column.
+    Missing, non-integer or repeated slice numbers are a :class:`DataError`.
+    """
+    count = len(index)
+    width = 2 * context + 1
+    if count == 0:
+        return np.zeros((0, width), dtype=np.int64)
+    numbers = pd.to_numeric(index["slice"], errors="coerce")
+    bad = numbers.isna() | (numbers != numbers.round())
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"item {index['item'].iloc[row]!r} has the slice number {index['slice'].iloc[row]!r}; "
+                        "2.5D context needs an integer slice number for every item")
+    cases = index["case"].astype(str).to_numpy()
+    slices = numbers.to_numpy(dtype=np.int64)
+    order = np.lexsort((slices, cases))  # by case, then slice
+    sorted_cases, sorted_slices = cases[order], slices[order]
+    same_case = sorted_cases[1:] == sorted_cases[:-1]
+    repeated = np.flatnonzero(same_case & (sorted_slices[1:] == sorted_slices[:-1]))
+    if repeated.size:
+        first, second = order[repeated[0]], order[repeated[0] + 1]
+        raise DataError(f"items {index['item'].iloc[first]!r} and {index['item'].iloc[second]!r} are both slice "
+                        f"{sorted_slices[repeated[0]]} of case {sorted_cases[repeated[0]]!r}; 2.5D context needs "
+                        "one item per slice number in a case")
+    starts = np.concatenate([[0], np.flatnonzero(~same_case) + 1])
+    lengths = np.diff(np.concatenate([starts, [count]]))
+    start = np.repeat(starts, lengths)
+    end = start + np.repeat(lengths, lengths) - 1
+    ranks = np.arange(count)[:, None] + np.arange(-context, context + 1)[None, :]
+    table = np.empty((count, width), dtype=np.int64)
+    table[order] = order[np.clip(ranks, start[:, None], end[:, None])]
+    return table
 
 
 class SegmentationDataset(Dataset):
@@ -35,17 +89,27 @@ class SegmentationDataset(Dataset):
     Args:
         index: one row per item with at least the columns ``item`` (unique str),
             ``case`` (str) and ``has_lesion`` (bool).
-        in_channels: number of image channels ``C``.
+            With ``context > 0`` it also needs ``slice`` (the slice number within the case).
+        in_channels: number of channels ``C`` of one slice, as :meth:`read_raw` returns it.
         cache: keep decoded slices in memory so later epochs skip the disk.
         transform: an albumentations-style ``transform(image=, mask=) -> dict``, or None.
+        context: 2.5D context ``k``: stack the ``k`` neighbouring slices on each side of a
+            slice (same case, by slice number) as extra channels; 0 reads single slices.
+
+    Attributes:
+        slice_channels: channels of one slice (``C``).
+        in_channels: channels of an item as :meth:`read` returns it, ``C * (2k + 1)``.
 
     Shape:
-        ``read(i)``: image ``(H, W, C)`` uint8, mask ``(H, W)`` uint8 in {0, 1}.
-        ``self[i]``: image ``(C, H, W)`` float32 in [0, 1], mask ``(1, H, W)`` float32 in {0, 1}.
+        ``read_raw(i)``: one slice, image ``(H, W, C)`` uint8, mask ``(H, W)`` uint8 in {0, 1}.
+        ``read(i)``: image ``(H, W, C * (2k + 1))`` uint8 (slices ``n - k .. n + k``, each ``C``
+        channels, in that order; the edge slice repeats past the ends of a case), and the
+        mask of slice ``n``.
+        ``self[i]``: image ``(C * (2k + 1), H, W)`` float32 in [0, 1], mask ``(1, H, W)`` float32 in {0, 1}.
     """
 
     def __init__(self, index: pd.DataFrame, in_channels: int, cache: bool = False,
-                 transform: Transform | None = None) -> None:
+                 transform: Transform | None = None, context: int = 0) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in index.columns]
         if missing:
             raise DataError(f"dataset index lacks the column(s) {', '.join(missing)}")
@@ -53,10 +117,30 @@ class SegmentationDataset(Dataset):
         if duplicated:
             raise DataError(f"{len(duplicated)} item name(s) appear twice, e.g. {', '.join(map(str, duplicated[:5]))}")
         self.index = index.reset_index(drop=True)
-        self.in_channels = int(in_channels)
+        self.slice_channels = int(in_channels)
+        self.context = check_context(context)
         self.cache = bool(cache)
         self.transform = transform
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._neighbours: np.ndarray | None = None
+        if self.context:
+            if "slice" not in self.index.columns:
+                raise ConfigError(f"{type(self).__name__}: context = {self.context} stacks neighbouring slices, "
+                                  "so it needs the slice number of every item, and this dataset has none (its "
+                                  f"index has no 'slice' column). {CONTEXT_HELP}")
+            self._neighbours = neighbour_positions(self.index, self.context)
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of an item as :meth:`read` returns it: ``slice_channels * (2 * context + 1)``."""
+        return self.slice_channels * (2 * self.context + 1)
+
+    @in_channels.setter
+    def in_channels(self, value: int) -> None:
+        width = 2 * getattr(self, "context", 0) + 1
+        if int(value) % width:
+            raise ValueError(f"in_channels {value} is not a multiple of the {width} stacked slices")
+        self.slice_channels = int(value) // width
 
     def __len__(self) -> int:
         return len(self.index)
@@ -67,16 +151,18 @@ class SegmentationDataset(Dataset):
         return self.index["case"].astype(str).tolist()
 
     def read_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read item ``i`` from its source; implemented by subclasses."""
+        """Read slice ``i`` (image ``H x W x slice_channels``, mask) from its source; implemented by subclasses."""
         raise NotImplementedError
 
-    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Item ``i`` as ``(image, mask)`` arrays, from the cache when enabled.
+    def read_raw_image(self, i: int) -> np.ndarray:
+        """Only the image of slice ``i``, for neighbours; override when it is cheaper than :meth:`read_raw`."""
+        return self.read_raw(i)[0]
+
+    def read_slice(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slice ``i`` alone (no context), from the cache when enabled.
 
         Cached arrays are shared between calls and marked read-only.
         """
-        if not 0 <= i < len(self):
-            raise IndexError(f"item {i} out of range for a dataset of {len(self)}")
         if not self.cache:
             return self.read_raw(i)
         if i not in self._cache:
@@ -85,6 +171,36 @@ class SegmentationDataset(Dataset):
             mask.setflags(write=False)
             self._cache[i] = (image, mask)
         return self._cache[i]
+
+    def neighbours(self, i: int) -> list[int]:
+        """Positions of the slices stacked for item ``i``, ``n - k .. n + k`` (edges repeated); ``[i]`` when k = 0."""
+        if self._neighbours is None:
+            return [int(i)]
+        return self._neighbours[i].tolist()
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``i`` as ``(image, mask)`` arrays: slice ``i`` with its context channels, from the cache when enabled.
+
+        The cache holds single slices, so each slice is decoded once however many
+        items stack it. Without context, cached arrays are returned shared and read-only.
+        """
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} out of range for a dataset of {len(self)}")
+        image, mask = self.read_slice(i)
+        if self._neighbours is None:
+            return image, mask
+        layers = []
+        for j in self._neighbours[i].tolist():
+            layer = image if j == i else (self.read_slice(j)[0] if self.cache else self.read_raw_image(j))
+            layer = layer[:, :, None] if layer.ndim == 2 else layer
+            if layer.shape[:2] != image.shape[:2] or layer.shape[2] != self.slice_channels:
+                raise DataError(f"slice {self.index['item'].iloc[i]!r} is {image.shape[0]}x{image.shape[1]} with "
+                                f"{self.slice_channels} channel(s) but its neighbouring slice "
+                                f"{self.index['item'].iloc[j]!r} is {layer.shape[0]}x{layer.shape[1]} with "
+                                f"{layer.shape[2]}; 2.5D context stacks the slices of a case as channels, so they "
+                                "must share size and channels")
+            layers.append(layer)
+        return np.concatenate(layers, axis=2), mask
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.read(int(i))
@@ -103,24 +219,37 @@ class SegmentationDataset(Dataset):
         return SegmentationSubset(self, indices, transform)
 
     def __repr__(self) -> str:
+        context = f", context {self.context}" if self.context else ""
         return (f"{type(self).__name__}({len(self)} items, {self.index['case'].nunique()} cases, "
-                f"{self.in_channels} channels)")
+                f"{self.in_channels} channels{context})")
 
 
 class SegmentationSubset(SegmentationDataset):
-    """Items ``indices`` of ``parent``, with their own transform; reads share the parent's cache."""
+    """Items ``indices`` of ``parent``, with their own transform; reads share the parent's cache.
+
+    With 2.5D context the neighbours come from the parent, so a slice whose neighbour
+    lies outside the subset still gets it.
+    """
 
     def __init__(self, parent: SegmentationDataset, indices: Sequence[int],
                  transform: Transform | None = None) -> None:
         positions = np.asarray(indices, dtype=np.int64).reshape(-1)
         if positions.size and (positions.min() < 0 or positions.max() >= len(parent)):
             raise IndexError(f"subset indices must lie in [0, {len(parent)}), got {positions.min()}..{positions.max()}")
-        super().__init__(parent.index.iloc[positions], parent.in_channels, cache=False, transform=transform)
+        super().__init__(parent.index.iloc[positions], parent.slice_channels, cache=False, transform=transform)
+        self.context = parent.context  # reads go through the parent, which stacks
         self.parent = parent
         self.positions = positions
 
     def read_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.parent.read(int(self.positions[i]))
+        return self.parent.read_slice(int(self.positions[i]))
+
+    def read_slice(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.parent.read_slice(int(self.positions[i]))
+
+    def neighbours(self, i: int) -> list[int]:
+        """Positions in the parent of the slices stacked for item ``i``."""
+        return self.parent.neighbours(int(self.positions[i]))
 
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= i < len(self):
@@ -153,18 +282,23 @@ class FilePairDataset(SegmentationDataset):
 
     ``has_lesion`` is computed by reading every mask once when the index lacks it.
     ``in_channels=None`` takes the channel count of the first image; every image is
-    then read with that many channels.
+    then read with that many channels. ``context`` is the base class's 2.5D context
+    (the index then needs a ``slice`` column).
     """
 
-    def __init__(self, index: pd.DataFrame, in_channels: int | None = None, cache: bool = False) -> None:
+    def __init__(self, index: pd.DataFrame, in_channels: int | None = None, cache: bool = False,
+                 context: int = 0) -> None:
         if index.empty:
             raise DataError("no images found")
         if "has_lesion" not in index.columns:
             index = index.assign(has_lesion=[bool(read_mask(p).any()) for p in index["mask_path"]])
         if in_channels is None:
             in_channels = read_image(index["image_path"].iloc[0]).shape[2]
-        super().__init__(index, in_channels, cache=cache)
+        super().__init__(index, in_channels, cache=cache, context=context)
 
     def read_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         row = self.index.iloc[i]
-        return read_pair(row["image_path"], row["mask_path"], channels=self.in_channels)
+        return read_pair(row["image_path"], row["mask_path"], channels=self.slice_channels)
+
+    def read_raw_image(self, i: int) -> np.ndarray:
+        return read_image(self.index["image_path"].iloc[i], channels=self.slice_channels)
