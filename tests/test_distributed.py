@@ -62,7 +62,8 @@ def launched_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_processes_match_one_process_with_the_same_global_batch(single_run: Path, launched_run: Path) -> None:
     one, two = metric_rows(single_run), metric_rows(launched_run)
     assert [row["epoch"] for row in two] == ["1", "2", "3"]
-    assert float(one[-1]["train_loss"]) < 0.5 * float(one[0]["train_loss"]), "the runs should actually learn"
+    # the warm-up takes at most a tenth of the run, so epoch 1 already learns; the loss still falls by a third
+    assert float(one[-1]["train_loss"]) < 0.67 * float(one[0]["train_loss"]), "the runs should actually learn"
     for a, b in zip(one, two, strict=True):
         for column in a:
             if column.endswith("loss"):  # written with 6 significant digits

@@ -31,6 +31,8 @@ __all__ = [
     "resolve_config",
     "validate_config",
     "parse_set",
+    "resolve_monitor",
+    "monitored_metric",
 ]
 
 COMPONENT_SECTIONS = ("model", "loss", "dataset")
@@ -62,9 +64,22 @@ class TrainSettings:
     workers: int = 0
     patience: int = 0
     max_minutes: float = 0.0
+    foreground_fraction: float = 0.0
+    loader: Literal["auto", "workers", "device"] = "auto"
 
 
 MONITOR_SUFFIXES = ("_case", "_global")
+
+
+def resolve_monitor(monitor: str, names: list[str], has_cases: bool) -> str:
+    """The monitor a run uses: ``monitor`` itself, or for ``auto`` ``dice_case`` / ``dice_global``.
+
+    ``has_cases``: the dataset has cases of more than one item (patients, volumes).
+    """
+    if monitor != "auto":
+        return monitor
+    metric = "dice" if "dice" in names else names[0]
+    return metric + ("_case" if has_cases else "_global")
 
 
 def monitored_metric(monitor: str) -> str:
@@ -81,11 +96,14 @@ class MetricsSettings:
 
     ``monitor`` is a metric name (its per-image mean on validation), or the name with
     ``_case`` (mean over cases of one 3D score per case) or ``_global`` (pooled over pixels).
+    ``auto`` (the default) is Dice (else the first metric) per case when the dataset has cases
+    of several items, else pooled: never the per-image mean, which counts an empty slice
+    predicted empty as a perfect score. See :func:`resolve_monitor`.
     """
 
     names: list[str] = field(default_factory=lambda: ["dice", "iou"])
     threshold: float = 0.5
-    monitor: str = "dice"
+    monitor: str = "auto"
 
 
 @dataclass
@@ -209,6 +227,8 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"train.image_size must be 0 (the data's own size) or positive, got {t.image_size}")
     if t.accumulate < 1:
         problems.append(f"train.accumulate must be at least 1, got {t.accumulate}")
+    if not 0 <= t.foreground_fraction <= 1:
+        problems.append(f"train.foreground_fraction must be between 0 and 1 (nnU-Net uses 0.33), got {t.foreground_fraction}")
     if t.workers < 0 or t.patience < 0 or t.grad_clip < 0 or t.max_minutes < 0:
         problems.append("train.workers, train.patience, train.grad_clip and train.max_minutes must not be negative")
     if not 0 < s.val_fraction < 1:
@@ -223,10 +243,10 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"metrics.threshold must be between 0 and 1, got {m.threshold}")
     if not m.names:
         problems.append("metrics.names must name at least one metric")
-    if monitored_metric(m.monitor) not in m.names:
+    if m.monitor != "auto" and monitored_metric(m.monitor) not in m.names:
         problems.append(
-            f"metrics.monitor {m.monitor!r} must be one of the reported metrics {m.names}, optionally with the "
-            "suffix _case (mean over cases) or _global (pooled), e.g. 'dice_case'"
+            f"metrics.monitor {m.monitor!r} must be 'auto' or one of the reported metrics {m.names}, optionally "
+            "with the suffix _case (mean over cases) or _global (pooled), e.g. 'dice_case'"
         )
     if problems:
         raise ConfigError("impossible settings: " + "; ".join(problems) + ".")

@@ -13,16 +13,18 @@ from torch.utils.data import DataLoader
 from segkit.config import RunConfig
 from segkit.errors import ConfigError, DataError
 from segkit.params import signature_parameters
-from segkit.train.sampling import EpochSampler, SeededItems
+from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
 
 __all__ = [
     "DataParts",
     "build_data",
+    "batch_sampler",
     "build_model",
     "build_loss",
     "build_metrics",
     "build_trainer",
     "fill_model_defaults",
+    "fill_monitor",
 ]
 
 
@@ -33,8 +35,8 @@ class DataParts:
     dataset: Any
     split: pd.Series
     views: dict[str, Any]
-    loaders: dict[str, DataLoader]
-    samplers: dict[str, EpochSampler]
+    loaders: dict[str, Any]
+    samplers: dict[str, EpochBatchSampler]
 
 
 def build_dataset(config: RunConfig, registry: Any) -> Any:
@@ -74,6 +76,15 @@ def _collate(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch
     return torch.stack(images), torch.stack(masks), torch.tensor(indices)
 
 
+def batch_sampler(view: Any, settings: Any, *, train: bool, rank: int = 0, world_size: int = 1) -> EpochBatchSampler:
+    """The batches of one split, for either loader path: shuffled with foreground oversampling when
+    training, in order without it for validation and test."""
+    items = EpochSampler(len(view), settings.seed, shuffle=train, rank=rank, world_size=world_size)
+    fraction = settings.foreground_fraction if train else 0.0
+    lesion = view.index["has_lesion"].astype(bool).tolist() if fraction > 0 else None
+    return EpochBatchSampler(items, settings.batch_size, lesion=lesion, foreground_fraction=fraction)
+
+
 def build_data(
     config: RunConfig,
     dataset: Any,
@@ -82,13 +93,20 @@ def build_data(
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
+    loader: str = "workers",
+    device: torch.device | None = None,
 ) -> DataParts:
-    """Views with the run's transforms and reproducible loaders for train and val (and test)."""
+    """Views with the run's transforms and reproducible loaders for train and val (and test).
+
+    ``loader``: ``"workers"`` (a DataLoader, albumentations per item) or ``"device"`` (the
+    decoded dataset kept on ``device``, augmented per batch there; see
+    :mod:`segkit.train.device_loader`). Both draw their batches from the same samplers.
+    """
     from segkit.data import build_transform
 
     t = config.train
     image_size = t.image_size or None
-    if t.workers > 0 and getattr(dataset, "cache", False):
+    if loader == "workers" and t.workers > 0 and getattr(dataset, "cache", False):
         # Fill the cache once here: forked workers then share it, instead of each worker
         # caching only the items the shuffle happens to send it.
         for i in range(len(dataset)):
@@ -104,17 +122,17 @@ def build_data(
         transform = build_transform(t.augment if name == "train" else "none", image_size, train=name == "train")
         view = dataset.subset(positions, transform=transform)
         views[name] = view
-        sampler = EpochSampler(len(view), t.seed, shuffle=name == "train", rank=rank, world_size=world_size)
+        sampler = batch_sampler(view, t, train=name == "train", rank=rank, world_size=world_size)
         samplers[name] = sampler
+        if loader == "device":
+            continue
         loaders[name] = DataLoader(
             SeededItems(view),
-            batch_size=t.batch_size,
-            sampler=sampler,
+            batch_sampler=sampler,
             num_workers=t.workers,
             collate_fn=_collate,
             pin_memory=pin_memory,
             persistent_workers=t.workers > 0,
-            drop_last=False,
         )
     per_process = math.ceil(len(views["train"]) / world_size)
     if t.batch_size > per_process:
@@ -123,6 +141,10 @@ def build_data(
             + (f", {per_process} per process" if world_size > 1 else "")
             + "). Use a smaller --batch-size."
         )
+    if loader == "device":
+        from segkit.train.device_loader import device_loaders
+
+        loaders = device_loaders(config, dataset, views, samplers, device or torch.device("cpu"), rank=rank)
     return DataParts(dataset, split, views, loaders, samplers)
 
 
@@ -133,6 +155,14 @@ def fill_model_defaults(config: RunConfig, dataset: Any, registry: Any) -> None:
         config.model.params["in_channels"] = int(dataset.in_channels)
     if "classes" in names and "classes" not in config.model.params:
         config.model.params["classes"] = 1
+
+
+def fill_monitor(config: RunConfig, dataset: Any) -> None:
+    """Resolve ``metrics.monitor = "auto"``: per-case Dice when the dataset's cases hold several items, else pooled."""
+    from segkit.config import resolve_monitor
+
+    cases = dataset.index["case"]
+    config.metrics.monitor = resolve_monitor(config.metrics.monitor, config.metrics.names, cases.nunique() < len(cases))
 
 
 def build_model(config: RunConfig, registry: Any) -> torch.nn.Module:

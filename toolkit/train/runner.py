@@ -14,16 +14,18 @@ import numpy as np
 import torch
 
 from segkit import __version__
-from segkit.config import RunConfig
+from segkit.config import RunConfig, monitored_metric
 from segkit.errors import CheckpointError, ConfigError, TrainingError
 from segkit.train import assemble
 from segkit.train.checkpoint import load_checkpoint, save_checkpoint
 from segkit.train.device import describe_device, select_device
 from segkit.train.distributed import DistContext
+from segkit.train.device_loader import choose_loader
 from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
+from segkit.train.schedule import plan_schedule
 from segkit.train.rundir import RunDirectory
 
-__all__ = ["train", "seed_everything", "versions", "existing_run_message"]
+__all__ = ["train", "seed_everything", "versions", "existing_run_message", "plan_epochs", "headline"]
 
 
 def seed_everything(seed: int) -> None:
@@ -49,8 +51,11 @@ def _prediction_samples(trainer: Trainer, view: Any, count: int = 6) -> list[tup
     with torch.inference_mode():  # one batch, not one forward pass per sample
         logits = trainer.module(torch.stack([image for image, _ in items]).to(trainer.device)).float()
     predictions = (torch.sigmoid(logits)[:, 0] >= trainer.config.metrics.threshold).cpu().numpy()
+    per_slice = int(getattr(view, "slice_channels", items[0][0].shape[0]))
+    centre = int(getattr(view, "context", 0)) * per_slice  # with 2.5D context, show the slice being segmented
     return [
-        (image.permute(1, 2, 0).numpy(), mask[0].numpy() > 0.5, prediction, str(view.index["item"].iloc[i]))
+        (image[centre:centre + per_slice].permute(1, 2, 0).numpy(), mask[0].numpy() > 0.5, prediction,
+         str(view.index["item"].iloc[i]))
         for (image, mask), prediction, i in zip(items, predictions, chosen, strict=True)
     ]
 
@@ -70,11 +75,47 @@ def _batch_description(config: RunConfig, world_size: int) -> str:
             f"{t.batch_size * world_size * t.accumulate}")
 
 
+def plan_epochs(budget_seconds: float, first_epoch_seconds: float, max_epochs: int) -> int:
+    """Epochs that fit a time budget, judged by the first epoch (3% kept in reserve), at most ``max_epochs``."""
+    remaining = budget_seconds * 0.97 - first_epoch_seconds
+    return max(1, min(max_epochs, 1 + int(remaining // max(first_epoch_seconds, 1e-6))))
+
+
+def _per_image_note(row: dict[str, Any], monitor: str) -> str:
+    """``(per-image 0.81)`` beside a per-case or pooled monitor, so both are seen."""
+    metric = monitored_metric(monitor)
+    if monitor == metric or f"val_{metric}" not in row:
+        return ""
+    return f" (per-image {row[f'val_{metric}']:.4f})"
+
+
+def _missed_lesions(trainer: Trainer) -> tuple[int, int]:
+    """``(lesion slices predicted empty, lesion slices)`` on validation with the model as loaded."""
+    _loss, accumulator = trainer.evaluate("val")
+    counts = accumulator.counts().cpu()
+    tp, fp, fn, _tn = counts.unbind(1)
+    lesion = (tp + fn) > 0
+    return int((lesion & ((tp + fp) == 0)).sum()), int(lesion.sum())
+
+
+def headline(summary: dict[str, Any], best_row: dict[str, Any], monitor: str, root: Path) -> str:
+    """The run's last line: the monitored (per-case or pooled) score first, per-image beside, lesions missed."""
+    metric = monitored_metric(monitor)
+    others = [f"{label} {best_row[key]:.4f}" for label, key in
+              (("per-case", f"val_{metric}_case"), ("per-image", f"val_{metric}"), ("pooled", f"val_{metric}_global"))
+              if key in best_row and key != f"val_{monitor}"]
+    missed, lesions = summary["lesion_slices_empty_prediction"], summary["lesion_slices"]
+    return (f"best val_{monitor} {summary['headline']['value']:.4f} at epoch {summary['best_epoch']}"
+            + (f" ({metric}: {', '.join(others)})" if others else "")
+            + f"; {missed} of {lesions} validation lesion slices got an empty prediction; outputs in {root}")
+
+
 def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
         "preprocessing": {"image_size": config.train.image_size, "in_channels": config.model.params.get("in_channels"),
-                          "scale": 255.0, "threshold": config.metrics.threshold},
+                          "scale": 255.0, "threshold": config.metrics.threshold,
+                          "context": int(config.dataset.params.get("context", 0))},
         "epoch": epoch,
         "model_state": trainer.module.state_dict(),
         "segkit_version": __version__,
@@ -131,11 +172,13 @@ def _train(
     seed_everything(config.train.seed)
     dataset = assemble.build_dataset(config, registry)
     assemble.fill_model_defaults(config, dataset, registry)
+    assemble.fill_monitor(config, dataset)
     from segkit.data import read_splits, write_splits
 
     split = read_splits(run.splits, dataset.index) if resume else assemble.make_split(config, dataset)
+    loader = choose_loader(config, dataset, device)
     parts = assemble.build_data(config, dataset, split, rank=dist.rank, world_size=dist.world_size,
-                                pin_memory=device.type == "cuda")
+                                pin_memory=device.type == "cuda", loader=loader.path, device=device)
     cases = {name: view.cases for name, view in parts.views.items()}
 
     if device.type == "cuda":
@@ -149,6 +192,7 @@ def _train(
     history: list[dict[str, Any]] = []
     timing: list[dict[str, Any]] = []
     start_epoch = 1
+    total_epochs = config.train.epochs  # a time budget replaces it with its plan after the first epoch
     train_seconds = 0.0
 
     if state is not None:
@@ -162,7 +206,8 @@ def _train(
         train_seconds = float(state.get("train_seconds", 0.0))
         restore_rng(state["rng"])
         start_epoch = int(state["epoch"]) + 1
-        if start_epoch > config.train.epochs or state.get("finished"):
+        total_epochs = int(state.get("planned_epochs") or config.train.epochs)
+        if start_epoch > total_epochs or state.get("finished"):
             raise CheckpointError(f"the run in {str(run.root)!r} already finished ({state['epoch']} epochs). "
                                   "Start a new run to train longer.")
     elif dist.is_main:
@@ -185,6 +230,7 @@ def _train(
             "train_seconds": train_seconds,
             "finished": finished,
             "world_size": dist.world_size,
+            "planned_epochs": total_epochs,
         }))
 
     if state is None:
@@ -192,20 +238,29 @@ def _train(
     n_train = len(parts.views["train"])
     say(f"training {config.model.name} with {config.loss.name} on {config.dataset.name}: {n_train} train / "
         f"{len(parts.views['val'])} val items, {_batch_description(config, dist.world_size)}, "
-        f"{describe_device(device)} -> {run.root}")
+        f"{describe_device(device)}, {loader.path} loader ({loader.reason}) -> {run.root}")
     if state is not None:
-        say(f"resuming {run.root} at epoch {start_epoch} of {config.train.epochs}")
+        say(f"resuming {run.root} at epoch {start_epoch} of {total_epochs}")
         trained_with = int(state.get("world_size", 1))
         if trained_with != dist.world_size:
             say(f"note: this run was trained in {trained_with} process(es) and resumes in {dist.world_size}; the "
                 "global batch changes with the number of processes, so it will not match an uninterrupted run.")
-    if config.train.max_minutes > 0:
-        trainer.deadline = time.monotonic() + config.train.max_minutes * 60 - train_seconds
+    budget = config.train.max_minutes * 60
+    if budget > 0:
+        trainer.deadline = time.monotonic() + budget - train_seconds
     stopped = "completed"
     completed = start_epoch - 1  # the epoch whose state last.pt holds
+    loop_started = time.monotonic()
     try:
-        for epoch in range(start_epoch, config.train.epochs + 1):
+        epoch = start_epoch
+        while epoch <= total_epochs:
             result = trainer.run_epoch(epoch)
+            if budget > 0 and epoch == 1 and total_epochs > 1:
+                total_epochs = dist.broadcast(plan_epochs(budget, time.monotonic() - loop_started, config.train.epochs))
+                plan_schedule(trainer.scheduler, config.train, steps_per_epoch, total_epochs)
+                say(f"time budget {config.train.max_minutes:g} min: epoch 1 took {time.monotonic() - loop_started:.0f} s, "
+                    f"so the run trains {total_epochs} epochs (at most train.epochs = {config.train.epochs}) and its "
+                    "learning-rate schedule ends with the budget")
             history.append(result.row)
             timing.append(result.timing)
             train_seconds += result.timing["train_seconds"]
@@ -215,11 +270,12 @@ def _train(
                 run.write_timing(timing)
                 if improved:
                     save_checkpoint(run.best, _checkpoint_payload(config, epoch, trainer, {"metrics": result.row}))
-                save_last(epoch, finished=epoch == config.train.epochs or stopper.should_stop or trainer.out_of_time)
+                save_last(epoch, finished=epoch == total_epochs or stopper.should_stop or trainer.out_of_time)
             completed = epoch
             monitor = config.metrics.monitor
-            say(f"epoch {epoch}/{config.train.epochs}  train_loss {result.row['train_loss']:.4f}  "
-                f"val_loss {result.row['val_loss']:.4f}  val_{monitor} {result.monitored:.4f}"
+            beside = _per_image_note(result.row, monitor)
+            say(f"epoch {epoch}/{total_epochs}  train_loss {result.row['train_loss']:.4f}  "
+                f"val_loss {result.row['val_loss']:.4f}  val_{monitor} {result.monitored:.4f}{beside}"
                 + ("  (best)" if improved else "") + f"  {result.timing['train_images_per_second']:.1f} img/s")
             if trainer.out_of_time:
                 stopped = "time_limit"
@@ -229,6 +285,7 @@ def _train(
                 stopped = "early_stopping"
                 say(f"early stopping: no improvement of val_{monitor} for {config.train.patience} epochs")
                 break
+            epoch += 1
     except KeyboardInterrupt:
         dist.barrier()
         if run.last.is_file():  # the interrupt may have come during (and been held until the end of) a save
@@ -246,7 +303,16 @@ def _train(
         ) from None
 
     best_row = next(row for row in history if row["epoch"] == stopper.best_epoch)
+    dist.barrier()  # best.pt is written; every rank scores the best model on its share of validation
+    model.load_state_dict(load_checkpoint(run.best, map_location=device)["model_state"])
+    missed, lesion_slices = _missed_lesions(trainer)
+    monitor = config.metrics.monitor
     summary = {
+        "headline": {"name": f"val_{monitor}", "value": stopper.best_value, "epoch": stopper.best_epoch},
+        "lesion_slices": lesion_slices,
+        "lesion_slices_empty_prediction": missed,
+        "loader": {"path": loader.path, "reason": loader.reason},
+        "epochs_planned": total_epochs,
         "best_epoch": stopper.best_epoch,
         "best": {name: best_row[f"val_{name}"] for name in metrics},
         "best_global": {name: best_row[f"val_{name}_global"] for name in metrics},
@@ -263,15 +329,12 @@ def _train(
     if any(key.endswith("_case") for key in best_row):
         summary["best_per_case"] = {name: best_row[f"val_{name}_case"] for name in metrics}
     if dist.is_main:
-        best = load_checkpoint(run.best, map_location=device)
-        model.load_state_dict(best["model_state"])
         from segkit.train.plots import plot_curves, plot_predictions
 
         plot_curves(history, list(metrics), run.root / "curves.png")
         plot_predictions(_prediction_samples(trainer, parts.views["val"]), run.root / "predictions.png")
         run.write_summary(summary)
-        say(f"best val_{config.metrics.monitor} {stopper.best_value:.4f} at epoch {stopper.best_epoch}; "
-            f"outputs in {run.root}")
+        say(headline(summary, best_row, monitor, run.root))
     dist.barrier()
     return summary
 

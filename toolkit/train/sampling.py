@@ -6,13 +6,13 @@ workers or processes, see exactly the same data as an uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["EpochSampler", "SeededItems", "item_seed"]
+__all__ = ["EpochSampler", "EpochBatchSampler", "SeededItems", "item_seed", "foreground_slots"]
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
@@ -54,6 +54,90 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:
         return len(self._order())
+
+
+def foreground_slots(batch_size: int, fraction: float) -> int:
+    """How many places of a batch of ``batch_size`` are guaranteed to lesion items.
+
+    nnU-Net's rule: ``batch_size - round(batch_size * (1 - fraction))``, so 0.33 of a batch
+    of 2 guarantees one lesion item and of a batch of 16 five; any fraction above 0 guarantees
+    at least one.
+    """
+    if fraction <= 0:
+        return 0
+    return max(1, batch_size - round(batch_size * (1 - fraction)))
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of ``(index, augmentation seed)`` pairs: the one sampling rule of both loader paths.
+
+    The items come in :class:`EpochSampler` order (this rank's share of a new permutation
+    per epoch) and are cut into batches of ``batch_size``. With ``foreground_fraction > 0``
+    each batch holds at least :func:`foreground_slots` lesion items: when the permutation
+    gives fewer, the last non-lesion places of the batch are given to lesion items drawn
+    from a separate permutation of the lesion items (nnU-Net's foreground oversampling).
+    Everything depends only on (seed, epoch, rank), so a resumed run sees the same batches.
+    An item in its permutation place gets :func:`item_seed` of its index (as with the item
+    sampler); an oversampled item gets a seed of its own draw, so an item drawn twice in one
+    epoch is augmented differently each time.
+
+    Args:
+        items: the item-order sampler (shuffled for training, in order for evaluation).
+        batch_size: items per batch (the last batch of an epoch may be smaller).
+        lesion: one flag per item of the view; needed when ``foreground_fraction > 0``.
+        foreground_fraction: guaranteed share of lesion items per batch, in [0, 1].
+    """
+
+    def __init__(self, items: EpochSampler, batch_size: int, lesion: Sequence[bool] | None = None,
+                 foreground_fraction: float = 0.0) -> None:
+        self.items, self.batch_size = items, int(batch_size)
+        self.foreground_fraction = float(foreground_fraction)
+        self.lesion_items = [i for i, flag in enumerate(lesion or []) if flag]
+        if self.foreground_fraction > 0 and lesion is None:
+            raise ValueError("foreground oversampling needs the lesion flag of every item")
+
+    @property
+    def epoch(self) -> int:
+        return self.items.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.items.set_epoch(epoch)
+
+    def _lesion_stream(self) -> Iterator[int]:
+        """Lesion items in a fresh order per (seed, epoch, rank), cycling when exhausted."""
+        generator = torch.Generator().manual_seed((self.items.seed * 7919 + self.items.epoch) * 131 + 17 + self.items.rank)
+        while True:
+            for position in torch.randperm(len(self.lesion_items), generator=generator).tolist():
+                yield self.lesion_items[position]
+
+    def batches(self) -> list[list[tuple[int, int]]]:
+        """This epoch's batches of ``(index, augmentation seed)`` for this rank."""
+        seed, epoch = self.items.seed, self.items.epoch
+        order = [(index, item_seed(seed, epoch, index)) for index in self.items._order()]
+        batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        wanted = foreground_slots(self.batch_size, self.foreground_fraction)
+        if not wanted or not self.lesion_items:
+            return batches
+        is_lesion = set(self.lesion_items)
+        extra = self._lesion_stream()
+        draws = 0
+        for batch in batches:
+            missing = min(wanted, len(batch)) - sum(index in is_lesion for index, _ in batch)
+            for place in range(len(batch) - 1, -1, -1):
+                if missing <= 0:
+                    break
+                if batch[place][0] not in is_lesion:
+                    draws += 1
+                    index = next(extra)
+                    batch[place] = (index, item_seed(seed ^ 0x5EED, epoch * 65_537 + self.items.rank, draws))
+                    missing -= 1
+        return batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        yield from self.batches()
+
+    def __len__(self) -> int:
+        return -(-len(self.items) // self.batch_size)
 
 
 class SeededItems(Dataset):

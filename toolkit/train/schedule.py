@@ -9,7 +9,11 @@ import torch
 
 from segkit.config import TrainSettings
 
-__all__ = ["build_optimizer", "build_scheduler", "lr_factor"]
+__all__ = ["build_optimizer", "build_scheduler", "lr_factor", "plan_schedule", "warmup_steps", "MAX_WARMUP_SHARE"]
+
+#: The largest share of a run's optimizer steps that the warm-up may take, so a short run
+#: (``--epochs 1``) still trains at its full learning rate for most of it.
+MAX_WARMUP_SHARE = 0.1
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
@@ -48,10 +52,28 @@ class _Factor:
         return lr_factor(step, self.total_steps, self.warmup_steps, self.kind)
 
 
+def warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
+    """Warm-up steps: ``warmup_epochs`` worth of steps, but at most :data:`MAX_WARMUP_SHARE` of the run."""
+    return min(round(warmup_epochs * steps_per_epoch), int(MAX_WARMUP_SHARE * total_steps))
+
+
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, settings: TrainSettings, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, settings: TrainSettings, steps_per_epoch: int, epochs: int | None = None
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step schedule over the whole run."""
-    total = settings.epochs * steps_per_epoch
-    warmup = min(total, round(settings.warmup_epochs * steps_per_epoch))
+    """A per-step schedule over the whole run (``epochs``, default ``settings.epochs``)."""
+    total = (epochs or settings.epochs) * steps_per_epoch
+    warmup = warmup_steps(settings.warmup_epochs, steps_per_epoch, total)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, _Factor(total, warmup, settings.scheduler))
+
+
+def plan_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, settings: TrainSettings, steps_per_epoch: int,
+                  epochs: int) -> None:
+    """Stretch or shrink the schedule to end after ``epochs`` epochs (a time budget's plan).
+
+    The warm-up keeps its length unless the new run is too short for it; the change is
+    part of the scheduler's state, so a resumed run continues the planned schedule.
+    """
+    total = epochs * steps_per_epoch
+    for factor in scheduler.lr_lambdas:
+        factor.total_steps = total
+        factor.warmup_steps = min(factor.warmup_steps, warmup_steps(settings.warmup_epochs, steps_per_epoch, total))

@@ -1,0 +1,118 @@
+"""Honest defaults: per-case monitor and headline, missed lesions reported, short warm-ups, budget-filling schedules."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+from clihelp import segkit
+from segkit.config import resolve_monitor
+from segkit.train.runner import plan_epochs
+from segkit.train.schedule import build_scheduler, lr_factor, plan_schedule, warmup_steps
+from segkit.config import TrainSettings
+
+TINY = ["--set", "dataset.count=48", "--set", "dataset.size=32", "--set", "dataset.slices_per_case=4",
+        "--set", "model.width=8", "--batch-size", "8", "--augment", "none"]
+
+
+@pytest.fixture(scope="module")
+def default_monitor_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("honest") / "run"
+    result = segkit("run", *TINY, "--epochs", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stderr
+
+
+def test_the_default_monitor_is_per_case_dice_and_is_written_to_the_config(default_monitor_run) -> None:
+    out, _ = default_monitor_run
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["metrics"]["monitor"] == "dice_case"  # resolved, so the run reproduces without 'auto'
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["headline"]["name"] == "val_dice_case"
+    assert summary["headline"]["value"] == pytest.approx(summary["best_per_case"]["dice"])
+
+
+def test_the_last_line_gives_per_case_first_then_per_image_and_the_missed_lesion_slices(default_monitor_run) -> None:
+    out, stderr = default_monitor_run
+    last = stderr.strip().splitlines()[-1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert last.startswith("best val_dice_case ")
+    assert "per-image" in last and "pooled" in last
+    assert (f"{summary['lesion_slices_empty_prediction']} of {summary['lesion_slices']} validation lesion slices "
+            "got an empty prediction") in last
+    assert 0 <= summary["lesion_slices_empty_prediction"] <= summary["lesion_slices"] > 0
+
+
+@pytest.mark.parametrize(("monitor", "names", "has_cases", "expected"), [
+    ("auto", ["dice", "iou"], True, "dice_case"),
+    ("auto", ["dice", "iou"], False, "dice_global"),
+    ("auto", ["iou", "recall"], True, "iou_case"),
+    ("dice", ["dice"], True, "dice"),  # an explicit choice is kept, per-image included
+])
+def test_resolve_monitor(monitor: str, names: list[str], has_cases: bool, expected: str) -> None:
+    assert resolve_monitor(monitor, names, has_cases) == expected
+
+
+def test_a_dataset_of_single_image_cases_is_monitored_pooled(tmp_path: Path) -> None:
+    """With one image per case, a per-case mean is a per-image mean: the pooled value is the honest one."""
+    out = tmp_path / "run"
+    result = segkit("run", *TINY, "--set", "dataset.slices_per_case=1", "--epochs", "1", "--quiet", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["headline"]["name"] == "val_dice_global"
+
+
+def test_the_warmup_takes_at_most_a_tenth_of_a_short_run() -> None:
+    assert warmup_steps(1.0, steps_per_epoch=32, total_steps=32) == 3
+    assert warmup_steps(1.0, steps_per_epoch=32, total_steps=320) == 32
+    assert warmup_steps(0.0, steps_per_epoch=32, total_steps=32) == 0
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, TrainSettings(epochs=1, warmup_epochs=1.0, scheduler="cosine"), 32)
+    factors = []
+    for _ in range(32):
+        factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert factors[3] > 0.95 and sum(f > 0.5 for f in factors) >= 16  # most of one epoch at a useful rate
+
+
+@pytest.mark.parametrize(("budget", "first", "cap", "expected"), [
+    (900, 60, 100, 14),   # 15 minutes, one minute per epoch: 14 epochs with 3% in reserve
+    (900, 60, 10, 10),    # train.epochs caps the plan
+    (900, 1000, 100, 1),  # an epoch longer than the budget: only that one
+    (60, 0.5, 1000, 116),
+])
+def test_plan_epochs_fills_the_budget(budget: float, first: float, cap: int, expected: int) -> None:
+    assert plan_epochs(budget, first, cap) == expected
+
+
+def test_a_planned_schedule_ends_with_the_plan_and_survives_a_state_dict_round_trip() -> None:
+    settings = TrainSettings(epochs=1000, warmup_epochs=0.5, scheduler="cosine")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, settings, steps_per_epoch=10)
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    plan_schedule(scheduler, settings, steps_per_epoch=10, epochs=4)
+    state = scheduler.state_dict()
+    restored = build_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), settings, 10)
+    restored.load_state_dict(state)
+    factor = restored.lr_lambdas[0]
+    assert factor.total_steps == 40
+    assert lr_factor(39, factor.total_steps, factor.warmup_steps, "cosine") < 0.01
+
+
+def test_a_time_budget_plans_the_epochs_and_resume_keeps_the_plan(tmp_path: Path) -> None:
+    out = tmp_path / "budget"
+    result = segkit("run", *TINY, "--epochs", "400", "--set", "train.max_minutes=0.25", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "time budget 0.25 min: epoch 1 took" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert 1 <= summary["epochs_planned"] < 400
+    assert summary["epochs_run"] <= summary["epochs_planned"]
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["planned_epochs"] == summary["epochs_planned"]
+    assert state["scheduler"]["lr_lambdas"][0]["total_steps"] == summary["epochs_planned"] * 4
