@@ -65,9 +65,11 @@ def inference_options(postprocess_help: str, device_help: str) -> Callable[[Call
 
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         options = [
-            click.option("--tta", is_flag=True, help="Average over horizontal, vertical and both flips."),
-            click.option("--postprocess", type=HintedChoice(["none", "lcc"]), default="none", show_default=True,
-                         help=postprocess_help),
+            click.option("--tta/--no-tta", default=None,
+                         help="Average over horizontal, vertical and both flips. Default: off, or a cross-validation's "
+                              "choice (see 'segkit cv')."),
+            click.option("--postprocess", type=HintedChoice(["none", "lcc"]), default=None,
+                         help=postprocess_help + " Default: none, or a cross-validation's choice."),
             click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
             click.option("--device", default="auto", show_default=True, help=device_help),
             click.option("--quiet", is_flag=True, help="No progress bar."),

@@ -11,7 +11,7 @@ from segkit.cli import HintedChoice, inference_options, plugin_option, registry_
 
 @click.command("evaluate")
 @click.argument("runs", nargs=-1, required=True, metavar="RUN_DIR [RUN_DIR ...]")
-@click.option("--checkpoint", default="best", show_default=True, help="best, last, or a path to a .pt file.")
+@click.option("--checkpoint", help="best, last, or a path to a .pt file. Default: best (last for a cross-validation).")
 @click.option("--split", type=HintedChoice(["test", "val", "train", "all"]),
               help="Which items: a split of the run's splits.csv, or all. Default: test (all with --dataset).")
 @click.option("--dataset", "dataset_name", help="Evaluate on this dataset instead of the run's (see 'segkit list dataset').")
@@ -21,19 +21,33 @@ from segkit.cli import HintedChoice, inference_options, plugin_option, registry_
 @inference_options("lcc: keep the largest connected component per case (3D), as Buda et al. 2019.",
                    "auto, cpu, cuda, cuda:N or mps.")
 @plugin_option
-def evaluate_command(runs: tuple[str, ...], checkpoint: str, split: str | None, dataset_name: str | None,
-                     data_root: str | None, threshold: float | None, tta: bool, postprocess: str, batch_size: int,
-                     device: str, as_json: bool, quiet: bool) -> None:
+def evaluate_command(runs: tuple[str, ...], checkpoint: str | None, split: str | None, dataset_name: str | None,
+                     data_root: str | None, threshold: float | None, tta: bool | None, postprocess: str | None,
+                     batch_size: int, device: str, as_json: bool, quiet: bool) -> None:
     """Score RUN_DIR's model on its held-out cases, or an ensemble of several runs (probabilities averaged).
 
     Reports per-image mean, per-case (one 3D score per patient) mean and median, and
     global (pooled) Dice, IoU, precision and recall at the masks' own resolution, and
     writes the per-case scores to RUN_DIR/evaluation/.
+
+    A directory written by 'segkit cv' stands for its K fold models as one ensemble, with
+    the TTA and post-processing its out-of-fold scores chose; evaluate it on new cases
+    (--dataset / --data-root): its own cases were each seen in training by K-1 of its models.
     """
+    from segkit.cv import REPORT_FILE, inference_settings, is_cv_directory
+    from segkit.errors import ConfigError
     from segkit.evaluate import evaluate_runs, format_report
 
+    cv_dirs = [run for run in runs if is_cv_directory(run)]
+    if cv_dirs and dataset_name is None and data_root is None:
+        raise ConfigError(
+            f"{cv_dirs[0]} is a cross-validation: every one of its cases was seen in training by all but one fold "
+            f"model, so its own data cannot score the ensemble. Its out-of-fold scores are in "
+            f"{cv_dirs[0]}/{REPORT_FILE}; pass --data-root (and --dataset) to score the ensemble on new cases."
+        )
+    sources, tta, postprocess, checkpoint = inference_settings(runs, tta, postprocess, checkpoint)
     report = evaluate_runs(
-        list(runs), checkpoint=checkpoint, split=split, dataset_name=dataset_name, data_root=data_root,
+        sources, checkpoint=checkpoint, split=split, dataset_name=dataset_name, data_root=data_root,
         threshold=threshold, tta=tta, postprocess=postprocess, batch_size=batch_size, device=device,
         registry=registry_from_context(), progress=not quiet,
         warn=lambda message: click.echo(f"warning: {message}", err=True),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -29,31 +30,65 @@ class RunCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
+def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that configure a training run, shared by ``segkit run`` and ``segkit cv``."""
+    options = [
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML run configuration (see configs/)."),
+        click.option("--model", help="Model name (see 'segkit list model'). Default: unet."),
+        click.option("--loss", help="Loss name (see 'segkit list loss'). Default: bce_dice."),
+        click.option("--metric", "metric_names", multiple=True, help="Metric to report; repeatable. Default: dice and iou."),
+        click.option("--dataset", help="Dataset name (see 'segkit list dataset'). Default: synthetic."),
+        click.option("--data-root", type=click.Path(), help="Where the dataset lives (its root or table file)."),
+        click.option("--epochs", type=int),
+        click.option("--batch-size", type=int),
+        click.option("--lr", type=float, help="Base learning rate."),
+        click.option("--image-size", type=int, help="Resize images to this square size (0: keep the data's size)."),
+        click.option("--augment", help="Augmentation preset: none, light, heavy."),
+        click.option("--optimizer", type=HintedChoice(["adam", "adamw", "sgd"])),
+        click.option("--scheduler", type=HintedChoice(["cosine", "poly", "constant"]), help="After a linear warm-up."),
+        click.option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."),
+        click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (bf16, or fp16 with a grad scaler)."),
+        click.option("--seed", type=int),
+        click.option("--workers", type=int, help="DataLoader worker processes."),
+        click.option("--patience", type=int, help="Stop after this many epochs without improvement (0: never)."),
+        click.option("--loader", type=HintedChoice(["auto", "workers", "device"]),
+                     help="Data path: DataLoader workers, or the dataset on the training device with batched "
+                          "augmentation; auto picks device on CUDA when it fits."),
+        click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key; value parsed as TOML."),
+        click.option("--quiet", is_flag=True, help="No progress bars or epoch lines."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def run_document(registry: Any, config_file: str | None, model: str | None, loss: str | None,
+                 metric_names: tuple[str, ...], dataset: str | None, data_root: str | None, sets: tuple[str, ...],
+                 train_flags: dict[str, Any], split: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The raw configuration document of a run from its config file, flags and ``--set`` assignments."""
+    from segkit.config import resolve_config
+
+    flags: dict[str, dict[str, Any]] = {
+        "model": {"name": model},
+        "loss": {"name": loss},
+        "dataset": {"name": dataset},
+        "metrics": {"names": list(metric_names) or None},
+        "split": split or {},
+        "train": train_flags,
+    }
+    document = resolve_config(config_file, flags, sets)
+    if data_root is not None:
+        flags["dataset"][registry.get("dataset", document["dataset"]["name"]).data_root_parameter()] = data_root
+        document = resolve_config(config_file, flags, sets)
+    return document
+
+
 @click.command("run", cls=RunCommand)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML run configuration (see configs/).")
-@click.option("--model", help="Model name (see 'segkit list model'). Default: unet.")
-@click.option("--loss", help="Loss name (see 'segkit list loss'). Default: bce_dice.")
-@click.option("--metric", "metric_names", multiple=True, help="Metric to report; repeatable. Default: dice and iou.")
-@click.option("--dataset", help="Dataset name (see 'segkit list dataset'). Default: synthetic.")
-@click.option("--data-root", type=click.Path(), help="Where the dataset lives (its root or table file).")
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int)
-@click.option("--lr", type=float, help="Base learning rate.")
-@click.option("--image-size", type=int, help="Resize images to this square size (0: keep the data's size).")
-@click.option("--augment", help="Augmentation preset: none, light, heavy.")
-@click.option("--optimizer", type=HintedChoice(["adam", "adamw", "sgd"]))
-@click.option("--scheduler", type=HintedChoice(["cosine", "poly", "constant"]), help="After a linear warm-up.")
-@click.option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
-@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (bf16, or fp16 with a grad scaler).")
-@click.option("--seed", type=int)
-@click.option("--workers", type=int, help="DataLoader worker processes.")
-@click.option("--patience", type=int, help="Stop after this many epochs without improvement (0: never).")
+@run_options
 @click.option("--folds", type=int, help="K-fold cross-validation by case: number of folds.")
 @click.option("--fold", type=int, help="Which fold is validation (0-based).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory. Default: runs/<date-time>-<model>-<loss>.")
-@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key; value parsed as TOML.")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory from its last.pt.")
-@click.option("--quiet", is_flag=True, help="No progress bars or epoch lines.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1),
               help="Data-parallel training in N processes on this machine, through torchrun (one per GPU; gloo on "
                    "CPU). --batch-size is per process. See docs/distributed.md.")
@@ -93,21 +128,9 @@ def run_command(
             raise ConfigError(f"--resume takes no --{extra[0].replace('_', '-')}: the run keeps its own settings.")
         document = resolve_config(run_dir / "config.toml", {"train": allowed})
     else:
-        flags: dict[str, dict[str, Any]] = {
-            "model": {"name": model},
-            "loss": {"name": loss},
-            "dataset": {"name": dataset},
-            "metrics": {"names": list(metric_names) or None},
-            "split": {"folds": folds, "fold": fold if fold is not None else (0 if folds else None)},
-            "train": train_flags,
-        }
-        document = resolve_config(config_file, flags, sets)
-        if data_root is not None:
-            flags["dataset"][registry.get("dataset", document["dataset"]["name"]).data_root_parameter()] = data_root
-            document = resolve_config(config_file, flags, sets)
-        names = document["metrics"].get("names")
-        if names and "monitor" not in document["metrics"] and "dice" not in names:  # monitor the first one
-            document["metrics"]["monitor"] = names[0]
+        split = {"folds": folds, "fold": fold if fold is not None else (0 if folds else None)}
+        document = run_document(registry, config_file, model, loss, metric_names, dataset, data_root, sets,
+                                train_flags, split)
         run_dir = Path(out) if out else _default_out(document)
     config = validate_config(document, registry)
 
@@ -142,4 +165,34 @@ def _launch(nproc: int, run_dir: Path, fresh: bool) -> None:
         ctx.exit(status)
 
 
-COMMANDS = [run_command]
+@click.command("cv")
+@run_options
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Number of folds; the cases are cut in this many folds (stratified by lesion slices).")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Where the folds go (DIR/fold-<k>/) with cv-report.json and cv-per-case.csv.")
+@plugin_option
+def cv_command(config_file: str | None, model: str | None, loss: str | None, metric_names: tuple[str, ...],
+               dataset: str | None, data_root: str | None, sets: tuple[str, ...], quiet: bool, folds: int, out: str,
+               **train_flags: Any) -> None:
+    """Cross-validate by case: train K fold runs, score every case with the model that never saw it.
+
+    Takes every option of 'segkit run'. Rerunning the same command continues an interrupted
+    cross-validation. The K fold models then act as one ensemble in
+    'segkit evaluate|predict|export DIR', with test-time augmentation and largest-component
+    post-processing on where the out-of-fold scores show they help.
+    """
+    from segkit.config import validate_config
+    from segkit.cv import format_cv_report, run_cv
+
+    registry = registry_from_context()
+    document = run_document(registry, config_file, model, loss, metric_names, dataset, data_root, sets, train_flags)
+    if document.get("split", {}).get("folds"):
+        raise ConfigError("segkit cv sets split.folds and split.fold itself: use --folds K, not split.folds.")
+    validate_config(document, registry)
+    report = run_cv(document, registry, out, folds, quiet=quiet, echo=lambda m: click.echo(m, err=True),
+                    device=train_flags.get("device") or document.get("train", {}).get("device", "auto"))
+    click.echo(format_cv_report(report))
+
+
+COMMANDS = [run_command, cv_command]

@@ -1,0 +1,133 @@
+"""segkit cv end to end on tiny synthetic data: folds, out-of-fold report, resumption, the folds as one ensemble."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clihelp import segkit
+from segkit.cv import bootstrap_interval, choose_variant
+
+#: 48 synthetic 32x32 slices in 12 cases of 4; the tutorial U-Net at width 8, one epoch per fold.
+TINY_CV = ["--set", "dataset.count=48", "--set", "dataset.size=32", "--set", "dataset.slices_per_case=4",
+           "--set", "model.width=8", "--batch-size", "8", "--epochs", "1", "--augment", "none", "--quiet"]
+FOLDS = 3
+
+
+@pytest.fixture(scope="module")
+def cv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cv") / "cv"
+    result = segkit("cv", "--folds", str(FOLDS), *TINY_CV, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "out-of-fold scores of 12 cases" in result.stdout
+    return out
+
+
+def test_every_case_is_scored_once_by_the_fold_that_never_saw_it(cv_dir: Path) -> None:
+    report = json.loads((cv_dir / "cv-report.json").read_text())
+    cases = [row["case"] for row in report["per_case"]]
+    assert len(cases) == len(set(cases)) == 12 == report["n_cases"]
+    assert report["n_images"] == 48
+    for k in range(FOLDS):
+        splits = pd.read_csv(cv_dir / f"fold-{k}" / "splits.csv")
+        validated = set(splits.loc[splits["split"] == "val", "case"])
+        assert validated == {row["case"] for row in report["per_case"] if row["fold"] == k}
+        assert "test" not in set(splits["split"])  # cross-validation holds out no test split
+        trained = set(splits.loc[splits["split"] == "train", "case"])
+        assert not trained & validated
+
+
+def test_report_summarises_each_metric_with_a_bootstrap_interval(cv_dir: Path) -> None:
+    report = json.loads((cv_dir / "cv-report.json").read_text())
+    table = pd.read_csv(cv_dir / "cv-per-case.csv")
+    assert len(table) == 12 and {"case", "fold", "dice", "dice_plain", "dice_tta", "dice_lcc"} <= set(table.columns)
+    for name in ("dice", "iou", "precision", "recall"):
+        summary = report["summary"][name]
+        assert summary["mean"] == pytest.approx(table[name].mean())
+        assert summary["median"] == pytest.approx(table[name].median())
+        low, high = summary["ci95"]
+        assert low <= summary["mean"] <= high
+    assert report["chosen"]["variant"] == choose_variant({k: v["mean"] for k, v in report["variants"].items()})
+    assert json.loads((cv_dir / "cv.json").read_text())["chosen"] == report["chosen"]
+
+
+def test_rerunning_the_command_continues_instead_of_retraining(cv_dir: Path) -> None:
+    before = (cv_dir / "fold-0" / "metrics.csv").read_text()
+    result = segkit("cv", "--folds", str(FOLDS), *TINY_CV, "--out", str(cv_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("already trained") == FOLDS
+    assert (cv_dir / "fold-0" / "metrics.csv").read_text() == before
+
+
+def test_other_settings_or_fold_counts_are_refused(cv_dir: Path) -> None:
+    other_folds = segkit("cv", "--folds", "4", *TINY_CV, "--out", str(cv_dir))
+    assert other_folds.returncode == 2 and "3-fold cross-validation" in other_folds.stderr
+    other_lr = segkit("cv", "--folds", str(FOLDS), *TINY_CV, "--lr", "0.5", "--out", str(cv_dir))
+    assert other_lr.returncode == 2 and "other settings" in other_lr.stderr
+    assert "Traceback" not in other_folds.stderr + other_lr.stderr
+
+
+def test_an_interrupted_fold_resumes(cv_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cv"
+    shutil.copytree(cv_dir, out)
+    reference = (out / "fold-1" / "metrics.csv").read_text()
+    (out / "fold-1" / "summary.json").unlink()  # as if killed after its last epoch was saved
+    import torch
+
+    last = out / "fold-1" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state.update(epoch=0, finished=False, history=[], timing=[])
+    torch.save(state, last)
+    again = segkit("cv", "--folds", str(FOLDS), *TINY_CV, "--out", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "fold 2/3: resuming" in again.stderr and again.stderr.count("already trained") == FOLDS - 1
+    assert (out / "fold-1" / "summary.json").is_file()
+    assert len((out / "fold-1" / "metrics.csv").read_text().splitlines()) == len(reference.splitlines())
+
+
+def test_the_folds_act_as_one_ensemble_in_evaluate_and_predict(cv_dir: Path, tmp_path: Path) -> None:
+    own = segkit("evaluate", str(cv_dir))
+    assert own.returncode == 2 and "cv-report.json" in own.stderr and "Traceback" not in own.stderr
+
+    result = segkit("evaluate", str(cv_dir), "--json", "--dataset", "synthetic")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert len(report["checkpoints"]) == FOLDS and all(c.endswith("last.pt") for c in report["checkpoints"])
+    chosen = json.loads((cv_dir / "cv.json").read_text())["chosen"]
+    assert report["tta"] == chosen["tta"] and report["postprocess"] == chosen["postprocess"]
+    forced = json.loads(segkit("evaluate", str(cv_dir), "--json", "--dataset", "synthetic", "--no-tta",
+                               "--postprocess", "none").stdout)
+    assert forced["tta"] is False and forced["postprocess"] == "none"
+
+    import cv2
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(images / f"scan_{i}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    predicted = segkit("predict", str(cv_dir), str(images), "--out", str(tmp_path / "masks"), "--quiet")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["scan_0.png", "scan_1.png", "scan_2.png"]
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_cases() -> None:
+    rng = np.random.default_rng(1)
+    few, many = rng.uniform(0, 1, 10), rng.uniform(0, 1, 1000)
+    low, high = bootstrap_interval(few)
+    assert low < few.mean() < high
+    low_many, high_many = bootstrap_interval(many)
+    assert high_many - low_many < high - low
+    assert all(math.isnan(v) for v in bootstrap_interval([]))
+
+
+def test_a_variant_is_chosen_only_when_it_beats_the_plain_prediction() -> None:
+    assert choose_variant({"plain": 0.8, "lcc": 0.8, "tta": 0.79, "tta+lcc": 0.8}) == "plain"
+    assert choose_variant({"plain": 0.8, "lcc": 0.82, "tta": 0.81, "tta+lcc": 0.815}) == "lcc"
+    assert choose_variant({"plain": 0.8, "lcc": 0.81, "tta": 0.81, "tta+lcc": 0.83}) == "tta+lcc"
