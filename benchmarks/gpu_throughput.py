@@ -18,10 +18,12 @@ optimizer are not counted), so achieved TFLOP/s = FLOPs/image x images/s. The
 fraction of peak divides by the GPU's dense bf16 peak from a small table matched on
 the device name (``--peak-tflops`` overrides it).
 
-Finally the real segkit loader (``build_data``: read, resize, the ``light`` preset,
-collate, pinned memory) runs over LGG slices when ``--data-root`` exists, otherwise
-synthetic ones, with each ``--loader-workers`` count, and is compared with the best
-training images/s: does the loader keep up?
+Finally the real segkit data paths run over LGG slices when ``--data-root`` exists,
+otherwise synthetic ones, for each ``--loader-presets`` preset: the worker path
+(``build_data``: read, resize, albumentations per item, collate, pinned memory) with
+each ``--loader-workers`` count, and the device path (``train.loader = device``: the
+decoded slices on the GPU, batched augmentation there). Each is compared with the best
+training images/s: does it keep up?
 
     python benchmarks/gpu_throughput.py --json gpu.json                    # on a GPU machine, a few minutes
     python benchmarks/gpu_throughput.py --device cpu --dry-run --json x.json   # tiny sizes: every code path
@@ -207,8 +209,10 @@ def flops_per_image(model_key: str, args: argparse.Namespace, registry: Any) -> 
     return result
 
 
-def loader_rates(args: argparse.Namespace, batch_size: int, registry: Any) -> tuple[str, list[dict[str, Any]]]:
-    """images/s of the real segkit training loader for each ``--loader-workers`` count (2 epochs each)."""
+def loader_rates(args: argparse.Namespace, batch_size: int, registry: Any,
+                 device: torch.device) -> tuple[str, list[dict[str, Any]]]:
+    """images/s of the real segkit training data paths, 2 epochs each: the worker path for each
+    ``--loader-workers`` count and the device path (``train.loader = device``), for each preset."""
     import pandas as pd
 
     from segkit.config import resolve_config, validate_config
@@ -220,26 +224,35 @@ def loader_rates(args: argparse.Namespace, batch_size: int, registry: Any) -> tu
     else:
         dataset_spec = {"name": "synthetic", "count": args.loader_items + batch_size, "size": 256, "cache": True}
         source = f"synthetic 256x256 slices (no LGG data at {args.data_root})"
+    paths = [("workers", workers) for workers in args.loader_workers] + [("device", 0)]
     results = []
-    for workers in args.loader_workers:
-        flags = {"dataset": dataset_spec,
-                 "train": {"batch_size": batch_size, "image_size": args.image_size, "augment": "light",
-                           "workers": workers, "device": "cpu"}}
-        config = validate_config(resolve_config(None, flags, []), registry)
-        dataset = assemble.build_dataset(config, registry)
-        n_train = min(args.loader_items, len(dataset) - batch_size)
-        split = pd.Series(["train"] * n_train + ["val"] * (len(dataset) - n_train))
-        parts = assemble.build_data(config, dataset, split, pin_memory=torch.cuda.is_available())
-        loader, sampler = parts.loaders["train"], parts.samplers["train"]
-        rates = []
-        for epoch in (1, 2):
-            sampler.set_epoch(epoch)
-            seen, started = 0, time.perf_counter()
-            for images, _masks, _indices in loader:
-                seen += images.shape[0]
-            rates.append(seen / (time.perf_counter() - started))
-        results.append({"workers": workers, "images_per_second": rates, "items": n_train})
-        del loader, parts, dataset
+    for preset in args.loader_presets:
+        for path, workers in paths:
+            flags = {"dataset": dataset_spec,
+                     "train": {"batch_size": batch_size, "image_size": args.image_size, "augment": preset,
+                               "workers": workers, "device": str(device), "loader": path}}
+            config = validate_config(resolve_config(None, flags, []), registry)
+            dataset = assemble.build_dataset(config, registry)
+            n_train = min(args.loader_items, len(dataset) - batch_size)
+            split = pd.Series(["train"] * n_train + ["val"] * (len(dataset) - n_train))
+            built = time.perf_counter()
+            parts = assemble.build_data(config, dataset, split, pin_memory=device.type == "cuda", loader=path,
+                                        device=device)
+            setup = time.perf_counter() - built
+            loader, sampler = parts.loaders["train"], parts.samplers["train"]
+            rates = []
+            for epoch in (1, 2):
+                sampler.set_epoch(epoch)
+                seen, started = 0, time.perf_counter()
+                for images, _masks, _indices in loader:
+                    images = images.to(device, non_blocking=True)
+                    seen += images.shape[0]
+                _sync(device)
+                rates.append(seen / (time.perf_counter() - started))
+            results.append({"path": path, "workers": workers, "augment": preset, "images_per_second": rates,
+                            "items": n_train, "setup_seconds": setup})
+            del loader, parts, dataset
+            _free(device)
     return source, results
 
 
@@ -258,7 +271,9 @@ def main() -> None:
                         help="set torch.backends.cudnn.benchmark (segkit does not by default)")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, when the table lacks it")
     parser.add_argument("--data-root", type=Path, default=default_lgg_root(), help="LGG kaggle_3m for the loader check")
-    parser.add_argument("--loader-workers", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--loader-workers", type=int, nargs="+", default=[8])
+    parser.add_argument("--loader-presets", nargs="+", default=["light", "heavy"],
+                        help="augmentation presets the data paths are measured with")
     parser.add_argument("--loader-items", type=int, default=512, help="slices per loader epoch (default 512)")
     parser.add_argument("--simulate-oom-above", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -318,7 +333,7 @@ def main() -> None:
     trained = [run for run in runs if "images_per_second" in run]
     fastest = max((run["images_per_second"] for run in trained), default=0.0)
     loader_batch = max((run["batch_size"] for run in trained), default=args.batch_sizes[0])
-    source, loader = loader_rates(args, loader_batch, registry)
+    source, loader = loader_rates(args, loader_batch, registry, device)
 
     rows = []
     for run in runs:
@@ -342,12 +357,13 @@ def main() -> None:
     for result in loader:
         rate = result["images_per_second"][-1]
         result["keeps_up"] = rate >= fastest
-        loader_rows.append([result["workers"], result["images_per_second"][0], rate, rate / fastest if fastest else 0.0,
-                            "yes" if result["keeps_up"] else "no"])
-    print("\n" + markdown_table(["loader workers", "epoch 1 images/s", "epoch 2 images/s",
-                                 "loader / fastest training", "keeps up?"], loader_rows))
-    print(f"\nloader: segkit build_data over {source}, resize to {args.image_size}, light augmentation, cache on, "
-          f"batch {loader_batch}, pinned memory; fastest training above: {fastest:.1f} images/s")
+        where = f"workers ({result['workers']})" if result["path"] == "workers" else "device (batched)"
+        loader_rows.append([where, result["augment"], result["images_per_second"][0], rate,
+                            rate / fastest if fastest else 0.0, "yes" if result["keeps_up"] else "no"])
+    print("\n" + markdown_table(["data path", "augment", "epoch 1 images/s", "epoch 2 images/s",
+                                 "data / fastest training", "keeps up?"], loader_rows))
+    print(f"\ndata paths: segkit build_data over {source}, resize to {args.image_size}, cache on, "
+          f"batch {loader_batch}; fastest training above: {fastest:.1f} images/s")
     info = machine()
     print(describe_machine(info))
     total = time.perf_counter() - started

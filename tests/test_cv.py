@@ -131,3 +131,26 @@ def test_a_variant_is_chosen_only_when_it_beats_the_plain_prediction() -> None:
     assert choose_variant({"plain": 0.8, "lcc": 0.8, "tta": 0.79, "tta+lcc": 0.8}) == "plain"
     assert choose_variant({"plain": 0.8, "lcc": 0.82, "tta": 0.81, "tta+lcc": 0.815}) == "lcc"
     assert choose_variant({"plain": 0.8, "lcc": 0.81, "tta": 0.81, "tta+lcc": 0.83}) == "tta+lcc"
+
+
+def test_export_of_a_cross_validation_is_one_model_averaging_the_folds(cv_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    from segkit.inference import load_predictor
+
+    out = tmp_path / "ensemble.pt"
+    result = segkit("export", str(cv_dir), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"the {FOLDS} fold models of" in result.stdout
+    extra = {"segkit.json": ""}
+    exported = torch.jit.load(str(out), _extra_files=extra)
+    metadata = json.loads(extra["segkit.json"])
+    members = json.loads(metadata["ensemble"])
+    assert len(members) == FOLDS and all(m.endswith("last.pt") for m in members)
+    chosen = json.loads((cv_dir / "cv.json").read_text())["chosen"]
+    assert metadata["recommended_postprocess"] == chosen["postprocess"]
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = load_predictor(members, device="cpu").probabilities(x)
+    with torch.no_grad():
+        got = torch.sigmoid(exported(x))
+    assert torch.allclose(got, expected, atol=1e-5)

@@ -83,6 +83,8 @@ def expand_sources(sources: Sequence[str | Path]) -> tuple[list[str], dict[str, 
     expanded: list[str] = []
     chosen: dict[str, Any] | None = None
     for source in sources:
+        if str(source).lower().endswith(".onnx") and Path(source).is_file():
+            chosen = chosen or _exported_choice(source)
         if not is_cv_directory(source):
             expanded.append(str(source))
             continue
@@ -98,6 +100,16 @@ def expand_sources(sources: Sequence[str | Path]) -> tuple[list[str], dict[str, 
         expanded += [str(f) for f in folds]
         chosen = chosen or info.get("chosen")
     return expanded, chosen
+
+
+def _exported_choice(path: str | Path) -> dict[str, Any] | None:
+    """The TTA and post-processing an exported cross-validation ensemble recommends, if it is one."""
+    from segkit.export import read_onnx_metadata
+
+    metadata = read_onnx_metadata(path)
+    if "recommended_tta" not in metadata:
+        return None
+    return {"tta": metadata["recommended_tta"] == "true", "postprocess": metadata.get("recommended_postprocess", "none")}
 
 
 def inference_settings(sources: Sequence[str | Path], tta: bool | None, postprocess: str | None,

@@ -35,6 +35,7 @@ __all__ = [
     "FORMATS",
     "ONNX_FORMAT",
     "ExportWrapper",
+    "EnsembleExport",
     "export_model",
     "export_onnx",
     "export_torchscript",
@@ -98,6 +99,51 @@ def _load(source: str | os.PathLike[str], checkpoint: str,
     return build_model_from_checkpoint(payload, registry).float().eval(), payload, checkpoint_path
 
 
+class EnsembleExport(nn.Module):
+    """Several models as one: logits of the mean of their lesion probabilities.
+
+    The output keeps the single-model contract (logits, threshold on ``sigmoid``), so an
+    exported cross-validation ensemble is used exactly like an exported run.
+    """
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(ExportWrapper(m) for m in models)
+        multiples = [m.size_multiple for m in self.members]
+        self.size_multiple = int(np.lcm.reduce(multiples)) if multiples else 1
+        self.min_size = max((m.min_size for m in self.members), default=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probability = torch.stack([torch.sigmoid(member(x)) for member in self.members]).mean(dim=0)
+        probability = probability.clamp(1e-7, 1 - 1e-7)
+        return torch.log(probability) - torch.log1p(-probability)
+
+
+def _load_export(source: str | os.PathLike[str], checkpoint: str | None,
+                 registry: Any | None = None) -> tuple[nn.Module, dict[str, Any], Path, dict[str, str]]:
+    """The model to export: a run's, or a ``segkit cv`` directory's fold models as one ensemble.
+
+    Returns the model, the (first) checkpoint's payload and path, and extra metadata.
+    """
+    from segkit.cv import CHECKPOINT, expand_sources, is_cv_directory
+
+    if not is_cv_directory(source):
+        model, payload, path = _load(source, checkpoint or "best", registry)
+        return model, payload, path, {}
+    folds, chosen = expand_sources([source])
+    loaded = [_load(fold, checkpoint or CHECKPOINT, registry) for fold in folds]
+    chosen = chosen or {}
+    extra = {
+        "ensemble": json.dumps([str(path.resolve()) for _model, _payload, path in loaded]),
+        "recommended_tta": "true" if chosen.get("tta") else "false",
+        "recommended_postprocess": str(chosen.get("postprocess", "none")),
+        "output": "logits (N, 1, H, W) of the mean lesion probability of the ensemble's models; lesion where "
+                  "sigmoid(logits) >= threshold",
+    }
+    model = EnsembleExport([model for model, _payload, _path in loaded]).eval()
+    return model, loaded[0][1], loaded[0][2], extra
+
+
 def _stacking_note(context: int) -> str:
     """How the channels of a 2.5D context model's input are stacked, for the metadata ('' without context)."""
     if not context:
@@ -150,7 +196,7 @@ def _check_sizes(example: torch.Tensor) -> list[tuple[int, ...]]:
     return [(2, c, h + 5, w + 3), (1, c, max(h // 2 + 1, 9), w + 11)]
 
 
-def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str = "best",
+def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str | None = None,
                 opset: int = DEFAULT_OPSET, verify: bool = True, registry: Any | None = None) -> dict[str, Any]:
     """Export a run's model to ONNX with dynamic batch, height and width and segkit metadata.
 
@@ -160,8 +206,8 @@ def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], che
     input sizes and compared with PyTorch. Returns a report dict.
     """
     onnx = _require("onnx", "exporting to ONNX")
-    model, payload, checkpoint_path = _load(source, checkpoint, registry)
-    metadata = _metadata(payload, checkpoint_path, ONNX_FORMAT)
+    model, payload, checkpoint_path, extra = _load_export(source, checkpoint, registry)
+    metadata = _metadata(payload, checkpoint_path, ONNX_FORMAT) | extra
     wrapper = ExportWrapper(model).eval()
     example = _example(model, metadata)
     buffer = io.BytesIO()
@@ -185,11 +231,11 @@ def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], che
     return report
 
 
-def export_torchscript(source: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str = "best",
+def export_torchscript(source: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str | None = None,
                        verify: bool = True, registry: Any | None = None) -> dict[str, Any]:
     """Export a run's model to TorchScript (``torch.jit.trace``), with the preprocessing in ``segkit.json``."""
-    model, payload, checkpoint_path = _load(source, checkpoint, registry)
-    metadata = _metadata(payload, checkpoint_path, TORCHSCRIPT_FORMAT)
+    model, payload, checkpoint_path, extra = _load_export(source, checkpoint, registry)
+    metadata = _metadata(payload, checkpoint_path, TORCHSCRIPT_FORMAT) | extra
     wrapper = ExportWrapper(model).eval()
     example = _example(model, metadata)
     with warnings.catch_warnings(), torch.no_grad():
@@ -225,8 +271,8 @@ def _compare(model: nn.Module, exported: Any, example: torch.Tensor) -> float:
 
 
 def export_model(source: str | os.PathLike[str], out: str | os.PathLike[str], fmt: str = "onnx",
-                 checkpoint: str = "best", **options: Any) -> dict[str, Any]:
-    """Export in ``fmt`` (``onnx`` or ``torchscript``)."""
+                 checkpoint: str | None = None, **options: Any) -> dict[str, Any]:
+    """Export in ``fmt`` (``onnx`` or ``torchscript``); ``checkpoint`` None means best (last for a cross-validation)."""
     if fmt == "onnx":
         return export_onnx(source, out, checkpoint, **options)
     if fmt == "torchscript":

@@ -12,7 +12,8 @@ from segkit.cli import HintedChoice, plugin_option, registry_from_context
 
 @click.command("export")
 @click.argument("run", metavar="RUN_DIR")
-@click.option("--checkpoint", type=HintedChoice(["best", "last"]), default="best", show_default=True)
+@click.option("--checkpoint", type=HintedChoice(["best", "last"]),
+              help="Default: best (last for a 'segkit cv' directory).")
 @click.option("--format", "fmt", type=HintedChoice(["onnx", "torchscript"]),
               help="Default: from --out (.onnx -> onnx, .pt/.ts -> torchscript).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The file to write.")
@@ -20,12 +21,14 @@ from segkit.cli import HintedChoice, plugin_option, registry_from_context
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 @plugin_option
-def export_command(run: str, checkpoint: str, fmt: str | None, out: str, opset: int, overwrite: bool,
+def export_command(run: str, checkpoint: str | None, fmt: str | None, out: str, opset: int, overwrite: bool,
                    as_json: bool) -> None:
     """Export RUN_DIR's model for deployment: dynamic batch, height and width; logits out.
 
     The file records segkit's preprocessing (image size, channels, scale, threshold),
-    and the export is checked against PyTorch at two other input sizes.
+    and the export is checked against PyTorch at two other input sizes. A 'segkit cv'
+    directory exports its fold models as one ensemble (logits of their mean probability),
+    with the TTA and post-processing its out-of-fold scores chose recorded in the metadata.
     """
     from segkit.errors import ConfigError
     from segkit.export import export_model
@@ -41,7 +44,12 @@ def export_command(run: str, checkpoint: str, fmt: str | None, out: str, opset: 
         click.echo(json.dumps(report, indent=2))
         return
     meta = report["metadata"]
-    click.echo(f"exported {meta['model']} from {report['checkpoint']} to {report['path']} ({fmt})")
+    members = len(json.loads(meta["ensemble"])) if "ensemble" in meta else 0
+    origin = f"the {members} fold models of {run}" if members else report["checkpoint"]
+    click.echo(f"exported {meta['model']} from {origin} to {report['path']} ({fmt})")
+    if members:
+        click.echo(f"  the cross-validation recommends: tta {meta['recommended_tta']}, postprocess "
+                   f"{meta['recommended_postprocess']} (segkit predict applies them to this file by default)")
     click.echo(f"  input: (N, {meta['in_channels']}, H, W) float32 = pixels / {meta['scale']}, "
                f"image_size {meta['image_size']} (0: any), threshold {meta['threshold']}")
     if "max_abs_diff" in report:
