@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +144,9 @@ def test_export_of_a_cross_validation_is_one_model_averaging_the_folds(cv_dir: P
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"the {FOLDS} fold models of" in result.stdout
     extra = {"segkit.json": ""}
-    exported = torch.jit.load(str(out), _extra_files=extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+        exported = torch.jit.load(str(out), _extra_files=extra)
     metadata = json.loads(extra["segkit.json"])
     members = json.loads(metadata["ensemble"])
     assert len(members) == FOLDS and all(m.endswith("last.pt") for m in members)

@@ -104,8 +104,13 @@ class DeviceCache:
 
         resize = build_transform("none", image_size or None)
         channels, height, width = _item_shape(dataset, image_size)
-        self.images = torch.empty((len(dataset), channels, height, width), dtype=torch.uint8, device=device)
-        self.masks = torch.empty((len(dataset), 1, height, width), dtype=torch.uint8, device=device)
+        try:
+            self.images = torch.empty((len(dataset), channels, height, width), dtype=torch.uint8, device=device)
+            self.masks = torch.empty((len(dataset), 1, height, width), dtype=torch.uint8, device=device)
+        except (torch.cuda.OutOfMemoryError, MemoryError):
+            needed = len(dataset) * (channels + 1) * height * width
+            raise DataError(f"the device cache of {_gib(needed)} did not fit in the memory of {device}. Use "
+                            "train.loader = workers, or a smaller --image-size.") from None
         for i in range(len(dataset)):
             image, mask = dataset.read(i)
             out = resize(image=image, mask=mask)
