@@ -29,3 +29,24 @@ def write_plugin(directory: Path, name: str, body: str) -> Path:
     path = directory / f"{name}.py"
     path.write_text(body)
     return path
+
+
+def kill_run_after(args: list[str] | tuple[str, ...], out: Path, epochs: int = 2, limit: float = 240) -> None:
+    """Start ``segkit run ARGS --out OUT`` and SIGKILL it once metrics.csv holds ``epochs`` epochs.
+
+    Fails when the run ends by itself first: the run must be long enough to be killed part-way.
+    """
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "segkit", "run", *args, "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = out / "metrics.csv"
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= epochs + 1:  # header + epochs
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed; make it longer"
+    process.send_signal(signal.SIGKILL)
+    process.wait()

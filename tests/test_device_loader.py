@@ -5,17 +5,13 @@ These run on CPU tensors; the last test runs only where CUDA is available.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from clihelp import segkit
+from clihelp import kill_run_after, segkit
 from segkit.errors import DataError
 from segkit.train import device_loader
 from segkit.train.device_loader import choose_loader
@@ -45,17 +41,8 @@ def test_a_killed_device_path_run_resumes_to_the_same_metrics(tmp_path: Path) ->
     assert '"path": "device"' in (tmp_path / "reference" / "summary.json").read_text()
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "segkit", "run", *KILLABLE, "--out", str(killed)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_run_after(KILLABLE, killed, epochs=2)
     metrics = killed / "metrics.csv"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:  # header + 2 epochs
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "the run ended before it could be killed; make KILLABLE longer"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
     resumed = segkit("run", "--resume", str(killed), "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert metrics.read_text() == (tmp_path / "reference" / "metrics.csv").read_text()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clihelp import segkit, write_plugin
+from clihelp import kill_run_after, segkit, write_plugin
 from segkit.train.checkpoint import build_model_from_checkpoint, load_checkpoint
 from segkit.train.loop import EarlyStopping
 from segkit.train.sampling import EpochSampler
@@ -93,17 +93,8 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path) -> None:
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "segkit", "run", *KILLABLE, "--out", str(killed)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_run_after(KILLABLE, killed, epochs=2)
     metrics = killed / "metrics.csv"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if metrics.is_file() and len(read_csv_rows(metrics)) >= 3:  # header + 2 epochs
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "the run ended before it could be killed; make KILLABLE longer"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
     assert len(read_csv_rows(metrics)) < 7, "killed before the end"
     assert load_checkpoint(killed / "checkpoints" / "last.pt")["epoch"] >= 1
 

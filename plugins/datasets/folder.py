@@ -36,26 +36,33 @@ def _listing(folder: Path) -> dict[str, Path]:
     return found
 
 
+def _group_texts(names: list[str], pattern_text: str, group_name: str, option: str) -> list[str | None]:
+    """The text of ``pattern_text``'s group ``group_name`` (or first group, or whole match) in every name.
+
+    None where the pattern does not match; ConfigError when it is not a valid regular expression.
+    """
+    try:
+        pattern = re.compile(pattern_text)
+    except re.error as exc:
+        raise ConfigError(f"{option} {pattern_text!r} is not a valid regular expression: {exc}") from None
+    group = group_name if group_name in pattern.groupindex else (1 if pattern.groups else 0)
+    texts = []
+    for name in names:
+        match = pattern.search(name)
+        texts.append(match.group(group) if match is not None else None)
+    return texts
+
+
 def case_ids(names: list[str], case_pattern: str | None) -> list[str]:
     """The case of every name: the regex's group ``case`` (or first group, or whole match), else the name."""
     if case_pattern is None:
         return list(names)
-    try:
-        pattern = re.compile(case_pattern)
-    except re.error as exc:
-        raise ConfigError(f"case_pattern {case_pattern!r} is not a valid regular expression: {exc}") from None
-    group = "case" if "case" in pattern.groupindex else (1 if pattern.groups else 0)
-    cases, unmatched = [], []
-    for name in names:
-        match = pattern.search(name)
-        if match is None or match.group(group) is None:
-            unmatched.append(name)
-        else:
-            cases.append(match.group(group))
+    cases = _group_texts(names, case_pattern, "case", "case_pattern")
+    unmatched = [name for name, case in zip(names, cases, strict=True) if case is None]
     if unmatched:
         raise DataError(f"case_pattern {case_pattern!r} matches no case in {len(unmatched)} name(s), "
                         f"e.g. {', '.join(unmatched[:3])}")
-    return cases
+    return cases  # type: ignore[return-value]
 
 
 def _has_group(pattern: str | None, name: str) -> bool:
@@ -68,15 +75,8 @@ def _has_group(pattern: str | None, name: str) -> bool:
 
 def slice_numbers(names: list[str], slice_pattern: str, option: str = "slice_pattern") -> list[int]:
     """The slice number of every name: the regex's group ``slice`` (or first group, or whole match), an integer."""
-    try:
-        pattern = re.compile(slice_pattern)
-    except re.error as exc:
-        raise ConfigError(f"{option} {slice_pattern!r} is not a valid regular expression: {exc}") from None
-    group = "slice" if "slice" in pattern.groupindex else (1 if pattern.groups else 0)
     numbers, unmatched = [], []
-    for name in names:
-        match = pattern.search(name)
-        text = match.group(group) if match is not None else None
+    for name, text in zip(names, _group_texts(names, slice_pattern, "slice", option), strict=True):
         try:
             numbers.append(int(text))  # type: ignore[arg-type]
         except (TypeError, ValueError):
