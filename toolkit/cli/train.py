@@ -177,7 +177,7 @@ def cv_command(config_file: str | None, model: str | None, loss: str | None, met
                **train_flags: Any) -> None:
     """Cross-validate by case: train K fold runs, score every case with the model that never saw it.
 
-    Takes every option of 'segkit run'. Rerunning the same command continues an interrupted
+    Takes the training options of 'segkit run'. Rerunning the same command continues an interrupted
     cross-validation. The K fold models then act as one ensemble in
     'segkit evaluate|predict|export DIR', with test-time augmentation and largest-component
     post-processing on where the out-of-fold scores show they help.
