@@ -256,8 +256,9 @@ def out_of_fold(root: str | Path, folds: int, registry: Any, *, device: str = "a
     for k in range(folds):
         fold_dir = fold_directory(root, k)
         data = select_data(fold_dir, registry, split="val")
+        predictor = load_predictor(fold_dir, checkpoint=CHECKPOINT, device=device, registry=registry)
         for name, tta, postprocess in VARIANTS:
-            predictor = load_predictor(fold_dir, checkpoint=CHECKPOINT, device=device, tta=tta, registry=registry)
+            predictor.tta = tta  # one loaded model serves every variant
             accumulator = evaluate_predictor(predictor, data, metrics, postprocess=postprocess, progress=progress)
             table = accumulator.per_case_table()
             table.insert(1, "fold", k)
