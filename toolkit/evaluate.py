@@ -102,6 +102,7 @@ def select_data(
     dataset_name: str | None = None,
     data_root: str | None = None,
     context: int | None = None,
+    normalize: str | None = None,
 ) -> EvaluationData:
     """The dataset and items to evaluate on.
 
@@ -113,6 +114,7 @@ def select_data(
 
     ``context`` is the models' 2.5D context: another dataset is built with it, and a
     dataset that stacks a different number of slices is a :class:`ConfigError`.
+    ``normalize`` is the models' intensity rule, applied the same way.
     """
     from segkit.data import read_splits
     from segkit.tomlio import read_toml
@@ -138,6 +140,13 @@ def select_data(
                               f"context), and dataset {name!r} cannot stack them (it has no context parameter). "
                               "Evaluate on a dataset that knows the slice order: lgg, folder or csv.")
         params.setdefault("context", context)
+    if normalize is not None and normalize != "none":
+        accepted = {p.name for p in registry.get("dataset", name).parameters()}
+        if "normalize" not in accepted:
+            raise ConfigError(f"the model was trained on images normalised per case (normalize = {normalize!r}), "
+                              f"and dataset {name!r} cannot do that (it has no normalize parameter). Evaluate on "
+                              "lgg, folder, csv or synthetic.")
+        params.setdefault("normalize", normalize)
     dataset = registry.build("dataset", name, **params)
     if len(dataset) == 0:
         raise DataError(f"dataset {name!r} has no items.")
@@ -145,6 +154,10 @@ def select_data(
     if context is not None and found != context:
         raise ConfigError(f"the model was trained with 2.5D context {context} but dataset {name!r} stacks context "
                           f"{found}; its images would not match the model's channels.")
+    found_rule = str(getattr(dataset, "normalize", "none") or "none")
+    if normalize is not None and found_rule != normalize:
+        raise ConfigError(f"the model was trained with normalize = {normalize!r} but dataset {name!r} is read with "
+                          f"normalize = {found_rule!r}; its intensities would not be the ones the model learnt.")
     if split == "all":
         positions = list(range(len(dataset)))
     else:
@@ -292,7 +305,8 @@ def evaluate_runs(
     registry = registry or get_registry()
     first = next((run for run in (run_directory(s) for s in sources) if run is not None), None)
     predictor = load_predictor(list(sources), checkpoint=checkpoint, device=device, tta=tta, registry=registry)
-    data = select_data(first, registry, split, dataset_name, data_root, context=predictor.context)
+    data = select_data(first, registry, split, dataset_name, data_root, context=predictor.context,
+                       normalize=predictor.normalize)
     run_metrics = read_toml(first / "config.toml")["metrics"].get("names", []) if first is not None else []
     metrics = build_metric_set(registry, run_metrics)
     for note in _leakage(data, sources, first):

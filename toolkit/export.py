@@ -8,7 +8,9 @@ computed from the input's shape in the graph, not frozen at the example's size.
 
 segkit's preprocessing travels with the file: ONNX ``metadata_props``, or a
 ``segkit.json`` extra file in TorchScript; ``context`` there is the 2.5D context
-``k`` (the input then stacks slices ``n - k .. n + k`` as channels). onnx and onnxruntime are optional
+``k`` (the input then stacks slices ``n - k .. n + k`` as channels) and
+``normalize`` the per-case intensity rule the pixels go through before the
+division (:mod:`segkit.data.intensity`). onnx and onnxruntime are optional
 (``pip install segkit[export]``) and imported only here.
 """
 
@@ -153,20 +155,32 @@ def _stacking_note(context: int) -> str:
             "channels; past a case's first or last slice the edge slice repeats")
 
 
+def _normalize_note(normalize: str) -> str:
+    """How the pixels are rescaled before the division by ``scale``, for the metadata ('' when they are not)."""
+    if normalize == "none":
+        return ""
+    from segkit.data.intensity import PERCENTILE, TARGET
+
+    return (f"; before that, each channel of each case is multiplied by {TARGET:g} / its {PERCENTILE:g}th percentile "
+            "of non-zero pixels over all slices of the case, rounded and clipped to 0..255 (normalize = case)")
+
+
 def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[str, str]:
     from segkit import __version__
-    from segkit.inference import checkpoint_context
+    from segkit.inference import checkpoint_context, checkpoint_normalize
 
     prep = payload.get("preprocessing", {})
     config = payload["config"]
     in_channels = prep.get("in_channels") or config["model"].get("in_channels")
     context = checkpoint_context(config, checkpoint_path)
+    normalize = checkpoint_normalize(config, checkpoint_path)
     run_dir = checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
     return {
         "segkit_format": fmt,
         "image_size": str(int(prep.get("image_size") or 0)),
         "in_channels": str(int(in_channels)) if in_channels is not None else "",
         "context": str(context),
+        "normalize": normalize,
         "threshold": repr(float(prep.get("threshold", config["metrics"]["threshold"]))),
         "scale": repr(float(prep.get("scale", 255.0))),
         "model": str(config["model"]["name"]),
@@ -176,7 +190,7 @@ def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[
         "epoch": str(payload.get("epoch", "")),
         "segkit_version": __version__,
         "input": "images (N, C, H, W) float32 = pixels / scale; any N, H, W; resize to image_size first when it "
-                 "is not 0" + _stacking_note(context),
+                 "is not 0" + _stacking_note(context) + _normalize_note(normalize),
         "output": "logits (N, 1, H, W); lesion probability = sigmoid(logits), lesion where probability >= threshold",
     }
 
@@ -310,6 +324,17 @@ def _metadata_context(metadata: dict[str, str], path: str | os.PathLike[str]) ->
     return value
 
 
+def _metadata_normalize(metadata: dict[str, str], path: str | os.PathLike[str]) -> str:
+    """The intensity rule of an export's metadata; ``none`` for exports made before segkit recorded it."""
+    from segkit.data.intensity import NORMALIZE
+
+    value = metadata.get("normalize") or "none"
+    if value not in NORMALIZE:
+        raise CheckpointError(f"{str(path)!r} has the metadata normalize {value!r}; expected one of "
+                              f"{', '.join(NORMALIZE)}.")
+    return value
+
+
 def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, threshold: float | None = None,
                         batch_size: int | None = None):
     """A :class:`~segkit.inference.Predictor` running a segkit ONNX export with onnxruntime on the CPU."""
@@ -333,5 +358,6 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
         run=run,
         info={"metadata": metadata, "session": session},
         context=_metadata_context(metadata, path),
+        normalize=_metadata_normalize(metadata, path),
     )
     return Predictor([member], tta=tta, threshold=threshold, batch_size=batch_size)

@@ -37,6 +37,7 @@ __all__ = [
     "load_predictor",
     "load_member",
     "checkpoint_context",
+    "checkpoint_normalize",
     "match_channels",
     "resize_images",
     "predict_stream",
@@ -64,6 +65,8 @@ class Member:
 
     ``run`` maps images ``(N, C, h, w)`` float in [0, 1] (on ``device``) to logits ``(N, 1, h, w)``.
     ``context`` is the model's 2.5D context ``k``: ``C`` is then ``2k + 1`` stacked slices.
+    ``normalize`` is the per-case intensity rule its inputs went through (``none`` or ``case``,
+    :mod:`segkit.data.intensity`); the caller applies it before the images reach :meth:`Predictor.probabilities`.
     """
 
     name: str
@@ -75,6 +78,7 @@ class Member:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     info: dict[str, Any] = field(default_factory=dict)
     context: int = 0
+    normalize: str = "none"
 
 
 def _on_byte_grid(images: torch.Tensor) -> bool:
@@ -131,6 +135,13 @@ class Predictor:
                                   f"context), since they share one input: {listing}. Ensemble models trained with "
                                   "the same [dataset] context.")
         context = contexts.pop()
+        rules = {m.normalize for m in members}
+        if len(rules) > 1:
+            listing = ", ".join(f"{m.source} (normalize {m.normalize!r})" for m in members)
+            raise CheckpointError("the models of an ensemble must expect the same intensity normalisation, since "
+                                  f"they share one input: {listing}. Ensemble models trained with the same "
+                                  "[dataset] normalize.")
+        self.normalize = rules.pop()
         channels_found = next(iter(channels), None)
         if context and channels_found is not None and channels_found % (2 * context + 1):
             raise CheckpointError(f"a model with 2.5D context {context} takes {channels_found} channels, which is "
@@ -197,7 +208,8 @@ class Predictor:
     def __repr__(self) -> str:
         names = ", ".join(f"{m.name} ({m.source})" for m in self.members)
         context = f", context={self.context}" if self.context else ""
-        return f"Predictor([{names}], tta={self.tta}, threshold={self.threshold}{context})"
+        normalize = f", normalize={self.normalize!r}" if self.normalize != "none" else ""
+        return f"Predictor([{names}], tta={self.tta}, threshold={self.threshold}{context}{normalize})"
 
 
 def _checkpoint_member(path: Path, device: torch.device, registry: Any | None) -> Member:
@@ -222,6 +234,7 @@ def _checkpoint_member(path: Path, device: torch.device, registry: Any | None) -
         device=device,
         info={"epoch": payload.get("epoch"), "config": config, "model": model},
         context=checkpoint_context(config, path),
+        normalize=checkpoint_normalize(config, path),
     )
 
 
@@ -231,6 +244,17 @@ def checkpoint_context(config: dict[str, Any], source: str | os.PathLike[str] = 
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise CheckpointError(f"{str(source)!r} records the dataset context {value!r}; expected an integer >= 0.")
     return int(value)
+
+
+def checkpoint_normalize(config: dict[str, Any], source: str | os.PathLike[str] = "checkpoint") -> str:
+    """The intensity normalisation a run was trained with: ``[dataset] normalize``, ``none`` when absent."""
+    from segkit.data.intensity import NORMALIZE
+
+    value = (config.get("dataset") or {}).get("normalize", "none")
+    if value not in NORMALIZE:
+        raise CheckpointError(f"{str(source)!r} records the dataset normalize {value!r}; expected one of "
+                              f"{', '.join(NORMALIZE)}.")
+    return str(value)
 
 
 def load_member(source: str | os.PathLike[str], checkpoint: str = "best", device: torch.device | None = None,

@@ -11,6 +11,9 @@ A model trained with 2.5D context ``k`` gets each file stacked with the ``k``
 files on each side of it in its case (:func:`case_of_file`), ordered by slice
 number, the edge slice repeated past the first and last; a file that is not a
 numbered slice fails with a message in the summary (see :func:`context_neighbours`).
+A model trained with ``normalize = "case"`` gets each file rescaled by the
+intensity factors of its case, computed from all of that case's files
+(:func:`case_intensity_factors`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "expand_inputs",
     "case_of_file",
     "context_neighbours",
+    "case_intensity_factors",
     "output_paths",
     "predict_files",
 ]
@@ -164,6 +168,42 @@ def context_neighbours(files: Sequence[Path], context: int) -> tuple[dict[int, l
     return neighbours, failures, single
 
 
+def case_intensity_factors(predictor: Any, files: Sequence[Path],
+                           keys: dict[int, tuple[str, int] | None]) -> Callable[[int], np.ndarray] | None:
+    """For a model trained with ``normalize = "case"``: a function giving file ``i``'s intensity factors.
+
+    The factors of a case (its files grouped by :func:`case_of_file`; a file without
+    ``_<number>`` is a case of its own) come from all of its readable files, read once
+    when the case is first needed. None when the model takes the stored pixels.
+    """
+    from segkit.data import read_image
+    from segkit.data.intensity import case_factors
+    from segkit.inference import match_channels
+
+    if getattr(predictor, "normalize", "none") == "none":
+        return None
+    groups: dict[str, list[int]] = {}
+    for i in range(len(files)):
+        groups.setdefault(keys[i][0] if keys[i] else f"\0{i}", []).append(i)
+    case = {i: name for name, members in groups.items() for i in members}
+    known: dict[str, np.ndarray] = {}
+
+    def factors(i: int) -> np.ndarray:
+        name = case[i]
+        if name not in known:
+            images = []
+            for j in groups[name]:
+                try:
+                    images.append(match_channels(read_image(files[j]), predictor.slice_channels)[0])
+                except DataError:
+                    if j == i:
+                        raise
+            known[name] = case_factors(images)
+        return known[name]
+
+    return factors
+
+
 def output_paths(files: Sequence[Path], out: Path, overlay: bool, save_probs: bool) -> list[dict[str, Path]]:
     """The output files of each input; ConfigError when two inputs would write the same file."""
     outputs, owner = [], {}
@@ -227,6 +267,7 @@ def predict_files(
     from tqdm.auto import tqdm
 
     from segkit.data import read_image
+    from segkit.data.intensity import apply_factors
     from segkit.inference import match_channels, predict_stream
 
     out = Path(out)
@@ -255,17 +296,22 @@ def predict_files(
             warn(f"{len(single)} case(s) have a single slice, e.g. {Path(single[0]).name!r}: the model stacks "
                  f"{context} neighbouring slice(s) on each side, which then all repeat that slice.")
     window: dict[int, tuple[np.ndarray, str | None]] = {}  # decoded slices of the current case's window
+    factors = case_intensity_factors(predictor, files, keys)
 
     def read(i: int) -> tuple[np.ndarray, str | None]:
         if not context:
-            return read_image(files[i]), None
+            if factors is None:
+                return read_image(files[i]), None
+            image, note = match_channels(read_image(files[i]), predictor.slice_channels)
+            return apply_factors(image, factors(i)), note
         if i in unusable:
             raise DataError(unusable[i])
         wanted = neighbours[i]
         for j in wanted:
             if j not in window:
                 try:
-                    window[j] = match_channels(read_image(files[j]), predictor.slice_channels)
+                    image, note = match_channels(read_image(files[j]), predictor.slice_channels)
+                    window[j] = (image if factors is None else apply_factors(image, factors(j)), note)
                 except DataError as error:
                     if j == i:
                         raise

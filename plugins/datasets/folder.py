@@ -19,6 +19,7 @@ import pandas as pd
 
 from segkit.data import IMAGE_SUFFIXES, FilePairDataset, drop_missing
 from segkit.data.base import check_context
+from segkit.data.intensity import check_normalize
 from segkit.errors import ConfigError, DataError
 
 __all__ = ["FolderDataset", "case_ids", "slice_numbers"]
@@ -106,12 +107,18 @@ class FolderDataset(FilePairDataset):
         context: 2.5D context ``k``: stack the ``k`` neighbouring slices of the same case on each
             side as extra channels, in slice order; past a case's first or last slice the edge
             slice repeats. Needs ``case_pattern`` and a slice number. 0 reads single images.
+        normalize: ``"case"`` rescales each channel of each case so its 99th percentile of
+            non-zero pixels is 204, putting every case on one intensity scale; ``"none"``
+            (default) keeps the stored pixels. See :mod:`segkit.data.intensity`.
+            Without ``case_pattern`` every image is its own case.
     """
 
     def __init__(self, root: str, images: str = "images", masks: str = "masks", case_pattern: str | None = None,
                  mask_suffix: str = "", cache: bool = False, on_missing: str = "error",
-                 slice_pattern: str | None = None, context: int = 0) -> None:
+                 slice_pattern: str | None = None, context: int = 0,
+                 normalize: str = "none") -> None:
         context = check_context(context)
+        check_normalize(normalize)
         if context and case_pattern is None:
             raise ConfigError(f"folder dataset: context = {context} stacks neighbouring slices of the same case, "
                               "but without case_pattern every image is its own case. Set case_pattern, e.g. "
@@ -150,4 +157,4 @@ class FolderDataset(FilePairDataset):
         hint = f" (looked for <stem>{mask_suffix}.<ext> in {mask_dir})"
         index = drop_missing(index, index["mask_path"].isna(), on_missing, f"{image_dir}{hint}")
         self.root = base
-        super().__init__(index, cache=cache, context=context)
+        super().__init__(index, cache=cache, context=context, normalize=normalize)

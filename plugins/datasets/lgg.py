@@ -21,6 +21,7 @@ import pandas as pd
 
 from segkit.data import FilePairDataset, drop_missing
 from segkit.data.base import check_context
+from segkit.data.intensity import check_normalize
 from segkit.errors import DataError
 
 __all__ = ["LGGDataset"]
@@ -61,14 +62,19 @@ class LGGDataset(FilePairDataset):
         context: 2.5D context ``k``: stack the ``k`` neighbouring slices on each side as extra
             channels, ``3 * (2k + 1)`` in all, in slice order ``n - k .. n + k``; past a patient's
             first or last slice the edge slice repeats. 0 reads single slices.
+        normalize: ``"case"`` rescales each channel of each patient so its 99th percentile of
+            non-zero pixels is 204, putting every case on one intensity scale; ``"none"``
+            (default) keeps the stored pixels. See :mod:`segkit.data.intensity`.
 
     The index has ``item``, ``case`` (patient folder), ``patient`` (``TCGA_<inst>_<id>``),
     ``slice``, ``image_path``, ``mask_path``, ``has_lesion`` and, when ``data.csv`` is
     present, its per-patient columns.
     """
 
-    def __init__(self, root: str, cache: bool = False, on_missing: str = "error", context: int = 0) -> None:
+    def __init__(self, root: str, cache: bool = False, on_missing: str = "error", context: int = 0,
+                 normalize: str = "none") -> None:
         check_context(context)
+        check_normalize(normalize)
         folder = _find_root(Path(root).expanduser())
         images: dict[tuple[str, int], Path] = {}
         masks: dict[tuple[str, int], Path] = {}
@@ -95,7 +101,7 @@ class LGGDataset(FilePairDataset):
         })
         index = drop_missing(index, index["mask_path"].isna(), on_missing, str(folder))
         self.root = folder
-        super().__init__(index, in_channels=3, cache=cache, context=context)
+        super().__init__(index, in_channels=3, cache=cache, context=context, normalize=normalize)
         patients = _patient_table(folder / "data.csv")
         if patients is not None:
             extra = patients.drop(columns=[c for c in patients.columns if c in self.index.columns])

@@ -71,10 +71,14 @@ class SyntheticDataset(SegmentationDataset):
         cache: keep generated slices in memory.
         context: 2.5D context ``k``: stack the ``k`` neighbouring slices of the same case on each
             side as extra channels (``3 * (2k + 1)``), the edge slice repeated past a case's ends.
+        normalize: ``"case"`` rescales each channel of each case so its 99th percentile of
+            non-zero pixels is 204, putting every case on one intensity scale; ``"none"``
+            (default) keeps the stored pixels. See :mod:`segkit.data.intensity`.
     """
 
     def __init__(self, count: int = 256, size: int = 48, seed: int = 0, slices_per_case: int = 8,
-                 lesion_fraction: float = 0.5, cache: bool = True, context: int = 0) -> None:
+                 lesion_fraction: float = 0.5, cache: bool = True, context: int = 0,
+                 normalize: str = "none") -> None:
         for name, value, least in (("count", count, 1), ("size", size, 16), ("seed", seed, 0),
                                    ("slices_per_case", slices_per_case, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -92,7 +96,7 @@ class SyntheticDataset(SegmentationDataset):
             "slice": [i % slices_per_case for i in range(count)],
             "has_lesion": has_lesion,
         })
-        super().__init__(index, in_channels=3, cache=cache, context=context)
+        super().__init__(index, in_channels=3, cache=cache, context=context, normalize=normalize)
 
     def _item_rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, i])

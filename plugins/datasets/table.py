@@ -18,6 +18,7 @@ import pandas as pd
 
 from segkit.data import FilePairDataset, drop_missing
 from segkit.data.base import check_context
+from segkit.data.intensity import check_normalize
 from segkit.errors import ConfigError, DataError, unknown_name
 
 __all__ = ["TableDataset"]
@@ -74,12 +75,18 @@ class TableDataset(FilePairDataset):
         context: 2.5D context ``k``: stack the ``k`` neighbouring slices of the same case on each
             side as extra channels, in slice order; past a case's first or last slice the edge
             slice repeats. Needs ``case_column`` and ``slice_column``. 0 reads single images.
+        normalize: ``"case"`` rescales each channel of each case so its 99th percentile of
+            non-zero pixels is 204, putting every case on one intensity scale; ``"none"``
+            (default) keeps the stored pixels. See :mod:`segkit.data.intensity`.
+            Without ``case_column`` every image is its own case.
     """
 
     def __init__(self, path: str, image_column: str = "image", mask_column: str = "mask",
                  case_column: str | None = None, root: str | None = None, cache: bool = False,
-                 on_missing: str = "error", slice_column: str | None = None, context: int = 0) -> None:
+                 on_missing: str = "error", slice_column: str | None = None, context: int = 0,
+                 normalize: str = "none") -> None:
         context = check_context(context)
+        check_normalize(normalize)
         if context and (case_column is None or slice_column is None):
             absent = " and ".join(n for n, v in (("case_column", case_column), ("slice_column", slice_column))
                                   if v is None)
@@ -125,4 +132,4 @@ class TableDataset(FilePairDataset):
         })
         index = drop_missing(index, index["mask_path"].isna(), on_missing, str(table_path))
         self.path = table_path
-        super().__init__(index, cache=cache, context=context)
+        super().__init__(index, cache=cache, context=context, normalize=normalize)

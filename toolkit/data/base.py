@@ -3,9 +3,10 @@
 A dataset is an ``index`` (a pandas DataFrame, one row per item) plus a way to
 read item ``i`` as ``(image H x W x C uint8, mask H x W uint8 in {0, 1})``.
 Subclasses implement :meth:`SegmentationDataset.read_raw` (one slice); the base
-class adds an optional cache of decoded slices, 2.5D context (neighbouring
-slices of the same case stacked as extra channels), the albumentations
-``transform`` and the conversion to tensors.
+class adds per-case intensity normalisation (:mod:`segkit.data.intensity`), an
+optional cache of decoded slices, 2.5D context (neighbouring slices of the same
+case stacked as extra channels), the albumentations ``transform`` and the
+conversion to tensors.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from segkit.data.intensity import apply_factors, case_factors, check_normalize
 from segkit.data.io import read_image, read_mask, read_pair
 from segkit.errors import ConfigError, DataError, unknown_name
 
@@ -95,6 +97,9 @@ class SegmentationDataset(Dataset):
         transform: an albumentations-style ``transform(image=, mask=) -> dict``, or None.
         context: 2.5D context ``k``: stack the ``k`` neighbouring slices on each side of a
             slice (same case, by slice number) as extra channels; 0 reads single slices.
+        normalize: ``"none"`` keeps the stored pixels; ``"case"`` rescales each channel of each
+            case so its 99th percentile of non-zero pixels is 204 (:mod:`segkit.data.intensity`).
+            The first read of a case's slice reads all of that case's slices to find the factors.
 
     Attributes:
         slice_channels: channels of one slice (``C``).
@@ -109,7 +114,7 @@ class SegmentationDataset(Dataset):
     """
 
     def __init__(self, index: pd.DataFrame, in_channels: int, cache: bool = False,
-                 transform: Transform | None = None, context: int = 0) -> None:
+                 transform: Transform | None = None, context: int = 0, normalize: str = "none") -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in index.columns]
         if missing:
             raise DataError(f"dataset index lacks the column(s) {', '.join(missing)}")
@@ -119,9 +124,12 @@ class SegmentationDataset(Dataset):
         self.index = index.reset_index(drop=True)
         self.slice_channels = int(in_channels)
         self.context = check_context(context)
+        self.normalize = check_normalize(normalize)
         self.cache = bool(cache)
         self.transform = transform
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._factors: dict[str, np.ndarray] = {}
+        self._case_positions: dict[str, list[int]] | None = None
         self._neighbours: np.ndarray | None = None
         if self.context:
             if "slice" not in self.index.columns:
@@ -159,18 +167,64 @@ class SegmentationDataset(Dataset):
         return self.read_raw(i)[0]
 
     def read_slice(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Slice ``i`` alone (no context), from the cache when enabled.
+        """Slice ``i`` alone (no context), normalised as ``normalize`` says, from the cache when enabled.
 
         Cached arrays are shared between calls and marked read-only.
         """
         if not self.cache:
-            return self.read_raw(i)
-        if i not in self._cache:
             image, mask = self.read_raw(i)
-            image.setflags(write=False)
-            mask.setflags(write=False)
-            self._cache[i] = (image, mask)
+            return self._normalized(i, image), mask
+        if i not in self._cache:
+            if self.normalize != "none":
+                self.case_factors(self.case_at(i))  # fills the cache with the whole case
+                if i in self._cache:
+                    return self._cache[i]
+            image, mask = self.read_raw(i)
+            self._store(i, self._normalized(i, image), mask)
         return self._cache[i]
+
+    def _store(self, i: int, image: np.ndarray, mask: np.ndarray) -> None:
+        image.setflags(write=False)
+        mask.setflags(write=False)
+        self._cache[i] = (image, mask)
+
+    def _slice_image(self, i: int) -> np.ndarray:
+        """Only the image of slice ``i``, normalised, for neighbours read without the cache."""
+        return self._normalized(i, self.read_raw_image(i))
+
+    def case_at(self, i: int) -> str:
+        """The case of item ``i``."""
+        return str(self.index["case"].iloc[i])
+
+    def case_positions(self, case: str) -> list[int]:
+        """The positions of ``case``'s items, in index order."""
+        if self._case_positions is None:
+            groups = self.index.groupby(self.index["case"].astype(str), sort=False).indices
+            self._case_positions = {str(k): v.tolist() for k, v in groups.items()}
+        return self._case_positions[case]
+
+    def case_factors(self, case: str) -> np.ndarray:
+        """The per-channel intensity factors of ``case`` (:func:`segkit.data.intensity.case_factors`).
+
+        Computed once per case from all its slices; with the cache on, those slices are
+        kept (normalised) so they are decoded only once.
+        """
+        if case not in self._factors:
+            positions = self.case_positions(case)
+            if self.cache:
+                raw = {j: self.read_raw(j) for j in positions}
+                factors = self._factors[case] = case_factors(image for image, _ in raw.values())
+                for j, (image, mask) in raw.items():
+                    if j not in self._cache:
+                        self._store(j, apply_factors(image, factors), mask)
+            else:
+                self._factors[case] = case_factors(self.read_raw_image(j) for j in positions)
+        return self._factors[case]
+
+    def _normalized(self, i: int, image: np.ndarray) -> np.ndarray:
+        if self.normalize == "none":
+            return image
+        return apply_factors(image, self.case_factors(self.case_at(i)))
 
     def neighbours(self, i: int) -> list[int]:
         """Positions of the slices stacked for item ``i``, ``n - k .. n + k`` (edges repeated); ``[i]`` when k = 0."""
@@ -191,7 +245,7 @@ class SegmentationDataset(Dataset):
             return image, mask
         layers = []
         for j in self._neighbours[i].tolist():
-            layer = image if j == i else (self.read_slice(j)[0] if self.cache else self.read_raw_image(j))
+            layer = image if j == i else (self.read_slice(j)[0] if self.cache else self._slice_image(j))
             layer = layer[:, :, None] if layer.ndim == 2 else layer
             if layer.shape[:2] != image.shape[:2] or layer.shape[2] != self.slice_channels:
                 raise DataError(f"slice {self.index['item'].iloc[i]!r} is {image.shape[0]}x{image.shape[1]} with "
@@ -220,8 +274,9 @@ class SegmentationDataset(Dataset):
 
     def __repr__(self) -> str:
         context = f", context {self.context}" if self.context else ""
+        normalize = f", normalize {self.normalize!r}" if self.normalize != "none" else ""
         return (f"{type(self).__name__}({len(self)} items, {self.index['case'].nunique()} cases, "
-                f"{self.in_channels} channels{context})")
+                f"{self.in_channels} channels{context}{normalize})")
 
 
 class SegmentationSubset(SegmentationDataset):
@@ -283,18 +338,18 @@ class FilePairDataset(SegmentationDataset):
     ``has_lesion`` is computed by reading every mask once when the index lacks it.
     ``in_channels=None`` takes the channel count of the first image; every image is
     then read with that many channels. ``context`` is the base class's 2.5D context
-    (the index then needs a ``slice`` column).
+    (the index then needs a ``slice`` column); ``normalize`` its per-case intensity rule.
     """
 
     def __init__(self, index: pd.DataFrame, in_channels: int | None = None, cache: bool = False,
-                 context: int = 0) -> None:
+                 context: int = 0, normalize: str = "none") -> None:
         if index.empty:
             raise DataError("no images found")
         if "has_lesion" not in index.columns:
             index = index.assign(has_lesion=[bool(read_mask(p).any()) for p in index["mask_path"]])
         if in_channels is None:
             in_channels = read_image(index["image_path"].iloc[0]).shape[2]
-        super().__init__(index, in_channels, cache=cache, context=context)
+        super().__init__(index, in_channels, cache=cache, context=context, normalize=normalize)
 
     def read_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         row = self.index.iloc[i]
