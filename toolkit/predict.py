@@ -205,7 +205,8 @@ def case_intensity_factors(predictor: Any, files: Sequence[Path],
 
 
 def output_paths(files: Sequence[Path], out: Path, overlay: bool, save_probs: bool) -> list[dict[str, Path]]:
-    """The output files of each input; ConfigError when two inputs would write the same file."""
+    """The output files of each input; ConfigError when two inputs would write the same file or one an input."""
+    inputs = {Path(p).resolve() for p in files}
     outputs, owner = [], {}
     for path in files:
         names = {"mask": out / f"{path.stem}.png"}
@@ -214,6 +215,9 @@ def output_paths(files: Sequence[Path], out: Path, overlay: bool, save_probs: bo
         if save_probs:
             names["prob"] = out / f"{path.stem}_prob.png"
         for target in names.values():
+            if target.resolve() in inputs:
+                raise ConfigError(f"writing {target} would replace an input image with a prediction (even with "
+                                  "--overwrite, segkit never writes over its inputs); choose another --out.")
             if target in owner:
                 raise ConfigError(f"{owner[target]} and {path} would both write {target}; "
                                   "predict them into different --out folders.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import click
 
 from segkit.cli import _PLUGINS_KEY, HintedChoice, plugin_option, registry_from_context
-from segkit.errors import ConfigError
+from segkit.errors import ConfigError, SegkitError
 
 _ARGS_KEY = "segkit.run.args"
 _ROOT_PLUGINS_KEY = "segkit.run.root_plugins"
@@ -80,6 +81,28 @@ def run_document(registry: Any, config_file: str | None, model: str | None, loss
     if data_root is not None:
         flags["dataset"][registry.get("dataset", document["dataset"]["name"]).data_root_parameter()] = data_root
         document = resolve_config(config_file, flags, sets)
+    return absolute_data_root(registry, document)
+
+
+def absolute_data_root(registry: Any, document: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``document`` with the dataset's data root (``root`` or ``path``) made absolute against the current folder.
+
+    The run's config.toml then names the same data from any folder, so evaluate and
+    resume work wherever they are started. Datasets without a root are left alone.
+    """
+    spec = document.get("dataset") or {}
+    name = spec.get("name")
+    if not name:
+        return document
+    try:
+        entry = registry.get("dataset", name)
+        accepted = {p.name for p in entry.parameters()}
+    except SegkitError:  # an unknown or broken dataset is reported, with its alternatives, when the run is assembled
+        return document
+    for parameter in ("path", "root"):
+        value = spec.get(parameter)
+        if parameter in accepted and isinstance(value, str) and value.strip():
+            spec[parameter] = os.path.abspath(os.path.expanduser(value))
     return document
 
 

@@ -68,12 +68,19 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes): it was not written by segkit, which "
+                              "writes checkpoints whole or not at all. Restore it from a copy, or use the run's other "
+                              "checkpoint (--checkpoint best|last).")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint {str(path)!r} cannot be read safely ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
-            "segkit loads checkpoints with weights_only=True; is this a segkit checkpoint?"
+            f"checkpoint {str(path)!r} cannot be read safely ({reason}): it is truncated or corrupt, or not a "
+            "segkit checkpoint (segkit loads checkpoints with weights_only=True). Restore it from a copy, or use "
+            "the run's other checkpoint (--checkpoint best|last)."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a segkit checkpoint (expected format {FORMAT!r}).")
