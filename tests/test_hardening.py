@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -13,11 +15,7 @@ import pytest
 
 from segkit.tomlio import read_toml
 
-
-def segkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m segkit ARGS`` in a subprocess, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "segkit", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+from clihelp import kill_run_after, segkit
 
 
 def _write_folder(root: Path, count: int = 8) -> None:
@@ -82,3 +80,74 @@ def test_predict_never_writes_over_its_inputs(tiny_run: Path, tmp_path: Path) ->
     assert {p.name: p.read_bytes() for p in images.iterdir()} == before  # nothing written, nothing replaced
     # another folder is fine
     assert segkit("predict", str(tiny_run), str(images), "--out", str(tmp_path / "masks"), "--quiet").returncode == 0
+
+
+# --- one writer, and runs that stop early -------------------------------------------------------------------
+
+SMALL = ["--dataset", "synthetic", "--set", "dataset.count=32", "--set", "dataset.size=32", "--set", "model.width=4",
+         "--batch-size", "8"]
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "segkit", "run", *SMALL, "--epochs", "200", "--set",
+                              "train.max_minutes=3", "--out", str(out), "--quiet"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.csv").is_file() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before the test could start a second writer"
+        for args in (["run", "--resume", str(out)], ["run", *SMALL, "--epochs", "1", "--out", str(out)]):
+            second = segkit(*args)
+            assert second.returncode != 0 and "Traceback" not in second.stderr
+            assert f"is in use: process {first.pid} on " in second.stderr and "one writer" in second.stderr
+        assert first.poll() is None, "the first run ended by itself; the test needs it killed while it holds the lock"
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # the kernel dropped the dead process's lock: a resume takes it over and trains on
+    done = len((out / "metrics.csv").read_text().splitlines())
+    resumed = subprocess.Popen([sys.executable, "-m", "segkit", "run", "--resume", str(out), "--quiet"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len((out / "metrics.csv").read_text().splitlines()) <= done and time.monotonic() < deadline \
+                and resumed.poll() is None:
+            time.sleep(0.05)
+        assert len((out / "metrics.csv").read_text().splitlines()) > done, resumed.stderr.read() if resumed.poll() \
+            is not None else "the resumed run trained no epoch in 2 minutes"
+    finally:
+        resumed.send_signal(signal.SIGKILL)
+        resumed.wait()
+
+
+def test_a_run_that_fails_before_its_first_epoch_does_not_block_a_retry(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "data")
+    bad = tmp_path / "data" / "images" / "p0_0.png"
+    good = bad.read_bytes()
+    bad.write_bytes(b"not a png at all")
+    args = ["run", "--dataset", "folder", "--data-root", str(tmp_path / "data"), "--set", "model.width=4",
+            "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "run"), "--quiet"]
+    failed = segkit(*args)
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr and "p0_0.png" in failed.stderr
+    bad.write_bytes(good)  # the user fixes the file and runs the same command again
+    retry = segkit(*args)
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    assert (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_directory(tmp_path: Path) -> None:
+    failed = segkit("run", *SMALL, "--set", "model.width=0", "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_survives_a_lost_best_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    kill_run_after([*SMALL, "--epochs", "6", "--quiet"], out, epochs=2)
+    (out / "checkpoints" / "best.pt").unlink()
+    resumed = segkit("run", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "best.pt is missing or damaged" in resumed.stderr
+    assert (out / "summary.json").is_file() and (out / "checkpoints" / "best.pt").is_file()

@@ -142,14 +142,16 @@ def _comparable(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fold_state(fold_dir: Path) -> str:
-    """``new``, ``partial`` (resume it) or ``done``."""
+    """``new``, ``partial`` (resume it) or ``done``.
+
+    A fold that failed before its first epoch ended is ``new``: it starts afresh.
+    """
+    from segkit.train.runner import holds_a_run
+
     if (fold_dir / "summary.json").is_file():
         return "done"
-    if (fold_dir / "checkpoints" / "last.pt").is_file():
+    if holds_a_run(fold_dir):
         return "partial"
-    if (fold_dir / "config.toml").exists():
-        raise ConfigError(f"{fold_dir} holds a run without checkpoints/last.pt (it failed before training). "
-                          "Remove that folder and run the same command again.")
     return "new"
 
 

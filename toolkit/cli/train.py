@@ -174,9 +174,9 @@ def _launch(nproc: int, run_dir: Path, fresh: bool) -> None:
         raise ConfigError("--nproc-per-node starts its own processes; under torchrun, drop it (torchrun's own "
                           "--nproc-per-node sets the number of processes).")
     from segkit.train.launch import launch, strip_option
-    from segkit.train.runner import existing_run_message
+    from segkit.train.runner import existing_run_message, holds_a_run
 
-    if fresh and (run_dir / "config.toml").exists():
+    if fresh and holds_a_run(run_dir):
         raise ConfigError(existing_run_message(run_dir))
 
     ctx = click.get_current_context()

@@ -24,8 +24,9 @@ from segkit.train.device_loader import choose_loader
 from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
 from segkit.train.schedule import plan_schedule
 from segkit.train.rundir import RunDirectory
+from segkit.train.runlock import RunLock
 
-__all__ = ["train", "seed_everything", "versions", "existing_run_message", "plan_epochs", "headline"]
+__all__ = ["train", "seed_everything", "versions", "existing_run_message", "holds_a_run", "plan_epochs", "headline"]
 
 
 def seed_everything(seed: int) -> None:
@@ -58,6 +59,33 @@ def _prediction_samples(trainer: Trainer, view: Any, count: int = 6) -> list[tup
          str(view.index["item"].iloc[i]))
         for (image, mask), prediction, i in zip(items, predictions, chosen, strict=True)
     ]
+
+
+def holds_a_run(root: str | Path) -> bool:
+    """Whether ``root`` holds a run that trained at least one epoch, so a new run must not replace it.
+
+    A directory left by a run that failed before its first epoch ended (a config and an
+    epoch-0 last.pt, no metrics) does not: a retry with the same ``--out`` starts afresh.
+    """
+    run = RunDirectory(root)
+    if not run.config.exists():
+        return False
+    if run.metrics.exists():
+        return True
+    if not run.last.is_file():
+        return False
+    try:
+        return int(load_checkpoint(run.last).get("epoch", 0)) > 0
+    except CheckpointError:
+        return True  # unreadable: keep it, the user decides
+
+
+def _readable(path: Path) -> bool:
+    try:
+        load_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def existing_run_message(root: str | Path) -> str:
@@ -143,7 +171,20 @@ def train(
         if dist.active and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
         run = RunDirectory(dist.broadcast(str(run_dir)))
-        return _train(config, run, registry, device, dist, resume=resume, quiet=quiet, echo=echo)
+        lock = RunLock(run.root)
+        refusal = ""
+        if dist.is_main:
+            try:
+                lock.acquire("resume" if resume else "start a run")
+            except ConfigError as error:
+                refusal = str(error)
+        refusal = dist.broadcast(refusal)
+        if refusal:
+            raise ConfigError(refusal)
+        try:
+            return _train(config, run, registry, device, dist, resume=resume, quiet=quiet, echo=echo)
+        finally:
+            lock.release()
     finally:
         dist.close()
 
@@ -165,7 +206,7 @@ def _train(
     if resume:
         state = load_checkpoint(run.last)
     else:  # rank 0 looks before anyone writes; every rank stops if the directory is taken
-        taken = dist.broadcast(dist.is_main and run.config.exists())
+        taken = dist.broadcast(dist.is_main and holds_a_run(run.root))
         if taken:
             raise ConfigError(existing_run_message(run.root))
 
@@ -210,6 +251,10 @@ def _train(
         if start_epoch > total_epochs or state.get("finished"):
             raise CheckpointError(f"the run in {str(run.root)!r} already finished ({state['epoch']} epochs). "
                                   "Start a new run to train longer.")
+        if dist.broadcast(dist.is_main and stopper.best_epoch > 0 and not _readable(run.best)):
+            say(f"note: {run.best} is missing or damaged, so the weights of the best epoch so far "
+                f"({stopper.best_epoch}) are lost; the best of the epochs trained from now on becomes best.pt")
+            stopper.best_value, stopper.best_epoch = -math.inf, 0
     elif dist.is_main:
         run.create()
         run.write_config(config.to_dict())
