@@ -151,3 +151,50 @@ def test_resume_survives_a_lost_best_checkpoint(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "best.pt is missing or damaged" in resumed.stderr
     assert (out / "summary.json").is_file() and (out / "checkpoints" / "best.pt").is_file()
+
+
+# --- read-only and full file systems (a private mount namespace: unshare -rm) -----------------------------------
+
+def _namespace_or_skip() -> None:
+    """Skip unless this machine lets an unprivileged user make private mounts (unshare -rm)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed, so no read-only or full file system can be made")
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt 2>/dev/null || "
+                            "mount -t tmpfs tmpfs /tmp"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this machine does not allow private mounts (unshare -rm): {probe.stderr.strip()[:200]}")
+
+
+def _segkit_in_namespace(mounts: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``segkit ARGS`` after the shell commands ``mounts``, in a private user and mount namespace."""
+    command = " ".join(f"'{a}'" for a in [sys.executable, "-m", "segkit", *args])
+    return subprocess.run(["unshare", "-rm", "sh", "-c", f"{mounts} && exec {command}"], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_evaluate_on_a_read_only_run_prints_its_scores_then_one_error(tiny_run: Path, tmp_path: Path) -> None:
+    _namespace_or_skip()
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "evaluation", ignore_errors=True)
+    result = _segkit_in_namespace(f"mount --bind {run} {run} && mount -o remount,bind,ro {run}",
+                                  "evaluate", str(run), "--split", "val", "--quiet")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "dice" in result.stdout and "per-case" in result.stdout  # the scores came first
+    assert "the per-case scores were not saved" in result.stderr and "Read-only file system" in result.stderr
+    assert str(run) in result.stderr
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+    _namespace_or_skip()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    check = f"; ls -A {disk}/run {disk}/run/checkpoints"
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c",
+         f"mount -t tmpfs -o size=48k tmpfs {disk} && {sys.executable} -m segkit run --dataset synthetic "
+         f"--set dataset.count=32 --set dataset.size=32 --epochs 1 --out {disk}/run --quiet; echo rc=$? {check}"],
+        capture_output=True, text=True, timeout=300)
+    assert "rc=1" in result.stdout and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "No space left on device" in result.stderr and f"{disk}/run" in result.stderr
+    assert ".tmp-" not in result.stdout  # the listing of the full disk: no temporary file stayed

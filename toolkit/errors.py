@@ -8,6 +8,8 @@ with status 2, without a traceback. Anything else is a bug and shows one.
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 from collections.abc import Iterable
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "TrainingError",
+    "OUTPUT_ERRNOS",
+    "os_error_message",
     "unknown_name",
 ]
 
@@ -58,6 +62,32 @@ class CheckpointError(SegkitError):
 
 class TrainingError(SegkitError):
     """Training stopped for a reason the user can act on (NaN loss, out of memory)."""
+
+
+OUTPUT_ERRNOS: frozenset[int] = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EACCES, errno.EPERM,
+                      errno.EFBIG, errno.ENOTDIR, errno.EISDIR) if code is not None)
+"""OS errors that come from where the user asked segkit to write (no space, read-only, permissions)."""
+
+_ADVICE = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EROFS: "the file system is read-only; write elsewhere (--out)",
+    errno.EACCES: "check its permissions, or write elsewhere (--out)",
+    errno.EPERM: "check its permissions, or write elsewhere (--out)",
+}
+
+
+def os_error_message(error: OSError, path: str | os.PathLike[str] | None = None) -> str:
+    """One line naming the path, the reason and what to do, for an OS error while writing."""
+    where = error.filename if error.filename is not None else path
+    reason = error.strerror or type(error).__name__
+    advice = _ADVICE.get(error.errno or 0, "check the path")
+    if getattr(errno, "EDQUOT", None) == error.errno:
+        advice = "your disk quota is full; free some space or write elsewhere"
+    target = f"{str(where)!r}" if where is not None else "a file"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR):
+        return f"cannot use {target}: {reason}; {advice}."
+    return f"cannot write {target}: {reason}; {advice}. Nothing half-written was left behind."
 
 
 def unknown_name(

@@ -332,9 +332,14 @@ def evaluate_runs(
     if write_csv:
         home = first if first is not None else Path(sources[0]).parent
         path = per_case_csv_path(home, sources, data, checkpoint, tta, postprocess, used, predictor.threshold)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, accumulator.per_case_table().to_csv(index=False, float_format="%.6g"))
-        report["per_case_csv"] = str(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, accumulator.per_case_table().to_csv(index=False, float_format="%.6g"))
+            report["per_case_csv"] = str(path)
+        except OSError as error:  # read-only run, full disk: the scores above are still returned
+            from segkit.errors import os_error_message
+
+            report["write_error"] = os_error_message(error, path)
     return report
 
 

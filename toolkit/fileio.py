@@ -23,6 +23,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:  # name the destination, not nothing (write) or the temporary file
+        if error.filename is None or str(error.filename) == str(tmp):
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from segkit import __version__
-from segkit.errors import SegkitError, unknown_name
+from segkit.errors import OUTPUT_ERRNOS, SegkitError, os_error_message, unknown_name
 
 __all__ = ["cli", "main", "plugin_option", "inference_options", "HintedChoice", "registry_from_context"]
 
@@ -29,6 +29,12 @@ class UserError(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
+
+
+class OutputError(UserError):
+    """An OS error while writing (no space, read-only, permissions): one line, exit status 1."""
+
+    exit_code = 1
 
 
 class HintedChoice(click.Choice):
@@ -97,6 +103,10 @@ class SegkitGroup(click.Group):
             return super().invoke(ctx)
         except SegkitError as error:
             raise UserError(str(error)) from None
+        except OSError as error:
+            if error.errno not in OUTPUT_ERRNOS:
+                raise  # not where the user asked us to write: a bug, shown with its traceback
+            raise OutputError(os_error_message(error)) from None
 
 
 @click.group(cls=SegkitGroup, context_settings={"help_option_names": ["-h", "--help"]})

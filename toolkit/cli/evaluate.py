@@ -56,6 +56,9 @@ def evaluate_command(runs: tuple[str, ...], checkpoint: str | None, split: str |
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(format_report(report))
+    if report.get("write_error"):  # the scores are printed above; only the per-case file is missing
+        click.echo(f"error: the per-case scores were not saved: {report['write_error']}", err=True)
+        click.get_current_context().exit(1)
 
 
 COMMANDS = [evaluate_command]

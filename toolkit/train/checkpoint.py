@@ -59,6 +59,15 @@ def _write(tmp: Path, path: Path, payload: dict[str, Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except RuntimeError as error:  # torch.save wraps a failed write (a full disk) in a RuntimeError
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, OSError):
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
+        raise
+    except OSError as error:
+        if error.filename is None:
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
