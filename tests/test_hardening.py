@@ -198,3 +198,18 @@ def test_a_full_disk_is_one_clear_error_and_leaves_no_temporary_files(tmp_path: 
     assert "rc=1" in result.stdout and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "No space left on device" in result.stderr and f"{disk}/run" in result.stderr
     assert ".tmp-" not in result.stdout  # the listing of the full disk: no temporary file stayed
+
+
+def test_inspect_writes_where_out_says_and_never_over_an_existing_file(tmp_path: Path) -> None:
+    precious = tmp_path / "synthetic-samples.png"
+    precious.write_bytes(b"the user's own file")
+    args = ("inspect", "--set", "count=16", "--set", "size=32")
+    refused = segkit(*args, cwd=tmp_path)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "already exists" in refused.stderr and "--overwrite" in refused.stderr
+    assert precious.read_bytes() == b"the user's own file"
+    written = segkit(*args, "--out", str(tmp_path / "grids" / "g.png"), cwd=tmp_path)
+    assert written.returncode == 0, written.stderr[-2000:]
+    assert (tmp_path / "grids" / "g.png").stat().st_size > 1000 and "16 images" in written.stdout
+    replaced = segkit(*args, "--overwrite", cwd=tmp_path)
+    assert replaced.returncode == 0 and precious.read_bytes()[:4] == b"\x89PNG"
