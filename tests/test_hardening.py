@@ -213,3 +213,21 @@ def test_inspect_writes_where_out_says_and_never_over_an_existing_file(tmp_path:
     assert (tmp_path / "grids" / "g.png").stat().st_size > 1000 and "16 images" in written.stdout
     replaced = segkit(*args, "--overwrite", cwd=tmp_path)
     assert replaced.returncode == 0 and precious.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_empty_or_broken_onnx_file_is_named_as_such(tiny_run: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    images = tiny_run.parent / "data" / "images"
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x07garbage")
+    for name, expected in (("empty.onnx", "is empty (0 bytes)"), ("broken.onnx", "truncated or corrupt")):
+        result = segkit("predict", str(tmp_path / name), str(images), "--out", str(tmp_path / name[:-5]))
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert expected in result.stderr and "segkit export" in result.stderr
+
+
+def test_fold_without_folds_is_an_error_not_a_silent_single_split(tmp_path: Path) -> None:
+    result = segkit("run", *SMALL, "--fold", "1", "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--fold 1" in result.stderr and "--folds K" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -300,10 +300,15 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"ONNX file {str(path)!r} does not exist.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"ONNX file {str(path)!r} is empty (0 bytes); export it again with "
+                              "'segkit export RUN_DIR --format onnx --out FILE'.")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise CheckpointError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__}).") from None
+        raise CheckpointError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__}): it is truncated "
+                              "or corrupt, or not ONNX; export it again with 'segkit export RUN_DIR --format onnx "
+                              "--out FILE'.") from None
     metadata = {p.key: p.value for p in proto.metadata_props}
     if metadata.get("segkit_format") != ONNX_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a segkit export: its ONNX metadata has no segkit_format "

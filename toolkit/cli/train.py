@@ -139,7 +139,8 @@ def run_command(
     registry = registry_from_context()
     folds, fold = train_flags.pop("folds"), train_flags.pop("fold")
     if resume:
-        if config_file or model or loss or dataset or data_root or metric_names or out or sets or folds is not None:
+        if config_file or model or loss or dataset or data_root or metric_names or out or sets or folds is not None \
+                or fold is not None:
             raise ConfigError("--resume continues a run exactly as configured; it takes no other settings than "
                               "--device, --workers, --quiet and --nproc-per-node.")
         run_dir = Path(resume)
@@ -154,6 +155,9 @@ def run_command(
         split = {"folds": folds, "fold": fold if fold is not None else (0 if folds else None)}
         document = run_document(registry, config_file, model, loss, metric_names, dataset, data_root, sets,
                                 train_flags, split)
+        if fold is not None and not document.get("split", {}).get("folds"):
+            raise ConfigError(f"--fold {fold} picks the validation fold of a K-fold split, and there is none: add "
+                              "--folds K (or split.folds in the config). To train every fold, use 'segkit cv'.")
         run_dir = Path(out) if out else _default_out(document)
     config = validate_config(document, registry)
 
