@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -102,3 +103,11 @@ def smp_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """An untrained smp U-Net with a resnet18 encoder saved as a run directory."""
     model = {"name": "smp_unet", "encoder_name": "resnet18", "in_channels": 3, "classes": 1}
     return clone_run(trained_run, tmp_path_factory.mktemp("smp") / "run", model=model, seed=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_segkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Runs started by the tests (subprocesses included) remember data checks here, not in ~/.cache."""
+    path = tmp_path_factory.mktemp("segkit-cache")
+    os.environ["SEGKIT_CACHE_DIR"] = str(path)
+    return path

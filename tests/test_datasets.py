@@ -210,10 +210,16 @@ def test_lgg_size_mismatch_names_both_files(lgg_copy):
 
 
 def test_lgg_bad_mask_values(lgg_copy):
+    from segkit.data.verify import verify_dataset
+
     mask_path = next(lgg_copy.glob("TCGA_HT_8107_19980708/*_5_mask.tif"))
     cv2.imwrite(str(mask_path), np.full((256, 256), 7, np.uint8))
+    data = LGGDataset(str(lgg_copy))  # the index is built; the item fails when read, and the check lists it
+    row = int(np.flatnonzero(data.index["mask_path"] == str(mask_path))[0])
     with pytest.raises(DataError, match=rf"{mask_path.name}: mask values must be 0/1 or 0/255"):
-        LGGDataset(str(lgg_copy))
+        data.read(row)
+    with pytest.raises(DataError, match=rf"1 of {len(data)} items cannot be used:\n  - {data.index['item'][row]}: "):
+        verify_dataset(data, remember=False)
 
 
 def test_lgg_cache_avoids_the_disk(lgg_copy):

@@ -231,3 +231,39 @@ def test_fold_without_folds_is_an_error_not_a_silent_single_split(tmp_path: Path
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "--fold 1" in result.stderr and "--folds K" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+# --- the data check before training ---------------------------------------------------------------------------
+
+def test_every_bad_item_is_listed_before_training_and_a_passed_check_is_remembered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segkit.data.verify import verify_dataset
+    from segkit.registry import get_registry
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SEGKIT_CACHE_DIR", str(cache))
+    data = tmp_path / "data"
+    _write_folder(data, count=12)
+    (data / "images" / "p0_2.png").write_bytes(b"not an image")                       # undecodable
+    cv2.imwrite(str(data / "masks" / "p1_5.png"), np.full((32, 32), 7, np.uint8))     # mask values 0/7
+    cv2.imwrite(str(data / "masks" / "p0_8.png"), np.zeros((16, 16), np.uint8))       # another size
+    args = ["run", "--dataset", "folder", "--data-root", str(data), "--set", "model.width=4", "--epochs", "1",
+            "--batch-size", "4", "--out", str(tmp_path / "run")]
+    failed = segkit(*args, env={"SEGKIT_CACHE_DIR": str(cache)})
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert "3 of 12 items cannot be used" in failed.stderr
+    for name in ("p0_2", "p1_5", "p0_8"):
+        assert f"- {name}:" in failed.stderr
+    assert not (tmp_path / "run").exists()  # nothing was written
+    # fixed, the check passes once, is remembered, and is redone when a file changes
+    _write_folder(tmp_path / "fresh", count=12)
+    for sub in ("images", "masks"):
+        shutil.rmtree(data / sub)
+        shutil.copytree(tmp_path / "fresh" / sub, data / sub)
+    dataset = get_registry().build("dataset", "folder", root=str(data))
+    assert verify_dataset(dataset).cached is False
+    assert verify_dataset(dataset).cached is True
+    cv2.imwrite(str(data / "masks" / "p1_3.png"), np.full((32, 32), 9, np.uint8))
+    changed = get_registry().build("dataset", "folder", root=str(data))
+    with pytest.raises(Exception, match="1 of 12 items cannot be used"):
+        verify_dataset(changed)

@@ -66,6 +66,7 @@ class TrainSettings:
     max_minutes: float = 0.0
     foreground_fraction: float = 0.0
     loader: Literal["auto", "workers", "device"] = "auto"
+    verify_data: bool = True
 
 
 MONITOR_SUFFIXES = ("_case", "_global")

@@ -332,6 +332,22 @@ def drop_missing(index: pd.DataFrame, missing: pd.Series, on_missing: str, what:
     return index.loc[~missing].reset_index(drop=True)
 
 
+def _lesion_flags(index: pd.DataFrame) -> list[bool]:
+    """Whether each item's mask holds lesion, reading every mask.
+
+    An unreadable mask counts as no lesion here, so that the index can still be built:
+    the data check before training (:mod:`segkit.data.verify`) then lists it with every
+    other problem, and reading that item raises its :class:`DataError`.
+    """
+    flags = []
+    for path in index["mask_path"]:
+        try:
+            flags.append(bool(read_mask(path).any()))
+        except DataError:
+            flags.append(False)
+    return flags
+
+
 class FilePairDataset(SegmentationDataset):
     """A dataset whose index has ``image_path`` and ``mask_path`` columns, read lazily.
 
@@ -346,7 +362,7 @@ class FilePairDataset(SegmentationDataset):
         if index.empty:
             raise DataError("no images found")
         if "has_lesion" not in index.columns:
-            index = index.assign(has_lesion=[bool(read_mask(p).any()) for p in index["mask_path"]])
+            index = index.assign(has_lesion=_lesion_flags(index))
         if in_channels is None:
             in_channels = read_image(index["image_path"].iloc[0]).shape[2]
         super().__init__(index, in_channels, cache=cache, context=context, normalize=normalize)

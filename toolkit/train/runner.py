@@ -16,6 +16,7 @@ import torch
 from segkit import __version__
 from segkit.config import RunConfig, monitored_metric
 from segkit.errors import CheckpointError, ConfigError, TrainingError
+from segkit.data.verify import verify_dataset
 from segkit.train import assemble
 from segkit.train.checkpoint import load_checkpoint, save_checkpoint
 from segkit.train.device import describe_device, select_device
@@ -212,6 +213,8 @@ def _train(
 
     seed_everything(config.train.seed)
     dataset = assemble.build_dataset(config, registry)
+    if config.train.verify_data:
+        say(verify_dataset(dataset).describe())
     assemble.fill_model_defaults(config, dataset, registry)
     assemble.fill_monitor(config, dataset)
     from segkit.data import read_splits, write_splits
