@@ -267,3 +267,16 @@ def test_every_bad_item_is_listed_before_training_and_a_passed_check_is_remember
     changed = get_registry().build("dataset", "folder", root=str(data))
     with pytest.raises(Exception, match="1 of 12 items cannot be used"):
         verify_dataset(changed)
+
+
+def test_an_error_in_a_loader_worker_is_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _write_folder(data, count=12)
+    (data / "images" / "p0_4.png").write_bytes(b"junk")
+    result = segkit("run", "--dataset", "folder", "--data-root", str(data), "--set", "model.width=4", "--epochs", "1",
+                    "--batch-size", "4", "--workers", "1", "--set", "train.verify_data=false", "--set",
+                    "split.test_fraction=0", "--out", str(tmp_path / "run"), "--quiet")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert lines[0].startswith("error: cannot decode") and "p0_4.png" in lines[0] and "worker" in lines[0]

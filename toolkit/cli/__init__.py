@@ -95,6 +95,21 @@ def registry_from_context(ctx: click.Context | None = None):
     return get_registry(tuple(ctx.find_root().meta.get(_PLUGINS_KEY, [])))
 
 
+def worker_message(error: BaseException) -> str:
+    """The message of ``error``; for one re-raised from a DataLoader worker, its own message without the worker's traceback.
+
+    PyTorch re-raises a worker's exception in the main process with the same type and a
+    message holding the worker's whole traceback; the user needs the last part only.
+    """
+    message = str(error)
+    if "Original Traceback (most recent call last)" not in message:
+        return message
+    marker = f"{type(error).__module__}.{type(error).__qualname__}: "
+    start = message.rfind(marker)
+    own = message[start + len(marker):].strip() if start >= 0 else message.strip().splitlines()[-1]
+    return f"{own} (in a data loader worker process)"
+
+
 class SegkitGroup(click.Group):
     """A group that turns user errors into one clean line."""
 
@@ -102,7 +117,7 @@ class SegkitGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SegkitError as error:
-            raise UserError(str(error)) from None
+            raise UserError(worker_message(error)) from None
         except OSError as error:
             if error.errno not in OUTPUT_ERRNOS:
                 raise  # not where the user asked us to write: a bug, shown with its traceback
