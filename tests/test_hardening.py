@@ -280,3 +280,31 @@ def test_an_error_in_a_loader_worker_is_one_line(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert lines[0].startswith("error: cannot decode") and "p0_4.png" in lines[0] and "worker" in lines[0]
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_model_is_named(tiny_run: Path, tmp_path: Path) -> None:
+    import torch
+
+    from segkit.train.checkpoint import save_checkpoint
+
+    payload = torch.load(tiny_run / "checkpoints" / "best.pt", weights_only=True)
+    payload["config"]["model"]["width"] = 8  # edited by hand: the weights are a width-4 model's
+    save_checkpoint(tmp_path / "edited.pt", {k: v for k, v in payload.items() if k != "format"})
+    result = segkit("export", str(tmp_path / "edited.pt"), "--format", "torchscript", "--out", str(tmp_path / "m.ts"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "do not fit the model its config describes" in result.stderr
+
+
+def test_onnx_metadata_out_of_range_is_named(tiny_run: Path, tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    assert segkit("export", str(tiny_run), "--out", str(tmp_path / "m.onnx")).returncode == 0
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    for prop in model.metadata_props:
+        if prop.key == "threshold":
+            prop.value = "7"
+    onnx.save(model, str(tmp_path / "edited.onnx"))
+    result = segkit("predict", str(tmp_path / "edited.onnx"), str(tiny_run.parent / "data" / "images"),
+                    "--out", str(tmp_path / "masks"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "metadata threshold '7'" in result.stderr and "between 0 and 1" in result.stderr

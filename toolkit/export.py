@@ -340,6 +340,22 @@ def _metadata_normalize(metadata: dict[str, str], path: str | os.PathLike[str]) 
     return value
 
 
+def _metadata_number(metadata: dict[str, str], key: str, default: str, kind: type, path: Any, valid: Any,
+                     expected: str) -> Any:
+    """``metadata[key]`` as ``kind``, checked by ``valid``; None for an empty value; a CheckpointError otherwise."""
+    text = metadata.get(key, default)
+    if text == "":
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not valid(value):
+        raise CheckpointError(f"{str(path)!r} has the metadata {key} {text!r}; expected {expected}. The file's "
+                              "metadata was edited; export it again with 'segkit export'.")
+    return value
+
+
 def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, threshold: float | None = None,
                         batch_size: int | None = None):
     """A :class:`~segkit.inference.Predictor` running a segkit ONNX export with onnxruntime on the CPU."""
@@ -354,12 +370,16 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
         array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(session.run(None, {input_name: array})[0])
 
+    image_size = _metadata_number(metadata, "image_size", "0", int, path, lambda v: v >= 0, "an integer >= 0") or 0
+    in_channels = _metadata_number(metadata, "in_channels", "", int, path, lambda v: v >= 1, "an integer >= 1")
+    threshold = _metadata_number(metadata, "threshold", "0.5", float, path, lambda v: 0 < v < 1,
+                                 "a number between 0 and 1")
     member = Member(
         name=metadata.get("model", "onnx"),
         source=str(path),
-        image_size=int(metadata.get("image_size") or 0),
-        in_channels=int(metadata["in_channels"]) if metadata.get("in_channels") else None,
-        threshold=float(metadata.get("threshold", 0.5)),
+        image_size=image_size,
+        in_channels=in_channels,
+        threshold=threshold,
         run=run,
         info={"metadata": metadata, "session": session},
         context=_metadata_context(metadata, path),

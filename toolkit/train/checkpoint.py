@@ -126,5 +126,11 @@ def build_model_from_checkpoint(payload: dict[str, Any], registry: Any | None = 
     spec = payload["config"]["model"]
     params = {k: v for k, v in spec.items() if k != "name"}
     model = registry.build("model", spec["name"], **params)
-    model.load_state_dict(payload["model_state"])
+    try:
+        model.load_state_dict(payload["model_state"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"the weights in this checkpoint do not fit the model its config describes "
+                              f"({spec['name']} with {params}): {first}. The checkpoint was edited or assembled "
+                              "by hand; use one written by segkit run.") from None
     return model.eval()
