@@ -308,3 +308,4 @@ def test_onnx_metadata_out_of_range_is_named(tiny_run: Path, tmp_path: Path) -> 
                     "--out", str(tmp_path / "masks"))
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "metadata threshold '7'" in result.stderr and "between 0 and 1" in result.stderr
+

@@ -26,6 +26,7 @@ import pandas as pd
 
 from segkit.errors import CheckpointError, ConfigError
 from segkit.fileio import atomic_write_text
+from segkit.progress import show_bars
 
 __all__ = [
     "CV_FILE",
@@ -201,7 +202,7 @@ def run_cv(
             train(config, fold_dir, registry, quiet=quiet, echo=echo)
 
     echo(f"scoring every case with the fold model that never saw it ({', '.join(v[0] for v in VARIANTS)})")
-    report = out_of_fold(root, folds, registry, device=device, progress=not quiet)
+    report = out_of_fold(root, folds, registry, device=device, progress=show_bars(not quiet))
     atomic_write_text(root / REPORT_FILE, json.dumps(report, indent=2) + "\n")
     info.update(status="done", chosen=report["chosen"])
     atomic_write_text(root / CV_FILE, json.dumps(info, indent=2) + "\n")

@@ -16,6 +16,7 @@ import torch
 from segkit import __version__
 from segkit.config import RunConfig, monitored_metric
 from segkit.errors import CheckpointError, ConfigError, TrainingError
+from segkit.progress import show_bars
 from segkit.data.verify import verify_dataset
 from segkit.train import assemble
 from segkit.train.checkpoint import load_checkpoint, save_checkpoint
@@ -229,7 +230,7 @@ def _train(
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     steps_per_epoch = math.ceil(len(parts.loaders["train"]) / config.train.accumulate)
     trainer = assemble.build_trainer(config, registry, parts.loaders, parts.samplers, cases, device,
-                                     steps_per_epoch=steps_per_epoch, dist=dist, progress=not quiet)
+                                     steps_per_epoch=steps_per_epoch, dist=dist, progress=show_bars(not quiet))
     model, optimizer, scheduler = trainer.module, trainer.optimizer, trainer.scheduler
     metrics = trainer.metrics
     stopper = EarlyStopping(config.train.patience)
@@ -382,7 +383,7 @@ def _train(
         plot_curves(history, list(metrics), run.root / "curves.png")
         plot_predictions(_prediction_samples(trainer, parts.views["val"]), run.root / "predictions.png")
         run.write_summary(summary)
-        say(headline(summary, best_row, monitor, run.root))
+        echo(headline(summary, best_row, monitor, run.root))  # even with --quiet: where it went, how it scored
     dist.barrier()
     return summary
 
