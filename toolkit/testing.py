@@ -6,6 +6,13 @@ Run them in your plugin's tests; each raises ``AssertionError`` saying what is w
     def test_my_model():
         check_model(MyModel(in_channels=3, classes=1))
 
+or check everything your installed package registers, built through segkit's registry
+exactly as ``segkit run`` builds it::
+
+    from segkit.testing import check_components
+    def test_my_plugin_conforms():
+        check_components("my-segkit-plugin", params={"dataset:mydata": {"root": "tests/data"}})
+
 The contracts are in docs/architecture.md.
 """
 
@@ -15,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_dataset", "check_loss", "check_metric", "check_model"]
+__all__ = ["check_dataset", "check_loss", "check_metric", "check_model", "check_components"]
 
 
 def _seeded(seed: int = 0) -> torch.Generator:
@@ -49,6 +56,10 @@ def check_model(
             assert tuple(out.shape) == expected, f"output shape {tuple(out.shape)} {where}, expected {expected}"
             assert out.is_floating_point(), f"output dtype {out.dtype} {where}: logits must be float"
             assert torch.isfinite(out).all(), f"output {where} holds NaN or infinite values"
+            assert not (float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1), (
+                f"every output value {where} lies in [0, 1]: it looks like probabilities (a sigmoid or softmax "
+                "at the end of forward). segkit models return logits; segkit applies the sigmoid itself."
+            )
             out.float().mean().backward()
             params = [p for p in model.parameters() if p.requires_grad]
             assert params, "the model has no trainable parameters"
@@ -155,3 +166,40 @@ def check_dataset(dataset: Any, max_items: int = 4) -> None:
             assert bool((raw_mask > 0).any()) == has_lesion, (
                 f"item {i}: index says has_lesion={has_lesion} but the mask from read({i}) disagrees"
             )
+
+
+def check_components(distribution: str, params: dict[str, dict[str, Any]] | None = None,
+                     registry: Any | None = None) -> list[str]:
+    """Run the matching check on every component the installed ``distribution`` registers.
+
+    Components are built through the registry (models with ``in_channels=3, classes=1``).
+    ``params`` maps ``"kind:name"`` to constructor arguments, e.g. a dataset's ``root``; a
+    component with required arguments and no entry fails with a message saying so.
+    Returns the checked ``"kind:name"`` keys; an ``AssertionError`` names the failing one.
+    """
+    from segkit.registry import get_registry
+
+    registry = registry or get_registry()
+    params = params or {}
+    checked = []
+    for kind in ("dataset", "loss", "metric", "model"):  # cheap checks first
+        for name in registry.names(kind):
+            component = registry.get(kind, name)
+            if component.plugin.distribution != distribution:
+                continue
+            key = f"{kind}:{name}"
+            arguments = dict(params.get(key, {}))
+            missing = [p.name for p in component.parameters() if p.required and p.name not in arguments]
+            assert not missing, (f"{key} needs {', '.join(missing)}: pass them as "
+                                 f"params={{{key!r}: {{{missing[0]!r}: ...}}}}")
+            if kind == "model":
+                arguments = {"in_channels": 3, "classes": 1, **arguments}
+            try:
+                built = registry.build(kind, name, **arguments)
+                torch.manual_seed(0)
+                {"model": check_model, "loss": check_loss, "metric": check_metric, "dataset": check_dataset}[kind](built)
+            except AssertionError as error:
+                raise AssertionError(f"{key} from {distribution}: {error}") from None
+            checked.append(key)
+    assert checked, f"the installed distribution {distribution!r} registers no segkit components (is it installed?)"
+    return checked

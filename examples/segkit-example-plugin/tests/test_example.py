@@ -78,3 +78,9 @@ def test_segkit_finds_the_installed_plugin() -> None:
     assert component.plugin.distribution == "segkit-example-plugin"
     model = registry.build("model", "example_tinyunet", in_channels=1, classes=1, width=4)
     assert model(torch.rand(2, 1, 20, 30)).shape == (2, 1, 20, 30)
+
+
+def test_every_component_of_the_installed_package_conforms() -> None:
+    from segkit.testing import check_components
+
+    assert check_components("segkit-example-plugin") == ["loss:example_log_cosh_dice", "model:example_tinyunet"]
