@@ -138,16 +138,18 @@ def run_command(
 
     registry = registry_from_context()
     folds, fold = train_flags.pop("folds"), train_flags.pop("fold")
+    extend_to = None
     if resume:
         if config_file or model or loss or dataset or data_root or metric_names or out or sets or folds is not None \
                 or fold is not None:
             raise ConfigError("--resume continues a run exactly as configured; it takes no other settings than "
-                              "--device, --workers, --quiet and --nproc-per-node.")
+                              "--epochs (to train it longer), --device, --workers, --quiet and --nproc-per-node.")
         run_dir = Path(resume)
         if not (run_dir / "config.toml").is_file():
             raise ConfigError(f"{resume!r} is not a segkit run directory (no config.toml).")
         allowed = {k: v for k, v in train_flags.items() if k in ("device", "workers") and v is not None}
-        extra = [k for k, v in train_flags.items() if v is not None and k not in allowed]
+        extend_to = train_flags.get("epochs")
+        extra = [k for k, v in train_flags.items() if v is not None and k not in allowed and k != "epochs"]
         if extra:
             raise ConfigError(f"--resume takes no --{extra[0].replace('_', '-')}: the run keeps its own settings.")
         document = resolve_config(run_dir / "config.toml", {"train": allowed})
@@ -167,7 +169,8 @@ def run_command(
 
     from segkit.train import train
 
-    train(config, run_dir, registry, resume=bool(resume), quiet=quiet, echo=lambda m: click.echo(m, err=True))
+    train(config, run_dir, registry, resume=bool(resume), extend_to=extend_to, quiet=quiet,
+          echo=lambda m: click.echo(m, err=True))
 
 
 def _launch(nproc: int, run_dir: Path, fresh: bool) -> None:

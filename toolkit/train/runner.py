@@ -159,10 +159,15 @@ def train(
     registry: Any,
     *,
     resume: bool = False,
+    extend_to: int | None = None,
     quiet: bool = False,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train as ``config`` says, writing everything to ``run_dir``; return the summary.
+
+    ``extend_to`` (with ``resume``) trains a finished or interrupted run on to that many
+    epochs: the learning-rate schedule is stretched to end there, continuing from the
+    current step, and a time budget no longer applies.
 
     Under torchrun every process calls this; rank 0 alone writes the run directory
     (rank 0's ``run_dir`` is used everywhere), and the process group is left on return or error.
@@ -184,7 +189,8 @@ def train(
         if refusal:
             raise ConfigError(refusal)
         try:
-            return _train(config, run, registry, device, dist, resume=resume, quiet=quiet, echo=echo)
+            return _train(config, run, registry, device, dist, resume=resume, extend_to=extend_to, quiet=quiet,
+                          echo=echo)
         finally:
             lock.release()
     finally:
@@ -201,6 +207,7 @@ def _train(
     resume: bool,
     quiet: bool,
     echo: Callable[[str], None],
+    extend_to: int | None = None,
 ) -> dict[str, Any]:
     say = echo if dist.is_main and not quiet else (lambda _message: None)
 
@@ -252,9 +259,19 @@ def _train(
         restore_rng(state["rng"])
         start_epoch = int(state["epoch"]) + 1
         total_epochs = int(state.get("planned_epochs") or config.train.epochs)
-        if start_epoch > total_epochs or state.get("finished"):
+        if extend_to is not None:
+            if extend_to < start_epoch:
+                raise ConfigError(f"--epochs {extend_to} is not more than the {state['epoch']} epoch(s) the run in "
+                                  f"{str(run.root)!r} has trained; give a larger number to train it longer.")
+            total_epochs = extend_to
+            plan_schedule(trainer.scheduler, config.train, steps_per_epoch, total_epochs)
+            stopper.bad_epochs = 0
+            config.train.epochs, config.train.max_minutes = extend_to, 0.0
+            if dist.is_main:
+                run.write_config(config.to_dict())
+        elif start_epoch > total_epochs or state.get("finished"):
             raise CheckpointError(f"the run in {str(run.root)!r} already finished ({state['epoch']} epochs). "
-                                  "Start a new run to train longer.")
+                                  f"Train it longer with 'segkit run --resume {run.root} --epochs N'.")
         if dist.broadcast(dist.is_main and stopper.best_epoch > 0 and not _readable(run.best)):
             say(f"note: {run.best} is missing or damaged, so the weights of the best epoch so far "
                 f"({stopper.best_epoch}) are lost; the best of the epochs trained from now on becomes best.pt")
@@ -289,7 +306,8 @@ def _train(
         f"{len(parts.views['val'])} val items, {_batch_description(config, dist.world_size)}, "
         f"{describe_device(device)}, {loader.path} loader ({loader.reason}) -> {run.root}")
     if state is not None:
-        say(f"resuming {run.root} at epoch {start_epoch} of {total_epochs}")
+        say(f"resuming {run.root} at epoch {start_epoch} of {total_epochs}"
+            + (" (extended: the learning-rate schedule now ends there)" if extend_to is not None else ""))
         trained_with = int(state.get("world_size", 1))
         if trained_with != dist.world_size:
             say(f"note: this run was trained in {trained_with} process(es) and resumes in {dist.world_size}; the "

@@ -71,9 +71,15 @@ def plan_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, settings: TrainS
     """Stretch or shrink the schedule to end after ``epochs`` epochs (a time budget's plan).
 
     The warm-up keeps its length unless the new run is too short for it; the change is
-    part of the scheduler's state, so a resumed run continues the planned schedule.
+    part of the scheduler's state, so a resumed run continues the planned schedule. The
+    optimizer's rate is set to the new schedule's value at once, so the next step uses it.
     """
     total = epochs * steps_per_epoch
     for factor in scheduler.lr_lambdas:
         factor.total_steps = total
         factor.warmup_steps = min(factor.warmup_steps, warmup_steps(settings.warmup_epochs, steps_per_epoch, total))
+    step = scheduler.last_epoch
+    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas,
+                                   strict=True):
+        group["lr"] = base * factor(step)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
