@@ -42,3 +42,52 @@ def test_resume_with_epochs_extends_a_finished_run(tmp_path: Path) -> None:
     rates = [float(r["lr"]) for r in rows]
     assert abs(rates[2] - 0.5e-3) < 1e-9 and 0 < rates[3] < rates[2]
     assert read_toml(out / "config.toml")["train"]["epochs"] == 4
+
+
+def test_plots_a_reader_understands(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from segkit.train.plots import error_overlay, plot_curves, slice_dice
+
+    truth = np.zeros((8, 8), bool)
+    truth[2:6, 2:6] = True
+    prediction = np.zeros((8, 8), bool)
+    prediction[4:8, 4:8] = True
+    assert slice_dice(truth, prediction) == 2 * 4 / (16 + 16)
+    assert slice_dice(np.zeros((4, 4), bool), np.zeros((4, 4), bool)) == 1.0
+    picture = error_overlay(np.zeros((8, 8, 3), np.float32), truth, prediction)
+    tp, fp, fn, tn = picture[4, 4], picture[7, 7], picture[2, 2], picture[0, 0]
+    assert len({tuple(np.round(c, 3)) for c in (tp, fp, fn, tn)}) == 4  # four distinct colours
+    assert fp[0] > fp[2] and fn[2] > fn[0] and tp[1] > tp[2]  # red, blue, yellow
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_dice": 0.1 * e, "val_dice_case": 0.09 * e}
+            for e in range(1, 4)]
+    plot_curves(rows, ["dice"], tmp_path / "curves.png", monitor="val_dice_case", best_epoch=3)
+    assert cv2.imread(str(tmp_path / "curves.png")) is not None
+
+
+def test_predictions_show_several_patients_and_empty_slices() -> None:
+    import pandas as pd
+
+    from segkit.train.plots import sample_positions
+
+    # patient a: 10 lesion slices, b: 2, c: 1, then 5 empty slices
+    cases = ["a"] * 10 + ["b"] * 2 + ["c"] + ["d"] * 5
+    index = pd.DataFrame({"item": [f"s{i}" for i in range(18)], "case": cases,
+                          "has_lesion": [True] * 13 + [False] * 5})
+    chosen = sample_positions(index, count=6)
+    assert len(chosen) == 6
+    assert {cases[i] for i in chosen[:3]} == {"a", "b", "c"}  # every patient before a second slice of any
+    assert chosen[0] == 5  # patient a's middle lesion slice
+    assert sum(not index["has_lesion"][i] for i in chosen) == 2  # two empty slices close the row
+
+
+def test_a_run_draws_its_figures(tmp_path: Path) -> None:
+    import cv2
+
+    out = tmp_path / "run"
+    result = segkit("run", "--dataset", "synthetic", "--set", "dataset.count=64", "--set", "dataset.size=32",
+                    "--set", "model.width=4", "--batch-size", "16", "--epochs", "1", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("curves.png", "predictions.png"):
+        assert cv2.imread(str(out / name)) is not None

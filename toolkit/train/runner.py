@@ -44,11 +44,10 @@ def versions() -> dict[str, str]:
 
 
 def _prediction_samples(trainer: Trainer, view: Any, count: int = 6) -> list[tuple]:
-    """A few validation items (lesion ones first, then up to two empty ones) with their predicted masks."""
-    has_lesion = view.index["has_lesion"].astype(bool).tolist()
-    lesion = [i for i, flag in enumerate(has_lesion) if flag]
-    empty = [i for i, flag in enumerate(has_lesion) if not flag]
-    chosen = (lesion[: count - min(2, len(empty))] + empty)[:count]
+    """The validation items :func:`~segkit.train.plots.sample_positions` picks, with their predicted masks."""
+    from segkit.train.plots import sample_positions
+
+    chosen = sample_positions(view.index, count)
     items = [view[i] for i in chosen]
     trainer.module.eval()
     with torch.inference_mode():  # one batch, not one forward pass per sample
@@ -398,7 +397,8 @@ def _train(
     if dist.is_main:
         from segkit.train.plots import plot_curves, plot_predictions
 
-        plot_curves(history, list(metrics), run.root / "curves.png")
+        plot_curves(history, list(metrics), run.root / "curves.png", monitor=f"val_{monitor}",
+                    best_epoch=stopper.best_epoch)
         plot_predictions(_prediction_samples(trainer, parts.views["val"]), run.root / "predictions.png")
         run.write_summary(summary)
         echo(headline(summary, best_row, monitor, run.root))  # even with --quiet: where it went, how it scored
