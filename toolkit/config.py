@@ -67,6 +67,7 @@ class TrainSettings:
     foreground_fraction: float = 0.0
     loader: Literal["auto", "workers", "device"] = "auto"
     verify_data: bool = True
+    loggers: list[str] = field(default_factory=list)
 
 
 MONITOR_SUFFIXES = ("_case", "_global")

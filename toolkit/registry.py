@@ -135,11 +135,12 @@ class Registry:
     components: dict[tuple[str, str], Component] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     broken: list[PluginInfo] = field(default_factory=list)
+    manager: Any = None  # the pluggy PluginManager the plugins came from, for the training lifecycle hooks
 
     @classmethod
     def from_plugins(cls, loaded: LoadedPlugins) -> Registry:
         """Ask every loaded plugin for its components and check them."""
-        registry = cls(plugins=[info for info, _ in loaded.loaded], broken=list(loaded.broken))
+        registry = cls(plugins=[info for info, _ in loaded.loaded], broken=list(loaded.broken), manager=loaded.manager)
         for info, module in loaded.loaded:
             hook = getattr(module, "segkit_components", None)
             if hook is None:

@@ -55,6 +55,9 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--loader", type=HintedChoice(["auto", "workers", "device"]),
                      help="Data path: DataLoader workers, or the dataset on the training device with batched "
                           "augmentation; auto picks device on CUDA when it fits."),
+        click.option("--logger", "loggers", multiple=True,
+                     help="Also log to this tool: tensorboard (RUN_DIR/tensorboard); repeatable. Plugins can add "
+                          "their own through the training hooks (docs/plugins.md)."),
         click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key; value parsed as TOML."),
         click.option("--quiet", is_flag=True, help="No progress bars or epoch lines."),
     ]
@@ -69,6 +72,7 @@ def run_document(registry: Any, config_file: str | None, model: str | None, loss
     """The raw configuration document of a run from its config file, flags and ``--set`` assignments."""
     from segkit.config import resolve_config
 
+    train_flags = {**train_flags, "loggers": list(train_flags.get("loggers") or ()) or None}
     flags: dict[str, dict[str, Any]] = {
         "model": {"name": model},
         "loss": {"name": loss},
@@ -138,6 +142,7 @@ def run_command(
 
     registry = registry_from_context()
     folds, fold = train_flags.pop("folds"), train_flags.pop("fold")
+    train_flags["loggers"] = list(train_flags.get("loggers") or ()) or None
     extend_to = None
     if resume:
         if config_file or model or loss or dataset or data_root or metric_names or out or sets or folds is not None \

@@ -23,6 +23,7 @@ from segkit.train.checkpoint import load_checkpoint, save_checkpoint
 from segkit.train.device import describe_device, select_device
 from segkit.train.distributed import DistContext
 from segkit.train.device_loader import choose_loader
+from segkit.train.events import RunEvents
 from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
 from segkit.train.schedule import plan_schedule
 from segkit.train.rundir import RunDirectory
@@ -188,8 +189,13 @@ def train(
         if refusal:
             raise ConfigError(refusal)
         try:
-            return _train(config, run, registry, device, dist, resume=resume, extend_to=extend_to, quiet=quiet,
-                          echo=echo)
+            events = RunEvents(getattr(registry, "manager", None), str(run.root), config.train.loggers,
+                               active=dist.is_main)
+            try:
+                return _train(config, run, registry, device, dist, events, resume=resume, extend_to=extend_to,
+                              quiet=quiet, echo=echo)
+            finally:
+                events.close()
         finally:
             lock.release()
     finally:
@@ -202,6 +208,7 @@ def _train(
     registry: Any,
     device: torch.device,
     dist: DistContext,
+    events: RunEvents,
     *,
     resume: bool,
     quiet: bool,
@@ -300,6 +307,7 @@ def _train(
 
     if state is None:
         save_last(0)
+    events.run_start(config.to_dict(), resumed=state is not None)
     n_train = len(parts.views["train"])
     say(f"training {config.model.name} with {config.loss.name} on {config.dataset.name}: {n_train} train / "
         f"{len(parts.views['val'])} val items, {_batch_description(config, dist.world_size)}, "
@@ -334,9 +342,12 @@ def _train(
             if dist.is_main:
                 run.write_metrics(history)
                 run.write_timing(timing)
+                events.epoch_end(epoch, result.row)
                 if improved:
                     save_checkpoint(run.best, _checkpoint_payload(config, epoch, trainer, {"metrics": result.row}))
+                    events.checkpoint_saved(str(run.best), "best", epoch)
                 save_last(epoch, finished=epoch == total_epochs or stopper.should_stop or trainer.out_of_time)
+                events.checkpoint_saved(str(run.last), "last", epoch)
             completed = epoch
             monitor = config.metrics.monitor
             beside = _per_image_note(result.row, monitor)
@@ -401,6 +412,7 @@ def _train(
                     best_epoch=stopper.best_epoch)
         plot_predictions(_prediction_samples(trainer, parts.views["val"]), run.root / "predictions.png")
         run.write_summary(summary)
+        events.run_end(summary)
         echo(headline(summary, best_row, monitor, run.root))  # even with --quiet: where it went, how it scored
     dist.barrier()
     return summary
