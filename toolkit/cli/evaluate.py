@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -57,6 +58,14 @@ def evaluate_command(runs: tuple[str, ...], checkpoint: str | None, split: str |
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(format_report(report))
+    from segkit.report import write_report
+
+    for run in runs:  # the run's report now includes this evaluation
+        if (Path(run) / "config.toml").is_file() and not report.get("write_error"):
+            try:
+                write_report(run)
+            except OSError:
+                pass  # a read-only run: the scores are printed, the report stays as it was
     if report.get("write_error"):  # the scores are printed above; only the per-case file is missing
         click.echo(f"error: the per-case scores were not saved: {report['write_error']}", err=True)
         click.get_current_context().exit(1)

@@ -144,7 +144,8 @@ def slice_dice(truth: np.ndarray, prediction: np.ndarray) -> float:
 
 
 def plot_predictions(
-    samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, str]], path: str | os.PathLike[str]
+    samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, str]], path: str | os.PathLike[str],
+    title: str = "validation predictions",
 ) -> None:
     """predictions.png: one panel per validation sample, its Dice in the title.
 
@@ -158,18 +159,18 @@ def plot_predictions(
 
     count = max(1, len(samples))
     figure, axes = plt.subplots(1, count, figsize=(3 * count, 3.6), squeeze=False)
-    for ax, (image, truth, prediction, title) in zip(axes[0], samples, strict=False):
+    for ax, (image, truth, prediction, label) in zip(axes[0], samples, strict=False):
         truth, prediction = truth.astype(bool), prediction.astype(bool)
         ax.imshow(error_overlay(image, truth, prediction))
         kind = "lesion" if truth.any() else "empty"
-        ax.set_title(f"{title}\n{kind} slice, Dice {slice_dice(truth, prediction):.2f}", fontsize=7)
+        ax.set_title(f"{label}\n{kind} slice, Dice {slice_dice(truth, prediction):.2f}", fontsize=7)
         ax.axis("off")
     for ax in axes[0][len(samples):]:
         ax.axis("off")
     legend = [Patch(color=TP_COLOUR, label="true positive"), Patch(color=FP_COLOUR, label="false positive"),
               Patch(color=FN_COLOUR, label="false negative (missed)")]
     figure.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    figure.suptitle("validation predictions", fontsize=10)
-    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout(rect=(0, 0.06, 1, 0.92))
     _save(figure, path)
     plt.close(figure)

@@ -16,6 +16,7 @@ import torch
 from segkit import __version__
 from segkit.config import RunConfig, monitored_metric
 from segkit.errors import CheckpointError, ConfigError, TrainingError
+from segkit.fileio import atomic_write_text
 from segkit.progress import show_bars
 from segkit.data.verify import verify_dataset
 from segkit.train import assemble
@@ -49,6 +50,11 @@ def _prediction_samples(trainer: Trainer, view: Any, count: int = 6) -> list[tup
     from segkit.train.plots import sample_positions
 
     chosen = sample_positions(view.index, count)
+    return _predict_items(trainer, view, chosen, [str(view.index["item"].iloc[i]) for i in chosen])
+
+
+def _predict_items(trainer: Trainer, view: Any, chosen: list[int], titles: list[str]) -> list[tuple]:
+    """``(centre slice image, truth, prediction, title)`` of items ``chosen`` of ``view``, predicted in one batch."""
     items = [view[i] for i in chosen]
     trainer.module.eval()
     with torch.inference_mode():  # one batch, not one forward pass per sample
@@ -57,9 +63,8 @@ def _prediction_samples(trainer: Trainer, view: Any, count: int = 6) -> list[tup
     per_slice = int(getattr(view, "slice_channels", items[0][0].shape[0]))
     centre = int(getattr(view, "context", 0)) * per_slice  # with 2.5D context, show the slice being segmented
     return [
-        (image[centre:centre + per_slice].permute(1, 2, 0).numpy(), mask[0].numpy() > 0.5, prediction,
-         str(view.index["item"].iloc[i]))
-        for (image, mask), prediction, i in zip(items, predictions, chosen, strict=True)
+        (image[centre:centre + per_slice].permute(1, 2, 0).numpy(), mask[0].numpy() > 0.5, prediction, title)
+        for (image, mask), prediction, title in zip(items, predictions, titles, strict=True)
     ]
 
 
@@ -119,13 +124,36 @@ def _per_image_note(row: dict[str, Any], monitor: str) -> str:
     return f" (per-image {row[f'val_{metric}']:.4f})"
 
 
-def _missed_lesions(trainer: Trainer) -> tuple[int, int]:
-    """``(lesion slices predicted empty, lesion slices)`` on validation with the model as loaded."""
+def _final_validation(trainer: Trainer) -> tuple[int, int, Any]:
+    """``(lesion slices predicted empty, lesion slices, per-case table)`` on validation with the model as loaded."""
     _loss, accumulator = trainer.evaluate("val")
     counts = accumulator.counts().cpu()
     tp, fp, fn, _tn = counts.unbind(1)
     lesion = (tp + fn) > 0
-    return int((lesion & ((tp + fp) == 0)).sum()), int(lesion.sum())
+    try:
+        table = accumulator.per_case_table()
+    except ValueError:  # no case ids: no table
+        table = None
+    return int((lesion & ((tp + fp) == 0)).sum()), int(lesion.sum()), table
+
+
+def _case_samples(trainer: Trainer, view: Any, table: Any, metric: str) -> list[tuple]:
+    """For cases.png: the largest-lesion slice of the best- and of the worst-scoring validation patient."""
+    if table is None or metric not in table.columns:
+        return []
+    scored = table[(table["tp"] + table["fn"]) > 0]
+    if scored.empty:
+        return []
+    picks = [("best", scored.loc[scored[metric].idxmax()]), ("worst", scored.loc[scored[metric].idxmin()])]
+    if picks[0][1]["case"] == picks[1][1]["case"]:
+        picks = picks[:1]
+    cases = view.index["case"].astype(str).to_numpy()
+    chosen, titles = [], []
+    for label, row in picks:
+        positions = [int(i) for i in np.flatnonzero(cases == str(row["case"]))]
+        chosen.append(max(positions, key=lambda i: int(view.read(i)[1].sum())))
+        titles.append(f"{label} patient {row['case']}\n(patient {metric} {float(row[metric]):.2f})")
+    return _predict_items(trainer, view, chosen, titles)
 
 
 def headline(summary: dict[str, Any], best_row: dict[str, Any], monitor: str, root: Path) -> str:
@@ -382,7 +410,7 @@ def _train(
     best_row = next(row for row in history if row["epoch"] == stopper.best_epoch)
     dist.barrier()  # best.pt is written; every rank scores the best model on its share of validation
     model.load_state_dict(load_checkpoint(run.best, map_location=device)["model_state"])
-    missed, lesion_slices = _missed_lesions(trainer)
+    missed, lesion_slices, case_table = _final_validation(trainer)
     monitor = config.metrics.monitor
     summary = {
         "headline": {"name": f"val_{monitor}", "value": stopper.best_value, "epoch": stopper.best_epoch},
@@ -411,8 +439,18 @@ def _train(
         plot_curves(history, list(metrics), run.root / "curves.png", monitor=f"val_{monitor}",
                     best_epoch=stopper.best_epoch)
         plot_predictions(_prediction_samples(trainer, parts.views["val"]), run.root / "predictions.png")
+        if case_table is not None and dist.world_size == 1:
+            val_table = run.root / "evaluation" / "training-val-per-case.csv"
+            val_table.parent.mkdir(exist_ok=True)
+            atomic_write_text(val_table, case_table.to_csv(index=False, float_format="%.6g"))
+            samples = _case_samples(trainer, parts.views["val"], case_table, monitored_metric(monitor))
+            if samples:
+                plot_predictions(samples, run.root / "cases.png", title="best and worst validation patients")
         run.write_summary(summary)
         events.run_end(summary)
+        from segkit.report import write_report
+
+        write_report(run.root)
         echo(headline(summary, best_row, monitor, run.root))  # even with --quiet: where it went, how it scored
     dist.barrier()
     return summary
