@@ -77,8 +77,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(single_run: 
 
 def test_rank_zero_alone_writes_the_run_directory(launched_run: Path) -> None:
     assert sorted(p.name for p in launched_run.iterdir()) == [
-        "checkpoints", "config.toml", "curves.png", "metrics.csv", "predictions.png", "splits.csv", "summary.json",
-        "timing.csv"]
+        ".segkit.lock", "checkpoints", "config.toml", "curves.png", "metrics.csv", "predictions.png", "report.html",
+        "splits.csv", "summary.json", "timing.csv"]  # the per-patient table and cases.png are single-process only
     assert sorted(p.name for p in (launched_run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     assert len(metric_rows(launched_run)) == 3
     assert (launched_run / "config.toml").read_text().count("[train]") == 1

@@ -139,7 +139,8 @@ def test_a_run_that_fails_before_its_first_epoch_does_not_block_a_retry(tmp_path
 
 def test_a_run_that_fails_before_writing_anything_leaves_no_directory(tmp_path: Path) -> None:
     failed = segkit("run", *SMALL, "--set", "model.width=0", "--epochs", "1", "--out", str(tmp_path / "run"))
-    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr, failed.stderr[-2000:]
+    assert "width must be an integer >= 1, got 0" in failed.stderr
     assert not (tmp_path / "run").exists()
 
 

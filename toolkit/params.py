@@ -16,7 +16,8 @@ from typing import Any
 
 from segkit.errors import ConfigError, unknown_name
 
-__all__ = ["Parameter", "signature_parameters", "accepts_extra", "check_params", "type_name", "coerce_value"]
+__all__ = ["Parameter", "signature_parameters", "accepts_extra", "check_params", "type_name", "coerce_value",
+           "require_positive_ints"]
 
 _EMPTY = inspect.Parameter.empty
 
@@ -165,3 +166,10 @@ def check_params(
             + (f" {hint}" if hint else "")
         )
     return checked
+
+
+def require_positive_ints(owner: str, **values: Any) -> None:
+    """A :class:`ConfigError` naming the first of ``values`` that is not an integer >= 1 (``owner``: who asks)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{owner}: {name} must be an integer >= 1, got {value!r}")

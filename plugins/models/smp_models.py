@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from segkit.errors import ConfigError, unknown_name
+from segkit.params import require_positive_ints
 from segkit_builtins.models.unet import pad_to_multiple
 
 __all__ = [
@@ -163,6 +164,7 @@ def build_smp_model(
     ``kwargs`` go to the smp class (``encoder_depth``, ``decoder_channels``, ...).
     """
     model_class = smp.MODEL_ARCHITECTURES_MAPPING[arch]
+    require_positive_ints(f"model smp_{arch}", in_channels=in_channels, classes=classes)
     _check_encoder_name(encoder_name)
     if arch == "dpt":
         if not encoder_name.startswith("tu-"):

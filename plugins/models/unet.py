@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.params import require_positive_ints
+
 __all__ = ["UNet", "pad_to_multiple"]
 
 
@@ -71,6 +73,7 @@ class UNet(nn.Module):
     size_multiple = 8
 
     def __init__(self, in_channels: int = 3, classes: int = 1, width: int = 64) -> None:
+        require_positive_ints("model unet", in_channels=in_channels, classes=classes, width=width)
         super().__init__()
         w = width
         self.dconv_down1 = double_conv(in_channels, w)
