@@ -310,3 +310,13 @@ def test_onnx_metadata_out_of_range_is_named(tiny_run: Path, tmp_path: Path) -> 
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "metadata threshold '7'" in result.stderr and "between 0 and 1" in result.stderr
 
+
+
+def test_export_options_are_checked_before_the_exporter_runs(tiny_run: Path, tmp_path: Path) -> None:
+    for args, expected in ((["--opset", "9", "--out", str(tmp_path / "m.onnx")], "--opset 9 is not supported"),
+                           (["--opset", "17", "--out", str(tmp_path / "m.ts")], "--opset is an ONNX setting"),
+                           (["--out", str(tmp_path)], "is a directory")):
+        result = segkit("export", str(tiny_run), *args)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert expected in result.stderr
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.ts").exists()

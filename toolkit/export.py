@@ -50,6 +50,17 @@ ONNX_FORMAT = "segkit-onnx-1"
 TORCHSCRIPT_FORMAT = "segkit-torchscript-1"
 TORCHSCRIPT_EXTRA = "segkit.json"
 DEFAULT_OPSET = 17
+MIN_OPSET = 13  # dynamic batch, height and width with the padding inside the graph
+
+
+def max_opset() -> int:
+    """The newest ONNX opset this torch can write."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):
+        return DEFAULT_OPSET
 
 
 def _require(module: str, purpose: str) -> Any:

@@ -17,11 +17,11 @@ from segkit.cli import HintedChoice, plugin_option, registry_from_context
 @click.option("--format", "fmt", type=HintedChoice(["onnx", "torchscript"]),
               help="Default: from --out (.onnx -> onnx, .pt/.ts -> torchscript).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The file to write.")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
+@click.option("--opset", type=int, help="ONNX opset version, 13 or newer (default 17); ONNX only.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 @plugin_option
-def export_command(run: str, checkpoint: str | None, fmt: str | None, out: str, opset: int, overwrite: bool,
+def export_command(run: str, checkpoint: str | None, fmt: str | None, out: str, opset: int | None, overwrite: bool,
                    as_json: bool) -> None:
     """Export RUN_DIR's model for deployment: dynamic batch, height and width; logits out.
 
@@ -31,13 +31,20 @@ def export_command(run: str, checkpoint: str | None, fmt: str | None, out: str, 
     with the TTA and post-processing its out-of-fold scores chose recorded in the metadata.
     """
     from segkit.errors import ConfigError
-    from segkit.export import export_model
+    from segkit.export import DEFAULT_OPSET, MIN_OPSET, export_model, max_opset
 
     path = Path(out)
     if fmt is None:
         fmt = "torchscript" if path.suffix.lower() in (".pt", ".ts", ".pth", ".torchscript") else "onnx"
+    # every option is checked before the model is loaded or traced
     if path.exists() and not overwrite:
         raise ConfigError(f"{out!r} already exists; pass --overwrite to replace it.")
+    if opset is not None and fmt != "onnx":
+        raise ConfigError(f"--opset is an ONNX setting and this export is {fmt}; drop --opset or use --format onnx.")
+    opset = DEFAULT_OPSET if opset is None else opset
+    if fmt == "onnx" and not MIN_OPSET <= opset <= max_opset():
+        raise ConfigError(f"--opset {opset} is not supported: segkit's exports need {MIN_OPSET} or newer (dynamic "
+                          f"shapes), and this torch writes at most {max_opset()}.")
     options = {"opset": opset} if fmt == "onnx" else {}
     report = export_model(run, path, fmt, checkpoint, registry=registry_from_context(), **options)
     if as_json:
