@@ -133,20 +133,19 @@ def select_data(
     name = dataset_name or run_spec.get("name")
     base = {k: v for k, v in run_spec.items() if k != "name"} if name == run_spec.get("name") else {}
     params = _dataset_params(registry, name, base, data_root)
+    needs = []  # (parameter, value, why the model needs it): the model's preprocessing, passed to the dataset
     if context:
-        accepted = {p.name for p in registry.get("dataset", name).parameters()}
-        if "context" not in accepted:
-            raise ConfigError(f"the model takes {context} neighbouring slice(s) on each side as channels (2.5D "
-                              f"context), and dataset {name!r} cannot stack them (it has no context parameter). "
-                              "Evaluate on a dataset that knows the slice order: lgg, folder or csv.")
-        params.setdefault("context", context)
+        needs.append(("context", context, f"the model takes {context} neighbouring slice(s) on each side as channels "
+                      "(2.5D context); evaluate on a dataset that knows the slice order: lgg, folder or csv"))
     if normalize is not None and normalize != "none":
+        needs.append(("normalize", normalize, f"the model was trained on images normalised per case (normalize = "
+                      f"{normalize!r}); evaluate on lgg, folder, csv or synthetic"))
+    if needs:
         accepted = {p.name for p in registry.get("dataset", name).parameters()}
-        if "normalize" not in accepted:
-            raise ConfigError(f"the model was trained on images normalised per case (normalize = {normalize!r}), "
-                              f"and dataset {name!r} cannot do that (it has no normalize parameter). Evaluate on "
-                              "lgg, folder, csv or synthetic.")
-        params.setdefault("normalize", normalize)
+        for parameter, value, why in needs:
+            if parameter not in accepted:
+                raise ConfigError(f"dataset {name!r} has no {parameter} parameter, and {why}.")
+            params.setdefault(parameter, value)
     dataset = registry.build("dataset", name, **params)
     if len(dataset) == 0:
         raise DataError(f"dataset {name!r} has no items.")
