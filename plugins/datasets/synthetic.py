@@ -76,6 +76,8 @@ class SyntheticDataset(SegmentationDataset):
             (default) keeps the stored pixels. See :mod:`segkit.data.intensity`.
     """
 
+    verify_items = False  # generated in memory: the data check before training has nothing to read
+
     def __init__(self, count: int = 256, size: int = 48, seed: int = 0, slices_per_case: int = 8,
                  lesion_fraction: float = 0.5, cache: bool = True, context: int = 0,
                  normalize: str = "none") -> None:

@@ -113,6 +113,9 @@ class SegmentationDataset(Dataset):
         ``self[i]``: image ``(C * (2k + 1), H, W)`` float32 in [0, 1], mask ``(1, H, W)`` float32 in {0, 1}.
     """
 
+    verify_items = True
+    """Whether the data check before training (:mod:`segkit.data.verify`) reads every item; False for generated data."""
+
     def __init__(self, index: pd.DataFrame, in_channels: int, cache: bool = False,
                  transform: Transform | None = None, context: int = 0, normalize: str = "none") -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in index.columns]

@@ -43,8 +43,11 @@ class VerifyResult:
 
     items: int
     cached: bool
+    generated: bool = False
 
     def describe(self) -> str:
+        if self.generated:
+            return f"{self.items} generated items: nothing on disk to check"
         if self.cached:
             return f"all {self.items} items passed the data check before (files unchanged)"
         return f"checked all {self.items} items (decodable, sizes, mask values)"
@@ -88,6 +91,8 @@ def verify_dataset(dataset: Any, remember: bool = True) -> VerifyResult:
     normalisation, context or augmentation). With ``remember``, a dataset on disk that
     passes is marked in :func:`cache_dir` and not read again while its files are unchanged.
     """
+    if not getattr(dataset, "verify_items", True):  # generated in memory (the synthetic set): nothing can be corrupt
+        return VerifyResult(len(dataset), cached=True, generated=True)
     digest = dataset_digest(dataset) if remember else None
     marker = cache_dir() / f"{digest}.ok" if digest else None
     if marker is not None and marker.is_file():
