@@ -12,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from clihelp import train_tiny_lgg
 from segkit.cli import cli
 from segkit.data import SegmentationDataset, read_image, read_mask
 from segkit.errors import CheckpointError, ConfigError, DataError
@@ -189,13 +190,7 @@ def test_an_ensemble_must_agree_on_context() -> None:
 @pytest.fixture(scope="module")
 def context_run(lgg_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tutorial U-Net (width 8) trained 1 epoch at 32x32 on 3 LGG patients with context 1 (9 channels)."""
-    out = tmp_path_factory.mktemp("context") / "run"
-    result = CliRunner().invoke(cli, [
-        "run", "--dataset", "lgg", "--data-root", str(lgg_small), "--set", "dataset.context=1",
-        "--image-size", "32", "--set", "model.width=8", "--epochs", "1", "--batch-size", "8",
-        "--augment", "none", "--quiet", "--out", str(out)])
-    assert result.exit_code == 0, result.output[-3000:]
-    return out
+    return train_tiny_lgg(lgg_small, tmp_path_factory.mktemp("context") / "run", "dataset.context=1")
 
 
 def test_context_run_records_context_and_evaluates(context_run: Path, lgg_small: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from clihelp import train_tiny_lgg
 from segkit.cli import cli
 from segkit.data import read_image
 from segkit.data.intensity import TARGET, apply_factors, case_factors, check_normalize
@@ -146,13 +147,7 @@ def test_an_ensemble_must_agree_on_normalisation() -> None:
 @pytest.fixture(scope="module")
 def normalized_run(lgg_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tutorial U-Net (width 8) trained 1 epoch at 32x32 on 3 LGG patients, normalised per patient."""
-    out = tmp_path_factory.mktemp("normalize") / "run"
-    result = CliRunner().invoke(cli, [
-        "run", "--dataset", "lgg", "--data-root", str(lgg_small), "--set", "dataset.normalize=case",
-        "--image-size", "32", "--set", "model.width=8", "--epochs", "1", "--batch-size", "8",
-        "--augment", "none", "--quiet", "--out", str(out)])
-    assert result.exit_code == 0, result.output[-3000:]
-    return out
+    return train_tiny_lgg(lgg_small, tmp_path_factory.mktemp("normalize") / "run", "dataset.normalize=case")
 
 
 def test_run_records_the_rule_and_evaluate_reads_with_it(normalized_run: Path, lgg_small: Path) -> None:
