@@ -330,14 +330,7 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 def _metadata_context(metadata: dict[str, str], path: str | os.PathLike[str]) -> int:
     """The 2.5D context of an export's metadata; 0 for exports made before segkit recorded it."""
-    text = metadata.get("context") or "0"
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise CheckpointError(f"{str(path)!r} has the metadata context {text!r}; expected an integer >= 0.")
-    return value
+    return _metadata_number(metadata, "context", "0", int, path, lambda v: v >= 0, "an integer >= 0") or 0
 
 
 def _metadata_normalize(metadata: dict[str, str], path: str | os.PathLike[str]) -> str:
