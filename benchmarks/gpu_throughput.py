@@ -131,7 +131,7 @@ def measure(model_key: str, batch_size: int, compile_model: bool, args: argparse
             registry: Any) -> dict[str, Any]:
     """Train ``--warmup`` then ``--steps`` steps with segkit's Trainer; images/s and peak memory."""
     from segkit.train import assemble
-    from segkit.train.device import select_device
+    from segkit.train.device import select_device, use_channels_last
     from segkit.train.sampling import EpochSampler
 
     if args.simulate_oom_above and batch_size > args.simulate_oom_above:
@@ -140,7 +140,7 @@ def measure(model_key: str, batch_size: int, compile_model: bool, args: argparse
     config = _config(name, {"in_channels": 3, "classes": 1, **params, **args.model_params.get(model_key, {})},
                      batch_size, compile_model, args.device, registry)
     device = select_device(config.train.device)
-    channels_last = config.train.channels_last and device.type == "cuda"
+    channels_last = use_channels_last(config.train.channels_last, device)
     warmup_batches = _batches(pool, batch_size, args.warmup, channels_last)
     timed_batches = _batches(pool, batch_size, args.steps, channels_last)
     cases = {"train": pool[2]}

@@ -227,3 +227,29 @@ def test_loader_workers_do_not_change_the_result(tiny_run: Path, tmp_path: Path)
     result = segkit("run", "--config", str(tiny_run / "config.toml"), "--workers", "2", "--quiet", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "metrics.csv").read_text() == (tiny_run / "metrics.csv").read_text()
+
+
+@pytest.mark.parametrize(("setting", "cpu", "cuda"), [("cuda", False, True), (True, False, True),
+                                                      ("always", True, True), (False, False, False)])
+def test_channels_last_setting_per_device(setting, cpu: bool, cuda: bool) -> None:
+    from segkit.train.device import use_channels_last
+
+    assert use_channels_last(setting, torch.device("cpu")) is cpu
+    assert use_channels_last(setting, torch.device("cuda")) is cuda
+
+
+def test_channels_last_always_trains_the_model_channels_last_on_cpu() -> None:
+    from segkit.config import resolve_config, validate_config
+    from segkit.registry import get_registry
+    from segkit.train import assemble
+
+    registry = get_registry()
+    document = resolve_config(sets=["model.width=4", 'train.channels_last="always"'])
+    document["model"].update({"in_channels": 3, "classes": 1})
+    config = validate_config(document, registry)
+    trainer = assemble.build_trainer(config, registry, {}, {}, {}, torch.device("cpu"), steps_per_epoch=1,
+                                     progress=False)
+    conv = next(m for m in trainer.module.modules() if isinstance(m, torch.nn.Conv2d))
+    assert trainer.channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(Exception, match="channels_last"):
+        validate_config(resolve_config(sets=['train.channels_last="sometimes"']), registry)

@@ -56,7 +56,7 @@ class TrainSettings:
     device: str = "auto"
     amp: bool = True
     amp_dtype: Literal["bf16", "fp16"] = "bf16"
-    channels_last: bool = True
+    channels_last: bool | Literal["cuda", "always"] = "cuda"
     compile: bool = False
     grad_clip: float = 0.0
     accumulate: int = 1

@@ -189,14 +189,15 @@ def build_trainer(
     dist: Any = None,
     progress: bool = True,
 ) -> Any:
-    """A :class:`~segkit.train.loop.Trainer` with the model (seeded, on ``device``, channels-last on CUDA),
+    """A :class:`~segkit.train.loop.Trainer` with the model (seeded, on ``device``, channels-last where ``train.channels_last`` says),
     loss, metrics, optimizer and a schedule of ``steps_per_epoch`` optimizer steps per epoch."""
+    from segkit.train.device import use_channels_last
     from segkit.train.loop import Trainer
     from segkit.train.schedule import build_optimizer, build_scheduler
 
     torch.manual_seed(config.train.seed)
     model = build_model(config, registry).to(device)
-    if config.train.channels_last and device.type == "cuda":
+    if use_channels_last(config.train.channels_last, device):
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, steps_per_epoch)

@@ -6,7 +6,7 @@ import torch
 
 from segkit.errors import ConfigError, unknown_name
 
-__all__ = ["select_device", "describe_device", "autocast_dtype"]
+__all__ = ["select_device", "describe_device", "autocast_dtype", "use_channels_last"]
 
 
 def select_device(name: str) -> torch.device:
@@ -57,3 +57,16 @@ def autocast_dtype(device: torch.device, amp: bool, amp_dtype: str) -> torch.dty
     if amp_dtype == "bf16" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+def use_channels_last(setting: bool | str, device: torch.device) -> bool:
+    """Whether to train in channels-last memory format, from ``train.channels_last``.
+
+    ``"cuda"`` (the default, and ``true``, its spelling before ``"always"`` existed): on CUDA only,
+    where tensor cores want it. ``"always"``: on every device; on CPU it helps some models and
+    hurts others (measured on 2 EPYC cores: 1.2x faster for smp's ResNet-18 and RegNetX U-Nets,
+    0.8x for the tutorial U-Net). ``false``: never.
+    """
+    if setting == "always":
+        return True
+    return bool(setting) and device.type == "cuda"

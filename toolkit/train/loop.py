@@ -117,11 +117,11 @@ class Trainer:
         self.metrics = metrics
         self.loaders, self.samplers, self.cases = loaders, samplers, cases
         self.optimizer, self.scheduler = optimizer, scheduler
-        from segkit.train.device import autocast_dtype
+        from segkit.train.device import autocast_dtype, use_channels_last
 
         self.amp_dtype = autocast_dtype(device, self.settings.amp, self.settings.amp_dtype)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.channels_last = self.settings.channels_last and device.type == "cuda"
+        self.channels_last = use_channels_last(self.settings.channels_last, device)
         self.progress = progress and self.dist.is_main
         self.log_every = max(1, log_every)
         self.deadline: float | None = None  # time.monotonic() after which training stops at the next step
