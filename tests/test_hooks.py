@@ -94,3 +94,56 @@ def test_an_unknown_logger_is_refused_before_any_work(tmp_path: Path) -> None:
     result = segkit("run", *SMALL, "--epochs", "1", "--logger", "tensorbord", "--out", str(tmp_path / "run"))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "tensorboard" in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_mlflow_logger_logs_a_run_to_the_real_store(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    pytest.importorskip("sqlalchemy")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "segkit-tests"}
+    out = tmp_path / "run"
+    result = segkit("run", *SMALL, "--epochs", "2", "--logger", "mlflow", "--out", str(out), "--quiet", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("segkit-tests")
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "run" and run.info.status == "FINISHED"
+    assert run.data.tags["segkit.run_dir"] == str(out.resolve())
+    assert run.data.params["model.name"] == "unet" and run.data.params["train.epochs"] == "2"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert [m.step for m in history] == [1, 2]
+    assert history[0].value == pytest.approx(float(rows[1].split(",")[1]), rel=1e-5)  # the CSV keeps 6 digits
+    assert "best_val_dice_case" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"summary.json", "config.toml", "curves.png"}
+
+
+def test_mlflow_logger_marks_an_early_stop_failed_and_a_resume_continues_the_same_run(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    pytest.importorskip("mlflow")
+    pytest.importorskip("sqlalchemy")
+    from mlflow.tracking import MlflowClient
+
+    from segkit.train.loggers import MLflowLogger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client, run_dir = MlflowClient(tracking_uri=uri), str(tmp_path / "run")
+    first = MLflowLogger()
+    first.segkit_run_start(run_dir, {"model": {"name": "unet", "width": 4}}, resumed=False)
+    first.segkit_epoch_end(run_dir, 1, {"epoch": 1, "train_loss": 0.5, "val_dice": float("nan")})
+    first.close()  # the run raised before its end
+    run_id = json.loads((tmp_path / "run" / "mlflow.json").read_text())["run_id"]
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.params == {"model.name": "unet", "model.width": "4"}
+    assert run.data.metrics == {"train_loss": 0.5}  # the NaN is left out
+
+    resumed = MLflowLogger()
+    resumed.segkit_run_start(run_dir, {"model": {"name": "unet", "width": 4}}, resumed=True)
+    assert resumed.run_id == run_id and client.get_run(run_id).info.status == "RUNNING"
+    resumed.segkit_epoch_end(run_dir, 2, {"epoch": 2, "train_loss": 0.25})
+    resumed.segkit_run_end(run_dir, {"headline": {"name": "val_dice_case", "value": 0.5, "epoch": 2}})
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "train_loss")] == [(1, 0.5), (2, 0.25)]

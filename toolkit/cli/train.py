@@ -56,7 +56,7 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
                      help="Data path: DataLoader workers, or the dataset on the training device with batched "
                           "augmentation; auto picks device on CUDA when it fits."),
         click.option("--logger", "loggers", multiple=True,
-                     help="Also log to this tool: tensorboard (RUN_DIR/tensorboard); repeatable. Plugins can add "
+                     help="Also log to this tool: tensorboard (RUN_DIR/tensorboard) or mlflow (MLFLOW_TRACKING_URI); repeatable. Plugins can add "
                           "their own through the training hooks (docs/plugins.md)."),
         click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key; value parsed as TOML."),
         click.option("--quiet", is_flag=True, help="No progress bars or epoch lines."),
@@ -156,7 +156,8 @@ def run_command(
         extend_to = train_flags.get("epochs")
         extra = [k for k, v in train_flags.items() if v is not None and k not in allowed and k != "epochs"]
         if extra:
-            raise ConfigError(f"--resume takes no --{extra[0].replace('_', '-')}: the run keeps its own settings.")
+            flag = {"loggers": "logger"}.get(extra[0], extra[0]).replace("_", "-")
+            raise ConfigError(f"--resume takes no --{flag}: the run keeps its own settings (its loggers too).")
         document = resolve_config(run_dir / "config.toml", {"train": allowed})
     else:
         split = {"folds": folds, "fold": fold if fold is not None else (0 if folds else None)}

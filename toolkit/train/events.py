@@ -20,6 +20,7 @@ __all__ = ["RunEvents", "LOGGERS", "check_loggers"]
 
 LOGGERS: dict[str, tuple[str, str]] = {
     "tensorboard": ("segkit.train.loggers:TensorBoardLogger", "tensorboard"),
+    "mlflow": ("segkit.train.loggers:MLflowLogger", "mlflow"),
 }
 """Built-in loggers: name -> (target, the package it needs)."""
 
