@@ -136,5 +136,5 @@ def test_check_components_runs_a_whole_installed_plugin() -> None:
     assert check_components("segkit-example-plugin") == ["loss:example_log_cosh_dice", "model:example_tinyunet"]
     with pytest.raises(AssertionError, match="registers no segkit components"):
         check_components("not-installed-anywhere")
-    with pytest.raises(AssertionError, match=r"dataset:csv needs path: pass them as params="):
+    with pytest.raises(AssertionError, match=r"dataset:csv from segkit needs path: pass them as params="):
         check_components("segkit")

@@ -7,11 +7,15 @@ Run them in your plugin's tests; each raises ``AssertionError`` saying what is w
         check_model(MyModel(in_channels=3, classes=1))
 
 or check everything your installed package registers, built through segkit's registry
-exactly as ``segkit run`` builds it::
+exactly as ``segkit run`` builds it, one test per component, with segkit's pytest plugin
+(:mod:`segkit.pytest_plugin`, loaded by pytest wherever segkit is installed)::
 
-    from segkit.testing import check_components
-    def test_my_plugin_conforms():
-        check_components("my-segkit-plugin", params={"dataset:mydata": {"root": "tests/data"}})
+    import pytest
+    pytestmark = pytest.mark.segkit_plugin("my-segkit-plugin", params={"dataset:mydata": {"root": "tests/data"}})
+    def test_conforms(segkit_component):
+        segkit_component.check()
+
+or in one test: ``check_components("my-segkit-plugin", params=...)``.
 
 The contracts are in docs/architecture.md.
 """
@@ -22,7 +26,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_dataset", "check_loss", "check_metric", "check_model", "check_components"]
+__all__ = ["check_dataset", "check_loss", "check_metric", "check_model", "check_component", "check_components",
+           "component_keys"]
 
 
 def _seeded(seed: int = 0) -> torch.Generator:
@@ -168,6 +173,47 @@ def check_dataset(dataset: Any, max_items: int = 4) -> None:
             )
 
 
+KINDS_IN_ORDER = ("dataset", "loss", "metric", "model")
+"""The order components are checked in: cheap checks first."""
+
+
+def component_keys(distribution: str, registry: Any | None = None) -> list[str]:
+    """``"kind:name"`` of every component the installed ``distribution`` registers, cheap kinds first."""
+    from segkit.registry import get_registry
+
+    registry = registry or get_registry()
+    return [f"{kind}:{name}" for kind in KINDS_IN_ORDER for name in registry.names(kind)
+            if registry.get(kind, name).plugin.distribution == distribution]
+
+
+def check_component(key: str, params: dict[str, Any] | None = None, registry: Any | None = None) -> Any:
+    """Build the component ``"kind:name"`` through the registry, as ``segkit run`` does, and check it.
+
+    ``params`` are its constructor arguments (models get ``in_channels=3, classes=1`` unless given).
+    Returns the built component; an ``AssertionError`` says what is wrong, naming ``key`` and its distribution.
+    """
+    from segkit.registry import get_registry
+
+    registry = registry or get_registry()
+    kind, _, name = key.partition(":")
+    assert kind in KINDS_IN_ORDER and name, f"{key!r} is not of the form kind:name with kind one of {KINDS_IN_ORDER}"
+    component = registry.get(kind, name)
+    distribution = component.plugin.distribution
+    arguments = dict(params or {})
+    missing = [p.name for p in component.parameters() if p.required and p.name not in arguments]
+    assert not missing, (f"{key} from {distribution} needs {', '.join(missing)}: pass them as "
+                         f"params={{{key!r}: {{{missing[0]!r}: ...}}}}")
+    if kind == "model":
+        arguments = {"in_channels": 3, "classes": 1, **arguments}
+    try:
+        built = registry.build(kind, name, **arguments)
+        torch.manual_seed(0)
+        {"model": check_model, "loss": check_loss, "metric": check_metric, "dataset": check_dataset}[kind](built)
+    except AssertionError as error:
+        raise AssertionError(f"{key} from {distribution}: {error}") from None
+    return built
+
+
 def check_components(distribution: str, params: dict[str, dict[str, Any]] | None = None,
                      registry: Any | None = None) -> list[str]:
     """Run the matching check on every component the installed ``distribution`` registers.
@@ -176,30 +222,11 @@ def check_components(distribution: str, params: dict[str, dict[str, Any]] | None
     ``params`` maps ``"kind:name"`` to constructor arguments, e.g. a dataset's ``root``; a
     component with required arguments and no entry fails with a message saying so.
     Returns the checked ``"kind:name"`` keys; an ``AssertionError`` names the failing one.
+    For one test per component, use the pytest plugin's ``segkit_component`` instead
+    (:mod:`segkit.pytest_plugin`).
     """
-    from segkit.registry import get_registry
-
-    registry = registry or get_registry()
-    params = params or {}
-    checked = []
-    for kind in ("dataset", "loss", "metric", "model"):  # cheap checks first
-        for name in registry.names(kind):
-            component = registry.get(kind, name)
-            if component.plugin.distribution != distribution:
-                continue
-            key = f"{kind}:{name}"
-            arguments = dict(params.get(key, {}))
-            missing = [p.name for p in component.parameters() if p.required and p.name not in arguments]
-            assert not missing, (f"{key} needs {', '.join(missing)}: pass them as "
-                                 f"params={{{key!r}: {{{missing[0]!r}: ...}}}}")
-            if kind == "model":
-                arguments = {"in_channels": 3, "classes": 1, **arguments}
-            try:
-                built = registry.build(kind, name, **arguments)
-                torch.manual_seed(0)
-                {"model": check_model, "loss": check_loss, "metric": check_metric, "dataset": check_dataset}[kind](built)
-            except AssertionError as error:
-                raise AssertionError(f"{key} from {distribution}: {error}") from None
-            checked.append(key)
-    assert checked, f"the installed distribution {distribution!r} registers no segkit components (is it installed?)"
-    return checked
+    keys = component_keys(distribution, registry)
+    assert keys, f"the installed distribution {distribution!r} registers no segkit components (is it installed?)"
+    for key in keys:
+        check_component(key, (params or {}).get(key), registry)
+    return keys
