@@ -9,6 +9,20 @@ from pathlib import Path
 import pytest
 
 LGG_ROOT = Path(__file__).resolve().parents[1].parent / "shared/data/lgg/kaggle_3m"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n N``), each worker and the runs it starts compute on one thread.
+
+    N workers already keep N cores busy; torch's default of one thread per core in every worker
+    would oversubscribe them. Set here, before any test imports torch or starts a subprocess.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 # Three small patients (20 slices each), all with lesion and lesion-free slices.
 LGG_PATIENTS = ("TCGA_CS_6667_20011105", "TCGA_HT_7602_19951103", "TCGA_HT_8107_19980708")
 

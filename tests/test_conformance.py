@@ -33,7 +33,7 @@ SMP_LIGHT_ENCODER = {"encoder_name": "tu-test_resnet"}
 @pytest.fixture(autouse=True, scope="module")
 def two_threads():
     previous = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(min(previous, 2))  # 1 under pytest-xdist
     yield
     torch.set_num_threads(previous)
 

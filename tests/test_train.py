@@ -23,9 +23,10 @@ from segkit.train.schedule import lr_factor
 
 TINY = ["--set", "dataset.count=48", "--set", "dataset.size=32", "--set", "model.width=8",
         "--batch-size", "8", "--quiet"]
-#: Long enough (18 steps an epoch, 6 epochs) to be killed part-way.
+#: Long enough (18 steps an epoch, 6 epochs) to be killed part-way. With an EMA of the weights, so
+#: resuming restores it too (tests/test_device_loader.py resumes a run without one).
 KILLABLE = ["--set", "dataset.count=96", "--set", "dataset.size=32", "--set", "model.width=8",
-            "--batch-size", "4", "--epochs", "6", "--quiet"]
+            "--batch-size", "4", "--epochs", "6", "--set", "train.ema_decay=0.9", "--quiet"]
 
 
 @pytest.fixture(scope="module")

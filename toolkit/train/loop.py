@@ -126,6 +126,20 @@ class Trainer:
         self.log_every = max(1, log_every)
         self.deadline: float | None = None  # time.monotonic() after which training stops at the next step
         self.out_of_time = False
+        from segkit.train.ema import WeightAverage
+
+        self.ema = WeightAverage(self.module, self.settings.ema_decay) if self.settings.ema_decay > 0 else None
+
+    @property
+    def inference_module(self) -> torch.nn.Module:
+        """The weights that validation, best.pt and everything downstream use: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.module
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        """Load weights to evaluate and predict with (e.g. best.pt's) into the model and its EMA."""
+        self.module.load_state_dict(state)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -203,6 +217,8 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.module)
 
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         bad_step = int(first_bad.item())
@@ -215,15 +231,16 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(self, split: str = "val") -> tuple[float, MetricAccumulator]:
-        """Loss and metric counts on a split, without gradients."""
+        """Loss and metric counts on a split, without gradients, with :attr:`inference_module`'s weights."""
         self.model.eval()
+        model = self.ema.module if self.ema is not None else self.model
         accumulator = MetricAccumulator(self.metrics, threshold=self.config.metrics.threshold)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         seen = 0
         for images, masks, indices in self._bar(self.loaders[split], split):
             images, masks = self._to_device(images, masks)
             with self._autocast():
-                logits = self.model(images)
+                logits = model(images)
                 loss = self.loss_fn(logits, masks)
             loss_sum += loss.double() * images.shape[0]
             seen += images.shape[0]

@@ -175,7 +175,7 @@ def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: 
                           "scale": 255.0, "threshold": config.metrics.threshold,
                           "context": int(config.dataset.params.get("context", 0))},
         "epoch": epoch,
-        "model_state": trainer.module.state_dict(),
+        "model_state": trainer.inference_module.state_dict(),  # the EMA of the weights when there is one
         "segkit_version": __version__,
         **extra,
     }
@@ -282,7 +282,9 @@ def _train(
     train_seconds = 0.0
 
     if state is not None:
-        model.load_state_dict(state["model_state"])
+        model.load_state_dict(state.get("train_model_state") or state["model_state"])
+        if trainer.ema is not None:
+            trainer.ema.load_state_dict(state["model_state"], state.get("ema_steps", 0))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -331,6 +333,7 @@ def _train(
             "finished": finished,
             "world_size": dist.world_size,
             "planned_epochs": total_epochs,
+            **({"train_model_state": model.state_dict(), "ema_steps": trainer.ema.steps} if trainer.ema else {}),
         }))
 
     if state is None:
@@ -409,7 +412,7 @@ def _train(
 
     best_row = next(row for row in history if row["epoch"] == stopper.best_epoch)
     dist.barrier()  # best.pt is written; every rank scores the best model on its share of validation
-    model.load_state_dict(load_checkpoint(run.best, map_location=device)["model_state"])
+    trainer.load_inference_state(load_checkpoint(run.best, map_location=device)["model_state"])
     missed, lesion_slices, case_table = _final_validation(trainer)
     monitor = config.metrics.monitor
     summary = {
