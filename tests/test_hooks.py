@@ -104,7 +104,8 @@ def test_mlflow_logger_logs_a_run_to_the_real_store(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "segkit-tests"}
     out = tmp_path / "run"
-    result = segkit("run", *SMALL, "--epochs", "2", "--logger", "mlflow", "--out", str(out), "--quiet", env=env)
+    result = segkit("run", *SMALL, "--epochs", "2", "--logger", "mlflow", "--out", str(out), "--quiet", env=env,
+                    cwd=tmp_path)  # MLflow keeps a local store's artifacts in ./mlruns
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("segkit-tests")
@@ -118,6 +119,7 @@ def test_mlflow_logger_logs_a_run_to_the_real_store(tmp_path: Path) -> None:
     assert history[0].value == pytest.approx(float(rows[1].split(",")[1]), rel=1e-5)  # the CSV keeps 6 digits
     assert "best_val_dice_case" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"summary.json", "config.toml", "curves.png"}
+    assert list((tmp_path / "mlruns").rglob("summary.json"))
 
 
 def test_mlflow_logger_marks_an_early_stop_failed_and_a_resume_continues_the_same_run(tmp_path: Path,
@@ -130,6 +132,7 @@ def test_mlflow_logger_marks_an_early_stop_failed_and_a_resume_continues_the_sam
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow keeps a local store's artifacts in ./mlruns
     client, run_dir = MlflowClient(tracking_uri=uri), str(tmp_path / "run")
     first = MLflowLogger()
     first.segkit_run_start(run_dir, {"model": {"name": "unet", "width": 4}}, resumed=False)
