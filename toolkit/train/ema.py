@@ -47,9 +47,6 @@ class WeightAverage:
                 average.copy_(trained[name])
         self.steps += 1
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.module.state_dict()
-
     def load_state_dict(self, state: dict[str, Any], steps: int) -> None:
         self.module.load_state_dict(state)
         self.steps = int(steps)

@@ -43,12 +43,8 @@ class TensorBoardLogger:
     @hookimpl
     def segkit_epoch_end(self, run_dir: str, epoch: int, row: dict[str, Any]) -> None:
         writer = self._open(run_dir)
-        for key, value in row.items():
-            if key == "epoch" or not isinstance(value, (int, float)) or isinstance(value, bool):
-                continue
-            if not math.isfinite(float(value)):
-                continue
-            writer.add_scalar(_tag(key), float(value), global_step=epoch)
+        for key, value in _numbers(row).items():
+            writer.add_scalar(_tag(key), value, global_step=epoch)
         writer.flush()
 
     @hookimpl
