@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from segkit.labels import check_classes, label_names
 from segkit.data import IMAGE_SUFFIXES, FilePairDataset, drop_missing
 from segkit.data.base import check_context
 from segkit.data.intensity import check_normalize
@@ -111,13 +112,20 @@ class FolderDataset(FilePairDataset):
             non-zero pixels is 204, putting every case on one intensity scale; ``"none"``
             (default) keeps the stored pixels. See :mod:`segkit.data.intensity`.
             Without ``case_pattern`` every image is its own case.
+        classes: the number of label values in the masks, background 0 included: 2 (default) for
+            binary masks stored as 0/1 or 0/255; ``C > 2`` for masks whose pixels are the labels
+            ``0 .. C-1`` (multi-class).
+        labels: optional names of the label values: a list of ``classes`` names, background first,
+            or a table from label value to name, e.g. ``{1 = "core", 2 = "oedema"}``.
     """
 
     def __init__(self, root: str, images: str = "images", masks: str = "masks", case_pattern: str | None = None,
                  mask_suffix: str = "", cache: bool = False, on_missing: str = "error",
                  slice_pattern: str | None = None, context: int = 0,
-                 normalize: str = "none") -> None:
+                 normalize: str = "none", classes: int = 2,
+                 labels: list[str] | dict[str, str] | None = None) -> None:
         context = check_context(context)
+        names = label_names(check_classes(classes, "folder dataset"), labels, "folder dataset")
         check_normalize(normalize)
         if context and case_pattern is None:
             raise ConfigError(f"folder dataset: context = {context} stacks neighbouring slices of the same case, "
@@ -157,4 +165,5 @@ class FolderDataset(FilePairDataset):
         hint = f" (looked for <stem>{mask_suffix}.<ext> in {mask_dir})"
         index = drop_missing(index, index["mask_path"].isna(), on_missing, f"{image_dir}{hint}")
         self.root = base
-        super().__init__(index, cache=cache, context=context, normalize=normalize)
+        super().__init__(index, cache=cache, context=context, normalize=normalize,
+                         labels=names)

@@ -10,6 +10,11 @@ keep the task from being a plain threshold.
 Item ``i`` is drawn from its own generator seeded by ``(seed, i)``, and the head
 of its case from one seeded by ``(seed, case)``, so any process regenerates the
 same pixels. Consecutive items form cases of ``slices_per_case`` slices.
+
+With ``classes = 3`` or ``4`` each lesion is one of two or three types, told apart by
+how it looks after contrast, and its mask holds the type's label value (1, 2 or 3):
+``non_enhancing`` (bright in FLAIR only), ``ring_enhancing`` (a bright rim after contrast),
+``solid_enhancing`` (bright throughout after contrast and dark before it).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ _BRAIN = np.array([95.0, 85.0, 100.0])
 _SCALP = np.array([150.0, 140.0, 160.0])
 _VENTRICLE = np.array([45.0, 30.0, 50.0])
 _NOISE_SIGMA = 5.0
+LESION_TYPES = ("non_enhancing", "ring_enhancing", "solid_enhancing")
+"""The lesion types of the multi-class synthetic data, label values 1, 2, 3."""
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -74,13 +81,20 @@ class SyntheticDataset(SegmentationDataset):
         normalize: ``"case"`` rescales each channel of each case so its 99th percentile of
             non-zero pixels is 204, putting every case on one intensity scale; ``"none"``
             (default) keeps the stored pixels. See :mod:`segkit.data.intensity`.
+        classes: label values in the masks, background included: 2 (default) is binary
+            (lesion or not); 3 or 4 give each lesion one of the first two or three
+            :data:`LESION_TYPES`, its label value. The binary data's pixels do not change.
     """
 
     verify_items = False  # generated in memory: the data check before training has nothing to read
 
     def __init__(self, count: int = 256, size: int = 48, seed: int = 0, slices_per_case: int = 8,
                  lesion_fraction: float = 0.5, cache: bool = True, context: int = 0,
-                 normalize: str = "none") -> None:
+                 normalize: str = "none", classes: int = 2) -> None:
+        if isinstance(classes, bool) or not isinstance(classes, int) or not 2 <= classes <= 1 + len(LESION_TYPES):
+            raise ConfigError(f"synthetic dataset: classes must be 2 (binary), 3 or 4 (two or three lesion types, "
+                              f"background included), got {classes!r}")
+        self.classes = classes
         for name, value, least in (("count", count, 1), ("size", size, 16), ("seed", seed, 0),
                                    ("slices_per_case", slices_per_case, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -98,7 +112,8 @@ class SyntheticDataset(SegmentationDataset):
             "slice": [i % slices_per_case for i in range(count)],
             "has_lesion": has_lesion,
         })
-        super().__init__(index, in_channels=3, cache=cache, context=context, normalize=normalize)
+        labels = None if classes == 2 else ("background", *LESION_TYPES[: classes - 1])
+        super().__init__(index, in_channels=3, cache=cache, context=context, normalize=normalize, labels=labels)
 
     def _item_rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, i])
@@ -150,10 +165,19 @@ class SyntheticDataset(SegmentationDataset):
                 row, col = np.unravel_index(np.argmin(np.hypot(x - lx, y - ly) + 9 * ~brain), x.shape)
                 inside[row, col] = True
             soft = np.maximum(soft, inside) * brain
-            mask[inside] = 1
+            kind = int(rng.integers(1, self.classes)) if self.classes > 2 else 0
+            mask[inside] = kind or 1
             image[:, :, 1] += rng.uniform(35, 90) * soft * (0.85 + 0.15 * tissue)
             image[:, :, 0] -= rng.uniform(5, 20) * soft
-            if rng.random() < 0.35:  # ring enhancement after contrast
+            if kind:  # the type decides the contrast enhancement
+                if kind == 2:
+                    image[:, :, 2] += rng.uniform(40, 70) * np.clip(soft * (1 - soft) * 4, 0, 1)
+                elif kind == 3:
+                    image[:, :, 2] += rng.uniform(40, 70) * soft
+                    image[:, :, 0] -= rng.uniform(10, 20) * soft
+                else:
+                    image[:, :, 2] += rng.uniform(0, 8) * soft
+            elif rng.random() < 0.35:  # ring enhancement after contrast
                 ring = np.clip(soft * (1 - soft) * 4, 0, 1)
                 image[:, :, 2] += rng.uniform(30, 60) * ring
             else:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from segkit.labels import check_classes, label_names
 from segkit.data import FilePairDataset, drop_missing
 from segkit.data.base import check_context
 from segkit.data.intensity import check_normalize
@@ -79,13 +80,20 @@ class TableDataset(FilePairDataset):
             non-zero pixels is 204, putting every case on one intensity scale; ``"none"``
             (default) keeps the stored pixels. See :mod:`segkit.data.intensity`.
             Without ``case_column`` every image is its own case.
+        classes: the number of label values in the masks, background 0 included: 2 (default) for
+            binary masks stored as 0/1 or 0/255; ``C > 2`` for masks whose pixels are the labels
+            ``0 .. C-1`` (multi-class).
+        labels: optional names of the label values: a list of ``classes`` names, background first,
+            or a table from label value to name, e.g. ``{1 = "core", 2 = "oedema"}``.
     """
 
     def __init__(self, path: str, image_column: str = "image", mask_column: str = "mask",
                  case_column: str | None = None, root: str | None = None, cache: bool = False,
                  on_missing: str = "error", slice_column: str | None = None, context: int = 0,
-                 normalize: str = "none") -> None:
+                 normalize: str = "none", classes: int = 2,
+                 labels: list[str] | dict[str, str] | None = None) -> None:
         context = check_context(context)
+        names = label_names(check_classes(classes, "csv dataset"), labels, "csv dataset")
         check_normalize(normalize)
         if context and (case_column is None or slice_column is None):
             absent = " and ".join(n for n, v in (("case_column", case_column), ("slice_column", slice_column))
@@ -132,4 +140,5 @@ class TableDataset(FilePairDataset):
         })
         index = drop_missing(index, index["mask_path"].isna(), on_missing, str(table_path))
         self.path = table_path
-        super().__init__(index, cache=cache, context=context, normalize=normalize)
+        super().__init__(index, cache=cache, context=context, normalize=normalize,
+                         labels=names)

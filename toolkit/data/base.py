@@ -1,7 +1,8 @@
 """The dataset contract every segkit dataset fulfils.
 
 A dataset is an ``index`` (a pandas DataFrame, one row per item) plus a way to
-read item ``i`` as ``(image H x W x C uint8, mask H x W uint8 in {0, 1})``.
+read item ``i`` as ``(image H x W x C uint8, mask H x W uint8)``: label values
+``0 .. len(labels) - 1``, {0, 1} for binary data (see :mod:`segkit.labels`).
 Subclasses implement :meth:`SegmentationDataset.read_raw` (one slice); the base
 class adds per-case intensity normalisation (:mod:`segkit.data.intensity`), an
 optional cache of decoded slices, 2.5D context (neighbouring slices of the same
@@ -24,6 +25,7 @@ from torch.utils.data import Dataset
 from segkit.data.intensity import apply_factors, case_factors, check_normalize
 from segkit.data.io import read_image, read_mask, read_pair
 from segkit.errors import ConfigError, DataError, unknown_name
+from segkit.labels import BINARY_NAMES
 
 __all__ = ["SegmentationDataset", "SegmentationSubset", "FilePairDataset", "ON_MISSING", "drop_missing",
            "CONTEXT_HELP", "check_context", "neighbour_positions"]
@@ -100,24 +102,31 @@ class SegmentationDataset(Dataset):
         normalize: ``"none"`` keeps the stored pixels; ``"case"`` rescales each channel of each
             case so its 99th percentile of non-zero pixels is 204 (:mod:`segkit.data.intensity`).
             The first read of a case's slice reads all of that case's slices to find the factors.
+        labels: the names of the mask's label values ``0 .. C-1``, background first; None for
+            binary masks (background, lesion).
 
     Attributes:
         slice_channels: channels of one slice (``C``).
         in_channels: channels of an item as :meth:`read` returns it, ``C * (2k + 1)``.
 
     Shape:
-        ``read_raw(i)``: one slice, image ``(H, W, C)`` uint8, mask ``(H, W)`` uint8 in {0, 1}.
+        ``read_raw(i)``: one slice, image ``(H, W, C)`` uint8, mask ``(H, W)`` uint8 label values.
         ``read(i)``: image ``(H, W, C * (2k + 1))`` uint8 (slices ``n - k .. n + k``, each ``C``
         channels, in that order; the edge slice repeats past the ends of a case), and the
         mask of slice ``n``.
-        ``self[i]``: image ``(C * (2k + 1), H, W)`` float32 in [0, 1], mask ``(1, H, W)`` float32 in {0, 1}.
+        ``self[i]``: image ``(C * (2k + 1), H, W)`` float32 in [0, 1], mask ``(1, H, W)`` float32 label
+        values (in {0, 1} for binary data).
+
+    Attributes:
+        labels: names of the label values, ``labels[v]`` for value ``v``.
     """
 
     verify_items = True
     """Whether the data check before training (:mod:`segkit.data.verify`) reads every item; False for generated data."""
 
     def __init__(self, index: pd.DataFrame, in_channels: int, cache: bool = False,
-                 transform: Transform | None = None, context: int = 0, normalize: str = "none") -> None:
+                 transform: Transform | None = None, context: int = 0, normalize: str = "none",
+                 labels: Sequence[str] | None = None) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in index.columns]
         if missing:
             raise DataError(f"dataset index lacks the column(s) {', '.join(missing)}")
@@ -130,6 +139,7 @@ class SegmentationDataset(Dataset):
         self.normalize = check_normalize(normalize)
         self.cache = bool(cache)
         self.transform = transform
+        self.labels: tuple[str, ...] = tuple(labels) if labels is not None else BINARY_NAMES
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._factors: dict[str, np.ndarray] = {}
         self._case_positions: dict[str, list[int]] | None = None
@@ -268,7 +278,8 @@ class SegmentationDataset(Dataset):
         image = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
         if image.ndim == 2:
             image = image[:, :, None]
-        mask = (np.asarray(mask) > 0).astype(np.float32)
+        mask = np.asarray(mask)
+        mask = (mask > 0).astype(np.float32) if len(self.labels) == 2 else mask.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(mask[None])
 
     def subset(self, indices: Sequence[int], transform: Transform | None = None) -> SegmentationSubset:
@@ -294,7 +305,8 @@ class SegmentationSubset(SegmentationDataset):
         positions = np.asarray(indices, dtype=np.int64).reshape(-1)
         if positions.size and (positions.min() < 0 or positions.max() >= len(parent)):
             raise IndexError(f"subset indices must lie in [0, {len(parent)}), got {positions.min()}..{positions.max()}")
-        super().__init__(parent.index.iloc[positions], parent.slice_channels, cache=False, transform=transform)
+        super().__init__(parent.index.iloc[positions], parent.slice_channels, cache=False, transform=transform,
+                         labels=parent.labels)
         self.context = parent.context  # reads go through the parent, which stacks
         self.parent = parent
         self.positions = positions
@@ -335,8 +347,8 @@ def drop_missing(index: pd.DataFrame, missing: pd.Series, on_missing: str, what:
     return index.loc[~missing].reset_index(drop=True)
 
 
-def _lesion_flags(index: pd.DataFrame) -> list[bool]:
-    """Whether each item's mask holds lesion, reading every mask.
+def _lesion_flags(index: pd.DataFrame, classes: int = 2) -> list[bool]:
+    """Whether each item's mask holds lesion (any foreground label), reading every mask.
 
     An unreadable mask counts as no lesion here, so that the index can still be built:
     the data check before training (:mod:`segkit.data.verify`) then lists it with every
@@ -345,7 +357,7 @@ def _lesion_flags(index: pd.DataFrame) -> list[bool]:
     flags = []
     for path in index["mask_path"]:
         try:
-            flags.append(bool(read_mask(path).any()))
+            flags.append(bool(read_mask(path, classes).any()))
         except DataError:
             flags.append(False)
     return flags
@@ -358,21 +370,24 @@ class FilePairDataset(SegmentationDataset):
     ``in_channels=None`` takes the channel count of the first image; every image is
     then read with that many channels. ``context`` is the base class's 2.5D context
     (the index then needs a ``slice`` column); ``normalize`` its per-case intensity rule.
+    ``labels`` names the mask's label values (background first; None: binary 0/1 or 0/255 masks);
+    with more than two, masks store the label values themselves.
     """
 
     def __init__(self, index: pd.DataFrame, in_channels: int | None = None, cache: bool = False,
-                 context: int = 0, normalize: str = "none") -> None:
+                 context: int = 0, normalize: str = "none", labels: Sequence[str] | None = None) -> None:
         if index.empty:
             raise DataError("no images found")
+        classes = len(labels) if labels is not None else 2
         if "has_lesion" not in index.columns:
-            index = index.assign(has_lesion=_lesion_flags(index))
+            index = index.assign(has_lesion=_lesion_flags(index, classes))
         if in_channels is None:
             in_channels = read_image(index["image_path"].iloc[0]).shape[2]
-        super().__init__(index, in_channels, cache=cache, context=context, normalize=normalize)
+        super().__init__(index, in_channels, cache=cache, context=context, normalize=normalize, labels=labels)
 
     def read_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         row = self.index.iloc[i]
-        return read_pair(row["image_path"], row["mask_path"], channels=self.slice_channels)
+        return read_pair(row["image_path"], row["mask_path"], channels=self.slice_channels, classes=len(self.labels))
 
     def read_raw_image(self, i: int) -> np.ndarray:
         return read_image(self.index["image_path"].iloc[i], channels=self.slice_channels)

@@ -100,19 +100,30 @@ def raw_mask_values(path: str | os.PathLike) -> list[int]:
     return [int(v) for v in np.unique(_mask_pixels(Path(path)))]
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a binary mask stored as 0/1 or 0/255 and return ``H x W`` uint8 in {0, 1}."""
+def read_mask(path: str | os.PathLike, classes: int = 2) -> np.ndarray:
+    """Read a mask and return ``H x W`` uint8 label values.
+
+    Binary masks (``classes = 2``) are stored as 0/1 or 0/255 and come back in {0, 1}.
+    With ``classes = C > 2`` the stored values are the labels ``0 .. C-1`` themselves.
+    """
     path = Path(path)
     pixels = _mask_pixels(path)
     if pixels.dtype.kind not in "ui":
         raise DataError(f"{path}: unsupported mask pixel type {pixels.dtype}; save masks as 8-bit 0/255")
     values = np.unique(pixels)
-    if np.isin(values, (0, 1)).all() or np.isin(values, (0, 255)).all():
-        return (pixels > 0).astype(np.uint8)
-    shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if len(values) > 8 else "")
     hint = " JPEG compression changes mask values: save masks as PNG or TIFF." if path.suffix.lower() in (
         ".jpg", ".jpeg") else ""
-    raise DataError(f"{path}: mask values must be 0/1 or 0/255, found {len(values)} values ({shown}).{hint}")
+    shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+    if classes > 2:
+        if int(values.max()) < classes:
+            return pixels.astype(np.uint8)
+        raise DataError(f"{path}: mask values must be label values 0..{classes - 1} (classes = {classes}), found "
+                        f"{shown}. Set the dataset's classes to the number of label values including background.{hint}")
+    if np.isin(values, (0, 1)).all() or np.isin(values, (0, 255)).all():
+        return (pixels > 0).astype(np.uint8)
+    more = (" For masks with several labels, set the dataset's classes to the number of label values including "
+            "background (e.g. --set dataset.classes=3).") if int(values.max()) < 32 else ""
+    raise DataError(f"{path}: mask values must be 0/1 or 0/255, found {len(values)} values ({shown}).{more}{hint}")
 
 
 def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: str | os.PathLike = "image",
@@ -125,9 +136,9 @@ def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: str | os.Pa
 
 
 def read_pair(image_path: str | os.PathLike, mask_path: str | os.PathLike,
-              channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read an image and its mask and check that their sizes match."""
+              channels: int | None = None, classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image and its mask (label values, see :func:`read_mask`) and check that their sizes match."""
     image = read_image(image_path, channels)
-    mask = read_mask(mask_path)
+    mask = read_mask(mask_path, classes)
     check_same_size(image, mask, image_path, mask_path)
     return image, mask

@@ -96,7 +96,7 @@ class DeviceCache:
     """Every item of a dataset decoded and resized once, as uint8 tensors on ``device``.
 
     Shape:
-        ``images``: ``(N, C, H, W)`` uint8; ``masks``: ``(N, 1, H, W)`` uint8 in {0, 1}.
+        ``images``: ``(N, C, H, W)`` uint8; ``masks``: ``(N, 1, H, W)`` uint8 label values ({0, 1} when binary).
     """
 
     def __init__(self, dataset: Any, image_size: int, device: torch.device) -> None:
@@ -123,7 +123,8 @@ class DeviceCache:
                     f"{width}x{height}: train.loader = device needs one size; set --image-size."
                 )
             self.images[i] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(device)
-            self.masks[i, 0] = torch.from_numpy((mask > 0).astype(np.uint8)).to(device)
+            mask = (mask > 0) if len(getattr(dataset, "labels", ())) <= 2 else mask
+            self.masks[i, 0] = torch.from_numpy(np.asarray(mask, dtype=np.uint8)).to(device)
 
     def __len__(self) -> int:
         return self.images.shape[0]

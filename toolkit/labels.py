@@ -1,0 +1,172 @@
+"""What a model's output channels mean: the label values, their names, and the output mode.
+
+A dataset's masks hold label values ``0 .. C-1`` (0 is background); binary data has
+``C = 2`` (background and lesion). How a model's logits encode them is the **mode**:
+
+- ``binary``: one channel, ``sigmoid(logit) >= threshold`` is lesion (``C = 2`` only).
+- ``multiclass``: ``C`` channels (channel 0 is background), softmax over channels; a pixel
+  takes the label of its largest logit.
+- ``multilabel``: ``C - 1`` channels, one sigmoid per foreground label, so labels may
+  overlap; a label is present where its probability is at or above the threshold.
+
+:class:`Labels` turns masks into the target a loss of that mode expects, and logits and
+masks into one boolean mask per foreground label, from which every metric is counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from segkit.errors import ConfigError
+
+__all__ = ["MODES", "BINARY_NAMES", "Labels", "check_classes", "label_names", "resolve_labels"]
+
+MODES: tuple[str, ...] = ("binary", "multiclass", "multilabel")
+BINARY_NAMES: tuple[str, str] = ("background", "lesion")
+"""The label names of binary data."""
+
+
+def check_classes(classes: Any, where: str) -> int:
+    """``classes`` (the number of label values, background included) as an int >= 2."""
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+        raise ConfigError(f"{where}: classes must be an integer >= 2, the number of label values in the masks "
+                          f"including background 0 (2 for binary masks), got {classes!r}")
+    return classes
+
+
+def label_names(classes: int, labels: Sequence[str] | Mapping[Any, str] | None, where: str) -> tuple[str, ...]:
+    """The names of label values ``0 .. classes-1``.
+
+    ``labels`` is a list of ``classes`` names (index = label value), a table from label value
+    to name (values not named keep ``class_<v>``; 0 is ``background`` unless named), or None
+    (binary: background, lesion; else background, class_1, ...).
+    """
+    if labels is None:
+        return BINARY_NAMES if classes == 2 else ("background", *(f"class_{v}" for v in range(1, classes)))
+    if isinstance(labels, Mapping):
+        names = ["background", *(f"class_{v}" for v in range(1, classes))]
+        for key, name in labels.items():
+            try:
+                value = int(key)
+            except (TypeError, ValueError):
+                value = -1
+            if not 0 <= value < classes:
+                raise ConfigError(f"{where}: labels names the label value {key!r}, but the masks hold values 0..{classes - 1} "
+                                  f"(classes = {classes}); use keys between 0 and {classes - 1}")
+            names[value] = str(name)
+    elif isinstance(labels, Sequence) and not isinstance(labels, str):
+        names = [str(name) for name in labels]
+        if len(names) != classes:
+            raise ConfigError(f"{where}: labels lists {len(names)} names but classes = {classes}; give one name per "
+                              f"label value 0..{classes - 1}, background first")
+    else:
+        raise ConfigError(f"{where}: labels must be a list of names (one per label value, background first) or a table "
+                          f"from label value to name, got {labels!r}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: label names must differ, got {names}")
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The label names of a dataset (``names[v]`` for label value ``v``) and the output ``mode``.
+
+    Shape conventions:
+        - masks: ``(N, 1, H, W)`` float holding label values ``0 .. C-1``.
+        - logits: ``(N, out_channels, H, W)``.
+        - :meth:`class_masks` / :meth:`truth_masks`: ``(N, K, H, W)`` bool, ``K = C - 1``
+          foreground labels, in label order.
+    """
+
+    names: tuple[str, ...] = BINARY_NAMES
+    mode: str = "binary"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown output mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if len(self.names) < 2:
+            raise ConfigError(f"labels need background and at least one foreground label, got {list(self.names)}")
+        if self.mode == "binary" and len(self.names) != 2:
+            raise ConfigError(f"mode 'binary' predicts one label, but the dataset has {len(self.names) - 1} foreground "
+                              f"labels ({', '.join(self.names[1:])}); use mode 'multiclass' (softmax) or 'multilabel' "
+                              "(a sigmoid per label)")
+
+    @property
+    def classes(self) -> int:
+        """Label values, background included (``C``)."""
+        return len(self.names)
+
+    @property
+    def foreground(self) -> tuple[str, ...]:
+        """The names of the foreground labels ``1 .. C-1``."""
+        return self.names[1:]
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the model's output: 1 (binary), ``C`` (multiclass) or ``C - 1`` (multilabel)."""
+        return {"binary": 1, "multiclass": self.classes, "multilabel": self.classes - 1}[self.mode]
+
+    @property
+    def is_binary(self) -> bool:
+        return self.mode == "binary"
+
+    def loss_target(self, masks: torch.Tensor) -> torch.Tensor:
+        """The target a loss of this mode takes: masks as they are (binary, multiclass), one-hot foreground (multilabel)."""
+        if self.mode != "multilabel":
+            return masks
+        values = torch.arange(1, self.classes, device=masks.device, dtype=masks.dtype).view(1, -1, 1, 1)
+        return (masks == values).to(masks.dtype)
+
+    def truth_masks(self, masks: torch.Tensor) -> torch.Tensor:
+        """``(N, K, H, W)`` bool: where each foreground label is, from label-value masks ``(N, 1, H, W)``."""
+        if self.classes == 2:
+            return masks > 0.5
+        values = torch.arange(1, self.classes, device=masks.device, dtype=masks.dtype).view(1, -1, 1, 1)
+        return (masks - values).abs() < 0.5
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-channel probabilities: sigmoid (binary, multilabel) or softmax over channels (multiclass)."""
+        logits = logits.float()
+        return torch.softmax(logits, dim=1) if self.mode == "multiclass" else torch.sigmoid(logits)
+
+    def masks_from_probabilities(self, probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+        """``(N, K, H, W)`` bool predicted foreground labels from :meth:`probabilities`."""
+        if self.mode == "multiclass":
+            winner = probabilities.argmax(dim=1, keepdim=True)
+            values = torch.arange(1, self.classes, device=winner.device).view(1, -1, 1, 1)
+            return winner == values
+        return probabilities >= threshold
+
+    def class_masks(self, logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+        """``(N, K, H, W)`` bool predicted foreground labels from logits."""
+        if self.mode == "binary":
+            return torch.sigmoid(logits.detach().float()) >= threshold
+        return self.masks_from_probabilities(self.probabilities(logits.detach()), threshold)
+
+    def label_map(self, class_masks: torch.Tensor) -> torch.Tensor:
+        """``(N, H, W)`` int64 label values from ``(N, K, H, W)`` masks; where labels overlap the highest wins."""
+        values = torch.arange(1, class_masks.shape[1] + 1, device=class_masks.device).view(1, -1, 1, 1)
+        return (class_masks.long() * values).amax(dim=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "mode": self.mode}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Labels:
+        """The labels a checkpoint recorded; binary when it recorded none (runs from before multi-class)."""
+        if not data:
+            return cls()
+        return cls(tuple(str(n) for n in data.get("names", BINARY_NAMES)), str(data.get("mode", "binary")))
+
+
+def resolve_labels(dataset: Any, mode: str = "auto") -> Labels:
+    """The labels of ``dataset`` (its ``labels`` attribute, else binary) in ``mode``; ``auto`` is binary for
+    two label values, else multiclass."""
+    names = tuple(getattr(dataset, "labels", None) or BINARY_NAMES)
+    if mode == "auto":
+        mode = "binary" if len(names) == 2 else "multiclass"
+    return Labels(names, mode)
