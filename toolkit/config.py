@@ -2,7 +2,7 @@
 
 A configuration is a TOML document with the sections ``[model]``, ``[loss]``,
 ``[dataset]`` (``name`` picks the component, every other key is its parameter),
-``[metrics]``, ``[split]`` and ``[train]``. :func:`resolve_config` merges the
+``[task]``, ``[metrics]``, ``[split]`` and ``[train]``. :func:`resolve_config` merges the
 layers; :func:`validate_config` checks every key and type against the
 components' signatures and the settings below, before any work starts.
 """
@@ -24,6 +24,7 @@ __all__ = [
     "COMPONENT_SECTIONS",
     "SECTIONS",
     "ComponentSpec",
+    "TaskSettings",
     "MetricsSettings",
     "SplitSettings",
     "TrainSettings",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 COMPONENT_SECTIONS = ("model", "loss", "dataset")
-SECTIONS = (*COMPONENT_SECTIONS, "metrics", "split", "train")
+SECTIONS = (*COMPONENT_SECTIONS, "task", "metrics", "split", "train")
 
 
 @dataclass
@@ -110,6 +111,19 @@ class MetricsSettings:
 
 
 @dataclass
+class TaskSettings:
+    """What the model's outputs mean (:mod:`segkit.labels`).
+
+    ``mode``: ``binary`` (one sigmoid channel), ``multiclass`` (softmax over the ``C`` label
+    values), ``multilabel`` (a sigmoid per foreground label, labels may overlap), or ``auto``:
+    binary when the dataset's masks hold two label values, else multiclass. A run records
+    the mode it resolved to.
+    """
+
+    mode: Literal["auto", "binary", "multiclass", "multilabel"] = "auto"
+
+
+@dataclass
 class SplitSettings:
     """How items are split into train, validation and test: by case (patient) unless told otherwise."""
 
@@ -139,6 +153,7 @@ class RunConfig:
     model: ComponentSpec
     loss: ComponentSpec
     dataset: ComponentSpec
+    task: TaskSettings = field(default_factory=TaskSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -149,6 +164,7 @@ class RunConfig:
             "model": self.model.to_dict(),
             "loss": self.loss.to_dict(),
             "dataset": self.dataset.to_dict(),
+            "task": dataclasses.asdict(self.task),
             "metrics": dataclasses.asdict(self.metrics),
             "split": dataclasses.asdict(self.split),
             "train": dataclasses.asdict(self.train),
@@ -159,6 +175,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"name": "unet"},
     "loss": {"name": "bce_dice"},
     "dataset": {"name": "synthetic"},
+    "task": {},
     "metrics": {},
     "split": {},
     "train": {},
@@ -274,6 +291,7 @@ def validate_config(document: Mapping[str, Mapping[str, Any]], registry: Any) ->
         model=specs["model"],
         loss=specs["loss"],
         dataset=specs["dataset"],
+        task=_settings(TaskSettings, "task", document.get("task", {})),
         metrics=metrics,
         split=_settings(SplitSettings, "split", document.get("split", {})),
         train=_settings(TrainSettings, "train", document.get("train", {})),

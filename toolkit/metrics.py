@@ -2,7 +2,10 @@
 
 Predictions are thresholded once into per-image counts ``[tp, fp, fn, tn]``; every
 metric is a function of counts, so per-image, per-case (3D, one patient) and global
-(pooled) values come from the same counts summed differently. See docs/metrics.md.
+(pooled) values come from the same counts summed differently. With several foreground
+labels (:mod:`segkit.labels`) there is one row of counts per label, ``(N, K, 4)``, each
+label is scored on its own, and the headline values are the mean over the foreground
+labels. See docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import torch
 if TYPE_CHECKING:
     import pandas
 
+    from segkit.labels import Labels
+
 __all__ = [
     "COUNT_NAMES",
     "Metric",
     "MetricAccumulator",
     "confusion_counts",
     "mask_counts",
+    "label_counts",
     "group_counts",
     "scores_from_counts",
 ]
@@ -65,6 +71,15 @@ def mask_counts(predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
     return torch.stack([tp, fp, fn, tn], dim=1).to(torch.int64)
 
 
+@torch.no_grad()
+def label_counts(predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+    """Per-image, per-label confusion counts of boolean masks ``(N, K, H, W)``: ``(N, K, 4)`` int64."""
+    if predicted.shape != actual.shape:
+        raise ValueError(f"predicted {tuple(predicted.shape)} and actual {tuple(actual.shape)} masks differ in shape")
+    n, k = predicted.shape[:2]
+    return mask_counts(predicted.reshape(n * k, -1), actual.reshape(n * k, -1)).view(n, k, 4)
+
+
 def scores_from_counts(metrics: Mapping[str, Metric], counts: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each metric's scores for counts ``(..., 4)``: a tensor of shape ``(...)`` per name."""
     tp, fp, fn, tn = counts.unbind(-1)
@@ -72,9 +87,9 @@ def scores_from_counts(metrics: Mapping[str, Metric], counts: torch.Tensor) -> d
 
 
 def group_counts(counts: torch.Tensor, cases: Sequence[str]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Sum per-image counts ``(N, 4)`` by case, in order of first appearance.
+    """Sum per-image counts ``(N, ...)`` by case, in order of first appearance.
 
-    Returns the case names, their counts ``(K, 4)`` and their image numbers ``(K,)``.
+    Returns the case names, their counts ``(cases, ...)`` and their image numbers ``(cases,)``.
     """
     if len(cases) != counts.shape[0]:
         raise ValueError(f"{len(cases)} case ids for {counts.shape[0]} images")
@@ -82,7 +97,7 @@ def group_counts(counts: torch.Tensor, cases: Sequence[str]) -> tuple[list[str],
     for case in cases:
         position.setdefault(case, len(position))
     index = torch.tensor([position[case] for case in cases], dtype=torch.long, device=counts.device)
-    summed = counts.new_zeros((len(position), counts.shape[1])).index_add_(0, index, counts)
+    summed = counts.new_zeros((len(position), *counts.shape[1:])).index_add_(0, index, counts)
     n_images = torch.bincount(index, minlength=len(position))
     return list(position), summed, n_images
 
@@ -100,10 +115,20 @@ class MetricAccumulator:
         threshold: probability at or above which a pixel is predicted as lesion.
     """
 
-    def __init__(self, metrics: Mapping[str, Metric], threshold: float = 0.5) -> None:
+    def __init__(self, metrics: Mapping[str, Metric], threshold: float = 0.5, labels: Labels | None = None) -> None:
         self.metrics = dict(metrics)
         self.threshold = threshold
+        self.labels = labels
         self.reset()
+
+    @property
+    def per_label(self) -> bool:
+        """Whether counts are kept per foreground label, ``(N, K, 4)`` (data with several labels)."""
+        return self.labels is not None and self.labels.classes > 2
+
+    def empty_like(self) -> MetricAccumulator:
+        """A new, empty accumulator with the same metrics, threshold and labels."""
+        return type(self)(self.metrics, threshold=self.threshold, labels=self.labels)
 
     def reset(self) -> None:
         """Forget every image seen so far."""
@@ -111,13 +136,22 @@ class MetricAccumulator:
         self._cases: list[str] | None = None
 
     def update(self, logits: torch.Tensor, target: torch.Tensor, cases: Sequence[str] | None = None) -> None:
-        """Add a batch: logits and target ``(N, C, H, W)``, optional case id per image."""
-        self.update_counts(confusion_counts(logits, target, self.threshold), cases)
+        """Add a batch: logits ``(N, out_channels, H, W)`` and target ``(N, 1, H, W)`` (label values), optional
+        case id per image."""
+        if self.labels is None or (self.labels.is_binary and logits.shape == target.shape):
+            counts = confusion_counts(logits, target, self.threshold)
+        else:
+            predicted = self.labels.class_masks(logits, self.threshold)
+            counts = label_counts(predicted, self.labels.truth_masks(target.detach()))
+            counts = counts if self.per_label else counts[:, 0]
+        self.update_counts(counts, cases)
 
     def update_counts(self, counts: torch.Tensor, cases: Sequence[str] | None = None) -> None:
-        """Add per-image counts ``(N, 4)``, optional case id per image."""
-        if counts.ndim != 2 or counts.shape[1] != 4:
-            raise ValueError(f"counts must have shape (N, 4), got {tuple(counts.shape)}")
+        """Add per-image counts ``(N, 4)``, or ``(N, K, 4)`` per foreground label; optional case id per image."""
+        shape = "(N, K, 4)" if self.per_label else "(N, 4)"
+        if counts.shape[-1:] != (4,) or counts.ndim != (3 if self.per_label else 2) or (
+                self.per_label and counts.shape[1] != self.labels.classes - 1):
+            raise ValueError(f"counts must have shape {shape}, got {tuple(counts.shape)}")
         if cases is not None and len(cases) != counts.shape[0]:
             raise ValueError(f"{len(cases)} case ids for {counts.shape[0]} images")
         if self._chunks and (cases is None) != (self._cases is None):
@@ -129,9 +163,9 @@ class MetricAccumulator:
         self._chunks.append(counts.detach())
 
     def counts(self) -> torch.Tensor:
-        """All per-image counts so far, ``(N, 4)`` int64, on the device they came from."""
+        """All per-image counts so far, ``(N, 4)`` or ``(N, K, 4)`` int64, on the device they came from."""
         if not self._chunks:
-            return torch.zeros((0, 4), dtype=torch.int64)
+            return torch.zeros((0, self.labels.classes - 1, 4) if self.per_label else (0, 4), dtype=torch.int64)
         if len(self._chunks) > 1:
             self._chunks = [torch.cat(self._chunks)]
         return self._chunks[0]
@@ -151,21 +185,30 @@ class MetricAccumulator:
         self.update_counts(counts, cases)
 
     def per_image_scores(self) -> dict[str, torch.Tensor]:
-        """Each metric's score for every image, ``(N,)`` float on the host."""
-        return scores_from_counts(self.metrics, self.counts().cpu())
+        """Each metric's score for every image, ``(N,)`` float on the host (the foreground mean with several labels)."""
+        return _foreground_mean(scores_from_counts(self.metrics, self.counts().cpu()), self.per_label)
 
     def compute(self) -> dict[str, Any]:
         """Per-image means, global (pooled) scores and, with case ids, per-case mean and median.
 
         Returns ``{"n_images", "n_cases", "per_image": {name: {"mean"}}, "global": {name},
         "per_case": {name: {"mean", "median"}}}``; ``per_case`` only when case ids were given.
-        Values are NaN when no image was seen.
+        With several foreground labels each value is the mean over the labels (per image,
+        per case or pooled, then summarised), and ``per_class`` holds the same structure for
+        each label by name. Values are NaN when no image was seen.
         """
         counts = self.counts().cpu()
+        result = self._summaries(counts, self.per_label)
+        if self.per_label:
+            result["per_class"] = {name: self._summaries(counts[:, k], False)
+                                   for k, name in enumerate(self.labels.foreground)}
+        return result
+
+    def _summaries(self, counts: torch.Tensor, per_label: bool) -> dict[str, Any]:
         n_images = counts.shape[0]
         empty = n_images == 0
-        per_image = scores_from_counts(self.metrics, counts)
-        pooled = scores_from_counts(self.metrics, counts.sum(dim=0))
+        per_image = _foreground_mean(scores_from_counts(self.metrics, counts), per_label)
+        pooled = _foreground_mean(scores_from_counts(self.metrics, counts.sum(dim=0)), per_label)
         result: dict[str, Any] = {
             "n_images": n_images,
             "n_cases": None,
@@ -174,7 +217,7 @@ class MetricAccumulator:
         }
         if self._cases is not None:
             names, case_counts, _ = group_counts(counts, self._cases)
-            per_case = scores_from_counts(self.metrics, case_counts)
+            per_case = _foreground_mean(scores_from_counts(self.metrics, case_counts), per_label)
             result["n_cases"] = len(names)
             result["per_case"] = {
                 name: {"mean": _mean(s), "median": _median(s)} for name, s in per_case.items()
@@ -182,18 +225,40 @@ class MetricAccumulator:
         return result
 
     def per_case_table(self) -> pandas.DataFrame:
-        """One row per case: ``case, n_images, tp, fp, fn, tn`` and one column per metric."""
+        """One row per case: ``case, n_images, tp, fp, fn, tn`` and one column per metric.
+
+        With several foreground labels the counts and scores also come per label (``tp_<label>``,
+        ``dice_<label>``, ...); each metric's column is their mean over the labels and ``tp`` ...
+        ``tn`` are summed over the labels.
+        """
         import pandas
 
         if self._cases is None:
             raise ValueError("no case ids were given to update(), so there is no per-case table")
         names, case_counts, n_images = group_counts(self.counts().cpu(), self._cases)
         table = pandas.DataFrame({"case": names, "n_images": n_images.numpy()})
-        for column, values in zip(COUNT_NAMES, case_counts.unbind(1), strict=True):
-            table[column] = values.numpy()
-        for name, scores in scores_from_counts(self.metrics, case_counts).items():
-            table[name] = scores.double().numpy()
+        if not self.per_label:
+            for column, values in zip(COUNT_NAMES, case_counts.unbind(1), strict=True):
+                table[column] = values.numpy()
+            for name, scores in scores_from_counts(self.metrics, case_counts).items():
+                table[name] = scores.double().numpy()
+            return table
+        for column, values in zip(COUNT_NAMES, case_counts.sum(dim=1).unbind(1), strict=True):
+            table[column] = values.numpy()  # summed over the labels: any foreground
+        scores = scores_from_counts(self.metrics, case_counts)
+        for name, values in scores.items():
+            table[name] = values.double().mean(dim=-1).numpy()
+        for k, label in enumerate(self.labels.foreground):
+            for name, values in scores.items():
+                table[f"{name}_{label}"] = values[:, k].double().numpy()
+            for column, values in zip(COUNT_NAMES, case_counts[:, k].unbind(1), strict=True):
+                table[f"{column}_{label}"] = values.numpy()
         return table
+
+
+def _foreground_mean(scores: dict[str, torch.Tensor], per_label: bool) -> dict[str, torch.Tensor]:
+    """With ``per_label``, scores ``(..., K)`` averaged over the K foreground labels; else as they are."""
+    return {name: s.double().mean(dim=-1) for name, s in scores.items()} if per_label else scores
 
 
 def _mean(scores: torch.Tensor) -> float:

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from segkit.config import RunConfig
 from segkit.errors import ConfigError, DataError
+from segkit.labels import Labels, resolve_labels
 from segkit.params import signature_parameters
 from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
 
@@ -23,6 +24,7 @@ __all__ = [
     "build_loss",
     "build_metrics",
     "build_trainer",
+    "fill_labels",
     "fill_model_defaults",
     "fill_monitor",
 ]
@@ -148,6 +150,36 @@ def build_data(
     return DataParts(dataset, split, views, loaders, samplers)
 
 
+def fill_labels(config: RunConfig, dataset: Any, registry: Any) -> Labels:
+    """Resolve ``task.mode`` from the dataset's labels and give the model its output channels and the loss its
+    mode (unless the user set them), so the config is complete; the run's :class:`~segkit.labels.Labels`.
+
+    A loss without a ``mode`` parameter is binary only: with several labels that is a :class:`ConfigError`.
+    """
+    labels = resolve_labels(dataset, config.task.mode)
+    config.task.mode = labels.mode
+    model_params = {p.name for p in signature_parameters(registry.get("model", config.model.name).load())}
+    if "classes" in model_params:
+        classes = config.model.params.setdefault("classes", labels.out_channels)
+        if classes != labels.out_channels:
+            raise ConfigError(
+                f"model.classes = {classes}, but mode {labels.mode!r} on a dataset with {labels.classes} label values "
+                f"({', '.join(labels.names)}) needs {labels.out_channels} output channel(s). Leave model.classes out "
+                "and segkit sets it.")
+    loss_params = {p.name for p in signature_parameters(registry.get("loss", config.loss.name).load())}
+    if "mode" in loss_params:
+        mode = config.loss.params.setdefault("mode", labels.mode)
+        if mode != labels.mode:
+            raise ConfigError(f"loss.mode = {mode!r} but the run's mode is {labels.mode!r} (task.mode); leave "
+                              "loss.mode out and segkit sets it.")
+    elif not labels.is_binary:
+        raise ConfigError(
+            f"loss {config.loss.name!r} is binary only, and the dataset has {labels.classes - 1} foreground labels "
+            f"({', '.join(labels.foreground)}). Use a loss with a mode, e.g. --loss ce_dice (cross-entropy + Dice, "
+            "as nnU-Net trains), ce, smp_dice, jaccard, focal, tversky or lovasz.")
+    return labels
+
+
 def fill_model_defaults(config: RunConfig, dataset: Any, registry: Any) -> None:
     """Give the model the dataset's channel count unless the user set one, so the config is complete."""
     names = {p.name for p in signature_parameters(registry.get("model", config.model.name).load())}
@@ -188,6 +220,7 @@ def build_trainer(
     steps_per_epoch: int,
     dist: Any = None,
     progress: bool = True,
+    labels: Labels | None = None,
 ) -> Any:
     """A :class:`~segkit.train.loop.Trainer` with the model (seeded, on ``device``, channels-last where ``train.channels_last`` says),
     loss, metrics, optimizer and a schedule of ``steps_per_epoch`` optimizer steps per epoch."""
@@ -202,4 +235,4 @@ def build_trainer(
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, steps_per_epoch)
     return Trainer(config, model, build_loss(config, registry), build_metrics(config, registry), loaders, samplers,
-                   cases, device, optimizer, scheduler, dist=dist, progress=progress)
+                   cases, device, optimizer, scheduler, dist=dist, progress=progress, labels=labels)

@@ -93,7 +93,7 @@ class DistContext:
         dist.all_gather_object(gathered, (counts.cpu(), cases))
         all_counts = torch.cat([c for c, _ in gathered]).to(counts.device)
         all_cases = None if any(c is None for _, c in gathered) else [case for _, c in gathered for case in c]
-        merged = type(accumulator)(accumulator.metrics, threshold=accumulator.threshold)
+        merged = accumulator.empty_like()
         merged.load_state((all_counts, all_cases))
         return merged
 

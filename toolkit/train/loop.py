@@ -20,6 +20,7 @@ import torch
 
 from segkit.config import RunConfig
 from segkit.errors import TrainingError
+from segkit.labels import Labels
 from segkit.metrics import MetricAccumulator
 from segkit.train.distributed import DistContext
 
@@ -105,8 +106,10 @@ class Trainer:
         dist: DistContext | None = None,
         progress: bool = True,
         log_every: int = 10,
+        labels: Labels | None = None,
     ) -> None:
         self.config, self.settings = config, config.train
+        self.labels = labels or Labels()
         self.device = device
         self.dist = dist or DistContext()
         self.module = model  # the plain module: what checkpoints hold
@@ -165,7 +168,7 @@ class Trainer:
         self.model.train()
         self.samplers["train"].set_epoch(epoch)
         loader = self.loaders["train"]
-        accumulator = MetricAccumulator(self.metrics, threshold=self.config.metrics.threshold)
+        accumulator = MetricAccumulator(self.metrics, threshold=self.config.metrics.threshold, labels=self.labels)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
         seen, accumulate = 0, self.settings.accumulate
@@ -178,7 +181,7 @@ class Trainer:
             sync = (step + 1) % accumulate == 0 or step + 1 == steps
             with self.dist.no_sync(self.model, skip=not sync), self._autocast():
                 logits = self.model(images)
-                loss = self.loss_fn(logits, masks)
+                loss = self.loss_fn(logits, self.labels.loss_target(masks))
             self.scaler.scale(loss / accumulate).backward() if self.scaler.is_enabled() else (loss / accumulate).backward()
             if sync:
                 self._step_optimizer()
@@ -234,14 +237,14 @@ class Trainer:
         """Loss and metric counts on a split, without gradients, with :attr:`inference_module`'s weights."""
         self.model.eval()
         model = self.ema.module if self.ema is not None else self.model
-        accumulator = MetricAccumulator(self.metrics, threshold=self.config.metrics.threshold)
+        accumulator = MetricAccumulator(self.metrics, threshold=self.config.metrics.threshold, labels=self.labels)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         seen = 0
         for images, masks, indices in self._bar(self.loaders[split], split):
             images, masks = self._to_device(images, masks)
             with self._autocast():
                 logits = model(images)
-                loss = self.loss_fn(logits, masks)
+                loss = self.loss_fn(logits, self.labels.loss_target(masks))
             loss_sum += loss.double() * images.shape[0]
             seen += images.shape[0]
             accumulator.update(logits, masks, [self.cases[split][i] for i in indices.tolist()])
@@ -263,6 +266,11 @@ class Trainer:
             row[f"val_{name}_global"] = val_scores["global"][name]
             if val_scores.get("per_case"):
                 row[f"val_{name}_case"] = val_scores["per_case"][name]["mean"]
+        for label, scores in val_scores.get("per_class", {}).items():  # several labels: each one's
+            for name in self.metrics:
+                key = "per_case" if scores.get("per_case") else "global"
+                value = scores[key][name]["mean"] if key == "per_case" else scores[key][name]
+                row[f"val_{name}_{'case' if key == 'per_case' else 'global'}_{label}"] = value
         timing = {
             "epoch": epoch,
             "train_seconds": round(seconds, 3),

@@ -59,7 +59,7 @@ def _predict_items(trainer: Trainer, view: Any, chosen: list[int], titles: list[
     trainer.module.eval()
     with torch.inference_mode():  # one batch, not one forward pass per sample
         logits = trainer.module(torch.stack([image for image, _ in items]).to(trainer.device)).float()
-    predictions = (torch.sigmoid(logits)[:, 0] >= trainer.config.metrics.threshold).cpu().numpy()
+    predictions = trainer.labels.class_masks(logits, trainer.config.metrics.threshold).any(dim=1).cpu().numpy()
     per_slice = int(getattr(view, "slice_channels", items[0][0].shape[0]))
     centre = int(getattr(view, "context", 0)) * per_slice  # with 2.5D context, show the slice being segmented
     return [
@@ -128,6 +128,8 @@ def _final_validation(trainer: Trainer) -> tuple[int, int, Any]:
     """``(lesion slices predicted empty, lesion slices, per-case table)`` on validation with the model as loaded."""
     _loss, accumulator = trainer.evaluate("val")
     counts = accumulator.counts().cpu()
+    if counts.ndim == 3:  # per label: a lesion slice holds any foreground label
+        counts = counts.sum(dim=1)
     tp, fp, fn, _tn = counts.unbind(1)
     lesion = (tp + fn) > 0
     try:
@@ -173,7 +175,8 @@ def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: 
         "config": config.to_dict(),
         "preprocessing": {"image_size": config.train.image_size, "in_channels": config.model.params.get("in_channels"),
                           "scale": 255.0, "threshold": config.metrics.threshold,
-                          "context": int(config.dataset.params.get("context", 0))},
+                          "context": int(config.dataset.params.get("context", 0)),
+                          "labels": trainer.labels.to_dict()},
         "epoch": epoch,
         "model_state": trainer.inference_module.state_dict(),  # the EMA of the weights when there is one
         "segkit_version": __version__,
@@ -257,6 +260,7 @@ def _train(
     dataset = assemble.build_dataset(config, registry)
     if config.train.verify_data:
         say(verify_dataset(dataset).describe())
+    labels = assemble.fill_labels(config, dataset, registry)
     assemble.fill_model_defaults(config, dataset, registry)
     assemble.fill_monitor(config, dataset)
     from segkit.data import read_splits, write_splits
@@ -271,7 +275,8 @@ def _train(
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     steps_per_epoch = math.ceil(len(parts.loaders["train"]) / config.train.accumulate)
     trainer = assemble.build_trainer(config, registry, parts.loaders, parts.samplers, cases, device,
-                                     steps_per_epoch=steps_per_epoch, dist=dist, progress=show_bars(not quiet))
+                                     steps_per_epoch=steps_per_epoch, dist=dist, progress=show_bars(not quiet),
+                                     labels=labels)
     model, optimizer, scheduler = trainer.module, trainer.optimizer, trainer.scheduler
     metrics = trainer.metrics
     stopper = EarlyStopping(config.train.patience)
