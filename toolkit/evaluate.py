@@ -195,19 +195,27 @@ def evaluate_predictor(
     batch_size: int = 8,
     progress: bool = False,
     warn: Callable[[str], None] = lambda _message: None,
+    surface: Any = None,
 ):
-    """Predict every item of ``data`` and accumulate confusion counts; returns a ``MetricAccumulator``."""
+    """Predict every item of ``data`` and accumulate confusion counts; returns a ``MetricAccumulator``.
+
+    With ``surface``, each case's predicted and true masks are also stacked in slice order
+    and scored with the boundary metrics (:mod:`segkit.surface`) into it.
+    """
     from tqdm.auto import tqdm
 
     from segkit.inference import predict_stream
-    from segkit.metrics import MetricAccumulator
+    from segkit.labels import Labels
+    from segkit.metrics import MetricAccumulator, label_counts
 
     threshold = predictor.threshold if threshold is None else threshold
-    accumulator = MetricAccumulator(metrics, threshold)
+    labels = getattr(predictor, "labels", None) or Labels()
+    accumulator = MetricAccumulator(metrics, threshold, labels=labels)
     cases = data.dataset.index["case"].astype(str).tolist()
-    counts: list[list[int]] = []
+    counts: list[torch.Tensor] = []
     case_ids: list[str] = []
     converted = 0
+    volume: list[tuple[np.ndarray, np.ndarray]] = []
     stream = predict_stream(predictor, data.positions, data.dataset.read, case_of=lambda i: cases[i],
                             batch_size=batch_size, threshold=threshold, postprocess=postprocess)
     for prediction in tqdm(stream, total=len(data.positions), desc="evaluate", unit="img", disable=not progress,
@@ -218,9 +226,23 @@ def evaluate_predictor(
             warn(f"{data.dataset.index['item'].iloc[prediction.entry]}: {prediction.converted} for the model "
                  "(and every such image after it).")
         converted += bool(prediction.converted)
-        counts.append(mask_counts(prediction.mask, prediction.extra))
-        case_ids.append(cases[prediction.entry])
-    accumulator.update_counts(torch.tensor(counts, dtype=torch.int64).reshape(-1, 4), case_ids)
+        case = cases[prediction.entry]
+        predicted = np.asarray(prediction.mask, dtype=bool)
+        predicted = predicted if predicted.ndim == 3 else predicted[None]  # (K, H, W)
+        truth = labels.truth_masks(torch.from_numpy(np.asarray(prediction.extra, dtype=np.float32))[None, None])[0]
+        if truth.shape != predicted.shape:
+            raise DataError(f"prediction {predicted.shape[1:]} and mask {tuple(truth.shape[1:])} differ in shape")
+        counts.append(label_counts(torch.from_numpy(predicted)[None], truth[None])[0])
+        if surface is not None:
+            if case_ids and case != case_ids[-1]:
+                surface.add(case_ids[-1], volume)
+                volume = []
+            volume.append((predicted, truth.numpy()))
+        case_ids.append(case)
+    if surface is not None and volume:
+        surface.add(case_ids[-1], volume)
+    stacked = torch.stack(counts) if counts else torch.zeros((0, max(labels.classes - 1, 1), 4), dtype=torch.int64)
+    accumulator.update_counts(stacked if accumulator.per_label else stacked[:, 0], case_ids)
     return accumulator
 
 
@@ -285,8 +307,13 @@ def evaluate_runs(
     progress: bool = False,
     warn: Callable[[str], None] = lambda _message: None,
     write_csv: bool = True,
+    tolerance: float = 1.0,
 ) -> dict[str, Any]:
-    """Evaluate one run or an ensemble; returns the report (see :meth:`MetricAccumulator.compute`) plus settings."""
+    """Evaluate one run or an ensemble; returns the report (see :meth:`MetricAccumulator.compute`) plus settings.
+
+    The report's ``surface`` holds the per-case boundary metrics (HD95, ASSD, surface Dice at
+    ``tolerance``; :mod:`segkit.surface_report`).
+    """
     from segkit.inference import load_predictor
     from segkit.postprocess import POSTPROCESS_MODES
     from segkit.registry import get_registry
@@ -300,6 +327,9 @@ def evaluate_runs(
         raise unknown_name("postprocess mode", postprocess, POSTPROCESS_MODES)
     if threshold is not None and not 0 < threshold < 1:
         raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}.")
+    if not tolerance >= 0:
+        raise ConfigError(f"--tolerance must be 0 or more (a distance in pixels, or in the dataset's spacing), got "
+                          f"{tolerance}.")
     _check_sources(sources)
     registry = registry or get_registry()
     first = next((run for run in (run_directory(s) for s in sources) if run is not None), None)
@@ -315,9 +345,13 @@ def evaluate_runs(
         warn(f"the models were trained with different thresholds {sorted(thresholds)}; using the first, "
              f"{predictor.threshold:g} (set --threshold to choose).")
     used = predictor.threshold if threshold is None else threshold
+    from segkit.surface_report import SurfaceScores, dataset_spacing
+
+    surface = SurfaceScores(predictor.labels.foreground, tolerance, dataset_spacing(data.dataset))
     accumulator = evaluate_predictor(predictor, data, metrics, threshold=used, postprocess=postprocess,
-                                     batch_size=batch_size, progress=progress, warn=warn)
+                                     batch_size=batch_size, progress=progress, warn=warn, surface=surface)
     report = accumulator.compute()
+    report["surface"] = surface.summary()
     report.update({
         "runs": [str(s) for s in sources],
         "checkpoint": checkpoint,
@@ -333,7 +367,8 @@ def evaluate_runs(
         path = per_case_csv_path(home, sources, data, checkpoint, tta, postprocess, used, predictor.threshold)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, accumulator.per_case_table().to_csv(index=False, float_format="%.6g"))
+            table = accumulator.per_case_table().merge(surface.table(), on="case", how="left")
+            atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
             report["per_case_csv"] = str(path)
         except OSError as error:  # read-only run, full disk: the scores above are still returned
             from segkit.errors import os_error_message
@@ -357,6 +392,22 @@ def format_report(report: dict[str, Any]) -> str:
         case = report.get("per_case", {}).get(name, {})
         lines.append(f"{name:<12}{value['mean']:>12.4f}{case.get('mean', float('nan')):>16.4f}"
                      f"{case.get('median', float('nan')):>18.4f}{report['global'][name]:>10.4f}")
+    for label, scores in report.get("per_class", {}).items():
+        if not lines[-1].startswith(" "):
+            lines += ["", "per label (the rows above are their mean):"]
+        for name, value in scores["per_image"].items():
+            case = scores.get("per_case", {}).get(name, {})
+            lines.append(f"  {label + ' ' + name:<24}{value['mean']:>8.4f}{case.get('mean', float('nan')):>16.4f}"
+                         f"{case.get('median', float('nan')):>18.4f}{scores['global'][name]:>10.4f}")
+    surface = report.get("surface")
+    if surface:
+        lines += ["", f"boundary, per case ({surface['units']}; surface Dice within {surface['tolerance']:g}):"
+                  f"{'mean':>10}{'median':>10}"]
+        for name in ("hd95", "assd", "surface_dice"):
+            lines.append(f"  {name:<58}{surface[name]['mean']:>10.4f}{surface[name]['median']:>10.4f}")
+        for label, scores in surface.get("per_class", {}).items():
+            for name in ("hd95", "assd", "surface_dice"):
+                lines.append(f"  {label + ' ' + name:<58}{scores[name]['mean']:>10.4f}{scores[name]['median']:>10.4f}")
     if report.get("per_case_csv"):
         lines += ["", f"per-case scores written to {report['per_case_csv']}"]
     return "\n".join(lines)

@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.errors import CheckpointError, SegkitError, unknown_name
+from segkit.errors import CheckpointError, ConfigError, SegkitError, unknown_name
 from segkit.fileio import atomic_write_bytes
+from segkit.labels import Labels
 
 __all__ = [
     "FORMATS",
@@ -113,20 +114,26 @@ def _load(source: str | os.PathLike[str], checkpoint: str,
 
 
 class EnsembleExport(nn.Module):
-    """Several models as one: logits of the mean of their lesion probabilities.
+    """Several models as one: logits of the mean of their probabilities.
 
-    The output keeps the single-model contract (logits, threshold on ``sigmoid``), so an
-    exported cross-validation ensemble is used exactly like an exported run.
+    The output keeps the single-model contract, so an exported cross-validation ensemble is
+    used exactly like an exported run: for sigmoid outputs (binary, multilabel) the logit of
+    the mean probability; for softmax outputs (``multiclass``) the log of the mean
+    probabilities, whose softmax is that mean.
     """
 
-    def __init__(self, models: list[nn.Module]) -> None:
+    def __init__(self, models: list[nn.Module], multiclass: bool = False) -> None:
         super().__init__()
         self.members = nn.ModuleList(ExportWrapper(m) for m in models)
+        self.multiclass = bool(multiclass)
         multiples = [m.size_multiple for m in self.members]
         self.size_multiple = int(np.lcm.reduce(multiples)) if multiples else 1
         self.min_size = max((m.min_size for m in self.members), default=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.multiclass:
+            probability = torch.stack([torch.softmax(member(x), dim=1) for member in self.members]).mean(dim=0)
+            return torch.log(probability.clamp_min(1e-7))
         probability = torch.stack([torch.sigmoid(member(x)) for member in self.members]).mean(dim=0)
         probability = probability.clamp(1e-7, 1 - 1e-7)
         return torch.log(probability) - torch.log1p(-probability)
@@ -146,14 +153,17 @@ def _load_export(source: str | os.PathLike[str], checkpoint: str | None,
     folds, chosen = expand_sources([source])
     loaded = [_load(fold, checkpoint or CHECKPOINT, registry) for fold in folds]
     chosen = chosen or {}
+    labels = _labels(loaded[0][1])
     extra = {
         "ensemble": json.dumps([str(path.resolve()) for _model, _payload, path in loaded]),
         "recommended_tta": "true" if chosen.get("tta") else "false",
         "recommended_postprocess": str(chosen.get("postprocess", "none")),
-        "output": "logits (N, 1, H, W) of the mean lesion probability of the ensemble's models; lesion where "
-                  "sigmoid(logits) >= threshold",
+        "output": (f"log of the mean softmax probabilities (N, {labels.out_channels}, H, W) of the ensemble's "
+                   "models; each pixel's label is the channel with the largest value" if labels.mode == "multiclass"
+                   else f"logits (N, {labels.out_channels}, H, W) of the mean probability of the ensemble's models; "
+                   "present where sigmoid(logits) >= threshold"),
     }
-    model = EnsembleExport([model for model, _payload, _path in loaded]).eval()
+    model = EnsembleExport([model for model, _payload, _path in loaded], labels.mode == "multiclass").eval()
     return model, loaded[0][1], loaded[0][2], extra
 
 
@@ -186,6 +196,7 @@ def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[
     context = checkpoint_context(config, checkpoint_path)
     normalize = checkpoint_normalize(config, checkpoint_path)
     run_dir = checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
+    labels = _labels(payload)
     return {
         "segkit_format": fmt,
         "image_size": str(int(prep.get("image_size") or 0)),
@@ -202,8 +213,27 @@ def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[
         "segkit_version": __version__,
         "input": "images (N, C, H, W) float32 = pixels / scale; any N, H, W; resize to image_size first when it "
                  "is not 0" + _stacking_note(context) + _normalize_note(normalize),
-        "output": "logits (N, 1, H, W); lesion probability = sigmoid(logits), lesion where probability >= threshold",
+        "labels": json.dumps(list(labels.names)),
+        "mode": labels.mode,
+        "output": _output_note(labels),
     }
+
+
+def _labels(payload: dict[str, Any]) -> Labels:
+    """What the checkpoint's output channels mean (binary for checkpoints from before multi-class)."""
+    return Labels.from_dict(payload.get("preprocessing", {}).get("labels"))
+
+
+def _output_note(labels: Labels) -> str:
+    """The metadata's description of the model's output."""
+    if labels.mode == "binary":
+        return "logits (N, 1, H, W); lesion probability = sigmoid(logits), lesion where probability >= threshold"
+    names = ", ".join(f"{v} {name}" for v, name in enumerate(labels.names))
+    if labels.mode == "multiclass":
+        return (f"logits (N, {labels.out_channels}, H, W), channel v for label value v ({names}); probabilities = "
+                "softmax over the channels, each pixel's label = the channel with the largest logit")
+    return (f"logits (N, {labels.out_channels}, H, W), channel k for label value k + 1 ({names}); each label's "
+            "probability = sigmoid(its logit), present where probability >= threshold (labels may overlap)")
 
 
 def _example(model: nn.Module, metadata: dict[str, str]) -> torch.Tensor:
@@ -388,5 +418,19 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
         info={"metadata": metadata, "session": session},
         context=_metadata_context(metadata, path),
         normalize=_metadata_normalize(metadata, path),
+        labels=_metadata_labels(metadata, path),
     )
     return Predictor([member], tta=tta, threshold=threshold, batch_size=batch_size)
+
+
+def _metadata_labels(metadata: dict[str, str], path: str | os.PathLike[str]) -> Labels:
+    """The labels an export records; binary for exports from before multi-class."""
+    if "labels" not in metadata and "mode" not in metadata:
+        return Labels()
+    try:
+        names = json.loads(metadata.get("labels", '["background", "lesion"]'))
+        return Labels(tuple(str(n) for n in names), metadata.get("mode", "binary"))
+    except (ValueError, TypeError, ConfigError):
+        raise CheckpointError(f"{str(path)!r} has the metadata labels {metadata.get('labels')!r} and mode "
+                              f"{metadata.get('mode')!r}, which do not describe its output. The file's metadata was "
+                              "edited; export it again with 'segkit export'.") from None

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from segkit.errors import CheckpointError, DataError
+from segkit.labels import Labels
 
 __all__ = [
     "SOURCE_SUFFIXES",
@@ -63,7 +64,8 @@ def is_source(path: str | os.PathLike[str]) -> bool:
 class Member:
     """One model of a :class:`Predictor` and the preprocessing it was trained with.
 
-    ``run`` maps images ``(N, C, h, w)`` float in [0, 1] (on ``device``) to logits ``(N, 1, h, w)``.
+    ``run`` maps images ``(N, C, h, w)`` float in [0, 1] (on ``device``) to logits ``(N, out_channels, h, w)``;
+    ``labels`` says what the channels mean (:mod:`segkit.labels`; binary: one channel, a sigmoid).
     ``context`` is the model's 2.5D context ``k``: ``C`` is then ``2k + 1`` stacked slices.
     ``normalize`` is the per-case intensity rule its inputs went through (``none`` or ``case``,
     :mod:`segkit.data.intensity`); the caller applies it before the images reach :meth:`Predictor.probabilities`.
@@ -79,6 +81,7 @@ class Member:
     info: dict[str, Any] = field(default_factory=dict)
     context: int = 0
     normalize: str = "none"
+    labels: Labels = field(default_factory=Labels)
 
 
 def _on_byte_grid(images: torch.Tensor) -> bool:
@@ -142,6 +145,12 @@ class Predictor:
                                   f"they share one input: {listing}. Ensemble models trained with the same "
                                   "[dataset] normalize.")
         self.normalize = rules.pop()
+        kinds = {m.labels for m in members}
+        if len(kinds) > 1:
+            listing = ", ".join(f"{m.source} ({m.labels.mode}: {', '.join(m.labels.names)})" for m in members)
+            raise CheckpointError(f"the models of an ensemble must predict the same labels in the same mode, since "
+                                  f"their probabilities are averaged: {listing}.")
+        self.labels = kinds.pop()
         channels_found = next(iter(channels), None)
         if context and channels_found is not None and channels_found % (2 * context + 1):
             raise CheckpointError(f"a model with 2.5D context {context} takes {channels_found} channels, which is "
@@ -176,7 +185,7 @@ class Predictor:
         for dims in TTA_FLIPS if self.tta else TTA_FLIPS[:1]:
             flipped = torch.flip(x, dims) if dims else x
             logits = member.run(flipped).float()
-            probability = torch.sigmoid(torch.flip(logits, dims) if dims else logits)
+            probability = member.labels.probabilities(torch.flip(logits, dims) if dims else logits)
             total = probability if total is None else total + probability
         probability = total / (len(TTA_FLIPS) if self.tta else 1)
         if tuple(probability.shape[-2:]) != (height, width):
@@ -184,11 +193,11 @@ class Predictor:
         return probability.cpu()
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Lesion probabilities at the input's size.
+        """Lesion probabilities at the input's size: one channel per output of the models (:attr:`labels`).
 
         Shape:
             - images: ``(N, C, H, W)`` float in [0, 1].
-            - Output: ``(N, 1, H, W)`` float32 on the CPU.
+            - Output: ``(N, out_channels, H, W)`` float32 on the CPU; ``(N, 1, H, W)`` for binary models.
         """
         if images.ndim != 4:
             raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
@@ -202,7 +211,7 @@ class Predictor:
                 total = sum(self._member_probabilities(m, chunk) for m in self.members)
                 outputs.append(total / len(self.members))
         if not outputs:
-            return torch.zeros((0, 1, *images.shape[-2:]))
+            return torch.zeros((0, self.labels.out_channels, *images.shape[-2:]))
         return torch.cat(outputs)
 
     def __repr__(self) -> str:
@@ -235,6 +244,7 @@ def _checkpoint_member(path: Path, device: torch.device, registry: Any | None) -
         info={"epoch": payload.get("epoch"), "config": config, "model": model},
         context=checkpoint_context(config, path),
         normalize=checkpoint_normalize(config, path),
+        labels=Labels.from_dict(preprocessing.get("labels")),
     )
 
 
@@ -328,6 +338,7 @@ class Prediction:
     extra: Any = None
     probability: np.ndarray | None = None
     mask: np.ndarray | None = None
+    """Binary models: ``(H, W)`` bool. Several labels: ``(K, H, W)`` bool, one mask per foreground label."""
     converted: str | None = None
     error: str | None = None
 
@@ -354,6 +365,7 @@ def predict_stream(
     from segkit.postprocess import postprocess as apply_postprocess
 
     threshold = predictor.threshold if threshold is None else threshold
+    labels = getattr(predictor, "labels", None) or Labels()
     pending: list[Prediction] = []
     batch: list[Prediction] = []
 
@@ -361,10 +373,15 @@ def predict_stream(
         if not batch:
             return
         images = torch.from_numpy(np.stack([p.image for p in batch])).permute(0, 3, 1, 2).float() / 255.0
-        probabilities = predictor.probabilities(images)[:, 0].numpy()
-        for p, probability in zip(batch, probabilities, strict=True):
-            p.probability = probability
-            p.mask = probability >= threshold
+        probabilities = predictor.probabilities(images)
+        if labels.classes == 2 and labels.mode != "multiclass":
+            for p, probability in zip(batch, probabilities[:, 0].numpy(), strict=True):
+                p.probability = probability
+                p.mask = probability >= threshold
+        else:
+            masks = labels.masks_from_probabilities(probabilities, threshold)
+            for p, probability, mask in zip(batch, probabilities.numpy(), masks.numpy(), strict=True):
+                p.probability, p.mask = probability, mask
         pending.extend(batch)
         batch.clear()
 
@@ -372,7 +389,13 @@ def predict_stream(
         done = pending[:upto]
         del pending[:upto]
         ready = [p for p in done if p.error is None]
-        masks = apply_postprocess([p.mask for p in ready], [case_of(p.entry) for p in ready], postprocess)
+        cases = [case_of(p.entry) for p in ready]
+        if ready and ready[0].mask.ndim == 3:  # one mask per label: each label post-processed on its own
+            per_label = [apply_postprocess([p.mask[k] for p in ready], cases, postprocess)
+                         for k in range(ready[0].mask.shape[0])]
+            masks = [np.stack([label[i] for label in per_label]) for i in range(len(ready))]
+        else:
+            masks = apply_postprocess([p.mask for p in ready], cases, postprocess)
         for p, mask in zip(ready, masks, strict=True):
             p.mask = mask.astype(bool)
         for p in done:

@@ -2,10 +2,14 @@
 
 See docs/predict.md. Outputs for an input ``name.ext``, in the output folder:
 
-- ``name.png``: the binary mask, 0 or 255, at the input's own size;
-- ``name_overlay.png`` (``overlay``): the image with the predicted outline in red;
+- ``name.png``: the binary mask, 0 or 255, at the input's own size; for a model with
+  several labels the label map instead, each pixel its label value ``0 .. C-1`` (where
+  multilabel masks overlap, the higher label);
+- ``name_overlay.png`` (``overlay``): the image with the predicted outline in red; with
+  several labels each label tinted and outlined in its colour, above a legend;
 - ``name_prob.png`` (``save_probs``): the probability map as a 16-bit PNG,
-  ``round(probability * 65535)``, at the input's own size.
+  ``round(probability * 65535)``, at the input's own size; with several labels one
+  ``name_prob_<label>.png`` per foreground label.
 
 A model trained with 2.5D context ``k`` gets each file stacked with the ``k``
 files on each side of it in its case (:func:`case_of_file`), ordered by slice
@@ -204,15 +208,22 @@ def case_intensity_factors(predictor: Any, files: Sequence[Path],
     return factors
 
 
-def output_paths(files: Sequence[Path], out: Path, overlay: bool, save_probs: bool) -> list[dict[str, Path]]:
-    """The output files of each input; ConfigError when two inputs would write the same file or one an input."""
+def output_paths(files: Sequence[Path], out: Path, overlay: bool, save_probs: bool,
+                 labels: Sequence[str] | None = None) -> list[dict[str, Path]]:
+    """The output files of each input; ConfigError when two inputs would write the same file or one an input.
+
+    ``labels``: the foreground label names of a model with several labels (one probability file each).
+    """
     inputs = {Path(p).resolve() for p in files}
     outputs, owner = [], {}
     for path in files:
         names = {"mask": out / f"{path.stem}.png"}
         if overlay:
             names["overlay"] = out / f"{path.stem}_overlay.png"
-        if save_probs:
+        if save_probs and labels and len(labels) > 1:
+            for label in labels:
+                names[f"prob_{label}"] = out / f"{path.stem}_prob_{_file_safe(label)}.png"
+        elif save_probs:
             names["prob"] = out / f"{path.stem}_prob.png"
         for target in names.values():
             if target.resolve() in inputs:
@@ -224,6 +235,11 @@ def output_paths(files: Sequence[Path], out: Path, overlay: bool, save_probs: bo
             owner[target] = path
         outputs.append(names)
     return outputs
+
+
+def _file_safe(name: str) -> str:
+    """A label name as a file-name part: letters, digits, '-' and '_' kept, anything else '_'."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
@@ -246,6 +262,32 @@ class PredictSummary:
     converted: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     out: str = ""
+
+
+def _probability_png(probability: np.ndarray) -> np.ndarray:
+    """A probability map in [0, 1] as 16-bit pixels, ``round(p * 65535)``."""
+    return np.round(probability.astype(np.float64) * 65535).astype(np.uint16)
+
+
+def _write_label_outputs(names: dict[str, Path], prediction: Any, labels: Any, image: np.ndarray | None) -> None:
+    """The label map, per-label probabilities and labelled overlay of a model with several labels."""
+    import cv2
+
+    from segkit.overlays import labelled_overlay
+
+    masks = np.asarray(prediction.mask, dtype=bool)  # (K, H, W)
+    values = np.arange(1, masks.shape[0] + 1, dtype=np.uint8).reshape(-1, 1, 1)
+    _write_png(names["mask"], (masks * values).max(axis=0).astype(np.uint8))
+    # multiclass probabilities include background (channel 0); multilabel ones are the labels'
+    offset = 1 if labels.mode == "multiclass" else 0
+    if "prob" in names:  # one foreground label (softmax over background and it)
+        _write_png(names["prob"], _probability_png(prediction.probability[offset]))
+    for k, label in enumerate(labels.foreground):
+        if f"prob_{label}" in names:
+            _write_png(names[f"prob_{label}"], _probability_png(prediction.probability[k + offset]))
+    if image is not None:
+        picture = np.round(labelled_overlay(image, masks, labels.foreground) * 255).astype(np.uint8)
+        _write_png(names["overlay"], cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
 
 
 def predict_files(
@@ -274,8 +316,12 @@ def predict_files(
     from segkit.data.intensity import apply_factors
     from segkit.inference import match_channels, predict_stream
 
+    from segkit.labels import Labels
+
     out = Path(out)
-    outputs = output_paths(files, out, overlay, save_probs)
+    labels = getattr(predictor, "labels", None) or Labels()
+    several = labels.classes > 2 or labels.mode == "multiclass"  # masks come per label, (K, H, W)
+    outputs = output_paths(files, out, overlay, save_probs, labels.foreground if labels.classes > 2 else None)
     if not overwrite:
         existing = [str(p) for names in outputs for p in names.values() if p.exists()]
         if existing:
@@ -345,19 +391,23 @@ def predict_files(
                 warn(f"{path}: {converted} for the model (and every such image after it).")
             summary.converted += 1
         names = outputs[prediction.entry]
-        mask = prediction.mask.astype(np.uint8)
-        _write_png(names["mask"], mask * 255)
-        if save_probs:
-            _write_png(names["prob"], np.round(prediction.probability.astype(np.float64) * 65535).astype(np.uint16))
-        if overlay:
-            from segkit.train.plots import overlay as draw_overlay
+        image = prediction.image
+        if overlay and context:  # the file's own slice, the middle of the stack
+            channels = image.shape[2] // (2 * context + 1)
+            image = image[:, :, context * channels:(context + 1) * channels]
+        if several:
+            _write_label_outputs(names, prediction, labels, image if overlay else None)
+            mask = prediction.mask.any(axis=0).astype(np.uint8)
+        else:
+            mask = prediction.mask.astype(np.uint8)
+            _write_png(names["mask"], mask * 255)
+            if save_probs:
+                _write_png(names["prob"], _probability_png(prediction.probability))
+            if overlay:
+                from segkit.train.plots import overlay as draw_overlay
 
-            image = prediction.image
-            if context:  # the file's own slice, the middle of the stack
-                channels = image.shape[2] // (2 * context + 1)
-                image = image[:, :, context * channels:(context + 1) * channels]
-            picture = np.round(draw_overlay(image, None, mask) * 255).astype(np.uint8)
-            _write_png(names["overlay"], cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+                picture = np.round(draw_overlay(image, None, mask) * 255).astype(np.uint8)
+                _write_png(names["overlay"], cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         summary.written += 1
         pixels = int(mask.sum())
         summary.lesion_pixels += pixels

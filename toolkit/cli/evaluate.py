@@ -19,18 +19,22 @@ from segkit.progress import show_bars
 @click.option("--dataset", "dataset_name", help="Evaluate on this dataset instead of the run's (see 'segkit list dataset').")
 @click.option("--data-root", type=click.Path(), help="Where that dataset (or the run's, if it moved) lives.")
 @click.option("--threshold", type=float, help="Probability threshold. Default: the run's.")
+@click.option("--tolerance", type=float, default=1.0, show_default=True,
+              help="Surface Dice tolerance: a border pixel within this distance of the other mask's border counts "
+                   "as matched (pixels, or the dataset's spacing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as a JSON object.")
 @inference_options("lcc: keep the largest connected component per case (3D), as Buda et al. 2019.",
                    "auto, cpu, cuda, cuda:N or mps.")
 @plugin_option
 def evaluate_command(runs: tuple[str, ...], checkpoint: str | None, split: str | None, dataset_name: str | None,
                      data_root: str | None, threshold: float | None, tta: bool | None, postprocess: str | None,
-                     batch_size: int, device: str, as_json: bool, quiet: bool) -> None:
+                     batch_size: int, device: str, tolerance: float, as_json: bool, quiet: bool) -> None:
     """Score RUN_DIR's model on its held-out cases, or an ensemble of several runs (probabilities averaged).
 
     Reports per-image mean, per-case (one 3D score per patient) mean and median, and
-    global (pooled) Dice, IoU, precision and recall at the masks' own resolution, and
-    writes the per-case scores to RUN_DIR/evaluation/.
+    global (pooled) Dice, IoU, precision and recall at the masks' own resolution, each
+    label's with several labels, and per case HD95, average symmetric surface distance and
+    surface Dice; writes the per-case scores to RUN_DIR/evaluation/.
 
     A directory written by 'segkit cv' stands for its K fold models as one ensemble, with
     the TTA and post-processing its out-of-fold scores chose; evaluate it on new cases
@@ -50,7 +54,7 @@ def evaluate_command(runs: tuple[str, ...], checkpoint: str | None, split: str |
     sources, tta, postprocess, checkpoint = inference_settings(runs, tta, postprocess, checkpoint)
     report = evaluate_runs(
         sources, checkpoint=checkpoint, split=split, dataset_name=dataset_name, data_root=data_root,
-        threshold=threshold, tta=tta, postprocess=postprocess, batch_size=batch_size, device=device,
+        threshold=threshold, tta=tta, postprocess=postprocess, batch_size=batch_size, device=device, tolerance=tolerance,
         registry=registry_from_context(), progress=show_bars(not quiet),
         warn=lambda message: click.echo(f"warning: {message}", err=True),
     )

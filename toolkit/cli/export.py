@@ -59,6 +59,8 @@ def export_command(run: str, checkpoint: str | None, fmt: str | None, out: str, 
                    f"{meta['recommended_postprocess']} (segkit predict applies them to this file by default)")
     click.echo(f"  input: (N, {meta['in_channels']}, H, W) float32 = pixels / {meta['scale']}, "
                f"image_size {meta['image_size']} (0: any), threshold {meta['threshold']}")
+    if meta.get("mode", "binary") != "binary":
+        click.echo(f"  output: {meta['output']}")
     if "max_abs_diff" in report:
         click.echo(f"  checked against PyTorch at two other input sizes: max |logit difference| "
                    f"{report['max_abs_diff']:.2e}")
