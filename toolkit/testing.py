@@ -39,20 +39,20 @@ def check_model(
     in_channels: int = 3,
     classes: int = 1,
     size: tuple[int, int] = (64, 64),
-    odd_size: tuple[int, int] = (70, 90),
+    odd_size: tuple[int, int] | None = (70, 90),
 ) -> None:
     """A model maps ``(N, in_channels, H, W)`` to finite logits ``(N, classes, H, W)`` and trains.
 
     Checked at ``size`` and at ``odd_size`` (not a multiple of 32, so models must pad
-    or otherwise cope), in training mode with a batch of 2, and a backward pass must
-    give finite gradients. The model's mode and gradients are restored afterwards.
+    or otherwise cope; None skips it), in training mode with a batch of 2, and a backward
+    pass must give finite gradients. The model's mode and gradients are restored afterwards.
     """
     assert isinstance(model, torch.nn.Module), f"a model must be a torch.nn.Module, got {type(model).__name__}"
     was_training = model.training
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     model.train()
     try:
-        for height, width in (size, odd_size):
+        for height, width in (size, odd_size) if odd_size else (size,):
             x = torch.rand((2, in_channels, height, width), generator=_seeded()).to(device)
             out = model(x)
             where = f"for input (2, {in_channels}, {height}, {width})"
@@ -76,22 +76,38 @@ def check_model(
         model.train(was_training)
 
 
-def _loss_case() -> tuple[torch.Tensor, torch.Tensor]:
-    """A small fixed batch: one image with a square lesion, one without."""
-    target = torch.zeros(2, 1, 16, 16)
-    target[0, 0, 4:10, 5:12] = 1.0
-    return target, 4.0 * (2.0 * target - 1.0)  # target, confident correct logits
+def _loss_case(mode: str = "binary") -> tuple[torch.Tensor, torch.Tensor]:
+    """A small fixed batch and confident correct logits for it, in the layout of ``mode``.
+
+    binary: one image with a square lesion, one without. multiclass: three label values,
+    two squares of labels 1 and 2 in the first image. multilabel: two overlapping labels.
+    """
+    if mode == "binary":
+        target = torch.zeros(2, 1, 16, 16)
+        target[0, 0, 4:10, 5:12] = 1.0
+        return target, 4.0 * (2.0 * target - 1.0)
+    if mode == "multiclass":
+        target = torch.zeros(2, 1, 16, 16)
+        target[0, 0, 2:7, 3:9] = 1.0
+        target[0, 0, 9:14, 6:13] = 2.0
+        one_hot = torch.nn.functional.one_hot(target[:, 0].long(), 3).permute(0, 3, 1, 2).float()
+        return target, 8.0 * one_hot - 4.0
+    target = torch.zeros(2, 2, 16, 16)
+    target[0, 0, 2:10, 3:11] = 1.0
+    target[0, 1, 6:14, 6:14] = 1.0
+    return target, 4.0 * (2.0 * target - 1.0)
 
 
-def check_loss(loss: torch.nn.Module) -> None:
+def check_loss(loss: torch.nn.Module, mode: str = "binary") -> None:
     """A loss returns a finite scalar, is differentiable and ranks predictions sensibly.
 
-    On a fixed batch (a lesion in one image, none in the other) the loss of a
-    confident correct prediction must be lower than that of an uncertain one, which
-    must be lower than that of a confident wrong one.
+    On a fixed batch in the layout of ``mode`` (see :mod:`segkit.labels`; binary: a lesion
+    in one image, none in the other) the loss of a confident correct prediction must be
+    lower than that of an uncertain one, which must be lower than that of a confident wrong one.
     """
-    target, good = _loss_case()
-    predictions = {"correct": good, "uncertain": torch.zeros_like(good), "wrong": -good}
+    target, good = _loss_case(mode)
+    wrong = -good if mode != "multiclass" else good.roll(1, dims=1)
+    predictions = {"correct": good, "uncertain": torch.zeros_like(good), "wrong": wrong}
     values = {}
     for label, logits in predictions.items():
         logits = logits.clone().requires_grad_(True)
@@ -103,8 +119,9 @@ def check_loss(loss: torch.nn.Module) -> None:
         assert logits.grad is not None, f"loss of the {label} prediction is not differentiable w.r.t. the logits"
         assert torch.isfinite(logits.grad).all(), f"gradient for the {label} prediction holds NaN or infinity"
         values[label] = float(value.detach())
+    where = "" if mode == "binary" else f" in {mode} mode"
     assert values["correct"] < values["uncertain"] < values["wrong"], (
-        f"lower must be better: expected loss(correct) < loss(uncertain) < loss(wrong), got {values}"
+        f"lower must be better{where}: expected loss(correct) < loss(uncertain) < loss(wrong), got {values}"
     )
 
 
@@ -139,8 +156,9 @@ def check_dataset(dataset: Any, max_items: int = 4) -> None:
 
     Checks ``len > 0``, an ``index`` DataFrame with ``item``, ``case`` and
     ``has_lesion`` columns and one row per item, and the first ``max_items`` items:
-    image float32 ``(C, H, W)``, mask float32 ``(1, H, W)`` with values in {0, 1}, and
-    ``has_lesion`` matching the raw mask from ``read(i)`` when the dataset has one.
+    image float32 ``(C, H, W)``, mask float32 ``(1, H, W)`` with values in {0, 1} (label
+    values ``0 .. len(labels) - 1`` for a dataset with a ``labels`` attribute of more than
+    two names), and ``has_lesion`` matching the raw mask from ``read(i)`` when the dataset has one.
     """
     n = len(dataset)
     assert n > 0, "the dataset is empty"
@@ -163,7 +181,11 @@ def check_dataset(dataset: Any, max_items: int = 4) -> None:
         assert image.shape[1:] == mask.shape[1:], (
             f"item {i}: image {tuple(image.shape)} and mask {tuple(mask.shape)} differ in size"
         )
-        assert ((mask == 0) | (mask == 1)).all(), f"item {i}: mask values must be 0 or 1, got {mask.unique().tolist()}"
+        classes = len(getattr(dataset, "labels", None) or (0, 1))
+        allowed = torch.arange(classes, dtype=mask.dtype)
+        assert torch.isin(mask, allowed).all(), (
+            f"item {i}: mask values must be {'0 or 1' if classes == 2 else f'label values 0..{classes - 1}'}, "
+            f"got {mask.unique().tolist()}")
         assert torch.isfinite(image).all(), f"item {i}: image holds NaN or infinite values"
         if callable(getattr(dataset, "read", None)):
             _, raw_mask = dataset.read(i)
@@ -190,6 +212,8 @@ def check_component(key: str, params: dict[str, Any] | None = None, registry: An
     """Build the component ``"kind:name"`` through the registry, as ``segkit run`` does, and check it.
 
     ``params`` are its constructor arguments (models get ``in_channels=3, classes=1`` unless given).
+    A model with a ``classes`` parameter is also checked with ``classes=3`` (multi-class), and a
+    loss with a ``mode`` parameter in its ``multiclass`` and ``multilabel`` modes (:mod:`segkit.labels`).
     Returns the built component; an ``AssertionError`` says what is wrong, naming ``key`` and its distribution.
     """
     from segkit.registry import get_registry
@@ -203,12 +227,19 @@ def check_component(key: str, params: dict[str, Any] | None = None, registry: An
     missing = [p.name for p in component.parameters() if p.required and p.name not in arguments]
     assert not missing, (f"{key} from {distribution} needs {', '.join(missing)}: pass them as "
                          f"params={{{key!r}: {{{missing[0]!r}: ...}}}}")
+    names = {p.name for p in component.parameters()}
     if kind == "model":
         arguments = {"in_channels": 3, "classes": 1, **arguments}
     try:
         built = registry.build(kind, name, **arguments)
         torch.manual_seed(0)
         {"model": check_model, "loss": check_loss, "metric": check_metric, "dataset": check_dataset}[kind](built)
+        if kind == "model" and "classes" in names and "classes" not in (params or {}):
+            several = registry.build(kind, name, **{**arguments, "classes": 3})  # multi-class: C outputs
+            check_model(several, in_channels=arguments["in_channels"], classes=3, odd_size=None)
+        if kind == "loss" and "mode" in names and "mode" not in (params or {}):
+            for mode in ("multiclass", "multilabel"):
+                check_loss(registry.build(kind, name, **{**arguments, "mode": mode}), mode)
     except AssertionError as error:
         raise AssertionError(f"{key} from {distribution}: {error}") from None
     return built
