@@ -279,3 +279,34 @@ def test_surface_scores_of_a_case_stack_its_slices_and_score_one_slice_in_2d() -
     assert 0 < table.loc["two", "assd"] < 1  # the identical slice matches exactly, the shifted one by 1
     summary = scores.summary()
     assert summary["hd95"]["mean"] == pytest.approx(table["hd95"].mean())
+
+
+def test_per_label_dice_and_iou_agree_with_monai_on_random_label_maps() -> None:
+    """MONAI (a test-only peer) scores each foreground label of each image the same, empty labels included."""
+    monai_metrics = pytest.importorskip("monai.metrics")
+    generator = torch.Generator().manual_seed(3)
+    truth = torch.randint(0, 4, (6, 1, 24, 24), generator=generator).float()
+    truth[0] = 0  # an image with no foreground at all
+    truth[1][truth[1] == 3] = 0  # one label absent from an image
+    predicted_values = torch.randint(0, 4, (6, 24, 24), generator=generator)
+    predicted_values[0] = 0  # predicted empty where it is empty: 1 by both conventions
+    labels = Labels(("background", "a", "b", "c"), "multiclass")
+    ours = label_counts(torch.stack([predicted_values == v for v in (1, 2, 3)], dim=1), labels.truth_masks(truth))
+    dice, iou = Dice().score(*ours.unbind(-1)), IoU().score(*ours.unbind(-1))
+    one_hot_pred = torch.nn.functional.one_hot(predicted_values, 4).permute(0, 3, 1, 2).float()
+    one_hot_truth = torch.nn.functional.one_hot(truth[:, 0].long(), 4).permute(0, 3, 1, 2).float()
+    theirs_dice = monai_metrics.compute_dice(one_hot_pred, one_hot_truth, include_background=False, ignore_empty=False)
+    theirs_iou = monai_metrics.compute_iou(one_hot_pred, one_hot_truth, include_background=False, ignore_empty=False)
+    assert torch.allclose(dice.float(), theirs_dice.float(), atol=1e-6)
+    assert torch.allclose(iou.float(), theirs_iou.float(), atol=1e-6)
+
+
+def test_inspect_names_each_label_and_counts_its_slices() -> None:
+    from segkit.inspect import summarize
+
+    dataset = SyntheticDataset(count=24, size=32, classes=3)
+    summary = summarize(dataset)
+    assert summary["labels"] == ["background", "non_enhancing", "ring_enhancing"]
+    holding = {name: sum(int((dataset.read(i)[1] == value).any()) for i in range(24))
+               for value, name in ((1, "non_enhancing"), (2, "ring_enhancing"))}
+    assert summary["label_slices"] == holding and sum(holding.values()) >= 1

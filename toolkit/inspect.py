@@ -24,24 +24,30 @@ def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
 
     Returns a dict with ``cases``, ``images``, ``lesion_slices``, ``empty_slices``,
     ``image_sizes`` (``"HxW"`` -> count), ``channels`` (channel counts found),
-    ``in_channels`` and ``mask_values`` (the values stored in the mask files when
-    the index has ``mask_path``, else those that ``read`` returns).
+    ``in_channels``, ``mask_values`` (the values stored in the mask files when
+    the index has ``mask_path``, else those that ``read`` returns); for a dataset with
+    several labels also ``labels`` (the name of each label value) and ``label_slices``
+    (label name -> slices holding it).
     """
     sizes: Counter[str] = Counter()
     channels: set[int] = set()
     values: set[int] = set()
+    names = list(getattr(dataset, "labels", None) or ("background", "lesion"))
+    label_slices: Counter[str] = Counter()
     lesion = 0
     for i in range(len(dataset)):
         image, mask = dataset.read(i)
         sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1
         channels.add(int(image.shape[2]))
         lesion += bool(mask.any())
+        for value in np.unique(mask[mask > 0]).tolist():
+            label_slices[names[int(value)] if int(value) < len(names) else str(value)] += 1
         if "mask_path" not in dataset.index.columns:
             values.update(int(v) for v in np.unique(mask))
     if "mask_path" in dataset.index.columns:
         for path in dataset.index["mask_path"]:
             values.update(raw_mask_values(path))
-    return {
+    summary = {
         "cases": int(dataset.index["case"].nunique()),
         "images": len(dataset),
         "lesion_slices": lesion,
@@ -51,6 +57,10 @@ def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
         "in_channels": dataset.in_channels,
         "mask_values": sorted(values),
     }
+    if len(names) > 2:
+        summary["labels"] = names
+        summary["label_slices"] = {name: label_slices[name] for name in names[1:]}
+    return summary
 
 
 def _display(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

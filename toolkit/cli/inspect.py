@@ -52,6 +52,10 @@ def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, .
         click.echo(f"  image sizes:   {', '.join(f'{k} ({v})' for k, v in summary['image_sizes'].items())}")
         click.echo(f"  channels:      {summary['channels']}")
         click.echo(f"  mask values:   {summary['mask_values']}")
+        if "labels" in summary:
+            shown = ", ".join(f"{value} {name} ({summary['label_slices'].get(name, 0)} slices)" if value else
+                              f"0 {name}" for value, name in enumerate(summary["labels"]))
+            click.echo(f"  labels:        {shown}")
         click.echo(f"  sample grid:   {grid_file}")
     try:  # the summary is printed first, so a failed write loses nothing
         sample_grid(dataset, grid_file, n=samples)
