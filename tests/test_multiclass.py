@@ -310,3 +310,23 @@ def test_inspect_names_each_label_and_counts_its_slices() -> None:
     holding = {name: sum(int((dataset.read(i)[1] == value).any()) for i in range(24))
                for value, name in ((1, "non_enhancing"), (2, "ring_enhancing"))}
     assert summary["label_slices"] == holding and sum(holding.values()) >= 1
+
+
+def test_a_dataset_spacing_puts_boundary_distances_in_its_units(tmp_path: Path) -> None:
+    from segkit.surface_report import SurfaceScores, dataset_spacing
+    from segkit_builtins.datasets.folder import FolderDataset
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 1
+    root = _write_folder(tmp_path / "data", [mask])
+    assert dataset_spacing(FolderDataset(str(root))) is None
+    dataset = FolderDataset(str(root), spacing=[3.0, 0.5, 0.5])
+    assert dataset_spacing(dataset) == (3.0, 0.5, 0.5)
+    square = np.zeros((1, 8, 8), bool)
+    square[0, 2:5, 2:5] = True
+    shifted = np.roll(square, 1, axis=2)
+    scores = SurfaceScores(["lesion"], tolerance=0.5, spacing=dataset_spacing(dataset))
+    scores.add("one", [(square, shifted)])  # one slice: scored in 2D with the row and column spacing
+    assert scores.table()["hd95"].iloc[0] == pytest.approx(0.5) and scores.summary()["units"] == "spacing"
+    with pytest.raises(ConfigError, match=r"spacing must be .*\[slice, row, column\]"):
+        FolderDataset(str(root), spacing=[0.5, -1.0])

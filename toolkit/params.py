@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -173,3 +174,17 @@ def require_positive_ints(owner: str, **values: Any) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{owner}: {name} must be an integer >= 1, got {value!r}")
+
+
+def check_spacing(spacing: Any, where: str) -> tuple[float, ...] | None:
+    """A dataset's ``spacing`` parameter as 2 or 3 positive floats, or None; a :class:`ConfigError` otherwise."""
+    if spacing is None:
+        return None
+    values = list(spacing) if isinstance(spacing, (list, tuple)) else None
+    if not values or len(values) not in (2, 3) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values):
+        raise ConfigError(f"{where}: spacing must be the physical size of a pixel as [row, column] or, with the "
+                          f"distance between slices, [slice, row, column], all positive (e.g. [3.0, 0.5, 0.5] in mm); "
+                          f"got {spacing!r}")
+    return tuple(float(v) for v in values)
+

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from segkit.labels import check_classes, label_names
+from segkit.params import check_spacing
 from segkit.data import IMAGE_SUFFIXES, FilePairDataset, drop_missing
 from segkit.data.base import check_context
 from segkit.data.intensity import check_normalize
@@ -117,15 +118,19 @@ class FolderDataset(FilePairDataset):
             ``0 .. C-1`` (multi-class).
         labels: optional names of the label values: a list of ``classes`` names, background first,
             or a table from label value to name, e.g. ``{1 = "core", 2 = "oedema"}``.
+        spacing: optional physical pixel size, ``[row, column]`` or ``[slice, row, column]``
+            (e.g. millimetres): ``segkit evaluate`` then gives boundary distances in those
+            units instead of pixels.
     """
 
     def __init__(self, root: str, images: str = "images", masks: str = "masks", case_pattern: str | None = None,
                  mask_suffix: str = "", cache: bool = False, on_missing: str = "error",
                  slice_pattern: str | None = None, context: int = 0,
                  normalize: str = "none", classes: int = 2,
-                 labels: list[str] | dict[str, str] | None = None) -> None:
+                 labels: list[str] | dict[str, str] | None = None, spacing: list[float] | None = None) -> None:
         context = check_context(context)
         names = label_names(check_classes(classes, "folder dataset"), labels, "folder dataset")
+        spacing = check_spacing(spacing, "folder dataset")
         check_normalize(normalize)
         if context and case_pattern is None:
             raise ConfigError(f"folder dataset: context = {context} stacks neighbouring slices of the same case, "
@@ -167,3 +172,4 @@ class FolderDataset(FilePairDataset):
         self.root = base
         super().__init__(index, cache=cache, context=context, normalize=normalize,
                          labels=names)
+        self.spacing = spacing

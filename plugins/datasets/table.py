@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from segkit.labels import check_classes, label_names
+from segkit.params import check_spacing
 from segkit.data import FilePairDataset, drop_missing
 from segkit.data.base import check_context
 from segkit.data.intensity import check_normalize
@@ -85,15 +86,19 @@ class TableDataset(FilePairDataset):
             ``0 .. C-1`` (multi-class).
         labels: optional names of the label values: a list of ``classes`` names, background first,
             or a table from label value to name, e.g. ``{1 = "core", 2 = "oedema"}``.
+        spacing: optional physical pixel size, ``[row, column]`` or ``[slice, row, column]``
+            (e.g. millimetres): ``segkit evaluate`` then gives boundary distances in those
+            units instead of pixels.
     """
 
     def __init__(self, path: str, image_column: str = "image", mask_column: str = "mask",
                  case_column: str | None = None, root: str | None = None, cache: bool = False,
                  on_missing: str = "error", slice_column: str | None = None, context: int = 0,
                  normalize: str = "none", classes: int = 2,
-                 labels: list[str] | dict[str, str] | None = None) -> None:
+                 labels: list[str] | dict[str, str] | None = None, spacing: list[float] | None = None) -> None:
         context = check_context(context)
         names = label_names(check_classes(classes, "csv dataset"), labels, "csv dataset")
+        spacing = check_spacing(spacing, "csv dataset")
         check_normalize(normalize)
         if context and (case_column is None or slice_column is None):
             absent = " and ".join(n for n, v in (("case_column", case_column), ("slice_column", slice_column))
@@ -142,3 +147,4 @@ class TableDataset(FilePairDataset):
         self.path = table_path
         super().__init__(index, cache=cache, context=context, normalize=normalize,
                          labels=names)
+        self.spacing = spacing
