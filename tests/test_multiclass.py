@@ -330,3 +330,16 @@ def test_a_dataset_spacing_puts_boundary_distances_in_its_units(tmp_path: Path) 
     assert scores.table()["hd95"].iloc[0] == pytest.approx(0.5) and scores.summary()["units"] == "spacing"
     with pytest.raises(ConfigError, match=r"spacing must be .*\[slice, row, column\]"):
         FolderDataset(str(root), spacing=[0.5, -1.0])
+
+
+def test_evaluating_on_another_dataset_reads_it_with_the_models_labels(multiclass_run: Path,
+                                                                      tmp_path: Path) -> None:
+    from segkit.evaluate import evaluate_runs
+
+    mask = np.zeros((16, 16), np.uint8)
+    mask[2:6, 2:6], mask[9:14, 8:14] = 1, 2
+    root = _write_folder(tmp_path / "data", [mask, np.zeros((16, 16), np.uint8)])
+    # a folder read as binary would refuse the label 2: the model's three label values are passed on
+    report = evaluate_runs([str(multiclass_run)], dataset_name="folder", data_root=str(root), write_csv=False)
+    assert report["split"] == "all" and report["n_images"] == 2
+    assert set(report["per_class"]) == {"non_enhancing", "ring_enhancing"}

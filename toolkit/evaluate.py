@@ -103,6 +103,7 @@ def select_data(
     data_root: str | None = None,
     context: int | None = None,
     normalize: str | None = None,
+    labels: Any = None,
 ) -> EvaluationData:
     """The dataset and items to evaluate on.
 
@@ -114,7 +115,10 @@ def select_data(
 
     ``context`` is the models' 2.5D context: another dataset is built with it, and a
     dataset that stacks a different number of slices is a :class:`ConfigError`.
-    ``normalize`` is the models' intensity rule, applied the same way.
+    ``normalize`` is the models' intensity rule, applied the same way. ``labels``
+    (:class:`~segkit.labels.Labels`) are the models' labels: another dataset with a ``classes``
+    parameter is read with as many label values (and their names), and a dataset whose masks
+    hold a different number of labels is a :class:`ConfigError`.
     """
     from segkit.data import read_splits
     from segkit.tomlio import read_toml
@@ -146,7 +150,18 @@ def select_data(
             if parameter not in accepted:
                 raise ConfigError(f"dataset {name!r} has no {parameter} parameter, and {why}.")
             params.setdefault(parameter, value)
+    if labels is not None and labels.classes > 2:
+        accepted = {p.name for p in registry.get("dataset", name).parameters()}
+        if "classes" in accepted:
+            params.setdefault("classes", labels.classes)
+        if "labels" in accepted and "classes" in accepted and params["classes"] == labels.classes:
+            params.setdefault("labels", list(labels.names))
     dataset = registry.build("dataset", name, **params)
+    found_labels = tuple(getattr(dataset, "labels", None) or ("background", "lesion"))
+    if labels is not None and len(found_labels) != labels.classes:
+        raise ConfigError(f"the model predicts {labels.classes} label values ({', '.join(labels.names)}) but dataset "
+                          f"{name!r} has {len(found_labels)} ({', '.join(found_labels)}); evaluate on data with the "
+                          "model's labels.")
     if len(dataset) == 0:
         raise DataError(f"dataset {name!r} has no items.")
     found = int(getattr(dataset, "context", 0) or 0)
@@ -335,7 +350,7 @@ def evaluate_runs(
     first = next((run for run in (run_directory(s) for s in sources) if run is not None), None)
     predictor = load_predictor(list(sources), checkpoint=checkpoint, device=device, tta=tta, registry=registry)
     data = select_data(first, registry, split, dataset_name, data_root, context=predictor.context,
-                       normalize=predictor.normalize)
+                       normalize=predictor.normalize, labels=predictor.labels)
     run_metrics = read_toml(first / "config.toml")["metrics"].get("names", []) if first is not None else []
     metrics = build_metric_set(registry, run_metrics)
     for note in _leakage(data, sources, first):
@@ -393,21 +408,22 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{name:<12}{value['mean']:>12.4f}{case.get('mean', float('nan')):>16.4f}"
                      f"{case.get('median', float('nan')):>18.4f}{report['global'][name]:>10.4f}")
     for label, scores in report.get("per_class", {}).items():
-        if not lines[-1].startswith(" "):
-            lines += ["", "per label (the rows above are their mean):"]
+        lines += ["", f"label {label}:"]
         for name, value in scores["per_image"].items():
             case = scores.get("per_case", {}).get(name, {})
-            lines.append(f"  {label + ' ' + name:<24}{value['mean']:>8.4f}{case.get('mean', float('nan')):>16.4f}"
+            lines.append(f"{name:<12}{value['mean']:>12.4f}{case.get('mean', float('nan')):>16.4f}"
                          f"{case.get('median', float('nan')):>18.4f}{scores['global'][name]:>10.4f}")
+    if report.get("per_class"):
+        lines += ["", "(with several labels, the first table's per-image, per-case and global values are each the mean "
+                  "over the labels, the per-case median the median of each case's label mean)"]
     surface = report.get("surface")
     if surface:
-        lines += ["", f"boundary, per case ({surface['units']}; surface Dice within {surface['tolerance']:g}):"
-                  f"{'mean':>10}{'median':>10}"]
-        for name in ("hd95", "assd", "surface_dice"):
-            lines.append(f"  {name:<58}{surface[name]['mean']:>10.4f}{surface[name]['median']:>10.4f}")
-        for label, scores in surface.get("per_class", {}).items():
+        lines += ["", f"boundary per case, in {surface['units']} (surface Dice within {surface['tolerance']:g}):",
+                  f"{'metric':<40}{'mean':>10}{'median':>10}"]
+        rows = [("", surface)] + [(f"{label} ", scores) for label, scores in surface.get("per_class", {}).items()]
+        for prefix, scores in rows:
             for name in ("hd95", "assd", "surface_dice"):
-                lines.append(f"  {label + ' ' + name:<58}{scores[name]['mean']:>10.4f}{scores[name]['median']:>10.4f}")
+                lines.append(f"{prefix + name:<40}{scores[name]['mean']:>10.4f}{scores[name]['median']:>10.4f}")
     if report.get("per_case_csv"):
         lines += ["", f"per-case scores written to {report['per_case_csv']}"]
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 Both formats take images ``(N, C, H, W)`` float32 (8-bit pixels divided by
 ``scale``) of any batch size, height and width, and return logits
-``(N, 1, H, W)``. The models pad inputs to a multiple of their stride inside
+``(N, out_channels, H, W)``: one channel for binary models, one per label value
+(softmax) or per foreground label (sigmoid) for models with several labels, as the
+metadata's ``labels``, ``mode`` and ``output`` say. The models pad inputs to a multiple of their stride inside
 ``forward``; the export wraps them so that this padding (and the crop back) is
 computed from the input's shape in the graph, not frozen at the example's size.
 

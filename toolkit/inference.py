@@ -1,11 +1,12 @@
 """Trained models as one predictor: a run, a checkpoint, an ONNX export, or an ensemble of them.
 
-A :class:`Predictor` takes images at their own size and returns lesion
-probabilities at that size. Each model gets the preprocessing it was trained
+A :class:`Predictor` takes images at their own size and returns probabilities
+at that size (one channel for binary models; per label for models with several
+labels, :mod:`segkit.labels`). Each model gets the preprocessing it was trained
 with: images are resized to its training ``image_size`` (when it has one)
 exactly as validation resized them (OpenCV bilinear on 8-bit pixels, like
-albumentations' ``Resize``), the logits go through a sigmoid, and the
-probabilities are resized back bilinearly. An ensemble averages the
+albumentations' ``Resize``), the logits go through a sigmoid (a softmax for
+multiclass models), and the probabilities are resized back bilinearly. An ensemble averages the
 probabilities of its models; ``tta`` also averages over flips.
 
 A model trained with 2.5D context ``k`` (``[dataset] context``) takes the
@@ -114,7 +115,7 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class Predictor:
-    """Lesion probabilities from one model or the average of several.
+    """Probabilities from one model or the average of several (per label for models with several labels).
 
     Args:
         members: the models; they must agree on the number of input channels and on the 2.5D context.

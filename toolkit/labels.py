@@ -32,9 +32,9 @@ BINARY_NAMES: tuple[str, str] = ("background", "lesion")
 
 def check_classes(classes: Any, where: str) -> int:
     """``classes`` (the number of label values, background included) as an int >= 2."""
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-        raise ConfigError(f"{where}: classes must be an integer >= 2, the number of label values in the masks "
-                          f"including background 0 (2 for binary masks), got {classes!r}")
+    if isinstance(classes, bool) or not isinstance(classes, int) or not 2 <= classes <= 256:
+        raise ConfigError(f"{where}: classes must be an integer from 2 to 256 (masks are 8-bit), the number of label "
+                          f"values in the masks including background 0 (2 for binary masks), got {classes!r}")
     return classes
 
 

@@ -229,7 +229,7 @@ class MetricAccumulator:
 
         With several foreground labels the counts and scores also come per label (``tp_<label>``,
         ``dice_<label>``, ...); each metric's column is their mean over the labels and ``tp`` ...
-        ``tn`` are summed over the labels.
+        ``tn`` are summed over the labels (each pixel counted once per label).
         """
         import pandas
 
@@ -244,7 +244,7 @@ class MetricAccumulator:
                 table[name] = scores.double().numpy()
             return table
         for column, values in zip(COUNT_NAMES, case_counts.sum(dim=1).unbind(1), strict=True):
-            table[column] = values.numpy()  # summed over the labels: any foreground
+            table[column] = values.numpy()  # summed over the labels (each pixel once per label)
         scores = scores_from_counts(self.metrics, case_counts)
         for name, values in scores.items():
             table[name] = values.double().mean(dim=-1).numpy()

@@ -63,7 +63,7 @@ def dataset_digest(dataset: Any) -> str | None:
         return None
     digest = hashlib.sha256()
     digest.update(f"{_VERSION}|{type(dataset).__module__}.{type(dataset).__qualname__}|"
-                  f"{getattr(dataset, 'slice_channels', '')}\n".encode())
+                  f"{getattr(dataset, 'slice_channels', '')}|{len(getattr(dataset, 'labels', None) or (0, 1))}\n".encode())
     for row in dataset.index[columns].itertuples(index=False):
         for path in row:
             if path is None:

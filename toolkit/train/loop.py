@@ -268,9 +268,9 @@ class Trainer:
                 row[f"val_{name}_case"] = val_scores["per_case"][name]["mean"]
         for label, scores in val_scores.get("per_class", {}).items():  # several labels: each one's
             for name in self.metrics:
-                key = "per_case" if scores.get("per_case") else "global"
-                value = scores[key][name]["mean"] if key == "per_case" else scores[key][name]
-                row[f"val_{name}_{'case' if key == 'per_case' else 'global'}_{label}"] = value
+                row[f"val_{name}_global_{label}"] = scores["global"][name]
+                if scores.get("per_case"):
+                    row[f"val_{name}_case_{label}"] = scores["per_case"][name]["mean"]
         timing = {
             "epoch": epoch,
             "train_seconds": round(seconds, 3),
