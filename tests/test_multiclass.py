@@ -233,13 +233,14 @@ def test_predict_writes_label_maps_probabilities_per_label_and_a_legend(multicla
                               cv2.imread(str(out / f"case_{i}.png"), cv2.IMREAD_UNCHANGED))
 
 
-def test_a_multilabel_run_trains_a_sigmoid_per_label(tmp_path: Path) -> None:
+def test_a_multilabel_run_on_regions_trains_a_sigmoid_per_region(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = segkit("run", *TINY, "--set", "dataset.classes=3", "--set", 'task.mode="multilabel"',
+    result = segkit("run", *TINY, "--set", "dataset.classes=4", "--set", "task.regions={lesion=[1,2,3],enhancing=[2,3]}",
                     "--loss", "ce_dice", "--epochs", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     config = tomllib.loads((out / "config.toml").read_text())
-    assert (config["model"]["classes"], config["loss"]["mode"]) == (2, "multilabel")
+    assert (config["task"]["mode"], config["model"]["classes"], config["loss"]["mode"]) == ("multilabel", 2, "multilabel")
+    assert {"val_dice_case_lesion", "val_dice_case_enhancing"} <= set(pd.read_csv(out / "metrics.csv").columns)
 
 
 def test_an_ensemble_export_of_softmax_models_averages_their_probabilities() -> None:
@@ -343,3 +344,21 @@ def test_evaluating_on_another_dataset_reads_it_with_the_models_labels(multiclas
     report = evaluate_runs([str(multiclass_run)], dataset_name="folder", data_root=str(root), write_csv=False)
     assert report["split"] == "all" and report["n_images"] == 2
     assert set(report["per_class"]) == {"non_enhancing", "ring_enhancing"}
+
+
+def test_regions_turn_one_label_map_into_overlapping_outputs() -> None:
+    from segkit.labels import check_regions
+
+    labels = resolve_labels(SyntheticDataset(count=4, size=16, classes=4),
+                            regions={"whole": [1, 2, 3], "enhancing": [2, 3]})
+    assert (labels.mode, labels.out_channels, labels.foreground) == ("multilabel", 2, ("whole", "enhancing"))
+    masks = torch.tensor([[[[0.0, 1.0, 2.0, 3.0]]]])
+    assert labels.truth_masks(masks).tolist() == [[[[False, True, True, True]], [[False, False, True, True]]]]
+    assert labels.loss_target(masks).shape == (1, 2, 1, 4)
+    assert Labels.from_dict(labels.to_dict()) == labels  # what a checkpoint records
+    with pytest.raises(ConfigError, match=r"region 'x' holds the label values \[4\]"):
+        resolve_labels(SyntheticDataset(count=4, size=16, classes=3), regions={"x": [4]})
+    with pytest.raises(ConfigError, match="need mode 'multilabel'"):
+        resolve_labels(SyntheticDataset(count=4, size=16, classes=3), "multiclass", {"x": [1]})
+    with pytest.raises(ConfigError, match="table from a region's name"):
+        check_regions({"x": "1, 2"})

@@ -116,11 +116,16 @@ class TaskSettings:
 
     ``mode``: ``binary`` (one sigmoid channel), ``multiclass`` (softmax over the ``C`` label
     values), ``multilabel`` (a sigmoid per foreground label, labels may overlap), or ``auto``:
-    binary when the dataset's masks hold two label values, else multiclass. A run records
-    the mode it resolved to.
+    binary when the dataset's masks hold two label values, else multiclass (multilabel with
+    ``regions``). A run records the mode it resolved to.
+
+    ``regions`` (multilabel): a table from a region's name to the label values it holds, one
+    output channel each, e.g. ``{whole = [1, 2, 3], core = [2, 3]}`` (nnU-Net's region-based
+    training); empty: one output per foreground label.
     """
 
     mode: Literal["auto", "binary", "multiclass", "multilabel"] = "auto"
+    regions: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass

@@ -256,7 +256,7 @@ def evaluate_predictor(
         case_ids.append(case)
     if surface is not None and volume:
         surface.add(case_ids[-1], volume)
-    stacked = torch.stack(counts) if counts else torch.zeros((0, max(labels.classes - 1, 1), 4), dtype=torch.int64)
+    stacked = torch.stack(counts) if counts else torch.zeros((0, len(labels.foreground), 4), dtype=torch.int64)
     accumulator.update_counts(stacked if accumulator.per_label else stacked[:, 0], case_ids)
     return accumulator
 

@@ -217,6 +217,7 @@ def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[
                  "is not 0" + _stacking_note(context) + _normalize_note(normalize),
         "labels": json.dumps(list(labels.names)),
         "mode": labels.mode,
+        **({"regions": json.dumps(labels.to_dict()["regions"])} if labels.regions else {}),
         "output": _output_note(labels),
     }
 
@@ -234,6 +235,11 @@ def _output_note(labels: Labels) -> str:
     if labels.mode == "multiclass":
         return (f"logits (N, {labels.out_channels}, H, W), channel v for label value v ({names}); probabilities = "
                 "softmax over the channels, each pixel's label = the channel with the largest logit")
+    if labels.regions:
+        regions = ", ".join(f"{k} {name} = label values {list(values)}" for k, (name, values) in enumerate(labels.regions))
+        return (f"logits (N, {labels.out_channels}, H, W), channel k for region k ({regions}; label values: {names}); "
+                "each region's probability = sigmoid(its logit), present where probability >= threshold (regions "
+                "overlap)")
     return (f"logits (N, {labels.out_channels}, H, W), channel k for label value k + 1 ({names}); each label's "
             "probability = sigmoid(its logit), present where probability >= threshold (labels may overlap)")
 
@@ -431,8 +437,9 @@ def _metadata_labels(metadata: dict[str, str], path: str | os.PathLike[str]) -> 
         return Labels()
     try:
         names = json.loads(metadata.get("labels", '["background", "lesion"]'))
-        return Labels(tuple(str(n) for n in names), metadata.get("mode", "binary"))
-    except (ValueError, TypeError, ConfigError):
+        return Labels.from_dict({"names": names, "mode": metadata.get("mode", "binary"),
+                                 "regions": json.loads(metadata.get("regions", "{}"))})
+    except (ValueError, TypeError, AttributeError, ConfigError):
         raise CheckpointError(f"{str(path)!r} has the metadata labels {metadata.get('labels')!r} and mode "
                               f"{metadata.get('mode')!r}, which do not describe its output. The file's metadata was "
                               "edited; export it again with 'segkit export'.") from None

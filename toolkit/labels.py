@@ -8,6 +8,9 @@ A dataset's masks hold label values ``0 .. C-1`` (0 is background); binary data 
   takes the label of its largest logit.
 - ``multilabel``: ``C - 1`` channels, one sigmoid per foreground label, so labels may
   overlap; a label is present where its probability is at or above the threshold.
+  With **regions** (nnU-Net's region-based training) each channel is a named set of label
+  values instead, e.g. ``whole = [1, 2, 3]``, ``core = [2, 3]``: regions overlap where
+  their sets share values, so one label map in the masks trains nested structures.
 
 :class:`Labels` turns masks into the target a loss of that mode expects, and logits and
 masks into one boolean mask per foreground label, from which every metric is counted.
@@ -23,7 +26,7 @@ import torch
 
 from segkit.errors import ConfigError
 
-__all__ = ["MODES", "BINARY_NAMES", "Labels", "check_classes", "label_names", "resolve_labels"]
+__all__ = ["MODES", "BINARY_NAMES", "Labels", "check_classes", "check_regions", "label_names", "resolve_labels"]
 
 MODES: tuple[str, ...] = ("binary", "multiclass", "multilabel")
 BINARY_NAMES: tuple[str, str] = ("background", "lesion")
@@ -75,15 +78,19 @@ def label_names(classes: int, labels: Sequence[str] | Mapping[Any, str] | None, 
 class Labels:
     """The label names of a dataset (``names[v]`` for label value ``v``) and the output ``mode``.
 
+    ``regions`` (multilabel only): ``(name, label values)`` pairs, one output channel each;
+    without them each foreground label is its own output.
+
     Shape conventions:
         - masks: ``(N, 1, H, W)`` float holding label values ``0 .. C-1``.
         - logits: ``(N, out_channels, H, W)``.
-        - :meth:`class_masks` / :meth:`truth_masks`: ``(N, K, H, W)`` bool, ``K = C - 1``
-          foreground labels, in label order.
+        - :meth:`class_masks` / :meth:`truth_masks`: ``(N, K, H, W)`` bool, one per entry of
+          :attr:`foreground` (the ``C - 1`` foreground labels in label order, or the regions).
     """
 
     names: tuple[str, ...] = BINARY_NAMES
     mode: str = "binary"
+    regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -94,6 +101,12 @@ class Labels:
             raise ConfigError(f"mode 'binary' predicts one label, but the dataset has {len(self.names) - 1} foreground "
                               f"labels ({', '.join(self.names[1:])}); use mode 'multiclass' (softmax) or 'multilabel' "
                               "(a sigmoid per label)")
+        if self.regions and self.mode != "multilabel":
+            raise ConfigError(f"regions overlap, so they need mode 'multilabel' (a sigmoid per region), not {self.mode!r}")
+        for name, values in self.regions:
+            if not values or any(not 1 <= v < len(self.names) for v in values):
+                raise ConfigError(f"region {name!r} holds the label values {list(values)}; a region is a non-empty set "
+                                  f"of foreground label values 1..{len(self.names) - 1} ({', '.join(self.names[1:])})")
 
     @property
     def classes(self) -> int:
@@ -102,27 +115,36 @@ class Labels:
 
     @property
     def foreground(self) -> tuple[str, ...]:
-        """The names of the foreground labels ``1 .. C-1``."""
-        return self.names[1:]
+        """What is scored and predicted: the names of the foreground labels ``1 .. C-1``, or of the regions."""
+        return tuple(name for name, _ in self.regions) if self.regions else self.names[1:]
+
+    @property
+    def several(self) -> bool:
+        """Whether there is more than one foreground label (or region) to score."""
+        return len(self.foreground) > 1
 
     @property
     def out_channels(self) -> int:
-        """Channels of the model's output: 1 (binary), ``C`` (multiclass) or ``C - 1`` (multilabel)."""
-        return {"binary": 1, "multiclass": self.classes, "multilabel": self.classes - 1}[self.mode]
+        """Channels of the model's output: 1 (binary), ``C`` (multiclass), ``C - 1`` or one per region (multilabel)."""
+        return {"binary": 1, "multiclass": self.classes, "multilabel": len(self.foreground)}[self.mode]
 
     @property
     def is_binary(self) -> bool:
         return self.mode == "binary"
 
     def loss_target(self, masks: torch.Tensor) -> torch.Tensor:
-        """The target a loss of this mode takes: masks as they are (binary, multiclass), one-hot foreground (multilabel)."""
+        """The target a loss of this mode takes: masks as they are (binary, multiclass), one channel per label or
+        region (multilabel)."""
         if self.mode != "multilabel":
             return masks
-        values = torch.arange(1, self.classes, device=masks.device, dtype=masks.dtype).view(1, -1, 1, 1)
-        return (masks == values).to(masks.dtype)
+        return self.truth_masks(masks).to(masks.dtype)
 
     def truth_masks(self, masks: torch.Tensor) -> torch.Tensor:
-        """``(N, K, H, W)`` bool: where each foreground label is, from label-value masks ``(N, 1, H, W)``."""
+        """``(N, K, H, W)`` bool: where each foreground label (or region) is, from label-value masks ``(N, 1, H, W)``."""
+        if self.regions:
+            values = masks.round()
+            return torch.cat([torch.isin(values, torch.tensor(region, dtype=values.dtype, device=values.device))
+                              for _, region in self.regions], dim=1)
         if self.classes == 2:
             return masks > 0.5
         values = torch.arange(1, self.classes, device=masks.device, dtype=masks.dtype).view(1, -1, 1, 1)
@@ -153,20 +175,37 @@ class Labels:
         return (class_masks.long() * values).amax(dim=1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "mode": self.mode}
+        data: dict[str, Any] = {"names": list(self.names), "mode": self.mode}
+        if self.regions:
+            data["regions"] = {name: list(values) for name, values in self.regions}
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Labels:
         """The labels a checkpoint recorded; binary when it recorded none (runs from before multi-class)."""
         if not data:
             return cls()
-        return cls(tuple(str(n) for n in data.get("names", BINARY_NAMES)), str(data.get("mode", "binary")))
+        regions = tuple((str(k), tuple(int(v) for v in values)) for k, values in (data.get("regions") or {}).items())
+        return cls(tuple(str(n) for n in data.get("names", BINARY_NAMES)), str(data.get("mode", "binary")), regions)
 
 
-def resolve_labels(dataset: Any, mode: str = "auto") -> Labels:
-    """The labels of ``dataset`` (its ``labels`` attribute, else binary) in ``mode``; ``auto`` is binary for
-    two label values, else multiclass."""
+def check_regions(regions: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``task.regions`` (a table from region name to a list of label values) as ``(name, values)`` pairs."""
+    if not regions:
+        return ()
+    if not isinstance(regions, Mapping) or not all(
+            isinstance(values, (list, tuple)) and values and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                  for v in values) for values in regions.values()):
+        raise ConfigError(f"task.regions must be a table from a region's name to the label values it holds, e.g. "
+                          f"{{whole = [1, 2, 3], core = [2, 3]}}; got {regions!r}")
+    return tuple((str(name), tuple(sorted(set(values)))) for name, values in regions.items())
+
+
+def resolve_labels(dataset: Any, mode: str = "auto", regions: Any = None) -> Labels:
+    """The labels of ``dataset`` (its ``labels`` attribute, else binary) in ``mode``; ``auto`` is multilabel with
+    ``regions``, else binary for two label values and multiclass for more."""
     names = tuple(getattr(dataset, "labels", None) or BINARY_NAMES)
+    checked = check_regions(regions)
     if mode == "auto":
-        mode = "binary" if len(names) == 2 else "multiclass"
-    return Labels(names, mode)
+        mode = "multilabel" if checked else "binary" if len(names) == 2 else "multiclass"
+    return Labels(names, mode, checked)

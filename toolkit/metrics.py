@@ -124,7 +124,7 @@ class MetricAccumulator:
     @property
     def per_label(self) -> bool:
         """Whether counts are kept per foreground label, ``(N, K, 4)`` (data with several labels)."""
-        return self.labels is not None and self.labels.classes > 2
+        return self.labels is not None and self.labels.several
 
     def empty_like(self) -> MetricAccumulator:
         """A new, empty accumulator with the same metrics, threshold and labels."""
@@ -150,7 +150,7 @@ class MetricAccumulator:
         """Add per-image counts ``(N, 4)``, or ``(N, K, 4)`` per foreground label; optional case id per image."""
         shape = "(N, K, 4)" if self.per_label else "(N, 4)"
         if counts.shape[-1:] != (4,) or counts.ndim != (3 if self.per_label else 2) or (
-                self.per_label and counts.shape[1] != self.labels.classes - 1):
+                self.per_label and counts.shape[1] != len(self.labels.foreground)):
             raise ValueError(f"counts must have shape {shape}, got {tuple(counts.shape)}")
         if cases is not None and len(cases) != counts.shape[0]:
             raise ValueError(f"{len(cases)} case ids for {counts.shape[0]} images")
@@ -165,7 +165,7 @@ class MetricAccumulator:
     def counts(self) -> torch.Tensor:
         """All per-image counts so far, ``(N, 4)`` or ``(N, K, 4)`` int64, on the device they came from."""
         if not self._chunks:
-            return torch.zeros((0, self.labels.classes - 1, 4) if self.per_label else (0, 4), dtype=torch.int64)
+            return torch.zeros((0, len(self.labels.foreground), 4) if self.per_label else (0, 4), dtype=torch.int64)
         if len(self._chunks) > 1:
             self._chunks = [torch.cat(self._chunks)]
         return self._chunks[0]

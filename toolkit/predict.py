@@ -4,7 +4,8 @@ See docs/predict.md. Outputs for an input ``name.ext``, in the output folder:
 
 - ``name.png``: the binary mask, 0 or 255, at the input's own size; for a model with
   several labels the label map instead, each pixel its label value ``0 .. C-1`` (where
-  multilabel masks overlap, the higher label);
+  multilabel masks overlap, the higher label; with regions, the number ``1 .. K`` of the
+  last region present, the innermost one for nested regions);
 - ``name_overlay.png`` (``overlay``): the image with the predicted outline in red; with
   several labels each label tinted and outlined in its colour, above a legend;
 - ``name_prob.png`` (``save_probs``): the probability map as a 16-bit PNG,
@@ -320,8 +321,8 @@ def predict_files(
 
     out = Path(out)
     labels = getattr(predictor, "labels", None) or Labels()
-    several = labels.classes > 2 or labels.mode == "multiclass"  # masks come per label, (K, H, W)
-    outputs = output_paths(files, out, overlay, save_probs, labels.foreground if labels.classes > 2 else None)
+    several = labels.several or labels.mode == "multiclass"  # masks come per label, (K, H, W)
+    outputs = output_paths(files, out, overlay, save_probs, labels.foreground if labels.several else None)
     if not overwrite:
         existing = [str(p) for names in outputs for p in names.values() if p.exists()]
         if existing:

@@ -156,7 +156,7 @@ def fill_labels(config: RunConfig, dataset: Any, registry: Any) -> Labels:
 
     A loss without a ``mode`` parameter is binary only: with several labels that is a :class:`ConfigError`.
     """
-    labels = resolve_labels(dataset, config.task.mode)
+    labels = resolve_labels(dataset, config.task.mode, config.task.regions)
     config.task.mode = labels.mode
     model_params = {p.name for p in signature_parameters(registry.get("model", config.model.name).load())}
     if "classes" in model_params:
@@ -174,7 +174,7 @@ def fill_labels(config: RunConfig, dataset: Any, registry: Any) -> Labels:
                               "loss.mode out and segkit sets it.")
     elif not labels.is_binary:
         raise ConfigError(
-            f"loss {config.loss.name!r} is binary only, and the dataset has {labels.classes - 1} foreground labels "
+            f"loss {config.loss.name!r} is binary only, and this run predicts {len(labels.foreground)} labels "
             f"({', '.join(labels.foreground)}). Use a loss with a mode, e.g. --loss ce_dice (cross-entropy + Dice, "
             "as nnU-Net trains), ce, smp_dice, jaccard, focal, tversky or lovasz.")
     return labels
