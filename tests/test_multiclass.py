@@ -362,3 +362,23 @@ def test_regions_turn_one_label_map_into_overlapping_outputs() -> None:
         resolve_labels(SyntheticDataset(count=4, size=16, classes=3), "multiclass", {"x": [1]})
     with pytest.raises(ConfigError, match="table from a region's name"):
         check_regions({"x": "1, 2"})
+
+
+def test_a_torchscript_export_has_a_channel_per_label_and_names_them(multiclass_run: Path, tmp_path: Path) -> None:
+    import warnings
+
+    from click.testing import CliRunner
+
+    from segkit.cli import cli
+
+    result = CliRunner().invoke(cli, ["export", str(multiclass_run), "--format", "torchscript",
+                                      "--out", str(tmp_path / "m.ts")])
+    assert result.exit_code == 0, result.output
+    extra = {"segkit.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in torch 2.14, still works
+        scripted = torch.jit.load(str(tmp_path / "m.ts"), _extra_files=extra)
+    metadata = json.loads(extra["segkit.json"])
+    assert json.loads(metadata["labels"]) == ["background", "non_enhancing", "ring_enhancing"]
+    assert metadata["mode"] == "multiclass" and "softmax" in metadata["output"]
+    assert scripted(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
