@@ -265,12 +265,7 @@ def hd95(prediction: Any, truth: Any, spacing: Sequence[float] | None = None) ->
         linear interpolation; 0.0 when both masks are empty, the array diagonal
         ``sqrt(sum((n_i * s_i) ** 2))`` when exactly one is.
     """
-    prediction, truth = _check_masks(prediction, truth)
-    sampling = _check_spacing(spacing, prediction.ndim)
-    empty = _empty_scores(prediction, truth, sampling)
-    if empty is not None:
-        return empty["hd95"]
-    return _hd95(*_directed(prediction, truth, sampling))
+    return surface_scores(prediction, truth, 0.0, spacing)["hd95"]
 
 
 def assd(prediction: Any, truth: Any, spacing: Sequence[float] | None = None) -> float:
@@ -281,12 +276,7 @@ def assd(prediction: Any, truth: Any, spacing: Sequence[float] | None = None) ->
         border pixel of either mask weighs the same); 0.0 when both masks are empty, the
         array diagonal ``sqrt(sum((n_i * s_i) ** 2))`` when exactly one is.
     """
-    prediction, truth = _check_masks(prediction, truth)
-    sampling = _check_spacing(spacing, prediction.ndim)
-    empty = _empty_scores(prediction, truth, sampling)
-    if empty is not None:
-        return empty["assd"]
-    return _assd(*_directed(prediction, truth, sampling))
+    return surface_scores(prediction, truth, 0.0, spacing)["assd"]
 
 
 def surface_dice(prediction: Any, truth: Any, tolerance: float, spacing: Sequence[float] | None = None) -> float:
