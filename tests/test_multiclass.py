@@ -112,7 +112,7 @@ def test_a_label_value_beyond_classes_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_synthetic_classes_give_lesion_types_and_leave_the_binary_pixels_alone() -> None:
     binary, typed = SyntheticDataset(count=24, size=32), SyntheticDataset(count=24, size=32, classes=3)
-    assert typed.labels == ("background", "non_enhancing", "ring_enhancing")
+    assert typed.labels == ("background", "non_enhancing", "enhancing")
     values = set()
     for i in range(24):
         (image, mask), (typed_image, typed_mask) = binary.read(i), typed.read(i)
@@ -192,9 +192,9 @@ def test_a_multiclass_run_records_its_mode_and_reports_each_label(multiclass_run
     assert config["task"]["mode"] == "multiclass"
     assert config["model"]["classes"] == 3 and config["loss"]["mode"] == "multiclass"
     columns = pd.read_csv(multiclass_run / "metrics.csv").columns
-    assert {"val_dice_case", "val_dice_case_non_enhancing", "val_dice_case_ring_enhancing"} <= set(columns)
+    assert {"val_dice_case", "val_dice_case_non_enhancing", "val_dice_case_enhancing"} <= set(columns)
     payload = torch.load(multiclass_run / "checkpoints" / "best.pt", weights_only=False)
-    assert payload["preprocessing"]["labels"] == {"names": ["background", "non_enhancing", "ring_enhancing"],
+    assert payload["preprocessing"]["labels"] == {"names": ["background", "non_enhancing", "enhancing"],
                                                   "mode": "multiclass"}
 
 
@@ -202,13 +202,13 @@ def test_evaluate_reports_each_label_and_the_boundary_metrics(multiclass_run: Pa
     result = run_cli("evaluate", str(multiclass_run), "--split", "val", "--json", "--quiet")
     assert result.exit_code == 0, result.output[-3000:]
     report = json.loads(result.stdout)
-    assert set(report["per_class"]) == {"non_enhancing", "ring_enhancing"}
+    assert set(report["per_class"]) == {"non_enhancing", "enhancing"}
     means = [report["per_class"][label]["per_case"]["dice"]["mean"] for label in report["per_class"]]
     assert report["per_case"]["dice"]["mean"] == pytest.approx(sum(means) / 2)
-    assert set(report["surface"]["per_class"]) == {"non_enhancing", "ring_enhancing"}
+    assert set(report["surface"]["per_class"]) == {"non_enhancing", "enhancing"}
     assert report["surface"]["units"] == "pixels" and report["surface"]["tolerance"] == 1.0
     table = pd.read_csv(report["per_case_csv"])
-    assert {"dice_non_enhancing", "hd95", "hd95_ring_enhancing", "surface_dice"} <= set(table.columns)
+    assert {"dice_non_enhancing", "hd95", "hd95_enhancing", "surface_dice"} <= set(table.columns)
     assert table["case"].nunique() == report["n_cases"]
 
 
@@ -224,7 +224,7 @@ def test_predict_writes_label_maps_probabilities_per_label_and_a_legend(multicla
     assert result.exit_code == 0, result.output[-3000:]
     label_map = cv2.imread(str(out / "case_0.png"), cv2.IMREAD_UNCHANGED)
     assert label_map.shape == (32, 32) and set(np.unique(label_map).tolist()) <= {0, 1, 2}
-    assert (out / "case_0_prob_non_enhancing.png").is_file() and (out / "case_0_prob_ring_enhancing.png").is_file()
+    assert (out / "case_0_prob_non_enhancing.png").is_file() and (out / "case_0_prob_enhancing.png").is_file()
     overlay = cv2.imread(str(out / "case_0_overlay.png"))
     assert overlay.shape[0] > 32 and overlay.shape[1] == 32  # the image above its legend
 
@@ -314,9 +314,9 @@ def test_inspect_names_each_label_and_counts_its_slices() -> None:
 
     dataset = SyntheticDataset(count=24, size=32, classes=3)
     summary = summarize(dataset)
-    assert summary["labels"] == ["background", "non_enhancing", "ring_enhancing"]
+    assert summary["labels"] == ["background", "non_enhancing", "enhancing"]
     holding = {name: sum(int((dataset.read(i)[1] == value).any()) for i in range(24))
-               for value, name in ((1, "non_enhancing"), (2, "ring_enhancing"))}
+               for value, name in ((1, "non_enhancing"), (2, "enhancing"))}
     assert summary["label_slices"] == holding and sum(holding.values()) >= 1
 
 
@@ -350,7 +350,7 @@ def test_evaluating_on_another_dataset_reads_it_with_the_models_labels(multiclas
     # a folder read as binary would refuse the label 2: the model's three label values are passed on
     report = evaluate_runs([str(multiclass_run)], dataset_name="folder", data_root=str(root), write_csv=False)
     assert report["split"] == "all" and report["n_images"] == 2
-    assert set(report["per_class"]) == {"non_enhancing", "ring_enhancing"}
+    assert set(report["per_class"]) == {"non_enhancing", "enhancing"}
 
 
 def test_regions_turn_one_label_map_into_overlapping_outputs() -> None:
@@ -381,6 +381,6 @@ def test_a_torchscript_export_has_a_channel_per_label_and_names_them(multiclass_
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in torch 2.14, still works
         scripted = torch.jit.load(str(tmp_path / "m.ts"), _extra_files=extra)
     metadata = json.loads(extra["segkit.json"])
-    assert json.loads(metadata["labels"]) == ["background", "non_enhancing", "ring_enhancing"]
+    assert json.loads(metadata["labels"]) == ["background", "non_enhancing", "enhancing"]
     assert metadata["mode"] == "multiclass" and "softmax" in metadata["output"]
     assert scripted(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)

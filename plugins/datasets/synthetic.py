@@ -13,8 +13,8 @@ same pixels. Consecutive items form cases of ``slices_per_case`` slices.
 
 With ``classes = 3`` or ``4`` each lesion is one of two or three types, told apart by
 how it looks after contrast, and its mask holds the type's label value (1, 2 or 3):
-``non_enhancing`` (bright in FLAIR only), ``ring_enhancing`` (a bright rim after contrast),
-``solid_enhancing`` (bright throughout after contrast and dark before it).
+``non_enhancing`` (bright in FLAIR only), ``enhancing`` (bright throughout after contrast
+and dark before it), ``ring_enhancing`` (a bright rim after contrast, the hardest to tell).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _BRAIN = np.array([95.0, 85.0, 100.0])
 _SCALP = np.array([150.0, 140.0, 160.0])
 _VENTRICLE = np.array([45.0, 30.0, 50.0])
 _NOISE_SIGMA = 5.0
-LESION_TYPES = ("non_enhancing", "ring_enhancing", "solid_enhancing")
+LESION_TYPES = ("non_enhancing", "enhancing", "ring_enhancing")
 """The lesion types of the multi-class synthetic data, label values 1, 2, 3."""
 
 
@@ -171,10 +171,10 @@ class SyntheticDataset(SegmentationDataset):
             image[:, :, 0] -= rng.uniform(5, 20) * soft
             if kind:  # the type decides the contrast enhancement
                 if kind == 2:
-                    image[:, :, 2] += rng.uniform(40, 70) * np.clip(soft * (1 - soft) * 4, 0, 1)
-                elif kind == 3:
                     image[:, :, 2] += rng.uniform(40, 70) * soft
                     image[:, :, 0] -= rng.uniform(10, 20) * soft
+                elif kind == 3:
+                    image[:, :, 2] += rng.uniform(40, 70) * np.clip(soft * (1 - soft) * 4, 0, 1)
                 else:
                     image[:, :, 2] += rng.uniform(0, 8) * soft
             elif rng.random() < 0.35:  # ring enhancement after contrast
