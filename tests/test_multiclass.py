@@ -181,7 +181,7 @@ def test_a_binary_loss_on_several_labels_is_refused_with_the_losses_that_fit(tmp
 @pytest.fixture(scope="module")
 def multiclass_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("multiclass") / "run"
-    result = segkit("run", *TINY, "--set", "dataset.classes=3", "--loss", "ce_dice", "--epochs", "2",
+    result = segkit("run", *TINY, "--set", "dataset.classes=3", "--loss", "ce_dice", "--epochs", "1",
                     "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     return out
