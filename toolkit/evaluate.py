@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from segkit.errors import CheckpointError, ConfigError, DataError
-from segkit.metrics import mask_counts as metric_mask_counts
 
 __all__ = [
     "SPLIT_CHOICES",
@@ -29,7 +28,6 @@ __all__ = [
     "evaluate_predictor",
     "evaluate_runs",
     "select_data",
-    "mask_counts",
 ]
 
 SPLIT_CHOICES: tuple[str, ...] = ("test", "val", "train", "all")
@@ -46,14 +44,6 @@ class EvaluationData:
     split: str
     dataset_name: str
     foreign: bool = False
-
-
-def mask_counts(prediction: np.ndarray, truth: np.ndarray) -> list[int]:
-    """``[tp, fp, fn, tn]`` of a binary prediction against a binary truth of the same shape."""
-    predicted, actual = np.asarray(prediction) > 0, np.asarray(truth) > 0
-    if predicted.shape != actual.shape:
-        raise DataError(f"prediction {predicted.shape} and mask {actual.shape} differ in shape")
-    return metric_mask_counts(torch.from_numpy(predicted)[None], torch.from_numpy(actual)[None])[0].tolist()
 
 
 def run_directory(source: str | Path) -> Path | None:

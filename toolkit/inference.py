@@ -375,7 +375,7 @@ def predict_stream(
             return
         images = torch.from_numpy(np.stack([p.image for p in batch])).permute(0, 3, 1, 2).float() / 255.0
         probabilities = predictor.probabilities(images)
-        if not labels.several and labels.mode != "multiclass":
+        if not labels.masks_per_label:
             for p, probability in zip(batch, probabilities[:, 0].numpy(), strict=True):
                 p.probability = probability
                 p.mask = probability >= threshold

@@ -132,6 +132,16 @@ class Labels:
     def is_binary(self) -> bool:
         return self.mode == "binary"
 
+    @property
+    def masks_per_label(self) -> bool:
+        """Whether predictions come as ``(K, H, W)`` masks (several labels, or a softmax) rather than one ``(H, W)``."""
+        return self.several or self.mode == "multiclass"
+
+    def _label_values(self, like: torch.Tensor) -> torch.Tensor:
+        """The foreground label values ``1 .. C-1`` as ``(1, C-1, 1, 1)``, on ``like``'s device (and float dtype)."""
+        dtype = like.dtype if like.is_floating_point() else None
+        return torch.arange(1, self.classes, device=like.device, dtype=dtype).view(1, -1, 1, 1)
+
     def loss_target(self, masks: torch.Tensor) -> torch.Tensor:
         """The target a loss of this mode takes: masks as they are (binary, multiclass), one channel per label or
         region (multilabel)."""
@@ -147,8 +157,7 @@ class Labels:
                               for _, region in self.regions], dim=1)
         if self.classes == 2:
             return masks > 0.5
-        values = torch.arange(1, self.classes, device=masks.device, dtype=masks.dtype).view(1, -1, 1, 1)
-        return (masks - values).abs() < 0.5
+        return (masks - self._label_values(masks)).abs() < 0.5
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-channel probabilities: sigmoid (binary, multilabel) or softmax over channels (multiclass)."""
@@ -159,8 +168,7 @@ class Labels:
         """``(N, K, H, W)`` bool predicted foreground labels from :meth:`probabilities`."""
         if self.mode == "multiclass":
             winner = probabilities.argmax(dim=1, keepdim=True)
-            values = torch.arange(1, self.classes, device=winner.device).view(1, -1, 1, 1)
-            return winner == values
+            return winner == self._label_values(winner)
         return probabilities >= threshold
 
     def class_masks(self, logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:

@@ -273,12 +273,12 @@ def _probability_png(probability: np.ndarray) -> np.ndarray:
 def _write_label_outputs(names: dict[str, Path], prediction: Any, labels: Any, image: np.ndarray | None) -> None:
     """The label map, per-label probabilities and labelled overlay of a model with several labels."""
     import cv2
+    import torch
 
     from segkit.overlays import labelled_overlay
 
     masks = np.asarray(prediction.mask, dtype=bool)  # (K, H, W)
-    values = np.arange(1, masks.shape[0] + 1, dtype=np.uint8).reshape(-1, 1, 1)
-    _write_png(names["mask"], (masks * values).max(axis=0).astype(np.uint8))
+    _write_png(names["mask"], labels.label_map(torch.from_numpy(masks)[None])[0].numpy().astype(np.uint8))
     # multiclass probabilities include background (channel 0); multilabel ones are the labels'
     offset = 1 if labels.mode == "multiclass" else 0
     if "prob" in names:  # one foreground label (softmax over background and it)
@@ -321,7 +321,7 @@ def predict_files(
 
     out = Path(out)
     labels = getattr(predictor, "labels", None) or Labels()
-    several = labels.several or labels.mode == "multiclass"  # masks come per label, (K, H, W)
+    several = labels.masks_per_label  # masks come per label, (K, H, W)
     outputs = output_paths(files, out, overlay, save_probs, labels.foreground if labels.several else None)
     if not overwrite:
         existing = [str(p) for names in outputs for p in names.values() if p.exists()]
