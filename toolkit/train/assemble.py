@@ -181,12 +181,13 @@ def fill_labels(config: RunConfig, dataset: Any, registry: Any) -> Labels:
 
 
 def fill_model_defaults(config: RunConfig, dataset: Any, registry: Any) -> None:
-    """Give the model the dataset's channel count unless the user set one, so the config is complete."""
+    """Give the model the dataset's channel count unless the user set one, so the config is complete.
+
+    Its output channels (``classes``) come from :func:`fill_labels`.
+    """
     names = {p.name for p in signature_parameters(registry.get("model", config.model.name).load())}
     if "in_channels" in names and "in_channels" not in config.model.params:
         config.model.params["in_channels"] = int(dataset.in_channels)
-    if "classes" in names and "classes" not in config.model.params:
-        config.model.params["classes"] = 1
 
 
 def fill_monitor(config: RunConfig, dataset: Any) -> None:
