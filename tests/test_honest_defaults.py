@@ -93,6 +93,14 @@ def test_plan_epochs_fills_the_budget(budget: float, first: float, cap: int, exp
     assert plan_epochs(budget, first, cap) == expected
 
 
+def test_the_second_plan_uses_the_second_epoch_which_holds_no_first_epoch_costs() -> None:
+    # a GPU's first epoch: 20 s of warm-up and 5 s of work; the second takes 5 s
+    assert plan_epochs(300, 20, 1000) == 14  # judged by the first epoch alone
+    assert plan_epochs(300, 25, 1000, epochs_done=2, epoch_seconds=5) == 55  # 2 + (291 - 25) // 5
+    assert plan_epochs(300, 25, 40, epochs_done=2, epoch_seconds=5) == 40  # train.epochs still caps it
+    assert plan_epochs(300, 290, 1000, epochs_done=2, epoch_seconds=50) == 2  # never fewer than trained
+
+
 def test_a_planned_schedule_ends_with_the_plan_and_survives_a_state_dict_round_trip() -> None:
     settings = TrainSettings(epochs=1000, warmup_epochs=0.5, scheduler="cosine")
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)

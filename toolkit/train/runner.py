@@ -110,10 +110,18 @@ def _batch_description(config: RunConfig, world_size: int) -> str:
             f"{t.batch_size * world_size * t.accumulate}")
 
 
-def plan_epochs(budget_seconds: float, first_epoch_seconds: float, max_epochs: int) -> int:
-    """Epochs that fit a time budget, judged by the first epoch (3% kept in reserve), at most ``max_epochs``."""
-    remaining = budget_seconds * 0.97 - first_epoch_seconds
-    return max(1, min(max_epochs, 1 + int(remaining // max(first_epoch_seconds, 1e-6))))
+def plan_epochs(budget_seconds: float, elapsed_seconds: float, max_epochs: int, *, epochs_done: int = 1,
+                epoch_seconds: float | None = None) -> int:
+    """Epochs that fit a time budget (3% kept in reserve), at most ``max_epochs``.
+
+    ``epochs_done`` epochs took ``elapsed_seconds``; each further epoch is assumed to take
+    ``epoch_seconds`` (default: the mean so far). After the first epoch that is the first
+    epoch's time; after the second, the second's, which no longer holds the one-off costs of a
+    first epoch (a GPU's kernel selection and memory pool, a cold data cache).
+    """
+    per_epoch = max(epoch_seconds if epoch_seconds is not None else elapsed_seconds / epochs_done, 1e-6)
+    remaining = budget_seconds * 0.97 - elapsed_seconds
+    return max(epochs_done, min(max_epochs, epochs_done + int(remaining // per_epoch)))
 
 
 def _per_image_note(row: dict[str, Any], monitor: str) -> str:
@@ -364,13 +372,19 @@ def _train(
     try:
         epoch = start_epoch
         while epoch <= total_epochs:
+            epoch_started = time.monotonic()
             result = trainer.run_epoch(epoch)
-            if budget > 0 and epoch == 1 and total_epochs > 1:
-                total_epochs = dist.broadcast(plan_epochs(budget, time.monotonic() - loop_started, config.train.epochs))
-                plan_schedule(trainer.scheduler, config.train, steps_per_epoch, total_epochs)
-                say(f"time budget {config.train.max_minutes:g} min: epoch 1 took {time.monotonic() - loop_started:.0f} s, "
-                    f"so the run trains {total_epochs} epochs (at most train.epochs = {config.train.epochs}) and its "
-                    "learning-rate schedule ends with the budget")
+            if budget > 0 and start_epoch == 1 and epoch <= 2 and config.train.epochs > 1 and epoch < total_epochs:
+                # planned after epoch 1, then once more after epoch 2, whose time is free of first-epoch costs
+                now = time.monotonic()
+                planned = dist.broadcast(plan_epochs(budget, now - loop_started, config.train.epochs,
+                                                     epochs_done=epoch, epoch_seconds=now - epoch_started))
+                if epoch == 1 or planned != total_epochs:
+                    total_epochs = planned
+                    plan_schedule(trainer.scheduler, config.train, steps_per_epoch, total_epochs)
+                    say(f"time budget {config.train.max_minutes:g} min: epoch {epoch} took {now - epoch_started:.0f} s, "
+                        f"so the run trains {total_epochs} epochs (at most train.epochs = {config.train.epochs}) and "
+                        "its learning-rate schedule ends with the budget")
             history.append(result.row)
             timing.append(result.timing)
             train_seconds += result.timing["train_seconds"]
