@@ -74,6 +74,35 @@ def test_other_settings_or_fold_counts_are_refused(cv_dir: Path) -> None:
     assert "Traceback" not in other_folds.stderr + other_lr.stderr
 
 
+def test_folds_trained_by_parallel_processes_score_like_one_command(cv_dir: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "parallel"
+    command = [sys.executable, "-m", "segkit", "cv", "--folds", str(FOLDS), *TINY_CV, "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    processes = [subprocess.Popen([*command, "--fold", str(k)], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for k in range(FOLDS)]
+    for process in processes:
+        _stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+        assert "folds are trained" in stderr and "Traceback" not in stderr
+    assert not (out / "cv-report.json").exists()  # --fold trains and stops
+    scored = segkit(*command[3:])
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert scored.stderr.count("already trained") == FOLDS
+    mine = pd.read_csv(out / "cv-per-case.csv").sort_values("case").reset_index(drop=True)
+    reference = pd.read_csv(cv_dir / "cv-per-case.csv").sort_values("case").reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, reference)  # same folds, same seed: the same out-of-fold scores
+
+
+def test_a_fold_outside_the_folds_is_refused(tmp_path: Path) -> None:
+    result = segkit("cv", "--folds", str(FOLDS), *TINY_CV, "--fold", "3", "--out", str(tmp_path / "cv"))
+    assert result.returncode == 2 and "--fold 3 is not a fold of a 3-fold" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "cv").exists()
+
+
 def test_an_interrupted_fold_resumes(cv_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "cv"
     shutil.copytree(cv_dir, out)

@@ -165,13 +165,23 @@ def run_cv(
     quiet: bool = False,
     echo: Callable[[str], None] = print,
     device: str = "auto",
-) -> dict[str, Any]:
-    """Train every fold not yet trained (resuming interrupted ones), then score them out of fold."""
+    only: Sequence[int] = (),
+) -> dict[str, Any] | None:
+    """Train every fold not yet trained (resuming interrupted ones), then score them out of fold.
+
+    ``only`` names folds (0-based, as their ``fold-<k>`` folders) to train and nothing else: one
+    process per fold can then share a GPU or run on several machines that see the same folder,
+    and the same command without ``only`` scores them once all are trained (returns None).
+    """
     from segkit.config import resolve_config, validate_config
     from segkit.train import train
 
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}.")
+    wrong = sorted(k for k in set(only) if not 0 <= k < folds)
+    if wrong:
+        raise ConfigError(f"--fold {wrong[0]} is not a fold of a {folds}-fold cross-validation: give 0 to {folds - 1} "
+                          "(the fold-<k> folders).")
     root = Path(out)
     fold_configs = [validate_config(_fold_document(document, folds, k), registry) for k in range(folds)]
     if is_cv_directory(root):
@@ -182,13 +192,15 @@ def run_cv(
         if _comparable(info.get("config", {})) != _comparable(fold_configs[0].to_dict()):
             raise ConfigError(f"{root} holds a cross-validation with other settings (see {root / CV_FILE}). "
                               "Use another --out, or repeat its command exactly to continue it.")
-    elif root.exists() and any(root.iterdir()):
+    elif root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):  # another --fold's temp file
         raise ConfigError(f"{root} exists and is not a cross-validation directory; choose another --out.")
     root.mkdir(parents=True, exist_ok=True)
     info = {"folds": folds, "status": "training", "checkpoint": CHECKPOINT, "config": fold_configs[0].to_dict()}
     atomic_write_text(root / CV_FILE, json.dumps(info, indent=2) + "\n")
 
     for k, config in enumerate(fold_configs):
+        if only and k not in only:
+            continue
         fold_dir = fold_directory(root, k)
         state = _fold_state(fold_dir)
         if state == "done":
@@ -201,6 +213,12 @@ def run_cv(
         else:
             train(config, fold_dir, registry, quiet=quiet, echo=echo)
 
+    if only:
+        trained = [k for k in range(folds) if _fold_state(fold_directory(root, k)) == "done"]
+        echo(f"{len(trained)} of {folds} folds are trained" + (
+            ": run the same command without --fold to score every case out of fold." if len(trained) == folds
+            else f"; still to train: {', '.join(str(k) for k in range(folds) if k not in trained)}."))
+        return None
     echo(f"scoring every case with the fold model that never saw it ({', '.join(v[0] for v in VARIANTS)})")
     report = out_of_fold(root, folds, registry, device=device, progress=show_bars(not quiet))
     atomic_write_text(root / REPORT_FILE, json.dumps(report, indent=2) + "\n")

@@ -207,10 +207,13 @@ def _launch(nproc: int, run_dir: Path, fresh: bool) -> None:
               help="Number of folds; the cases are cut in this many folds (stratified by lesion slices).")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Where the folds go (DIR/fold-<k>/) with cv-report.json and cv-per-case.csv.")
+@click.option("--fold", "only_folds", type=click.IntRange(min=0), multiple=True, metavar="K",
+              help="Train only fold K (0-based, the fold-K folder), then stop; repeatable. Start one process per "
+                   "fold to share a GPU or use several machines, then run the command without --fold to score.")
 @plugin_option
 def cv_command(config_file: str | None, model: str | None, loss: str | None, metric_names: tuple[str, ...],
                dataset: str | None, data_root: str | None, sets: tuple[str, ...], quiet: bool, folds: int, out: str,
-               **train_flags: Any) -> None:
+               only_folds: tuple[int, ...], **train_flags: Any) -> None:
     """Cross-validate by case: train K fold runs, score every case with the model that never saw it.
 
     Takes the training options of 'segkit run'. Rerunning the same command continues an interrupted
@@ -227,8 +230,10 @@ def cv_command(config_file: str | None, model: str | None, loss: str | None, met
         raise ConfigError("segkit cv sets split.folds and split.fold itself: use --folds K, not split.folds.")
     validate_config(document, registry)
     report = run_cv(document, registry, out, folds, quiet=quiet, echo=lambda m: click.echo(m, err=True),
-                    device=train_flags.get("device") or document.get("train", {}).get("device", "auto"))
-    click.echo(format_cv_report(report))
+                    device=train_flags.get("device") or document.get("train", {}).get("device", "auto"),
+                    only=only_folds)
+    if report is not None:
+        click.echo(format_cv_report(report))
 
 
 COMMANDS = [run_command, cv_command]
