@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# One GPU session for the LGG GPU recipe, in the order that matters if time runs out:
+#   1. the CUDA-only tests;
+#   2. configs/lgg-gpu.toml for 3 epochs on the default split (the real run's images/s on the
+#      device data path; it also decodes the slices into the cache the folds then share);
+#   3. its 5-fold cross-validation over all patients, one process per fold sharing the GPU
+#      (segkit cv --fold K), each fold planning its epochs to fill FOLD_MINUTES, then the
+#      out-of-fold scoring;
+#   4. the same run on the DataLoader-workers path (the CPU-augmentation baseline), and
+#      benchmarks/gpu_throughput.py (training with batches already in GPU memory).
+# Every step has its own timeout inside DEADLINE seconds; results (logs, metrics, reports; no
+# checkpoints) are packed into $OUT/results.tgz after each step, so a cut-off run still returns them.
+#
+# On the GPU machine, from the repository root with .device/ beside it (../shared/tools/device/README.md):
+#   bash benchmarks/lgg_gpu_session.sh
+# A CPU dry run of every step on a few patients, here:
+#   PY=.venv/bin/python SKIP_INSTALL=1 DATA=/tmp/lgg6 DEVICE=cpu FOLD_MINUTES=0.3 \
+#     EXTRA="--set train.image_size=64 --batch-size 8" OUT=/tmp/gpu-dry bash benchmarks/lgg_gpu_session.sh
+set -u
+PY=${PY:-python3}
+OUT=${OUT:-gpu-results}
+CONFIG=${CONFIG:-configs/lgg-gpu.toml}
+FOLDS=${FOLDS:-5}
+FOLD_MINUTES=${FOLD_MINUTES:-4.5}
+DEADLINE=${DEADLINE:-580}
+DEVICE=${DEVICE:-cuda}
+EXTRA=${EXTRA:-}
+RES=$(mktemp -d /tmp/lgg-gpu.XXXX)
+mkdir -p "$OUT"
+export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1 SEGKIT_CACHE_DIR=$RES/cache
+started=$(date +%s)
+
+elapsed() { echo $(( $(date +%s) - started )); }
+step() { echo "[$(elapsed) s] $*" | tee -a "$RES/steps.log"; }
+pack() { tar czf "$OUT/results.tgz" --exclude='*.pt' --exclude=cache -C "$RES" . 2>/dev/null; }
+left() {  # seconds a step may take: its own limit, or what is left before the deadline
+  local rest=$(( DEADLINE - $(elapsed) - 15 ))
+  (( rest < $1 )) && echo $(( rest > 1 ? rest : 1 )) || echo "$1"
+}
+
+if [[ -z ${SKIP_INSTALL:-} ]]; then
+  step "install"
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+  $PY -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/seg . || exit 1
+  export PYTHONPATH=/tmp/seg:/tmp/site
+  $PY .device/unpack.py .device/lgg.pkl /tmp/data > /dev/null || exit 1
+fi
+DATA=${DATA:-/tmp/data/lgg/kaggle_3m}
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
+  $PY -c "import torch, segmentation_models_pytorch as smp; print('torch', torch.__version__, 'smp', smp.__version__)"
+  nproc; } > "$RES/machine.txt" 2>&1
+cat "$RES/machine.txt"
+
+step "1. CUDA tests"
+timeout "$(left 150)" $PY -m pytest -q -p no:cacheprovider -rs tests/test_device_loader.py tests/test_metrics.py \
+  -k cuda > "$RES/cuda-tests.log" 2>&1; echo "rc $?" >> "$RES/cuda-tests.log"; tail -3 "$RES/cuda-tests.log"; pack
+
+step "2. one run, device data path, 3 epochs"
+timeout "$(left 150)" $PY -m segkit run --config "$CONFIG" --data-root "$DATA" --device "$DEVICE" --epochs 3 \
+  --set train.max_minutes=0 --loader device $EXTRA --out "$RES/run-device" > "$RES/run-device.log" 2>&1
+rc=$?; echo "rc $rc" >> "$RES/run-device.log"; tail -4 "$RES/run-device.log"; pack
+LOADER=()
+if (( rc != 0 )); then LOADER=(--loader workers); step "the device path failed: the folds use DataLoader workers"; fi
+
+step "3. cross-validation: $FOLDS folds in parallel, $FOLD_MINUTES min each"
+CV=(cv --config "$CONFIG" --data-root "$DATA" --device "$DEVICE" --folds "$FOLDS" --set train.max_minutes="$FOLD_MINUTES" "${LOADER[@]}" $EXTRA --out "$RES/cv")
+fold_limit=$(left "$(awk "BEGIN {print int($FOLD_MINUTES * 60 + 150)}")")
+for ((k = 0; k < FOLDS; k++)); do
+  OMP_NUM_THREADS=3 timeout "$fold_limit" $PY -m segkit "${CV[@]}" --fold "$k" > "$RES/fold-$k.log" 2>&1 &
+  sleep 1
+done
+wait
+grep -h "time budget\|best\b\|Error\|error" "$RES"/fold-*.log | tail -20
+step "3b. out-of-fold scoring"
+timeout "$(left 240)" $PY -m segkit "${CV[@]}" > "$RES/cv-report.txt" 2> "$RES/cv-scoring.log"
+echo "rc $?" >> "$RES/cv-scoring.log"; cat "$RES/cv-report.txt"; pack
+
+step "4. one run, DataLoader workers path, 2 epochs"
+timeout "$(left 120)" $PY -m segkit run --config "$CONFIG" --data-root "$DATA" --device "$DEVICE" --epochs 2 \
+  --set train.max_minutes=0 --loader workers $EXTRA --out "$RES/run-workers" > "$RES/run-workers.log" 2>&1
+echo "rc $?" >> "$RES/run-workers.log"; tail -3 "$RES/run-workers.log"; pack
+
+step "4b. gpu_throughput.py"
+if [[ $DEVICE == cpu ]]; then THROUGHPUT=(--device cpu --dry-run); else THROUGHPUT=(); fi
+timeout "$(left 120)" $PY benchmarks/gpu_throughput.py "${THROUGHPUT[@]}" --models smp_unet --batch-sizes 32 64 --no-compile \
+  --data-root "$DATA" --loader-presets heavy --json "$RES/gpu_throughput.json" > "$RES/gpu_throughput.log" 2>&1
+echo "rc $?" >> "$RES/gpu_throughput.log"; tail -12 "$RES/gpu_throughput.log"
+step "done"; pack
