@@ -11,7 +11,8 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,39 @@ import torch
 
 from segkit.errors import CheckpointError
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "build_model_from_checkpoint", "resolve_checkpoint"]
+__all__ = ["FORMAT", "CheckpointPacer", "save_checkpoint", "load_checkpoint", "build_model_from_checkpoint", "resolve_checkpoint"]
 
 FORMAT = "segkit-checkpoint-1"
+
+
+class CheckpointPacer:
+    """When a run writes its checkpoints: after every epoch, unless writing them is slow.
+
+    A write that took ``slow_seconds`` or more holds the next one back until ``factor`` times its
+    duration has passed, so writing stays under about 1/factor of the run's time and a crash loses
+    at most that long of training. A large model with one-second epochs on a GPU would otherwise
+    spend as long writing last.pt (its weights and optimizer state) as training; a CPU epoch, or a
+    small model's write, is never held back. The last epoch is always written (``due(final=True)``).
+    """
+
+    def __init__(self, slow_seconds: float = 0.5, factor: float = 20.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.slow_seconds, self.factor, self.clock = slow_seconds, factor, clock
+        self.written_at: float | None = None
+        self.write_seconds = 0.0
+
+    def due(self, final: bool = False) -> bool:
+        if final or self.written_at is None or self.write_seconds < self.slow_seconds:
+            return True
+        return self.clock() - self.written_at >= self.factor * self.write_seconds
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Time the writes in the block; the next ``due`` counts from its end."""
+        started = self.clock()
+        yield
+        self.written_at = self.clock()
+        self.write_seconds = self.written_at - started
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from segkit.fileio import atomic_write_text
 from segkit.progress import show_bars
 from segkit.data.verify import verify_dataset
 from segkit.train import assemble
-from segkit.train.checkpoint import load_checkpoint, save_checkpoint
+from segkit.train.checkpoint import CheckpointPacer, load_checkpoint, save_checkpoint
 from segkit.train.device import describe_device, select_device
 from segkit.train.distributed import DistContext
 from segkit.train.device_loader import choose_loader
@@ -178,7 +178,12 @@ def headline(summary: dict[str, Any], best_row: dict[str, Any], monitor: str, ro
             + f"; {missed} of {lesions} validation lesion slices got an empty prediction; outputs in {root}")
 
 
-def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: dict[str, Any]) -> dict[str, Any]:
+def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: dict[str, Any],
+                        snapshot: bool = False) -> dict[str, Any]:
+    """What a checkpoint holds; ``snapshot`` copies the weights, for a payload written later."""
+    state = trainer.inference_module.state_dict()  # the EMA of the weights when there is one
+    if snapshot:
+        state = {name: tensor.detach().clone() for name, tensor in state.items()}
     return {
         "config": config.to_dict(),
         "preprocessing": {"image_size": config.train.image_size, "in_channels": config.model.params.get("in_channels"),
@@ -186,7 +191,7 @@ def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: 
                           "context": int(config.dataset.params.get("context", 0)),
                           "labels": trainer.labels.to_dict()},
         "epoch": epoch,
-        "model_state": trainer.inference_module.state_dict(),  # the EMA of the weights when there is one
+        "model_state": state,
         "segkit_version": __version__,
         **extra,
     }
@@ -349,8 +354,22 @@ def _train(
             **({"train_model_state": model.state_dict(), "ema_steps": trainer.ema.steps} if trainer.ema else {}),
         }))
 
-    if state is None:
-        save_last(0)
+    pacer = CheckpointPacer()
+    pending_best: list[tuple[int, dict[str, Any]]] = []  # a best epoch whose best.pt waits for the next write
+
+    def write_checkpoints(epoch: int, finished: bool) -> None:
+        """best.pt (if a better epoch waits) and last.pt together, so the two always agree on disk."""
+        with pacer.writing():
+            for best_epoch, payload in pending_best:
+                save_checkpoint(run.best, payload)
+                events.checkpoint_saved(str(run.best), "best", best_epoch)
+            pending_best.clear()
+            save_last(epoch, finished=finished)
+        events.checkpoint_saved(str(run.last), "last", epoch)
+
+    if state is None and dist.is_main:
+        with pacer.writing():
+            save_last(0)
     events.run_start(config.to_dict(), resumed=state is not None)
     n_train = len(parts.views["train"])
     say(f"training {config.model.name} with {config.loss.name} on {config.dataset.name}: {n_train} train / "
@@ -371,20 +390,23 @@ def _train(
     loop_started = time.monotonic()
     try:
         epoch = start_epoch
+        previous_end = loop_started  # when the last epoch's training and validation ended
         while epoch <= total_epochs:
-            epoch_started = time.monotonic()
             result = trainer.run_epoch(epoch)
+            now = time.monotonic()
             if budget > 0 and start_epoch == 1 and epoch <= 2 and config.train.epochs > 1 and epoch < total_epochs:
-                # planned after epoch 1, then once more after epoch 2, whose time is free of first-epoch costs
-                now = time.monotonic()
+                # Planned after epoch 1, then once more after epoch 2, whose time is free of first-epoch costs.
+                # An epoch's time runs from the end of the one before, so it holds that one's checkpoint writes.
+                cycle = now - previous_end
                 planned = dist.broadcast(plan_epochs(budget, now - loop_started, config.train.epochs,
-                                                     epochs_done=epoch, epoch_seconds=now - epoch_started))
+                                                     epochs_done=epoch, epoch_seconds=cycle))
                 if epoch == 1 or planned != total_epochs:
                     total_epochs = planned
                     plan_schedule(trainer.scheduler, config.train, steps_per_epoch, total_epochs)
-                    say(f"time budget {config.train.max_minutes:g} min: epoch {epoch} took {now - epoch_started:.0f} s, "
+                    say(f"time budget {config.train.max_minutes:g} min: epoch {epoch} took {cycle:.1f} s, "
                         f"so the run trains {total_epochs} epochs (at most train.epochs = {config.train.epochs}) and "
                         "its learning-rate schedule ends with the budget")
+            previous_end = now
             history.append(result.row)
             timing.append(result.timing)
             train_seconds += result.timing["train_seconds"]
@@ -394,10 +416,11 @@ def _train(
                 run.write_timing(timing)
                 events.epoch_end(epoch, result.row)
                 if improved:
-                    save_checkpoint(run.best, _checkpoint_payload(config, epoch, trainer, {"metrics": result.row}))
-                    events.checkpoint_saved(str(run.best), "best", epoch)
-                save_last(epoch, finished=epoch == total_epochs or stopper.should_stop or trainer.out_of_time)
-                events.checkpoint_saved(str(run.last), "last", epoch)
+                    pending_best[:] = [(epoch, _checkpoint_payload(config, epoch, trainer, {"metrics": result.row},
+                                                                   snapshot=True))]
+                finished = epoch == total_epochs or stopper.should_stop or trainer.out_of_time
+                if pacer.due(final=finished):
+                    write_checkpoints(epoch, finished)
             completed = epoch
             monitor = config.metrics.monitor
             beside = _per_image_note(result.row, monitor)
