@@ -8,6 +8,9 @@
 #      out-of-fold scoring;
 #   4. the same run on the DataLoader-workers path (the CPU-augmentation baseline), and
 #      benchmarks/gpu_throughput.py (training with batches already in GPU memory).
+# STEPS picks steps (default "tests run cv paths"); VARIANTS="name:options;name:options" cross-validates
+# several variants at once (their folds all share the GPU) and compares each with the first, e.g.
+#   STEPS="run cv" VARIANTS="recipe:;e150:--epochs 150 --set train.max_minutes=0" bash benchmarks/lgg_gpu_session.sh
 # Every step has its own timeout inside DEADLINE seconds; results (logs, metrics, reports; no
 # checkpoints) are packed into $OUT/results.tgz after each step, so a cut-off run still returns them.
 #
@@ -25,6 +28,14 @@ FOLD_MINUTES=${FOLD_MINUTES:-4.5}
 DEADLINE=${DEADLINE:-580}
 DEVICE=${DEVICE:-cuda}
 EXTRA=${EXTRA:-}
+# Which steps run (any of: tests run cv paths), and the cross-validated variants, "name:options;name:options"
+# (each variant's folds train at the same time as the others'; the first is the one the rest are compared with).
+STEPS=${STEPS:-tests run cv paths}
+VARIANTS=${VARIANTS:-recipe:}
+VARIANT_NAMES=(); VARIANT_OPTIONS=()
+IFS=';' read -r -a _variants <<< "$VARIANTS"
+for _v in "${_variants[@]}"; do VARIANT_NAMES+=("${_v%%:*}"); VARIANT_OPTIONS+=("${_v#*:}"); done
+has() { [[ " $STEPS " == *" $1 "* ]]; }
 RES=$(mktemp -d /tmp/lgg-gpu.XXXX)
 mkdir -p "$OUT"
 export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1 SEGKIT_CACHE_DIR=$RES/cache
@@ -52,30 +63,54 @@ DATA=${DATA:-/tmp/data/lgg/kaggle_3m}
   nproc; } > "$RES/machine.txt" 2>&1
 cat "$RES/machine.txt"
 
+if has tests; then
 step "1. CUDA tests"
 timeout "$(left 150)" $PY -m pytest -q -p no:cacheprovider -rs tests/test_device_loader.py tests/test_metrics.py \
   -k cuda > "$RES/cuda-tests.log" 2>&1; echo "rc $?" >> "$RES/cuda-tests.log"; tail -3 "$RES/cuda-tests.log"; pack
+fi
 
+rc=0
+if has run; then
 step "2. one run, device data path, 3 epochs"
 timeout "$(left 150)" $PY -m segkit run --config "$CONFIG" --data-root "$DATA" --device "$DEVICE" --epochs 3 \
   --set train.max_minutes=0 --loader device $EXTRA --out "$RES/run-device" > "$RES/run-device.log" 2>&1
 rc=$?; echo "rc $rc" >> "$RES/run-device.log"; tail -4 "$RES/run-device.log"; pack
+fi
 LOADER=()
 if (( rc != 0 )); then LOADER=(--loader workers); step "the device path failed: the folds use DataLoader workers"; fi
 
-step "3. cross-validation: $FOLDS folds in parallel, $FOLD_MINUTES min each"
-CV=(cv --config "$CONFIG" --data-root "$DATA" --device "$DEVICE" --folds "$FOLDS" --set train.max_minutes="$FOLD_MINUTES" "${LOADER[@]}" $EXTRA --out "$RES/cv")
+step "3. cross-validation of ${#VARIANT_NAMES[@]} variant(s): $FOLDS folds each, all in parallel, $FOLD_MINUTES min each"
 fold_limit=$(left "$(awk "BEGIN {print int($FOLD_MINUTES * 60 + 150)}")")
-for ((k = 0; k < FOLDS; k++)); do
-  OMP_NUM_THREADS=3 timeout "$fold_limit" $PY -m segkit "${CV[@]}" --fold "$k" > "$RES/fold-$k.log" 2>&1 &
-  sleep 1
-done
-wait
-grep -h "time budget\|best\b\|Error\|error" "$RES"/fold-*.log | tail -20
-step "3b. out-of-fold scoring"
-timeout "$(left 240)" $PY -m segkit "${CV[@]}" > "$RES/cv-report.txt" 2> "$RES/cv-scoring.log"
-echo "rc $?" >> "$RES/cv-scoring.log"; cat "$RES/cv-report.txt"; pack
+cv_args() {  # the segkit cv command of variant $1
+  local options=${VARIANT_OPTIONS[$1]}
+  echo cv --config "$CONFIG" --data-root "$DATA" --device "$DEVICE" --folds "$FOLDS" \
+    --set train.max_minutes="$FOLD_MINUTES" "${LOADER[@]}" $EXTRA $options --out "$RES/cv-${VARIANT_NAMES[$1]}"
+}
+if has cv; then
+  for v in "${!VARIANT_NAMES[@]}"; do
+    read -r -a CV <<< "$(cv_args "$v")"
+    for ((k = 0; k < FOLDS; k++)); do
+      OMP_NUM_THREADS=3 timeout "$fold_limit" $PY -m segkit "${CV[@]}" --fold "$k" \
+        > "$RES/fold-${VARIANT_NAMES[$v]}-$k.log" 2>&1 &
+      sleep 1
+    done
+  done
+  wait
+  grep -h "time budget\|best\b\|Error\|error" "$RES"/fold-*.log | tail -20
+  step "3b. out-of-fold scoring"
+  for v in "${!VARIANT_NAMES[@]}"; do
+    read -r -a CV <<< "$(cv_args "$v")"
+    name=${VARIANT_NAMES[$v]}
+    timeout "$(left 240)" $PY -m segkit "${CV[@]}" > "$RES/cv-report-$name.txt" 2> "$RES/cv-scoring-$name.log"
+    echo "rc $?" >> "$RES/cv-scoring-$name.log"; echo "== $name"; cat "$RES/cv-report-$name.txt"
+    if (( v > 0 )); then
+      $PY benchmarks/compare_cv.py "$RES/cv-${VARIANT_NAMES[0]}" "$RES/cv-$name" 2>&1 | tail -6
+    fi
+    pack
+  done
+fi
 
+if has paths; then
 step "4. one run, DataLoader workers path, 2 epochs"
 timeout "$(left 120)" $PY -m segkit run --config "$CONFIG" --data-root "$DATA" --device "$DEVICE" --epochs 2 \
   --set train.max_minutes=0 --loader workers $EXTRA --out "$RES/run-workers" > "$RES/run-workers.log" 2>&1
@@ -86,4 +121,5 @@ if [[ $DEVICE == cpu ]]; then THROUGHPUT=(--device cpu --dry-run); else THROUGHP
 timeout "$(left 120)" $PY benchmarks/gpu_throughput.py "${THROUGHPUT[@]}" --models smp_unet --batch-sizes 32 64 --no-compile \
   --data-root "$DATA" --loader-presets heavy --json "$RES/gpu_throughput.json" > "$RES/gpu_throughput.log" 2>&1
 echo "rc $?" >> "$RES/gpu_throughput.log"; tail -12 "$RES/gpu_throughput.log"
+fi
 step "done"; pack
