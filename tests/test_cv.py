@@ -96,6 +96,10 @@ def test_folds_trained_by_parallel_processes_score_like_one_command(cv_dir: Path
     mine = pd.read_csv(out / "cv-per-case.csv").sort_values("case").reset_index(drop=True)
     reference = pd.read_csv(cv_dir / "cv-per-case.csv").sort_values("case").reset_index(drop=True)
     pd.testing.assert_frame_equal(mine, reference)  # same folds, same seed: the same out-of-fold scores
+    scored_info = (out / "cv.json").read_text()
+    again = segkit(*command[3:], "--fold", "0")  # a finished fold, asked for again: the scored state stays
+    assert again.returncode == 0 and "3 of 3 folds are trained" in again.stderr, again.stderr[-3000:]
+    assert (out / "cv.json").read_text() == scored_info
 
 
 def test_a_fold_outside_the_folds_is_refused(tmp_path: Path) -> None:

@@ -196,7 +196,8 @@ def run_cv(
         raise ConfigError(f"{root} exists and is not a cross-validation directory; choose another --out.")
     root.mkdir(parents=True, exist_ok=True)
     info = {"folds": folds, "status": "training", "checkpoint": CHECKPOINT, "config": fold_configs[0].to_dict()}
-    atomic_write_text(root / CV_FILE, json.dumps(info, indent=2) + "\n")
+    if not (only and is_cv_directory(root)):  # --fold leaves a scored cross-validation's status and choice alone
+        atomic_write_text(root / CV_FILE, json.dumps(info, indent=2) + "\n")
 
     for k, config in enumerate(fold_configs):
         if only and k not in only:
