@@ -79,18 +79,18 @@ fi
 LOADER=()
 if (( rc != 0 )); then LOADER=(--loader workers); step "the device path failed: the folds use DataLoader workers"; fi
 
-step "3. cross-validation of ${#VARIANT_NAMES[@]} variant(s): $FOLDS folds each, all in parallel, $FOLD_MINUTES min each"
-if awk "BEGIN {exit !($FOLD_MINUTES > 0)}"; then
-  fold_limit=$(left "$(awk "BEGIN {print int($FOLD_MINUTES * 60 + 150)}")")
-else  # fixed epochs: the folds may take what is left, less 90 s for scoring
-  fold_limit=$(( $(left 100000) > 180 ? $(left 100000) - 90 : 90 ))
-fi
 cv_args() {  # the segkit cv command of variant $1
   local options=${VARIANT_OPTIONS[$1]}
   echo cv --config "$CONFIG" --data-root "$DATA" --device "$DEVICE" --folds "$FOLDS" \
     --set train.max_minutes="$FOLD_MINUTES" "${LOADER[@]}" $EXTRA $options --out "$RES/cv-${VARIANT_NAMES[$1]}"
 }
 if has cv; then
+  step "3. cross-validation of ${#VARIANT_NAMES[@]} variant(s): $FOLDS folds each, all in parallel, $FOLD_MINUTES min each"
+  if awk "BEGIN {exit !($FOLD_MINUTES > 0)}"; then
+    fold_limit=$(left "$(awk "BEGIN {print int($FOLD_MINUTES * 60 + 150)}")")
+  else  # fixed epochs: the folds may take what is left, less 90 s for scoring
+    fold_limit=$(( $(left 100000) > 180 ? $(left 100000) - 90 : 90 ))
+  fi
   for v in "${!VARIANT_NAMES[@]}"; do
     read -r -a CV <<< "$(cv_args "$v")"
     for ((k = 0; k < FOLDS; k++)); do

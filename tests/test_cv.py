@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -75,10 +78,6 @@ def test_other_settings_or_fold_counts_are_refused(cv_dir: Path) -> None:
 
 
 def test_folds_trained_by_parallel_processes_score_like_one_command(cv_dir: Path, tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
     out = tmp_path / "parallel"  # fold 0 as the sequential command trained it; folds 1 and 2 trained at once
     shutil.copytree(cv_dir, out, ignore=shutil.ignore_patterns("fold-1", "fold-2", "cv-report.json", "cv-per-case.csv"))
     command = [sys.executable, "-m", "segkit", "cv", "--folds", str(FOLDS), *TINY_CV, "--out", str(out)]

@@ -367,7 +367,7 @@ def _train(
             save_last(epoch, finished=finished)
         events.checkpoint_saved(str(run.last), "last", epoch)
 
-    if state is None and dist.is_main:
+    if state is None:
         with pacer.writing():
             save_last(0)
     events.run_start(config.to_dict(), resumed=state is not None)
@@ -415,11 +415,12 @@ def _train(
                 run.write_metrics(history)
                 run.write_timing(timing)
                 events.epoch_end(epoch, result.row)
-                if improved:
-                    pending_best[:] = [(epoch, _checkpoint_payload(config, epoch, trainer, {"metrics": result.row},
-                                                                   snapshot=True))]
                 finished = epoch == total_epochs or stopper.should_stop or trainer.out_of_time
-                if pacer.due(final=finished):
+                write_now = pacer.due(final=finished)
+                if improved:  # the weights are copied only when their write waits for a later epoch
+                    pending_best[:] = [(epoch, _checkpoint_payload(config, epoch, trainer, {"metrics": result.row},
+                                                                   snapshot=not write_now))]
+                if write_now:
                     write_checkpoints(epoch, finished)
             completed = epoch
             monitor = config.metrics.monitor
