@@ -67,6 +67,7 @@ class TrainSettings:
     max_minutes: float = 0.0
     foreground_fraction: float = 0.0
     ema_decay: float = 0.0
+    modality_dropout: float = 0.0
     loader: Literal["auto", "workers", "device"] = "auto"
     verify_data: bool = True
     loggers: list[str] = field(default_factory=list)
@@ -256,6 +257,8 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"train.foreground_fraction must be between 0 and 1 (nnU-Net uses 0.33), got {t.foreground_fraction}")
     if not 0 <= t.ema_decay < 1:
         problems.append(f"train.ema_decay must be 0 (off) or between 0 and 1, e.g. 0.999, got {t.ema_decay}")
+    if not 0 <= t.modality_dropout <= 1:
+        problems.append(f"train.modality_dropout must be between 0 (off) and 1, e.g. 0.2, got {t.modality_dropout}")
     if t.workers < 0 or t.patience < 0 or t.grad_clip < 0 or t.max_minutes < 0:
         problems.append("train.workers, train.patience, train.grad_clip and train.max_minutes must not be negative")
     if not 0 < s.val_fraction < 1:

@@ -71,6 +71,10 @@ class LGGDataset(FilePairDataset):
     present, its per-patient columns.
     """
 
+    missing_channel_fill = 1
+    """Where a patient lacks the pre- or post-contrast sequence, the set stores FLAIR (channel 1) in its
+    place; ``train.modality_dropout`` imitates that (:mod:`segkit.data.modality`)."""
+
     def __init__(self, root: str, cache: bool = False, on_missing: str = "error", context: int = 0,
                  normalize: str = "none") -> None:
         check_context(context)

@@ -124,6 +124,10 @@ class SegmentationDataset(Dataset):
     verify_items = True
     """Whether the data check before training (:mod:`segkit.data.verify`) reads every item; False for generated data."""
 
+    missing_channel_fill: int | None = None
+    """The channel (of a slice) this dataset stores in place of a missing one, as LGG stores FLAIR; None: missing
+    channels are zeros. ``train.modality_dropout`` fills the channels it drops with it (:mod:`segkit.data.modality`)."""
+
     def __init__(self, index: pd.DataFrame, in_channels: int, cache: bool = False,
                  transform: Transform | None = None, context: int = 0, normalize: str = "none",
                  labels: Sequence[str] | None = None) -> None:

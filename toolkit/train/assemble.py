@@ -105,9 +105,11 @@ def build_data(
     :mod:`segkit.train.device_loader`). Both draw their batches from the same samplers.
     """
     from segkit.data import build_transform
+    from segkit.data.modality import WithModalityDropout, modality_dropout_for
 
     t = config.train
     image_size = t.image_size or None
+    dropout = modality_dropout_for(t.modality_dropout, dataset)
     if loader == "workers" and t.workers > 0 and getattr(dataset, "cache", False):
         # Fill the cache once here: forked workers then share it, instead of each worker
         # caching only the items the shuffle happens to send it.
@@ -122,6 +124,8 @@ def build_data(
                                 "Use more data or change the split fractions.")
             continue
         transform = build_transform(t.augment if name == "train" else "none", image_size, train=name == "train")
+        if name == "train" and dropout is not None:
+            transform = WithModalityDropout(dropout, transform)
         view = dataset.subset(positions, transform=transform)
         views[name] = view
         sampler = batch_sampler(view, t, train=name == "train", rank=rank, world_size=world_size)
@@ -146,7 +150,8 @@ def build_data(
     if loader == "device":
         from segkit.train.device_loader import device_loaders
 
-        loaders = device_loaders(config, dataset, views, samplers, device or torch.device("cpu"), rank=rank)
+        loaders = device_loaders(config, dataset, views, samplers, device or torch.device("cpu"), rank=rank,
+                                 dropout=dropout)
     return DataParts(dataset, split, views, loaders, samplers)
 
 

@@ -31,6 +31,9 @@ CUDA_CACHE_SHARE = 0.25
 #: An explicit ``loader = "device"`` is refused when the cache would take more than this share.
 HARD_CACHE_SHARE = 0.8
 
+_DROPOUT_SALT = 0x6D0DA1
+"""Mixed into the run's seed for the modality dropout draw, so it is independent of the augmentation's."""
+
 
 @dataclass(frozen=True)
 class LoaderChoice:
@@ -142,11 +145,12 @@ class DeviceBatches:
         sampler: the split's :class:`~segkit.train.sampling.EpochBatchSampler`.
         augment: a batched augmentation, or None (validation and test).
         seed, rank: with the epoch and step, what the augmentation parameters depend on.
+        dropout: a :class:`~segkit.data.modality.ModalityDropout` applied before ``augment``, or None.
     """
 
     def __init__(self, cache: DeviceCache, positions: Sequence[int], sampler: Any, augment: Any | None,
-                 seed: int, rank: int = 0) -> None:
-        self.cache, self.sampler, self.augment = cache, sampler, augment
+                 seed: int, rank: int = 0, dropout: Any | None = None) -> None:
+        self.cache, self.sampler, self.augment, self.dropout = cache, sampler, augment, dropout
         self.positions = torch.as_tensor(np.asarray(positions, dtype=np.int64), device=cache.images.device)
         self.seed, self.rank = seed, rank
 
@@ -162,14 +166,17 @@ class DeviceBatches:
             rows = self.positions[indices.to(self.positions.device)]
             images = self.cache.images.index_select(0, rows).float().div_(255.0)
             masks = self.cache.masks.index_select(0, rows).float()
+            if self.dropout is not None:
+                generator = augment_generator(self.seed ^ _DROPOUT_SALT, epoch, step, self.rank)
+                images = self.dropout.apply(images, self.dropout.draw(len(images), generator))
             if self.augment is not None:
                 images, masks = self.augment(images, masks, augment_generator(self.seed, epoch, step, self.rank))
             yield images, masks, indices
 
 
 def device_loaders(config: Any, dataset: Any, views: dict[str, Any], samplers: dict[str, Any],
-                   device: torch.device, rank: int = 0) -> dict[str, DeviceBatches]:
-    """One :class:`DeviceBatches` per split over one shared cache; augmentation for training only."""
+                   device: torch.device, rank: int = 0, dropout: Any | None = None) -> dict[str, DeviceBatches]:
+    """One :class:`DeviceBatches` per split over one shared cache; augmentation (and ``dropout``) for training only."""
     from segkit.data.batch_augment import BatchAugment, preset_ranges
 
     cache = DeviceCache(dataset, config.train.image_size, device)
@@ -178,5 +185,6 @@ def device_loaders(config: Any, dataset: Any, views: dict[str, Any], samplers: d
         augment = None
         if name == "train" and config.train.augment != "none":
             augment = BatchAugment(preset_ranges(config.train.augment))
-        loaders[name] = DeviceBatches(cache, view.positions, samplers[name], augment, config.train.seed, rank)
+        loaders[name] = DeviceBatches(cache, view.positions, samplers[name], augment, config.train.seed, rank,
+                                      dropout=dropout if name == "train" else None)
     return loaders
