@@ -5,6 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from click.testing import CliRunner
+
+from segkit.cli import cli
 from segkit.inspect import sample_grid, summarize
 from segkit_builtins.datasets.folder import FolderDataset
 from segkit_builtins.datasets.lgg import LGGDataset
@@ -16,7 +19,8 @@ def test_summarize_synthetic():
     summary = summarize(data)
     lesions = int(data.index["has_lesion"].sum())
     assert summary == {"cases": 3, "images": 24, "lesion_slices": lesions, "empty_slices": 24 - lesions,
-                       "image_sizes": {"32x32": 24}, "channels": [3], "in_channels": 3, "mask_values": [0, 1]}
+                       "image_sizes": {"32x32": 24}, "channels": [3], "in_channels": 3, "mask_values": [0, 1],
+                       "copied_channels": {}}
 
 
 def test_summarize_real_lgg_reports_stored_mask_values(lgg_small):
@@ -25,6 +29,21 @@ def test_summarize_real_lgg_reports_stored_mask_values(lgg_small):
     assert summary["image_sizes"] == {"256x256": 60} and summary["channels"] == [3]
     assert summary["mask_values"] == [0, 255]
     assert summary["lesion_slices"] + summary["empty_slices"] == 60 and summary["lesion_slices"] > 0
+
+
+def test_summarize_names_the_patients_whose_missing_sequences_hold_flair(lgg_root, tmp_path):
+    """LGG stores FLAIR (channel 1) in place of a missing pre- or post-contrast sequence."""
+    root = tmp_path / "kaggle_3m"
+    root.mkdir()
+    for patient in ("TCGA_DU_7013_19860523", "TCGA_DU_7301_19911112", "TCGA_CS_6667_20011105"):
+        (root / patient).symlink_to(lgg_root / patient)
+    summary = summarize(LGGDataset(str(root)))
+    assert summary["copied_channels"] == {"TCGA_DU_7013_19860523": [[0, 1], [0, 2], [1, 2]],
+                                          "TCGA_DU_7301_19911112": [[1, 2]]}  # no post-contrast
+    result = CliRunner().invoke(cli, ["inspect", "--dataset", "lgg", "--data-root", str(root),
+                                      "--out", str(tmp_path / "grid.png")])
+    assert result.exit_code == 0, result.output
+    assert "copied channels: 2 case(s)" in result.output and "TCGA_DU_7013_19860523: 0 = 1, 0 = 2, 1 = 2" in result.output
 
 
 def test_summarize_mixed_sizes(tmp_path):

@@ -25,18 +25,24 @@ def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
     Returns a dict with ``cases``, ``images``, ``lesion_slices``, ``empty_slices``,
     ``image_sizes`` (``"HxW"`` -> count), ``channels`` (channel counts found),
     ``in_channels``, ``mask_values`` (the values stored in the mask files when
-    the index has ``mask_path``, else those that ``read`` returns); for a dataset with
-    several labels also ``labels`` (the name of each label value) and ``label_slices``
-    (label name -> slices holding it).
+    the index has ``mask_path``, else those that ``read`` returns), ``copied_channels``
+    (case -> ``[a, b]`` channel pairs, ``a < b``, equal in every slice of the case: a missing
+    sequence stored as a copy of another, as LGG stores FLAIR; see ``train.modality_dropout``);
+    for a dataset with several labels also ``labels`` (the name of each label value) and
+    ``label_slices`` (label name -> slices holding it).
     """
     sizes: Counter[str] = Counter()
     channels: set[int] = set()
     values: set[int] = set()
     names = list(getattr(dataset, "labels", None) or ("background", "lesion"))
     label_slices: Counter[str] = Counter()
+    equal_pairs: dict[str, set[tuple[int, int]]] = {}
     lesion = 0
     for i in range(len(dataset)):
         image, mask = dataset.read(i)
+        case = str(dataset.index["case"].iloc[i])
+        pairs = _equal_channel_pairs(image, getattr(dataset, "slice_channels", image.shape[2]))
+        equal_pairs[case] = equal_pairs[case] & pairs if case in equal_pairs else pairs
         sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1
         channels.add(int(image.shape[2]))
         lesion += bool(mask.any())
@@ -56,11 +62,21 @@ def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
         "channels": sorted(channels),
         "in_channels": dataset.in_channels,
         "mask_values": sorted(values),
+        "copied_channels": {case: [list(pair) for pair in sorted(pairs)]
+                            for case, pairs in equal_pairs.items() if pairs},
     }
     if len(names) > 2:
         summary["labels"] = names
         summary["label_slices"] = {name: label_slices[name] for name in names[1:]}
     return summary
+
+
+def _equal_channel_pairs(image: np.ndarray, slice_channels: int) -> set[tuple[int, int]]:
+    """Pairs ``(a, b)``, ``a < b``, of one slice's channels that hold the same pixels (the first slice of a stack)."""
+    if image.ndim < 3 or image.shape[2] < slice_channels:
+        return set()
+    return {(a, b) for a in range(slice_channels) for b in range(a + 1, slice_channels)
+            if np.array_equal(image[:, :, a], image[:, :, b])}
 
 
 def _display(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

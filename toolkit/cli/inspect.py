@@ -52,6 +52,13 @@ def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, .
         click.echo(f"  image sizes:   {', '.join(f'{k} ({v})' for k, v in summary['image_sizes'].items())}")
         click.echo(f"  channels:      {summary['channels']}")
         click.echo(f"  mask values:   {summary['mask_values']}")
+        if summary["copied_channels"]:
+            copied = summary["copied_channels"]
+            shown = "; ".join(f"{case}: " + ", ".join(f"{a} = {b}" for a, b in pairs)
+                              for case, pairs in list(copied.items())[:5])
+            more = f"; and {len(copied) - 5} more" if len(copied) > 5 else ""
+            click.echo(f"  copied channels: {len(copied)} case(s) store a channel as a copy of another in every slice, "
+                       f"a missing sequence (see train.modality_dropout): {shown}{more}")
         if "labels" in summary:
             shown = ", ".join(f"{value} {name} ({summary['label_slices'].get(name, 0)} slices)" if value else
                               f"0 {name}" for value, name in enumerate(summary["labels"]))
