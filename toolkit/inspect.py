@@ -37,10 +37,10 @@ def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
     names = list(getattr(dataset, "labels", None) or ("background", "lesion"))
     label_slices: Counter[str] = Counter()
     equal_pairs: dict[str, set[tuple[int, int]]] = {}
+    cases = dataset.index["case"].astype(str).tolist()
     lesion = 0
-    for i in range(len(dataset)):
+    for i, case in enumerate(cases):
         image, mask = dataset.read(i)
-        case = str(dataset.index["case"].iloc[i])
         pairs = _equal_channel_pairs(image, getattr(dataset, "slice_channels", image.shape[2]))
         equal_pairs[case] = equal_pairs[case] & pairs if case in equal_pairs else pairs
         sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1

@@ -25,10 +25,11 @@ import torch
 
 from segkit.errors import ConfigError
 
-__all__ = ["ModalityDropout", "WithModalityDropout", "modality_dropout_for"]
+__all__ = ["ModalityDropout", "WithModalityDropout", "modality_dropout_for", "SEED_SALT"]
 
-_SALT = 0x6D0DA1
-"""Mixed into an item's augmentation seed so the dropout draw is independent of the transform's own."""
+SEED_SALT = 0x6D0DA1
+"""Mixed into an augmentation seed (an item's, or the run's for the device path) so the dropout draw is
+independent of the augmentation's own."""
 
 
 class ModalityDropout:
@@ -64,14 +65,14 @@ class ModalityDropout:
             drops[drops.all(dim=1)] = False  # zeros everywhere would leave nothing to segment
         return drops
 
-    def _sources(self, channels: int) -> int:
+    def _stacked_slices(self, channels: int) -> int:
         if channels % self.slice_channels:
             raise ValueError(f"{channels} channels are not whole slices of {self.slice_channels} channels")
         return channels // self.slice_channels
 
     def apply(self, images: torch.Tensor, drops: torch.Tensor) -> torch.Tensor:
         """``images`` with the channels ``drops`` names replaced, in every stacked slice (in place)."""
-        slices = self._sources(images.shape[1])
+        slices = self._stacked_slices(images.shape[1])
         drops = drops.to(images.device)
         for channel in range(self.slice_channels):
             rows = drops[:, channel].nonzero().flatten()
@@ -87,15 +88,11 @@ class ModalityDropout:
 
     def apply_array(self, image: np.ndarray, drop: torch.Tensor | np.ndarray) -> np.ndarray:
         """One ``(H, W, C * (2k + 1))`` image with the channels ``drop`` (``(C,)`` bool) names replaced (a copy)."""
-        drop = np.asarray(drop, dtype=bool)
+        drop = torch.as_tensor(np.asarray(drop, dtype=bool))
         if not drop.any():
             return image
-        slices = self._sources(image.shape[2])
         out = np.array(image, copy=True)
-        for channel in np.flatnonzero(drop).tolist():
-            for s in range(slices):
-                target = s * self.slice_channels + channel
-                out[:, :, target] = 0 if self.fill is None else image[:, :, s * self.slice_channels + self.fill]
+        self.apply(torch.from_numpy(out).permute(2, 0, 1)[None], drop[None])  # writes through to ``out``
         return out
 
     def __repr__(self) -> str:
@@ -121,7 +118,7 @@ class WithModalityDropout:
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
         seed = self._seed if self._seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-        generator = torch.Generator().manual_seed((seed ^ _SALT) % (2**63))
+        generator = torch.Generator().manual_seed((seed ^ SEED_SALT) % (2**63))
         image = self.dropout.apply_array(image, self.dropout.draw(1, generator)[0])
         if self.transform is None:
             return {"image": image, "mask": mask}

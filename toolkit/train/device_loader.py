@@ -31,9 +31,6 @@ CUDA_CACHE_SHARE = 0.25
 #: An explicit ``loader = "device"`` is refused when the cache would take more than this share.
 HARD_CACHE_SHARE = 0.8
 
-_DROPOUT_SALT = 0x6D0DA1
-"""Mixed into the run's seed for the modality dropout draw, so it is independent of the augmentation's."""
-
 
 @dataclass(frozen=True)
 class LoaderChoice:
@@ -159,6 +156,7 @@ class DeviceBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         from segkit.data.batch_augment import augment_generator
+        from segkit.data.modality import SEED_SALT
 
         epoch = self.sampler.epoch
         for step, batch in enumerate(self.sampler):
@@ -167,7 +165,7 @@ class DeviceBatches:
             images = self.cache.images.index_select(0, rows).float().div_(255.0)
             masks = self.cache.masks.index_select(0, rows).float()
             if self.dropout is not None:
-                generator = augment_generator(self.seed ^ _DROPOUT_SALT, epoch, step, self.rank)
+                generator = augment_generator(self.seed ^ SEED_SALT, epoch, step, self.rank)
                 images = self.dropout.apply(images, self.dropout.draw(len(images), generator))
             if self.augment is not None:
                 images, masks = self.augment(images, masks, augment_generator(self.seed, epoch, step, self.rank))
