@@ -185,6 +185,12 @@ def test_tta_lcc_and_other_datasets_write_their_own_csv(trained_run: Path, tmp_p
     assert (table["tp"] + table["fp"] + table["fn"] + table["tn"] == 1600).all()
     assert Path(report["per_case_csv"]).name.startswith("folder-")
 
+    # the same file names in another folder are other data: their scores go to another file
+    shutil.copytree(tmp_path / "data", tmp_path / "copy")
+    again = json.loads(invoke(str(trained_run), "--dataset", "folder", "--data-root", str(tmp_path / "copy"),
+                              "--json").stdout)
+    assert again["per_case_csv"] != report["per_case_csv"] and Path(report["per_case_csv"]).is_file()
+
 
 def test_bad_runs_and_splits_are_clear_errors(trained_run: Path, tmp_path: Path) -> None:
     result = invoke(str(tmp_path / "nowhere"))

@@ -44,6 +44,8 @@ class EvaluationData:
     split: str
     dataset_name: str
     foreign: bool = False
+    root: str | None = None
+    """The data folder given with ``--data-root`` (resolved), if any: part of the per-case CSV's name."""
 
 
 def run_directory(source: str | Path) -> Path | None:
@@ -181,7 +183,8 @@ def select_data(
                 f" It has: {', '.join(present)}."
             raise DataError(f"run {str(run_dir)!r} has no {split} split"
                             + (" (trained with split.test_fraction = 0)." if split == "test" else ".") + hint)
-    return EvaluationData(dataset, _ordered(dataset.index, positions), split, name, foreign)
+    root = str(Path(data_root).resolve()) if data_root is not None else None
+    return EvaluationData(dataset, _ordered(dataset.index, positions), split, name, foreign, root)
 
 
 def build_metric_set(registry: Any, run_metrics: Sequence[str] = ()) -> dict[str, Any]:
@@ -263,7 +266,9 @@ def per_case_csv_path(home: Path, sources: Sequence[str | Path], data: Evaluatio
         parts.append(f"ensemble{len(sources)}-{_digest(sorted(str(Path(s).resolve()) for s in sources))}")
     if data.foreign:
         index = data.dataset.index
-        parts.append(f"{data.dataset_name}-{_digest(data.dataset_name, len(index), index['item'].astype(str).tolist()[:50])}")
+        # the folder is part of the digest: a changed copy of the data with the same file names
+        # (another scanner, a corrected mask) must not overwrite the first one's scores
+        parts.append(f"{data.dataset_name}-{_digest(data.dataset_name, data.root, len(index), index['item'].astype(str).tolist()[:50])}")
     parts.append(data.split)
     if checkpoint != "best":
         parts.append(Path(checkpoint).stem)
