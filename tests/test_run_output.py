@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clihelp import segkit
+from clihelp import run_in_process, segkit
 
 SMALL = ["--dataset", "synthetic", "--set", "dataset.count=32", "--set", "dataset.size=32", "--set", "model.width=4",
          "--batch-size", "8"]
@@ -27,7 +27,7 @@ def test_resume_with_epochs_extends_a_finished_run(tmp_path: Path) -> None:
     from segkit.tomlio import read_toml
 
     out = tmp_path / "run"
-    assert segkit("run", *SMALL, "--epochs", "2", "--out", str(out), "--quiet").returncode == 0
+    run_in_process("run", *SMALL, "--epochs", "2", "--out", str(out), "--quiet")
     from click.testing import CliRunner
 
     from segkit.cli import cli

@@ -14,9 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold, StratifiedGroupKFold,
-                                     StratifiedKFold, train_test_split)
-
 from segkit.errors import ConfigError, DataError, unknown_name
 from segkit.fileio import atomic_write_text
 
@@ -43,6 +40,9 @@ def _holdout(rows: np.ndarray, groups: np.ndarray, labels: np.ndarray, fraction:
     Among a few random group draws, keep the one whose lesion fraction is closest
     to the whole set's: a stratified draw that keeps the number of groups exact.
     """
+    from sklearn.model_selection import GroupShuffleSplit  # here, not at the top: a second of import that
+    # evaluate, predict and export (which only read splits.csv) do not need
+
     splitter = GroupShuffleSplit(n_splits=_CANDIDATES, test_size=fraction, random_state=seed)
     target = labels.mean()
     best, best_gap = None, math.inf
@@ -54,6 +54,8 @@ def _holdout(rows: np.ndarray, groups: np.ndarray, labels: np.ndarray, fraction:
 
 
 def _slice_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
     positions = np.arange(len(labels))
     stratify = labels if min(np.bincount(labels, minlength=2)) >= 2 else None
     _, held = train_test_split(positions, test_size=fraction, random_state=seed, stratify=stratify)
@@ -61,6 +63,8 @@ def _slice_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray
 
 
 def _fold_splitter(labels: np.ndarray, folds: int, by_case: bool, seed: int):
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+
     stratified = min(np.bincount(labels, minlength=2)) >= folds
     if by_case:
         return StratifiedGroupKFold(folds, shuffle=True, random_state=seed) if stratified else \
