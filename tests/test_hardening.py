@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from segkit.cli import cli
 from segkit.tomlio import read_toml
 
-from clihelp import kill_run_after, segkit
+from clihelp import kill_run_after, run_in_process, segkit
 
 
 def _write_folder(root: Path, count: int = 8) -> None:
@@ -71,7 +71,7 @@ def test_a_damaged_checkpoint_is_one_clear_error_everywhere(tiny_run: Path, tmp_
     result = segkit("evaluate", str(run))
     assert result.returncode != 0 and "Traceback" not in result.stderr and "truncated or corrupt" in result.stderr
     # the other checkpoint still works, as the message says
-    assert segkit("evaluate", str(run), "--checkpoint", "last", "--split", "val", "--quiet").returncode == 0
+    run_in_process("evaluate", str(run), "--checkpoint", "last", "--split", "val", "--quiet")
 
 
 def test_predict_never_writes_over_its_inputs(tiny_run: Path, tmp_path: Path) -> None:
@@ -83,7 +83,7 @@ def test_predict_never_writes_over_its_inputs(tiny_run: Path, tmp_path: Path) ->
     assert "would replace an input image" in result.stderr and "choose another --out" in result.stderr
     assert {p.name: p.read_bytes() for p in images.iterdir()} == before  # nothing written, nothing replaced
     # another folder is fine
-    assert segkit("predict", str(tiny_run), str(images), "--out", str(tmp_path / "masks"), "--quiet").returncode == 0
+    run_in_process("predict", str(tiny_run), str(images), "--out", str(tmp_path / "masks"), "--quiet")
 
 
 # --- one writer, and runs that stop early -------------------------------------------------------------------
