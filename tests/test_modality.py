@@ -89,6 +89,16 @@ def test_an_out_of_range_probability_is_refused_before_training(tmp_path: Path) 
     assert result.returncode == 2
     assert "train.modality_dropout must be between 0 (off) and 1" in result.stderr
     assert "Traceback" not in result.stderr
+    # below 0 too (in-process: the refusal path is the same)
+    from click.testing import CliRunner
+
+    from segkit.cli import cli
+
+    below = CliRunner().invoke(cli, ["run", "--set", "train.modality_dropout=-0.1", "--epochs", "1",
+                                     "--out", str(tmp_path / "r2")])
+    assert below.exit_code == 2 and isinstance(below.exception, SystemExit), below.output[-2000:]
+    assert "train.modality_dropout must be between 0 (off) and 1" in below.output
+    assert not (tmp_path / "r2").exists()
 
 
 def test_single_channel_data_is_refused_with_what_to_do(tmp_path: Path) -> None:

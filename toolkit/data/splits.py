@@ -2,7 +2,9 @@
 
 Slices of one patient look alike, so a split by slice lets the model see the
 test patients while training. :func:`make_splits` therefore splits by case
-unless asked otherwise, with scikit-learn's group-aware splitters.
+unless asked otherwise, with scikit-learn's group-aware splitters. scikit-learn is
+imported where splits are made, not at the top: reading ``splits.csv`` (evaluate,
+predict, export) does not pay its second of import time.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from segkit.errors import ConfigError, DataError, unknown_name
 from segkit.fileio import atomic_write_text
 
@@ -40,8 +43,7 @@ def _holdout(rows: np.ndarray, groups: np.ndarray, labels: np.ndarray, fraction:
     Among a few random group draws, keep the one whose lesion fraction is closest
     to the whole set's: a stratified draw that keeps the number of groups exact.
     """
-    from sklearn.model_selection import GroupShuffleSplit  # here, not at the top: a second of import that
-    # evaluate, predict and export (which only read splits.csv) do not need
+    from sklearn.model_selection import GroupShuffleSplit
 
     splitter = GroupShuffleSplit(n_splits=_CANDIDATES, test_size=fraction, random_state=seed)
     target = labels.mean()
