@@ -13,33 +13,30 @@ much dimmer than the others' is one the model is likely to miss.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from common import markdown_table
 from segkit.data.intensity import case_factors
+from segkit.errors import SegkitError
+from segkit.registry import get_registry
 
-FLAIR = 1  # the Kaggle LGG images hold (pre-contrast, FLAIR, post-contrast) in every channel order cv2 reads
-
-
-def slice_number(path: Path) -> int:
-    return int(re.search(r"_(\d+)\.tif$", path.name).group(1))
+FLAIR = 1  # segkit reads LGG slices as RGB: (pre-contrast, FLAIR, post-contrast)
 
 
-def patient_row(folder: Path) -> list[object]:
-    images = sorted((p for p in folder.glob("*.tif") if not p.name.endswith("_mask.tif")), key=slice_number)
-    slices = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in images]
-    masks = np.stack([cv2.imread(str(p.with_name(p.stem + "_mask.tif")), cv2.IMREAD_GRAYSCALE) > 0 for p in images])
-    flair = np.stack([s[:, :, FLAIR] for s in slices]).astype(np.float64)
+def patient_row(dataset, case: str) -> list[object]:
+    """One patient's slices, read once through segkit's LGG dataset (its files, its slice order)."""
+    pairs = [dataset.read_raw(i) for i in dataset.case_positions(case)]
+    slices = [image for image, _ in pairs]
+    masks = np.stack([mask > 0 for _, mask in pairs])
+    flair = np.stack([image[:, :, FLAIR] for image in slices]).astype(np.float64)
     quarter = len(slices) // 4
     whole = case_factors(slices)[FLAIR]
     central = case_factors(slices[quarter:len(slices) - quarter])[FLAIR]
     lesion = float(flair[masks].mean()) if masks.any() else float("nan")
-    return [folder.name, len(slices), int(masks.sum()), round(whole, 2), round(lesion * whole, 1),
+    return [case, len(slices), int(masks.sum()), round(whole, 2), round(lesion * whole, 1),
             round(central, 2), round(lesion * central, 1)]
 
 
@@ -47,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="the kaggle_3m folder (one folder of .tif slices per patient)")
     args = parser.parse_args(argv)
-    folders = sorted(p for p in args.root.glob("TCGA_*") if p.is_dir())
-    if not folders:
-        sys.exit(f"error: {args.root} holds no TCGA_* patient folders; give the kaggle_3m folder of the LGG set.")
-    rows = [patient_row(folder) for folder in folders]
+    try:
+        dataset = get_registry().build("dataset", "lgg", root=str(args.root))
+    except SegkitError as error:
+        sys.exit(f"error: {error}")
+    rows = [patient_row(dataset, case) for case in dict.fromkeys(dataset.cases)]
     print(markdown_table(["patient", "slices", "lesion pixels", "FLAIR factor", "lesion mean after",
                           "factor, central half", "lesion mean after (central)"], rows))
     factors = np.array([row[3] for row in rows], dtype=float)
