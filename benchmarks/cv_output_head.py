@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from common import markdown_table
-from segkit.cv import CHECKPOINT, fold_directory, read_cv
+from segkit.cv import CHECKPOINT, _fold_state, fold_directory, read_cv
 from segkit.errors import CheckpointError
 from segkit.evaluate import build_metric_set, evaluate_predictor, select_data
 from segkit.inference import load_predictor
@@ -32,9 +32,8 @@ DEAD_SHARE = 1e-3  # a channel positive on fewer than this share of the pixels c
 def smp_network(model: torch.nn.Module) -> torch.nn.Module:
     """The smp network inside a segkit model (or the model itself), with its decoder blocks and head."""
     for candidate in (model, getattr(model, "model", None)):
-        if candidate is not None and hasattr(candidate, "segmentation_head") and hasattr(candidate, "decoder"):
-            if hasattr(candidate.decoder, "blocks"):
-                return candidate
+        if hasattr(candidate, "segmentation_head") and hasattr(getattr(candidate, "decoder", None), "blocks"):
+            return candidate
     raise SystemExit(f"error: {type(model).__name__} is not an smp model with decoder blocks and a segmentation "
                      "head; this script reads only those.")
 
@@ -44,18 +43,19 @@ def fold_row(cv_dir: Path, fold: int, registry, metrics) -> list:
     data = select_data(fold_dir, registry, split="val")
     predictor = load_predictor(fold_dir, checkpoint=CHECKPOINT, device="cpu", registry=registry)
     network = smp_network(predictor.members[0].info["model"])
-    counts: dict[str, torch.Tensor | int] = {"positive": 0, "pixels": 0}
+    positive: list[torch.Tensor] = []  # per batch: pixels above 0, per channel
+    pixels: list[int] = []  # per batch: pixels per channel
 
     def record(module, inputs, output) -> None:
-        counts["positive"] = counts["positive"] + (output > 0).sum(dim=(0, 2, 3))
-        counts["pixels"] = int(counts["pixels"]) + output.shape[0] * output.shape[2] * output.shape[3]
+        positive.append((output > 0).sum(dim=(0, 2, 3)))
+        pixels.append(output[:, 0].numel())
 
     handle = network.decoder.blocks[-1].register_forward_hook(record)
     try:
         dice = evaluate_predictor(predictor, data, metrics, postprocess="none").per_case_table()["dice"].mean()
     finally:
         handle.remove()
-    share = counts["positive"] / max(int(counts["pixels"]), 1)
+    share = torch.stack(positive).sum(dim=0) / sum(pixels)
     head = network.segmentation_head[0]
     weights = head.weight.detach().flatten()
     return [f"{cv_dir.name} fold {fold}", f"{dice:.3f}", f"{int((share < DEAD_SHARE).sum())} of {len(share)}",
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"error: {error}")
         chosen = [int(k) for k in args.folds.split(",") if k.strip()] or list(range(folds))
         for k in chosen:
-            if not (fold_directory(cv_dir, k) / "checkpoints").is_dir():
-                print(f"{cv_dir} fold {k}: not trained, skipped", file=sys.stderr)
+            if _fold_state(fold_directory(cv_dir, k)) != "done":  # segkit cv's own rule for a finished fold
+                print(f"{cv_dir} fold {k}: not finished, skipped", file=sys.stderr)
                 continue
             rows.append(fold_row(cv_dir, k, registry, metrics))
             print(f"{cv_dir} fold {k} read", file=sys.stderr, flush=True)
