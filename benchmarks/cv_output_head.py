@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from common import markdown_table
-from segkit.cv import CHECKPOINT, _fold_state, fold_directory, read_cv
+from segkit.cv import CHECKPOINT, fold_directory, fold_state, read_cv
 from segkit.errors import CheckpointError
 from segkit.evaluate import build_metric_set, evaluate_predictor, select_data
 from segkit.inference import load_predictor
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"error: {error}")
         chosen = [int(k) for k in args.folds.split(",") if k.strip()] or list(range(folds))
         for k in chosen:
-            if _fold_state(fold_directory(cv_dir, k)) != "done":  # segkit cv's own rule for a finished fold
+            if fold_state(fold_directory(cv_dir, k)) != "done":  # segkit cv's own rule for a finished fold
                 print(f"{cv_dir} fold {k}: not finished, skipped", file=sys.stderr)
                 continue
             rows.append(fold_row(cv_dir, k, registry, metrics))

@@ -20,11 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from common import markdown_table
-from segkit.cv import CHECKPOINT, fold_directory, read_cv
+from segkit.cv import fold_models, read_cv
 from segkit.errors import CheckpointError
-from segkit.evaluate import build_metric_set, evaluate_predictor, select_data
+from segkit.evaluate import build_metric_set, evaluate_predictor
 from segkit.fileio import atomic_write_text
-from segkit.inference import load_predictor
 from segkit.registry import get_registry
 
 OUTPUT = "cv-thresholds.csv"
@@ -53,10 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     registry = get_registry()
     metrics = build_metric_set(registry)
     parts: dict[float, list[pd.DataFrame]] = {t: [] for t in args.thresholds}
-    for k in range(folds):
-        fold_dir = fold_directory(args.cv_dir, k)
-        data = select_data(fold_dir, registry, split="val")
-        predictor = load_predictor(fold_dir, checkpoint=CHECKPOINT, device=args.device, registry=registry)
+    for k, data, predictor in fold_models([args.cv_dir], folds, registry, device=args.device):
         predictor.tta = args.tta
         for t in args.thresholds:
             predictor.threshold = t

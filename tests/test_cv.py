@@ -190,3 +190,25 @@ def test_export_of_a_cross_validation_is_one_model_averaging_the_folds(cv_dir: P
     with torch.no_grad():
         got = torch.sigmoid(exported(x))
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_cross_validations_of_one_split_score_as_one_ensemble_per_fold(cv_dir: Path, tmp_path: Path) -> None:
+    from segkit.cv import out_of_fold_tables
+    from segkit.errors import CheckpointError
+    from segkit.registry import get_registry
+
+    registry = get_registry()
+    alone = out_of_fold_tables([cv_dir], FOLDS, registry, device="cpu")
+    twice = out_of_fold_tables([cv_dir, cv_dir], FOLDS, registry, device="cpu")
+    assert set(alone) == set(twice) == {"plain", "lcc", "tta", "tta+lcc"}
+    for variant, table in alone.items():  # fold k averaged with itself predicts what fold k does
+        pd.testing.assert_frame_equal(twice[variant], table)
+
+    other = tmp_path / "other-split"
+    shutil.copytree(cv_dir, other)
+    splits = pd.read_csv(other / "fold-1" / "splits.csv")
+    val, train = splits.index[splits["split"] == "val"][0], splits.index[splits["split"] == "train"][0]
+    splits.loc[[val, train], "split"] = ["train", "val"]
+    splits.to_csv(other / "fold-1" / "splits.csv", index=False)
+    with pytest.raises(CheckpointError, match="fold-1 validated other cases"):
+        out_of_fold_tables([cv_dir, other], FOLDS, registry, device="cpu")

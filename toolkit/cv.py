@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,10 @@ __all__ = [
     "expand_sources",
     "inference_settings",
     "run_cv",
+    "fold_state",
+    "fold_models",
+    "out_of_fold_tables",
+    "out_of_fold_report",
     "out_of_fold",
     "bootstrap_interval",
     "choose_variant",
@@ -142,13 +146,14 @@ def _comparable(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def _fold_state(fold_dir: Path) -> str:
+def fold_state(fold_dir: str | Path) -> str:
     """``new``, ``partial`` (resume it) or ``done``.
 
     A fold that failed before its first epoch ended is ``new``: it starts afresh.
     """
     from segkit.train.runner import holds_a_run
 
+    fold_dir = Path(fold_dir)
     if (fold_dir / "summary.json").is_file():
         return "done"
     if holds_a_run(fold_dir):
@@ -203,7 +208,7 @@ def run_cv(
         if only and k not in only:
             continue
         fold_dir = fold_directory(root, k)
-        state = _fold_state(fold_dir)
+        state = fold_state(fold_dir)
         if state == "done":
             echo(f"fold {k + 1}/{folds}: already trained ({fold_dir})")
             continue
@@ -215,7 +220,7 @@ def run_cv(
             train(config, fold_dir, registry, quiet=quiet, echo=echo)
 
     if only:
-        trained = [k for k in range(folds) if _fold_state(fold_directory(root, k)) == "done"]
+        trained = [k for k in range(folds) if fold_state(fold_directory(root, k)) == "done"]
         echo(f"{len(trained)} of {folds} folds are trained" + (
             ": run the same command without --fold to score every case out of fold." if len(trained) == folds
             else f"; still to train: {', '.join(str(k) for k in range(folds) if k not in trained)}."))
@@ -262,23 +267,44 @@ def _summary(table: pd.DataFrame, metrics: Sequence[str]) -> dict[str, Any]:
     return summary
 
 
-def out_of_fold(root: str | Path, folds: int, registry: Any, *, device: str = "auto",
-                progress: bool = False) -> dict[str, Any]:
-    """Score each fold's validation cases with that fold's model, for every inference variant.
+def _validation_items(fold_dir: Path) -> set[str]:
+    """The items a fold run validated on, from its ``splits.csv``."""
+    table = pd.read_csv(fold_dir / "splits.csv", dtype=str)
+    return set(table.loc[table["split"] == "val", "item"])
 
-    Writes ``DIR/cv-per-case.csv`` (one row per case, the chosen variant's scores plus the
-    Dice of every variant) and returns the report (keys ``per_case``, ``summary``, ``variants``, ``chosen``).
+
+def fold_models(roots: Sequence[str | Path], folds: int, registry: Any, *,
+                device: str = "auto") -> Iterator[tuple[int, Any, Any]]:
+    """Fold by fold: ``(k, validation data, predictor)``, the predictor of fold ``k``'s last checkpoint.
+
+    Several roots (cross-validations of one split, say trained with other seeds) make fold ``k``'s
+    predictor the ensemble of every root's fold ``k``; a root whose fold ``k`` validated other cases
+    is a :class:`CheckpointError`.
     """
-    from segkit.evaluate import build_metric_set, evaluate_predictor, select_data
+    from segkit.evaluate import select_data
     from segkit.inference import load_predictor
 
-    root = Path(root)
+    roots = [Path(r) for r in roots]
+    for k in range(folds):
+        fold_dirs = [fold_directory(root, k) for root in roots]
+        items = _validation_items(fold_dirs[0]) if len(fold_dirs) > 1 else set()
+        for other in fold_dirs[1:]:
+            if _validation_items(other) != items:
+                raise CheckpointError(f"{other} validated other cases than {fold_dirs[0]}: cross-validations "
+                                      "make one ensemble per fold only when they share the split (same data, "
+                                      "--folds and split.seed).")
+        data = select_data(fold_dirs[0], registry, split="val")
+        yield k, data, load_predictor(fold_dirs, checkpoint=CHECKPOINT, device=device, registry=registry)
+
+
+def out_of_fold_tables(roots: Sequence[str | Path], folds: int, registry: Any, *, device: str = "auto",
+                       progress: bool = False) -> dict[str, pd.DataFrame]:
+    """Each inference variant's per-case table, every case scored by the fold model(s) that never saw it."""
+    from segkit.evaluate import build_metric_set, evaluate_predictor
+
     metrics = build_metric_set(registry)
     tables: dict[str, list[pd.DataFrame]] = {name: [] for name, _t, _p in VARIANTS}
-    for k in range(folds):
-        fold_dir = fold_directory(root, k)
-        data = select_data(fold_dir, registry, split="val")
-        predictor = load_predictor(fold_dir, checkpoint=CHECKPOINT, device=device, registry=registry)
+    for k, data, predictor in fold_models(roots, folds, registry, device=device):
         for name, tta, postprocess in VARIANTS:
             predictor.tta = tta  # one loaded model serves every variant
             accumulator = evaluate_predictor(predictor, data, metrics, postprocess=postprocess, progress=progress)
@@ -290,14 +316,22 @@ def out_of_fold(root: str | Path, folds: int, registry: Any, *, device: str = "a
     if cases.duplicated().any():
         raise CheckpointError(f"case {cases[cases.duplicated()].iloc[0]!r} was validated by two folds: the fold "
                               "runs do not come from one cross-validation split.")
-    means = {name: float(table["dice"].mean()) for name, table in merged.items()}
+    return merged
+
+
+def out_of_fold_report(tables: dict[str, pd.DataFrame], folds: int, registry: Any, out: str | Path) -> dict[str, Any]:
+    """Choose the variant, write ``OUT/cv-per-case.csv`` (its scores plus every variant's Dice), return the report."""
+    from segkit.evaluate import build_metric_set
+
+    means = {name: float(table["dice"].mean()) for name, table in tables.items()}
     chosen_name = choose_variant(means)
     chosen = next({"variant": n, "tta": t, "postprocess": p} for n, t, p in VARIANTS if n == chosen_name)
-    per_case = merged[chosen_name].copy()
-    for name, table in merged.items():
+    per_case = tables[chosen_name].copy()
+    for name, table in tables.items():
         per_case[f"dice_{name}"] = table["dice"].to_numpy()
-    atomic_write_text(root / PER_CASE_FILE, per_case.to_csv(index=False, float_format="%.6g"))
-    names = list(metrics)
+    path = Path(out) / PER_CASE_FILE
+    atomic_write_text(path, per_case.to_csv(index=False, float_format="%.6g"))
+    names = list(build_metric_set(registry))
     return {
         "folds": folds,
         "checkpoint": CHECKPOINT,
@@ -305,10 +339,21 @@ def out_of_fold(root: str | Path, folds: int, registry: Any, *, device: str = "a
         "n_images": int(per_case["n_images"].sum()),
         "chosen": chosen,
         "summary": _summary(per_case, names),
-        "variants": {name: _summary(table, ["dice"])["dice"] for name, table in merged.items()},
+        "variants": {name: _summary(table, ["dice"])["dice"] for name, table in tables.items()},
         "per_case": json.loads(per_case.to_json(orient="records")),
-        "per_case_csv": str(root / PER_CASE_FILE),
+        "per_case_csv": str(path),
     }
+
+
+def out_of_fold(root: str | Path, folds: int, registry: Any, *, device: str = "auto",
+                progress: bool = False) -> dict[str, Any]:
+    """Score each fold's validation cases with that fold's model, for every inference variant.
+
+    Writes ``DIR/cv-per-case.csv`` (one row per case, the chosen variant's scores plus the
+    Dice of every variant) and returns the report (keys ``per_case``, ``summary``, ``variants``, ``chosen``).
+    """
+    tables = out_of_fold_tables([root], folds, registry, device=device, progress=progress)
+    return out_of_fold_report(tables, folds, registry, root)
 
 
 def format_cv_report(report: dict[str, Any]) -> str:
