@@ -1,6 +1,7 @@
 """Compare two ``segkit cv`` results patient by patient: is the change real, or fold noise?
 
-Both directories must hold ``cv-per-case.csv`` over the same cases (the same data and
+Both directories must hold ``cv-per-case.csv`` (or give such a file itself, say one kept in
+``benchmarks/results/cv/``) over the same cases (the same data and
 ``--folds``; the same ``split.seed`` makes the folds identical, which a paired comparison
 wants). Prints, for a column (``dice``: the variant the cross-validation chose; or
 ``dice_plain``, ``dice_lcc``, ...), each side's mean, median and patients at 0, then the
@@ -25,10 +26,11 @@ from common import markdown_table
 TABLE = "cv-per-case.csv"
 
 
-def read(directory: Path, column: str) -> pd.Series:
-    path = directory / TABLE
+def read(source: Path, column: str) -> pd.Series:
+    path = source if source.is_file() else source / TABLE
     if not path.is_file():
-        sys.exit(f"error: {path} does not exist: give a directory written by 'segkit cv' (it writes {TABLE} at the end).")
+        sys.exit(f"error: {path} does not exist: give a directory written by 'segkit cv' (it writes {TABLE} at the end) "
+                 "or such a table.")
     table = pd.read_csv(path)
     if column not in table.columns:
         sys.exit(f"error: {path} has no column {column!r}; it has {', '.join(table.columns)}.")
