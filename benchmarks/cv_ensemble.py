@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     report = out_of_fold_report(tables, folds, registry, args.out)
     report["members"] = [str(d) for d in args.cv_dirs]
     atomic_write_text(args.out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
-    ensemble = pd.read_csv(args.out / PER_CASE_FILE)
+    ensemble = pd.DataFrame(report["per_case"])  # the rows just written to OUT/cv-per-case.csv
 
     headers = ["out-of-fold per-case Dice", *(v for v, _t, _p in VARIANTS), "at 0 (chosen)"]
     rows = [member_row(str(d), table) for d, table in zip(args.cv_dirs, members, strict=True)]

@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 
 from common import markdown_table
-from segkit.cv import CHECKPOINT, fold_directory, fold_state, read_cv
+from segkit.cv import fold_directory, fold_model, fold_state, read_cv
 from segkit.errors import CheckpointError
-from segkit.evaluate import build_metric_set, evaluate_predictor, select_data
-from segkit.inference import load_predictor
+from segkit.evaluate import build_metric_set, evaluate_predictor
 from segkit.registry import get_registry
 
 DEAD_SHARE = 1e-3  # a channel positive on fewer than this share of the pixels counts as dead
@@ -39,9 +38,7 @@ def smp_network(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def fold_row(cv_dir: Path, fold: int, registry, metrics) -> list:
-    fold_dir = fold_directory(cv_dir, fold)
-    data = select_data(fold_dir, registry, split="val")
-    predictor = load_predictor(fold_dir, checkpoint=CHECKPOINT, device="cpu", registry=registry)
+    data, predictor = fold_model([cv_dir], fold, registry, device="cpu")
     network = smp_network(predictor.members[0].info["model"])
     positive: list[torch.Tensor] = []  # per batch: pixels above 0, per channel
     pixels: list[int] = []  # per batch: pixels per channel

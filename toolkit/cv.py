@@ -41,6 +41,7 @@ __all__ = [
     "inference_settings",
     "run_cv",
     "fold_state",
+    "fold_model",
     "fold_models",
     "out_of_fold_tables",
     "out_of_fold_report",
@@ -273,28 +274,32 @@ def _validation_items(fold_dir: Path) -> set[str]:
     return set(table.loc[table["split"] == "val", "item"])
 
 
-def fold_models(roots: Sequence[str | Path], folds: int, registry: Any, *,
-                device: str = "auto") -> Iterator[tuple[int, Any, Any]]:
-    """Fold by fold: ``(k, validation data, predictor)``, the predictor of fold ``k``'s last checkpoint.
+def fold_model(roots: Sequence[str | Path], fold: int, registry: Any, *, device: str = "auto") -> tuple[Any, Any]:
+    """Fold ``fold``'s validation data and the predictor of its last checkpoint.
 
-    Several roots (cross-validations of one split, say trained with other seeds) make fold ``k``'s
-    predictor the ensemble of every root's fold ``k``; a root whose fold ``k`` validated other cases
-    is a :class:`CheckpointError`.
+    Several roots (cross-validations of one split, say trained with other seeds) make the
+    predictor the ensemble of every root's fold; a root whose fold validated other cases is a
+    :class:`CheckpointError`.
     """
     from segkit.evaluate import select_data
     from segkit.inference import load_predictor
 
-    roots = [Path(r) for r in roots]
+    first, *others = [fold_directory(root, fold) for root in roots]
+    expected = _validation_items(first) if others else set()
+    for other in others:
+        if _validation_items(other) != expected:
+            raise CheckpointError(f"{other} validated other cases than {first}: cross-validations make one "
+                                  "ensemble per fold only when they share the split (same data, --folds and "
+                                  "split.seed).")
+    data = select_data(first, registry, split="val")
+    return data, load_predictor([first, *others], checkpoint=CHECKPOINT, device=device, registry=registry)
+
+
+def fold_models(roots: Sequence[str | Path], folds: int, registry: Any, *,
+                device: str = "auto") -> Iterator[tuple[int, Any, Any]]:
+    """Fold by fold: ``(k, validation data, predictor)`` from :func:`fold_model`, loaded as they are needed."""
     for k in range(folds):
-        fold_dirs = [fold_directory(root, k) for root in roots]
-        items = _validation_items(fold_dirs[0]) if len(fold_dirs) > 1 else set()
-        for other in fold_dirs[1:]:
-            if _validation_items(other) != items:
-                raise CheckpointError(f"{other} validated other cases than {fold_dirs[0]}: cross-validations "
-                                      "make one ensemble per fold only when they share the split (same data, "
-                                      "--folds and split.seed).")
-        data = select_data(fold_dirs[0], registry, split="val")
-        yield k, data, load_predictor(fold_dirs, checkpoint=CHECKPOINT, device=device, registry=registry)
+        yield (k, *fold_model(roots, k, registry, device=device))
 
 
 def out_of_fold_tables(roots: Sequence[str | Path], folds: int, registry: Any, *, device: str = "auto",
