@@ -31,7 +31,7 @@ def load_slices(args: argparse.Namespace) -> tuple[list[np.ndarray], list[np.nda
     """``args.items`` LGG slices spread over all patients, resized to ``args.image_size`` (uint8, {0, 1})."""
     import cv2
 
-    from segkit.registry import get_registry
+    from segkit.components.registry import get_registry
 
     dataset = get_registry().build("dataset", "lgg", root=str(args.data_root))
     positions = np.linspace(0, len(dataset) - 1, args.items).round().astype(int)

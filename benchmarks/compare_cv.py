@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--column", default="dice")
     parser.add_argument("--per-patient", action="store_true")
     args = parser.parse_args(argv)
-    from segkit.cv import bootstrap_interval
+    from segkit.evaluation.cv import bootstrap_interval
 
     before, after = read(args.before, args.column), read(args.after, args.column)
     if set(before.index) != set(after.index):

@@ -25,10 +25,10 @@ from pathlib import Path
 import pandas as pd
 
 from common import markdown_table
-from segkit.cv import PER_CASE_FILE, REPORT_FILE, VARIANTS, out_of_fold_report, out_of_fold_tables, read_cv
+from segkit.evaluation.cv import PER_CASE_FILE, REPORT_FILE, VARIANTS, out_of_fold_report, out_of_fold_tables, read_cv
 from segkit.errors import SegkitError
 from segkit.fileio import atomic_write_text
-from segkit.registry import get_registry
+from segkit.components.registry import get_registry
 
 
 def member_row(name: str, table: pd.DataFrame) -> list[str]:

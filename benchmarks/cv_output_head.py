@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from common import markdown_table
-from segkit.cv import fold_directory, fold_model, fold_state, read_cv
+from segkit.evaluation.cv import fold_directory, fold_model, fold_state, read_cv
 from segkit.errors import CheckpointError
-from segkit.evaluate import build_metric_set, evaluate_predictor
-from segkit.registry import get_registry
+from segkit.evaluation.evaluate import build_metric_set, evaluate_predictor
+from segkit.components.registry import get_registry
 
 DEAD_SHARE = 1e-3  # a channel positive on fewer than this share of the pixels counts as dead
 

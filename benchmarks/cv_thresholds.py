@@ -20,11 +20,11 @@ from pathlib import Path
 import pandas as pd
 
 from common import markdown_table
-from segkit.cv import fold_models, read_cv
+from segkit.evaluation.cv import fold_models, read_cv
 from segkit.errors import CheckpointError
-from segkit.evaluate import build_metric_set, evaluate_predictor
+from segkit.evaluation.evaluate import build_metric_set, evaluate_predictor
 from segkit.fileio import atomic_write_text
-from segkit.registry import get_registry
+from segkit.components.registry import get_registry
 
 OUTPUT = "cv-thresholds.csv"
 

@@ -303,7 +303,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (dry run)"
     peak, peak_source = peak_tflops(device_name, args.peak_tflops)
 
-    from segkit.registry import get_registry
+    from segkit.components.registry import get_registry
 
     registry = get_registry()
     started = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 from common import markdown_table
 from segkit.data.intensity import case_factors
 from segkit.errors import SegkitError
-from segkit.registry import get_registry
+from segkit.components.registry import get_registry
 
 FLAIR = 1  # segkit reads LGG slices as RGB: (pre-contrast, FLAIR, post-contrast)
 

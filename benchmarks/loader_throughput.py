@@ -114,7 +114,7 @@ def main() -> None:
         args.items, args.workers, args.width, args.train_steps = 32, [0, 1], 16, 2
     args.epochs = max(args.epochs, 1)
 
-    from segkit.registry import get_registry
+    from segkit.components.registry import get_registry
 
     registry = get_registry()
     results = []

@@ -60,7 +60,7 @@ def build_segkit_trainer(args: argparse.Namespace) -> tuple[Any, Any, Any, tuple
     import pandas as pd
     from torch.utils.data import DataLoader
 
-    from segkit.registry import get_registry
+    from segkit.components.registry import get_registry
     from segkit.train import assemble
     from segkit.train.device import select_device
     from segkit.train.runner import seed_everything

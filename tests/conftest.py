@@ -82,7 +82,7 @@ def clone_run(source: Path, target: Path, model: dict | None = None, image_size:
     """
     import torch
 
-    from segkit.registry import get_registry
+    from segkit.components.registry import get_registry
     from segkit.tomlio import dumps_toml, read_toml
     from segkit.train.checkpoint import load_checkpoint, save_checkpoint
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from segkit.config import resolve_config, validate_config
-from segkit.registry import get_registry
+from segkit.components.registry import get_registry
 from segkit.train import runner
 from segkit.train.checkpoint import CheckpointPacer, load_checkpoint
 

@@ -44,7 +44,7 @@ def test_info_shows_parameters_defaults_types_plugin_and_file() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "width" in out and "64" in out and "in_channels" in out and "int" in out
-    assert "plugins/models/unet.py" in out or "segkit_builtins/models/unet.py" in out
+    assert "plugins/segkit_builtins/models/unet.py" in out
     assert "builtins (segkit 0.1.0)" in out
     data = json.loads(segkit("info", "loss", "bce_dice", "--json").stdout)
     assert {p["name"] for p in data["parameters"]} >= {"bce_weight", "dice_weight"}

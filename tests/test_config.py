@@ -9,7 +9,7 @@ import pytest
 
 from segkit.config import parse_set, resolve_config, validate_config
 from segkit.errors import ConfigError, UnknownNameError
-from segkit.registry import get_registry
+from segkit.components.registry import get_registry
 from segkit.tomlio import dumps_toml
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from segkit.registry import get_registry
+from segkit.components.registry import get_registry
 from segkit.testing import check_dataset, check_loss, check_metric, check_model
 
 REGISTRY = get_registry()

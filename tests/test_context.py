@@ -16,9 +16,9 @@ from clihelp import train_tiny_lgg
 from segkit.cli import cli
 from segkit.data import SegmentationDataset, read_image, read_mask
 from segkit.errors import CheckpointError, ConfigError, DataError
-from segkit.inference import Member, Predictor
-from segkit.predict import context_neighbours
-from segkit.registry import get_registry
+from segkit.inference.predictor import Member, Predictor
+from segkit.inference.predict import context_neighbours
+from segkit.components.registry import get_registry
 
 REGISTRY = get_registry()
 CASE = "TCGA_CS_6667_20011105"  # 20 slices, numbered 1..20
@@ -194,8 +194,8 @@ def context_run(lgg_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def test_context_run_records_context_and_evaluates(context_run: Path, lgg_small: Path) -> None:
-    from segkit.evaluate import select_data
-    from segkit.inference import load_predictor
+    from segkit.evaluation.evaluate import select_data
+    from segkit.inference.predictor import load_predictor
     from segkit.tomlio import read_toml
 
     config = read_toml(context_run / "config.toml")
@@ -214,7 +214,7 @@ def test_context_run_records_context_and_evaluates(context_run: Path, lgg_small:
 
 
 def test_predict_stacks_a_case_like_the_dataset(context_run: Path, lgg_small: Path, tmp_path: Path) -> None:
-    from segkit.inference import load_predictor
+    from segkit.inference.predictor import load_predictor
 
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["predict", str(context_run), str(lgg_small / CASE), "--out", str(out),
@@ -265,7 +265,7 @@ def test_context_run_exports_to_onnx_and_predicts_the_same(context_run: Path, lg
                                                            tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from segkit.export import export_onnx, load_onnx_predictor
+    from segkit.inference.export import export_onnx, load_onnx_predictor
 
     report = export_onnx(context_run, tmp_path / "m.onnx")
     assert report["metadata"]["context"] == "1" and report.get("max_abs_diff", 0) <= 1e-4

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from clihelp import segkit
-from segkit.cv import bootstrap_interval, choose_variant
+from segkit.evaluation.cv import bootstrap_interval, choose_variant
 
 #: 48 synthetic 32x32 slices in 12 cases of 4; the tutorial U-Net at width 8, one epoch per fold.
 TINY_CV = ["--set", "dataset.count=48", "--set", "dataset.size=32", "--set", "dataset.slices_per_case=4",
@@ -170,7 +170,7 @@ def test_a_variant_is_chosen_only_when_it_beats_the_plain_prediction() -> None:
 def test_export_of_a_cross_validation_is_one_model_averaging_the_folds(cv_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    from segkit.inference import load_predictor
+    from segkit.inference.predictor import load_predictor
 
     out = tmp_path / "ensemble.pt"
     result = segkit("export", str(cv_dir), "--out", str(out))
@@ -193,9 +193,9 @@ def test_export_of_a_cross_validation_is_one_model_averaging_the_folds(cv_dir: P
 
 
 def test_cross_validations_of_one_split_score_as_one_ensemble_per_fold(cv_dir: Path, tmp_path: Path) -> None:
-    from segkit.cv import out_of_fold_tables
+    from segkit.evaluation.cv import out_of_fold_tables
     from segkit.errors import CheckpointError
-    from segkit.registry import get_registry
+    from segkit.components.registry import get_registry
 
     registry = get_registry()
     alone = out_of_fold_tables([cv_dir], FOLDS, registry, device="cpu")

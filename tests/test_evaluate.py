@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from clihelp import segkit
 from segkit.cli import cli
 from segkit.data import SegmentationDataset, build_transform
-from segkit.evaluate import EvaluationData, build_metric_set, evaluate_predictor
-from segkit.inference import Member, Predictor, load_predictor, resize_images
-from segkit.registry import get_registry
+from segkit.evaluation.evaluate import EvaluationData, build_metric_set, evaluate_predictor
+from segkit.inference.predictor import Member, Predictor, load_predictor, resize_images
+from segkit.components.registry import get_registry
 
 
 def invoke(*args: str):

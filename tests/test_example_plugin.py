@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from clihelp import REPO, segkit
-from segkit.plugins import load_plugins
-from segkit.registry import Registry
+from segkit.components.plugins import load_plugins
+from segkit.components.registry import Registry
 
 PLUGIN = "example"
 DISTRIBUTION = "segkit-example-plugin"
@@ -98,7 +98,7 @@ def test_segkit_list_plugins_reports_it_healthy() -> None:
 
 def test_listing_imports_neither_torch_nor_the_component_modules() -> None:
     code = (
-        "import sys; from segkit.registry import get_registry; "
+        "import sys; from segkit.components.registry import get_registry; "
         f"get_registry().get('model', {MODEL!r}); "
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('segkit_example')))"
     )

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from clihelp import segkit
 from segkit.cli import cli
 from segkit.errors import CheckpointError, SegkitError
-from segkit.export import export_onnx, load_onnx_predictor
-from segkit.inference import load_predictor
+from segkit.inference.export import export_onnx, load_onnx_predictor
+from segkit.inference.predictor import load_predictor
 from segkit.train.checkpoint import build_model_from_checkpoint, load_checkpoint
 
 #: Two sizes unlike the export example, one not a multiple of the model's stride.

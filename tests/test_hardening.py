@@ -243,7 +243,7 @@ def test_fold_without_folds_is_an_error_not_a_silent_single_split(tmp_path: Path
 def test_every_bad_item_is_listed_before_training_and_a_passed_check_is_remembered(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from segkit.data.verify import verify_dataset
-    from segkit.registry import get_registry
+    from segkit.components.registry import get_registry
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("SEGKIT_CACHE_DIR", str(cache))

@@ -8,7 +8,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from segkit.cli import cli
-from segkit.inspect import sample_grid, summarize
+from segkit.data.inspect import sample_grid, summarize
 from segkit_builtins.datasets.folder import FolderDataset
 from segkit_builtins.datasets.lgg import LGGDataset
 from segkit_builtins.datasets.synthetic import SyntheticDataset

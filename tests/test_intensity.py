@@ -16,8 +16,8 @@ from segkit.cli import cli
 from segkit.data import read_image
 from segkit.data.intensity import TARGET, apply_factors, case_factors, check_normalize
 from segkit.errors import CheckpointError, ConfigError
-from segkit.inference import Member, Predictor
-from segkit.registry import get_registry
+from segkit.inference.predictor import Member, Predictor
+from segkit.components.registry import get_registry
 
 REGISTRY = get_registry()
 CASE = "TCGA_CS_6667_20011105"
@@ -151,8 +151,8 @@ def normalized_run(lgg_small: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_run_records_the_rule_and_evaluate_reads_with_it(normalized_run: Path, lgg_small: Path) -> None:
-    from segkit.evaluate import select_data
-    from segkit.inference import load_predictor
+    from segkit.evaluation.evaluate import select_data
+    from segkit.inference.predictor import load_predictor
     from segkit.tomlio import read_toml
 
     assert read_toml(normalized_run / "config.toml")["dataset"]["normalize"] == "case"
@@ -168,7 +168,7 @@ def test_run_records_the_rule_and_evaluate_reads_with_it(normalized_run: Path, l
 
 
 def test_predict_normalises_a_case_like_the_dataset(normalized_run: Path, lgg_small: Path, tmp_path: Path) -> None:
-    from segkit.inference import load_predictor
+    from segkit.inference.predictor import load_predictor
 
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["predict", str(normalized_run), str(lgg_small / CASE), "--out", str(out),
@@ -190,7 +190,7 @@ def test_export_records_the_rule_and_onnx_predicts_the_same(normalized_run: Path
                                                             tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from segkit.export import export_onnx, load_onnx_predictor
+    from segkit.inference.export import export_onnx, load_onnx_predictor
 
     report = export_onnx(normalized_run, tmp_path / "m.onnx")
     assert report["metadata"]["normalize"] == "case" and "percentile" in report["metadata"]["input"]

@@ -9,7 +9,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-from segkit.registry import get_registry
+from segkit.components.registry import get_registry
 from segkit_builtins.losses import smp_losses
 from segkit_builtins.losses.bce import BCELoss
 from segkit_builtins.losses.bce_dice import BCEDiceLoss

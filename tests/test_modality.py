@@ -120,7 +120,7 @@ def test_single_channel_data_is_refused_with_what_to_do(tmp_path: Path) -> None:
 
 def lgg_data(lgg_small: Path, loader: str):
     """The assembled data of an LGG run with context 1 and every droppable sequence dropped."""
-    from segkit.registry import get_registry
+    from segkit.components.registry import get_registry
 
     config = RunConfig(ComponentSpec("unet"), ComponentSpec("bce_dice"),
                        ComponentSpec("lgg", {"root": str(lgg_small), "context": 1, "cache": True}))

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from segkit.cli import cli
 from segkit.errors import ConfigError, DataError
 from segkit.labels import Labels, label_names, resolve_labels
-from segkit.metrics import MetricAccumulator, label_counts
+from segkit.evaluation.metrics import MetricAccumulator, label_counts
 from segkit_builtins.datasets.synthetic import SyntheticDataset
 from segkit_builtins.metrics.overlap import Dice, IoU
 
@@ -251,7 +251,7 @@ def test_a_multilabel_run_on_regions_trains_a_sigmoid_per_region(tmp_path: Path)
 
 
 def test_an_ensemble_export_of_softmax_models_averages_their_probabilities() -> None:
-    from segkit.export import EnsembleExport
+    from segkit.inference.export import EnsembleExport
 
     torch.manual_seed(0)
     models = [torch.nn.Conv2d(3, 3, 1) for _ in range(2)]
@@ -263,7 +263,7 @@ def test_an_ensemble_export_of_softmax_models_averages_their_probabilities() -> 
 
 def test_an_ensemble_of_models_with_different_labels_is_refused() -> None:
     from segkit.errors import CheckpointError
-    from segkit.inference import Member, Predictor
+    from segkit.inference.predictor import Member, Predictor
 
     def member(labels: Labels) -> Member:
         return Member("m", str(labels.mode), 0, 3, 0.5, lambda x: x, labels=labels)
@@ -273,7 +273,7 @@ def test_an_ensemble_of_models_with_different_labels_is_refused() -> None:
 
 
 def test_surface_scores_of_a_case_stack_its_slices_and_score_one_slice_in_2d() -> None:
-    from segkit.surface_report import SurfaceScores
+    from segkit.evaluation.surface_report import SurfaceScores
 
     square = np.zeros((1, 8, 8), bool)
     square[0, 2:5, 2:5] = True
@@ -310,7 +310,7 @@ def test_per_label_dice_and_iou_agree_with_monai_on_random_label_maps() -> None:
 
 
 def test_inspect_names_each_label_and_counts_its_slices() -> None:
-    from segkit.inspect import summarize
+    from segkit.data.inspect import summarize
 
     dataset = SyntheticDataset(count=24, size=32, classes=3)
     summary = summarize(dataset)
@@ -321,7 +321,7 @@ def test_inspect_names_each_label_and_counts_its_slices() -> None:
 
 
 def test_a_dataset_spacing_puts_boundary_distances_in_its_units(tmp_path: Path) -> None:
-    from segkit.surface_report import SurfaceScores, dataset_spacing
+    from segkit.evaluation.surface_report import SurfaceScores, dataset_spacing
     from segkit_builtins.datasets.folder import FolderDataset
 
     mask = np.zeros((8, 8), np.uint8)
@@ -342,7 +342,7 @@ def test_a_dataset_spacing_puts_boundary_distances_in_its_units(tmp_path: Path) 
 
 def test_evaluating_on_another_dataset_reads_it_with_the_models_labels(multiclass_run: Path,
                                                                       tmp_path: Path) -> None:
-    from segkit.evaluate import evaluate_runs
+    from segkit.evaluation.evaluate import evaluate_runs
 
     mask = np.zeros((16, 16), np.uint8)
     mask[2:6, 2:6], mask[9:14, 8:14] = 1, 2

@@ -12,8 +12,8 @@ import pytest
 
 from clihelp import segkit, write_plugin
 from segkit.errors import DuplicateComponentError, PluginLoadError, UnknownNameError
-from segkit.plugins import components_from_toml, load_plugins, parse_plugin_args
-from segkit.registry import Registry
+from segkit.components.plugins import components_from_toml, load_plugins, parse_plugin_args
+from segkit.components.registry import Registry
 
 PLUGIN_WITH_MODEL = textwrap.dedent(
     """

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from segkit.errors import UnknownNameError
-from segkit.postprocess import _label_3d_fallback, largest_component, largest_component_3d, postprocess
+from segkit.inference.postprocess import _label_3d_fallback, largest_component, largest_component_3d, postprocess
 
 
 def blobs_2d() -> np.ndarray:
@@ -49,7 +49,7 @@ def test_largest_component_3d_joins_slices_through_faces_only() -> None:
 def test_fallback_labelling_agrees_with_scipy() -> None:
     from scipy import ndimage
 
-    from segkit.postprocess import _structure_3d
+    from segkit.inference.postprocess import _structure_3d
 
     rng = np.random.default_rng(0)
     for _ in range(5):

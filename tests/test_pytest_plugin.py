@@ -42,7 +42,7 @@ class NeedsRoot(torch.utils.data.Dataset):
 '''
 
 PLUGIN = '''
-from segkit.hookspecs import hookimpl
+from segkit.components.hookspecs import hookimpl
 
 
 @hookimpl
@@ -83,7 +83,7 @@ def pytest_run(*args: str, cwd: Path, site: Path | None = None) -> subprocess.Co
 
 def test_the_pytest_plugin_is_registered_with_pytest() -> None:
     [entry_point] = [e for e in metadata.entry_points(group="pytest11") if e.name == "segkit"]
-    assert entry_point.value == "segkit.pytest_plugin"
+    assert entry_point.value == "segkit.components.pytest_plugin"
 
 
 @pytest.mark.skipif(not any(e.value == "segkit_example.plugin" for e in metadata.entry_points(group="segkit")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from segkit.errors import ConfigError, UnknownNameError
-from segkit.registry import get_registry, normalize_kind
+from segkit.components.registry import get_registry, normalize_kind
 
 
 def test_list_filters_with_globs_and_accepts_plural_kinds() -> None:

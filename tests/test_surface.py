@@ -1,4 +1,4 @@
-"""Boundary metrics (segkit.surface): hand-computed cases, empty masks, input errors, MONAI."""
+"""Boundary metrics (segkit.evaluation.surface): hand-computed cases, empty masks, input errors, MONAI."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from segkit.surface import (
+from segkit.evaluation.surface import (
     HIGHER_IS_BETTER,
     SURFACE_METRICS,
     assd,

@@ -240,7 +240,7 @@ def test_channels_last_setting_per_device(setting, cpu: bool, cuda: bool) -> Non
 
 def test_channels_last_always_trains_the_model_channels_last_on_cpu() -> None:
     from segkit.config import resolve_config, validate_config
-    from segkit.registry import get_registry
+    from segkit.components.registry import get_registry
     from segkit.train import assemble
 
     registry = get_registry()

@@ -1,0 +1,175 @@
+"""Your own data as two folders, ``images/`` and ``masks/``, paired by file name.
+
+    root/
+      images/  a.png  b.tif  ...
+      masks/   a.png  b.tif  ...      (or a_mask.png with mask_suffix="_mask")
+
+For 2.5D context the slice number comes from the file stem: ``slice_pattern``'s group
+``slice`` (or first group), or a ``case_pattern`` with named groups ``case`` and
+``slice``, e.g. ``^(?P<case>.+)_(?P<slice>\\d+)$`` for ``patient3_17.png``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from segkit.labels import check_classes, label_names
+from segkit.components.params import check_spacing
+from segkit.data import IMAGE_SUFFIXES, FilePairDataset, drop_missing
+from segkit.data.base import check_context
+from segkit.data.intensity import check_normalize
+from segkit.errors import ConfigError, DataError
+
+__all__ = ["FolderDataset", "case_ids", "slice_numbers"]
+
+
+def _listing(folder: Path) -> dict[str, Path]:
+    """Image files of ``folder`` by stem; DataError when two share a stem."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.stem in found:
+                raise DataError(f"{found[path.stem].name} and {path.name} in {folder} share the name "
+                                f"{path.stem!r}; keep one file per image")
+            found[path.stem] = path
+    return found
+
+
+def _group_texts(names: list[str], pattern_text: str, group_name: str, option: str) -> list[str | None]:
+    """The text of ``pattern_text``'s group ``group_name`` (or first group, or whole match) in every name.
+
+    None where the pattern does not match; ConfigError when it is not a valid regular expression.
+    """
+    try:
+        pattern = re.compile(pattern_text)
+    except re.error as exc:
+        raise ConfigError(f"{option} {pattern_text!r} is not a valid regular expression: {exc}") from None
+    group = group_name if group_name in pattern.groupindex else (1 if pattern.groups else 0)
+    texts = []
+    for name in names:
+        match = pattern.search(name)
+        texts.append(match.group(group) if match is not None else None)
+    return texts
+
+
+def case_ids(names: list[str], case_pattern: str | None) -> list[str]:
+    """The case of every name: the regex's group ``case`` (or first group, or whole match), else the name."""
+    if case_pattern is None:
+        return list(names)
+    cases = _group_texts(names, case_pattern, "case", "case_pattern")
+    unmatched = [name for name, case in zip(names, cases, strict=True) if case is None]
+    if unmatched:
+        raise DataError(f"case_pattern {case_pattern!r} matches no case in {len(unmatched)} name(s), "
+                        f"e.g. {', '.join(unmatched[:3])}")
+    return cases  # type: ignore[return-value]
+
+
+def _has_group(pattern: str | None, name: str) -> bool:
+    """Whether ``pattern`` compiles and has the named group ``name``."""
+    try:
+        return pattern is not None and name in re.compile(pattern).groupindex
+    except re.error:
+        return False  # case_ids reports the bad pattern
+
+
+def slice_numbers(names: list[str], slice_pattern: str, option: str = "slice_pattern") -> list[int]:
+    """The slice number of every name: the regex's group ``slice`` (or first group, or whole match), an integer."""
+    numbers, unmatched = [], []
+    for name, text in zip(names, _group_texts(names, slice_pattern, "slice", option), strict=True):
+        try:
+            numbers.append(int(text))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            unmatched.append(name if text is None else f"{name} ({text!r})")
+    if unmatched:
+        raise DataError(f"{option} {slice_pattern!r} finds no integer slice number in {len(unmatched)} name(s), "
+                        f"e.g. {', '.join(unmatched[:3])}")
+    return numbers
+
+
+class FolderDataset(FilePairDataset):
+    """Images and masks in two folders, paired by file stem (png, jpg, jpeg, tif, tiff).
+
+    Args:
+        root: the folder holding ``images`` and ``masks``.
+        images: the image folder, relative to ``root``.
+        masks: the mask folder, relative to ``root``.
+        case_pattern: a regex on the image stem whose named group ``case`` (or first
+            group) is the case id, e.g. ``r"^(patient\\d+)_"``; None makes every image its own case.
+            A named group ``slice`` also gives the slice number.
+        mask_suffix: what the mask stem adds to the image stem, e.g. ``"_mask"``.
+        cache: keep decoded images in memory after the first read.
+        on_missing: ``"error"`` for images without a mask, or ``"skip"`` to warn and leave them out.
+        slice_pattern: a regex on the image stem whose named group ``slice`` (or first group)
+            is the slice number within the case, e.g. ``r"_(\\d+)$"``; needed for ``context``
+            unless ``case_pattern`` has a group ``slice``.
+        context: 2.5D context ``k``: stack the ``k`` neighbouring slices of the same case on each
+            side as extra channels, in slice order; past a case's first or last slice the edge
+            slice repeats. Needs ``case_pattern`` and a slice number. 0 reads single images.
+        normalize: ``"case"`` rescales each channel of each case so its 99th percentile of
+            non-zero pixels is 204, putting every case on one intensity scale; ``"none"``
+            (default) keeps the stored pixels. See :mod:`segkit.data.intensity`.
+            Without ``case_pattern`` every image is its own case.
+        classes: the number of label values in the masks, background 0 included: 2 (default) for
+            binary masks stored as 0/1 or 0/255; ``C > 2`` for masks whose pixels are the labels
+            ``0 .. C-1`` (multi-class).
+        labels: optional names of the label values: a list of ``classes`` names, background first,
+            or a table from label value to name, e.g. ``{1 = "core", 2 = "oedema"}``.
+        spacing: optional physical pixel size, ``[row, column]`` or ``[slice, row, column]``
+            (e.g. millimetres): ``segkit evaluate`` then gives boundary distances in those
+            units instead of pixels.
+    """
+
+    def __init__(self, root: str, images: str = "images", masks: str = "masks", case_pattern: str | None = None,
+                 mask_suffix: str = "", cache: bool = False, on_missing: str = "error",
+                 slice_pattern: str | None = None, context: int = 0,
+                 normalize: str = "none", classes: int = 2,
+                 labels: list[str] | dict[str, str] | None = None, spacing: list[float] | None = None) -> None:
+        context = check_context(context)
+        names = label_names(check_classes(classes, "folder dataset"), labels, "folder dataset")
+        spacing = check_spacing(spacing, "folder dataset")
+        check_normalize(normalize)
+        if context and case_pattern is None:
+            raise ConfigError(f"folder dataset: context = {context} stacks neighbouring slices of the same case, "
+                              "but without case_pattern every image is its own case. Set case_pattern, e.g. "
+                              "'^(?P<case>.+)_(?P<slice>\\d+)$' for files named <case>_<slice>.png.")
+        slice_source = slice_pattern
+        if slice_source is None and _has_group(case_pattern, "slice"):
+            slice_source = case_pattern
+        if context and slice_source is None:
+            raise ConfigError(f"folder dataset: context = {context} needs the slice number of every image: set "
+                              "slice_pattern (a regular expression whose group 'slice', or first group, is the "
+                              "number in the file name, e.g. '_(\\d+)$'), or give case_pattern a named group "
+                              "'slice', e.g. '^(?P<case>.+)_(?P<slice>\\d+)$'.")
+        base = Path(root).expanduser()
+        image_dir, mask_dir = base / images, base / masks
+        for name, folder in (("image", image_dir), ("mask", mask_dir)):
+            if not folder.is_dir():
+                raise DataError(f"{name} folder not found: {folder}. Expected {base}/{images}/ and "
+                                f"{base}/{masks}/ with files paired by name (png, jpg, tif)")
+        image_files = _listing(image_dir)
+        if not image_files:
+            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
+        mask_files = _listing(mask_dir)
+        stems = list(image_files)
+        paired = {stem: mask_files.get(stem + mask_suffix) for stem in stems}
+        unused = len(mask_files) - sum(p is not None for p in paired.values())
+        if unused:
+            warnings.warn(f"{unused} file(s) in {mask_dir} match no image", UserWarning, stacklevel=2)
+        index = pd.DataFrame({
+            "item": stems,
+            "case": case_ids(stems, case_pattern),
+            **({"slice": slice_numbers(stems, slice_source, "slice_pattern" if slice_pattern else "case_pattern")}
+               if slice_source is not None else {}),
+            "image_path": [str(image_files[s]) for s in stems],
+            "mask_path": [str(paired[s]) if paired[s] is not None else None for s in stems],
+        })
+        hint = f" (looked for <stem>{mask_suffix}.<ext> in {mask_dir})"
+        index = drop_missing(index, index["mask_path"].isna(), on_missing, f"{image_dir}{hint}")
+        self.root = base
+        super().__init__(index, cache=cache, context=context, normalize=normalize,
+                         labels=names)
+        self.spacing = spacing

@@ -1,0 +1,74 @@
+"""``segkit inspect``: look at a dataset before training on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from segkit.cli import plugin_option, registry_from_context
+
+
+@click.command("inspect")
+@click.option("--dataset", "dataset_name", default="synthetic", show_default=True, help="Dataset name (see 'segkit list dataset').")
+@click.option("--data-root", type=click.Path(), help="Where the dataset lives (its root or table file).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="A dataset parameter (value parsed as TOML); repeatable.")
+@click.option("--out", "--grid", "grid_path", type=click.Path(dir_okay=False),
+              help="Where to write the sample grid PNG. Default: <dataset>-samples.png in the current folder.")
+@click.option("--overwrite", is_flag=True, help="Replace the grid file when it exists.")
+@click.option("--samples", default=5, show_default=True, help="Slices per row in the grid.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@plugin_option
+def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, ...], grid_path: str | None,
+                    overwrite: bool, samples: int, as_json: bool) -> None:
+    """Count cases, images, lesion and empty slices, sizes, channels and mask values; draw a sample grid.
+
+    The grid shows lesion slices in one row and empty ones in another, masks outlined.
+    """
+    from segkit.config import parse_set
+    from segkit.errors import ConfigError, os_error_message
+    from segkit.data.inspect import sample_grid, summarize
+
+    grid_file = Path(grid_path or f"{dataset_name}-samples.png")
+    if grid_file.exists() and not overwrite:
+        raise ConfigError(f"{grid_file} already exists; pass --overwrite to replace it, or --out another file.")
+
+    registry = registry_from_context()
+    params = {}
+    for assignment in sets:
+        _, key, value = parse_set(f"dataset.{assignment}")
+        params[key] = value
+    if data_root is not None:
+        params[registry.get("dataset", dataset_name).data_root_parameter()] = data_root
+    dataset = registry.build("dataset", dataset_name, **params)
+    summary = summarize(dataset)
+    summary["grid"] = str(grid_file)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        click.echo(f"dataset {dataset_name}: {summary['images']} images in {summary['cases']} cases")
+        click.echo(f"  lesion slices: {summary['lesion_slices']}   empty slices: {summary['empty_slices']}")
+        click.echo(f"  image sizes:   {', '.join(f'{k} ({v})' for k, v in summary['image_sizes'].items())}")
+        click.echo(f"  channels:      {summary['channels']}")
+        click.echo(f"  mask values:   {summary['mask_values']}")
+        if summary["copied_channels"]:
+            copied = summary["copied_channels"]
+            shown = "; ".join(f"{case}: " + ", ".join(f"{a} = {b}" for a, b in pairs)
+                              for case, pairs in list(copied.items())[:5])
+            more = f"; and {len(copied) - 5} more" if len(copied) > 5 else ""
+            click.echo(f"  copied channels: {len(copied)} case(s) store a channel as a copy of another in every slice, "
+                       f"a missing sequence (see train.modality_dropout): {shown}{more}")
+        if "labels" in summary:
+            shown = ", ".join(f"{value} {name} ({summary['label_slices'].get(name, 0)} slices)" if value else
+                              f"0 {name}" for value, name in enumerate(summary["labels"]))
+            click.echo(f"  labels:        {shown}")
+        click.echo(f"  sample grid:   {grid_file}")
+    try:  # the summary is printed first, so a failed write loses nothing
+        sample_grid(dataset, grid_file, n=samples)
+    except OSError as error:
+        click.echo(f"error: the sample grid was not saved: {os_error_message(error, grid_file)}", err=True)
+        click.get_current_context().exit(1)
+
+
+COMMANDS = [inspect_command]

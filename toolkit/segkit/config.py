@@ -1,0 +1,308 @@
+"""Run configuration: defaults < config file < command-line flags < ``--set``.
+
+A configuration is a TOML document with the sections ``[model]``, ``[loss]``,
+``[dataset]`` (``name`` picks the component, every other key is its parameter),
+``[task]``, ``[metrics]``, ``[split]`` and ``[train]``. :func:`resolve_config` merges the
+layers; :func:`validate_config` checks every key and type against the
+components' signatures and the settings below, before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from segkit.errors import ConfigError, unknown_name
+from segkit.components.params import check_params
+from segkit.tomlio import parse_toml_value, read_toml
+
+__all__ = [
+    "COMPONENT_SECTIONS",
+    "SECTIONS",
+    "ComponentSpec",
+    "TaskSettings",
+    "MetricsSettings",
+    "SplitSettings",
+    "TrainSettings",
+    "RunConfig",
+    "resolve_config",
+    "validate_config",
+    "parse_set",
+    "resolve_monitor",
+    "monitored_metric",
+]
+
+COMPONENT_SECTIONS = ("model", "loss", "dataset")
+SECTIONS = (*COMPONENT_SECTIONS, "task", "metrics", "split", "train")
+
+
+@dataclass
+class TrainSettings:
+    """How to train: optimisation, schedule, device, precision, early stopping."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = 0.9
+    scheduler: Literal["cosine", "poly", "constant"] = "cosine"
+    warmup_epochs: float = 1.0
+    image_size: int = 0
+    augment: str = "light"
+    device: str = "auto"
+    amp: bool = True
+    amp_dtype: Literal["bf16", "fp16"] = "bf16"
+    channels_last: bool | Literal["cuda", "always"] = "cuda"
+    compile: bool = False
+    grad_clip: float = 0.0
+    accumulate: int = 1
+    seed: int = 0
+    workers: int = 0
+    patience: int = 0
+    max_minutes: float = 0.0
+    foreground_fraction: float = 0.0
+    ema_decay: float = 0.0
+    modality_dropout: float = 0.0
+    loader: Literal["auto", "workers", "device"] = "auto"
+    verify_data: bool = True
+    loggers: list[str] = field(default_factory=list)
+
+
+MONITOR_SUFFIXES = ("_case", "_global")
+
+
+def resolve_monitor(monitor: str, names: list[str], has_cases: bool) -> str:
+    """The monitor a run uses: ``monitor`` itself, or for ``auto`` ``dice_case`` / ``dice_global``.
+
+    ``has_cases``: the dataset has cases of more than one item (patients, volumes).
+    """
+    if monitor != "auto":
+        return monitor
+    metric = "dice" if "dice" in names else names[0]
+    return metric + ("_case" if has_cases else "_global")
+
+
+def monitored_metric(monitor: str) -> str:
+    """The metric name inside a monitor: ``dice`` for ``dice``, ``dice_case`` or ``dice_global``."""
+    for suffix in MONITOR_SUFFIXES:
+        if monitor.endswith(suffix):
+            return monitor[: -len(suffix)]
+    return monitor
+
+
+@dataclass
+class MetricsSettings:
+    """Which metrics to report, at which threshold, and which value picks the best epoch.
+
+    ``monitor`` is a metric name (its per-image mean on validation), or the name with
+    ``_case`` (mean over cases of one 3D score per case) or ``_global`` (pooled over pixels).
+    ``auto`` (the default) is Dice (else the first metric) per case when the dataset has cases
+    of several items, else pooled: never the per-image mean, which counts an empty slice
+    predicted empty as a perfect score. See :func:`resolve_monitor`.
+    """
+
+    names: list[str] = field(default_factory=lambda: ["dice", "iou"])
+    threshold: float = 0.5
+    monitor: str = "auto"
+
+
+@dataclass
+class TaskSettings:
+    """What the model's outputs mean (:mod:`segkit.labels`).
+
+    ``mode``: ``binary`` (one sigmoid channel), ``multiclass`` (softmax over the ``C`` label
+    values), ``multilabel`` (a sigmoid per foreground label, labels may overlap), or ``auto``:
+    binary when the dataset's masks hold two label values, else multiclass (multilabel with
+    ``regions``). A run records the mode it resolved to.
+
+    ``regions`` (multilabel): a table from a region's name to the label values it holds, one
+    output channel each, e.g. ``{whole = [1, 2, 3], core = [2, 3]}`` (nnU-Net's region-based
+    training); empty: one output per foreground label.
+    """
+
+    mode: Literal["auto", "binary", "multiclass", "multilabel"] = "auto"
+    regions: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class SplitSettings:
+    """How items are split into train, validation and test: by case (patient) unless told otherwise."""
+
+    by: Literal["case", "slice"] = "case"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.15
+    folds: int = 0
+    fold: int = 0
+    seed: int = 0
+
+
+@dataclass
+class ComponentSpec:
+    """A registry name and the parameters passed to its target."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+
+@dataclass
+class RunConfig:
+    """A fully resolved and validated run configuration."""
+
+    model: ComponentSpec
+    loss: ComponentSpec
+    dataset: ComponentSpec
+    task: TaskSettings = field(default_factory=TaskSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML document that reproduces this run."""
+        return {
+            "model": self.model.to_dict(),
+            "loss": self.loss.to_dict(),
+            "dataset": self.dataset.to_dict(),
+            "task": dataclasses.asdict(self.task),
+            "metrics": dataclasses.asdict(self.metrics),
+            "split": dataclasses.asdict(self.split),
+            "train": dataclasses.asdict(self.train),
+        }
+
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"name": "unet"},
+    "loss": {"name": "bce_dice"},
+    "dataset": {"name": "synthetic"},
+    "task": {},
+    "metrics": {},
+    "split": {},
+    "train": {},
+}
+
+
+def parse_set(assignment: str) -> tuple[str, str, Any]:
+    """Parse ``section.key=value`` (value as TOML) into its three parts."""
+    target, sep, raw = assignment.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not sep or not dot or not key:
+        raise ConfigError(
+            f"--set {assignment!r} is not of the form section.key=value, e.g. --set model.encoder_name=resnet34."
+        )
+    if section not in SECTIONS:
+        raise unknown_name("config section", section, SECTIONS, "Sections: " + ", ".join(SECTIONS) + ".")
+    return section, key.strip(), parse_toml_value(raw.strip())
+
+
+def _merge_layer(base: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str) -> None:
+    for section, values in layer.items():
+        if section not in SECTIONS:
+            raise unknown_name(f"section in {origin}", section, SECTIONS, "See docs/config.md.")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: [{section}] must be a table of keys, got {values!r}.")
+        current = base.setdefault(section, {})
+        new_name = values.get("name")
+        if section in COMPONENT_SECTIONS and new_name is not None and new_name != current.get("name"):
+            current.clear()  # another component: the previous one's parameters do not apply
+        current.update(values)
+
+
+def resolve_config(
+    config_file: str | Path | None = None,
+    flags: Mapping[str, Mapping[str, Any]] | None = None,
+    sets: Iterable[str] = (),
+) -> dict[str, dict[str, Any]]:
+    """Merge defaults, a config file, flags and ``--set`` assignments into one raw document."""
+    document = copy.deepcopy(DEFAULTS)
+    if config_file is not None:
+        _merge_layer(document, read_toml(config_file), f"config file {str(config_file)!r}")
+    if flags:
+        _merge_layer(document, {s: {k: v for k, v in vals.items() if v is not None} for s, vals in flags.items()}, "flags")
+    for assignment in sets:
+        section, key, value = parse_set(assignment)
+        _merge_layer(document, {section: {key: value}}, "--set")
+    return document
+
+
+def _settings(cls: type, section: str, values: Mapping[str, Any]) -> Any:
+    checked = check_params(f"[{section}]", cls, dict(values), "See docs/config.md.")
+    return cls(**checked)
+
+
+def _check_ranges(config: RunConfig) -> None:
+    t, s, m = config.train, config.split, config.metrics
+    problems = []
+    if t.epochs < 1:
+        problems.append(f"train.epochs must be at least 1, got {t.epochs}")
+    if t.batch_size < 1:
+        problems.append(f"train.batch_size must be at least 1, got {t.batch_size}")
+    if not t.lr > 0:
+        problems.append(f"train.lr must be greater than 0, got {t.lr}")
+    if t.weight_decay < 0:
+        problems.append(f"train.weight_decay must not be negative, got {t.weight_decay}")
+    if t.warmup_epochs < 0:
+        problems.append(f"train.warmup_epochs must not be negative, got {t.warmup_epochs}")
+    if t.image_size < 0:
+        problems.append(f"train.image_size must be 0 (the data's own size) or positive, got {t.image_size}")
+    if t.accumulate < 1:
+        problems.append(f"train.accumulate must be at least 1, got {t.accumulate}")
+    if not 0 <= t.foreground_fraction <= 1:
+        problems.append(f"train.foreground_fraction must be between 0 and 1 (nnU-Net uses 0.33), got {t.foreground_fraction}")
+    if not 0 <= t.ema_decay < 1:
+        problems.append(f"train.ema_decay must be 0 (off) or between 0 and 1, e.g. 0.999, got {t.ema_decay}")
+    if not 0 <= t.modality_dropout <= 1:
+        problems.append(f"train.modality_dropout must be between 0 (off) and 1, e.g. 0.2, got {t.modality_dropout}")
+    if t.workers < 0 or t.patience < 0 or t.grad_clip < 0 or t.max_minutes < 0:
+        problems.append("train.workers, train.patience, train.grad_clip and train.max_minutes must not be negative")
+    if not 0 < s.val_fraction < 1:
+        problems.append(f"split.val_fraction must be between 0 and 1, got {s.val_fraction}")
+    if not 0 <= s.test_fraction < 1:
+        problems.append(f"split.test_fraction must be in [0, 1), got {s.test_fraction}")
+    if s.folds == 1 or s.folds < 0:
+        problems.append(f"split.folds must be 0 (no cross-validation) or at least 2, got {s.folds}")
+    if s.folds and not 0 <= s.fold < s.folds:
+        problems.append(f"split.fold must be between 0 and {s.folds - 1} for {s.folds} folds, got {s.fold}")
+    if not 0 < m.threshold < 1:
+        problems.append(f"metrics.threshold must be between 0 and 1, got {m.threshold}")
+    if not m.names:
+        problems.append("metrics.names must name at least one metric")
+    if m.monitor != "auto" and monitored_metric(m.monitor) not in m.names:
+        problems.append(
+            f"metrics.monitor {m.monitor!r} must be 'auto' or one of the reported metrics {m.names}, optionally "
+            "with the suffix _case (mean over cases) or _global (pooled), e.g. 'dice_case'"
+        )
+    if problems:
+        raise ConfigError("impossible settings: " + "; ".join(problems) + ".")
+
+
+def validate_config(document: Mapping[str, Mapping[str, Any]], registry: Any) -> RunConfig:
+    """Check a raw document against the registry and the settings; return a :class:`RunConfig`."""
+    specs = {}
+    for section in COMPONENT_SECTIONS:
+        values = dict(document.get(section, {}))
+        name = values.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"[{section}] needs a name, e.g. name = {DEFAULTS[section]['name']!r}.")
+        component = registry.get(section, name)
+        specs[section] = ComponentSpec(name, component.check_params(values))
+    metrics = _settings(MetricsSettings, "metrics", document.get("metrics", {}))
+    for metric in metrics.names:
+        registry.get("metric", metric)
+    config = RunConfig(
+        model=specs["model"],
+        loss=specs["loss"],
+        dataset=specs["dataset"],
+        task=_settings(TaskSettings, "task", document.get("task", {})),
+        metrics=metrics,
+        split=_settings(SplitSettings, "split", document.get("split", {})),
+        train=_settings(TrainSettings, "train", document.get("train", {})),
+    )
+    _check_ranges(config)
+    return config

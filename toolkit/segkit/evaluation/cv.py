@@ -1,0 +1,373 @@
+"""Cross-validation end to end: K fold runs by case, out-of-fold scores, and the folds as one ensemble.
+
+``segkit cv --folds K --out DIR [run options]`` trains fold ``k`` into ``DIR/fold-<k>/``
+with the cases of fold ``k`` as its validation (``split.folds = K``, ``split.fold = k``,
+no test hold-out), so every case is scored exactly once by the model that never saw
+it. Fold runs resume where they stopped. The out-of-fold scores use each fold's *last*
+checkpoint: its best one was picked on those same cases, which would flatter them.
+
+Test-time augmentation and largest-component post-processing are scored out of fold
+too, and switched on for the ensemble only where they raise the mean per-case Dice
+(nnU-Net does the same for its post-processing). ``DIR/cv.json`` records the folds and
+that choice; :func:`expand_sources` lets evaluate, predict and export take ``DIR`` as
+the ensemble of its fold models.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from segkit.errors import CheckpointError, ConfigError
+from segkit.fileio import atomic_write_text
+from segkit.progress import show_bars
+
+__all__ = [
+    "CV_FILE",
+    "REPORT_FILE",
+    "PER_CASE_FILE",
+    "VARIANTS",
+    "CHECKPOINT",
+    "fold_directory",
+    "is_cv_directory",
+    "read_cv",
+    "expand_sources",
+    "inference_settings",
+    "run_cv",
+    "fold_state",
+    "fold_model",
+    "fold_models",
+    "out_of_fold_tables",
+    "out_of_fold_report",
+    "out_of_fold",
+    "bootstrap_interval",
+    "choose_variant",
+]
+
+CV_FILE = "cv.json"
+REPORT_FILE = "cv-report.json"
+PER_CASE_FILE = "cv-per-case.csv"
+CHECKPOINT = "last"
+#: Inference variants scored out of fold: (name, tta, postprocess).
+VARIANTS: tuple[tuple[str, bool, str], ...] = (
+    ("plain", False, "none"), ("lcc", False, "lcc"), ("tta", True, "none"), ("tta+lcc", True, "lcc"))
+
+
+def fold_directory(root: str | Path, fold: int) -> Path:
+    return Path(root) / f"fold-{fold}"
+
+
+def is_cv_directory(path: str | Path) -> bool:
+    """True for a folder that ``segkit cv`` wrote (it holds ``cv.json``)."""
+    return (Path(path) / CV_FILE).is_file()
+
+
+def read_cv(path: str | Path) -> dict[str, Any]:
+    """The contents of ``DIR/cv.json``; CheckpointError when it is unreadable."""
+    file = Path(path) / CV_FILE
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read {file}: {error}. Is {str(path)!r} a directory written by 'segkit cv'?") from None
+    if not isinstance(data, dict) or not isinstance(data.get("folds"), int):
+        raise CheckpointError(f"{file} is not a segkit cross-validation file (no 'folds').")
+    return data
+
+
+def expand_sources(sources: Sequence[str | Path]) -> tuple[list[str], dict[str, Any] | None]:
+    """Replace each cross-validation directory by its fold runs.
+
+    Returns the sources and, when a cross-validation directory was among them, the
+    inference settings its out-of-fold scores chose (``{"tta": bool, "postprocess": str}``).
+    """
+    expanded: list[str] = []
+    chosen: dict[str, Any] | None = None
+    for source in sources:
+        if str(source).lower().endswith(".onnx") and Path(source).is_file():
+            chosen = chosen or _exported_choice(source)
+        if not is_cv_directory(source):
+            expanded.append(str(source))
+            continue
+        info = read_cv(source)
+        folds = [fold_directory(source, k) for k in range(info["folds"])]
+        missing = [str(f) for f in folds if not (f / "checkpoints" / f"{CHECKPOINT}.pt").is_file()]
+        if missing:
+            raise CheckpointError(f"cross-validation {str(source)!r} is not complete: no model in {', '.join(missing)}. "
+                                  f"Finish it with the same 'segkit cv ... --out {source}' command.")
+        if info.get("status") != "done":
+            raise CheckpointError(f"cross-validation {str(source)!r} has not finished training all folds. "
+                                  f"Finish it with the same 'segkit cv ... --out {source}' command.")
+        expanded += [str(f) for f in folds]
+        chosen = chosen or info.get("chosen")
+    return expanded, chosen
+
+
+def _exported_choice(path: str | Path) -> dict[str, Any] | None:
+    """The TTA and post-processing an exported cross-validation ensemble recommends, if it is one."""
+    from segkit.inference.export import read_onnx_metadata
+
+    metadata = read_onnx_metadata(path)
+    if "recommended_tta" not in metadata:
+        return None
+    return {"tta": metadata["recommended_tta"] == "true", "postprocess": metadata.get("recommended_postprocess", "none")}
+
+
+def inference_settings(sources: Sequence[str | Path], tta: bool | None, postprocess: str | None,
+                       checkpoint: str | None) -> tuple[list[str], bool, str, str]:
+    """Sources with cross-validation directories expanded, and the TTA, post-processing and checkpoint to use.
+
+    Settings left as None take the cross-validation's out-of-fold choice (``last`` checkpoints),
+    or the plain defaults (no TTA, no post-processing, ``best``) when no such directory is given.
+    """
+    expanded, chosen = expand_sources(sources)
+    if chosen is not None:
+        tta = chosen["tta"] if tta is None else tta
+        postprocess = chosen["postprocess"] if postprocess is None else postprocess
+        checkpoint = checkpoint or CHECKPOINT
+    return expanded, bool(tta), postprocess or "none", checkpoint or "best"
+
+
+def _fold_document(document: dict[str, dict[str, Any]], folds: int, fold: int) -> dict[str, dict[str, Any]]:
+    fold_doc = copy.deepcopy(document)
+    fold_doc.setdefault("split", {}).update({"folds": folds, "fold": fold, "test_fraction": 0.0, "by": "case"})
+    return fold_doc
+
+
+def _comparable(document: dict[str, Any]) -> dict[str, Any]:
+    """A configuration without the settings a continued cross-validation may change (device, workers)."""
+    document = copy.deepcopy(document)
+    for key in ("device", "workers"):
+        document.get("train", {}).pop(key, None)
+    return document
+
+
+def fold_state(fold_dir: str | Path) -> str:
+    """``new``, ``partial`` (resume it) or ``done``.
+
+    A fold that failed before its first epoch ended is ``new``: it starts afresh.
+    """
+    from segkit.train.runner import holds_a_run
+
+    fold_dir = Path(fold_dir)
+    if (fold_dir / "summary.json").is_file():
+        return "done"
+    if holds_a_run(fold_dir):
+        return "partial"
+    return "new"
+
+
+def run_cv(
+    document: dict[str, dict[str, Any]],
+    registry: Any,
+    out: str | Path,
+    folds: int,
+    *,
+    quiet: bool = False,
+    echo: Callable[[str], None] = print,
+    device: str = "auto",
+    only: Sequence[int] = (),
+) -> dict[str, Any] | None:
+    """Train every fold not yet trained (resuming interrupted ones), then score them out of fold.
+
+    ``only`` names folds (0-based, as their ``fold-<k>`` folders) to train and nothing else: one
+    process per fold can then share a GPU or run on several machines that see the same folder,
+    and the same command without ``only`` scores them once all are trained (returns None).
+    """
+    from segkit.config import resolve_config, validate_config
+    from segkit.train import train
+
+    if folds < 2:
+        raise ConfigError(f"--folds must be at least 2, got {folds}.")
+    wrong = sorted(k for k in set(only) if not 0 <= k < folds)
+    if wrong:
+        raise ConfigError(f"--fold {wrong[0]} is not a fold of a {folds}-fold cross-validation: give 0 to {folds - 1} "
+                          "(the fold-<k> folders).")
+    root = Path(out)
+    fold_configs = [validate_config(_fold_document(document, folds, k), registry) for k in range(folds)]
+    if is_cv_directory(root):
+        info = read_cv(root)
+        if info["folds"] != folds:
+            raise ConfigError(f"{root} holds a {info['folds']}-fold cross-validation; this command asks for {folds} "
+                              "folds. Use another --out, or the same --folds to continue it.")
+        if _comparable(info.get("config", {})) != _comparable(fold_configs[0].to_dict()):
+            raise ConfigError(f"{root} holds a cross-validation with other settings (see {root / CV_FILE}). "
+                              "Use another --out, or repeat its command exactly to continue it.")
+    elif root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):  # another --fold's temp file
+        raise ConfigError(f"{root} exists and is not a cross-validation directory; choose another --out.")
+    root.mkdir(parents=True, exist_ok=True)
+    info = {"folds": folds, "status": "training", "checkpoint": CHECKPOINT, "config": fold_configs[0].to_dict()}
+    if not (only and is_cv_directory(root)):  # --fold leaves a scored cross-validation's status and choice alone
+        atomic_write_text(root / CV_FILE, json.dumps(info, indent=2) + "\n")
+
+    for k, config in enumerate(fold_configs):
+        if only and k not in only:
+            continue
+        fold_dir = fold_directory(root, k)
+        state = fold_state(fold_dir)
+        if state == "done":
+            echo(f"fold {k + 1}/{folds}: already trained ({fold_dir})")
+            continue
+        echo(f"fold {k + 1}/{folds}: {'resuming' if state == 'partial' else 'training'} -> {fold_dir}")
+        if state == "partial":
+            resumed = resolve_config(fold_dir / "config.toml", {"train": {"device": device}})
+            train(validate_config(resumed, registry), fold_dir, registry, resume=True, quiet=quiet, echo=echo)
+        else:
+            train(config, fold_dir, registry, quiet=quiet, echo=echo)
+
+    if only:
+        trained = [k for k in range(folds) if fold_state(fold_directory(root, k)) == "done"]
+        echo(f"{len(trained)} of {folds} folds are trained" + (
+            ": run the same command without --fold to score every case out of fold." if len(trained) == folds
+            else f"; still to train: {', '.join(str(k) for k in range(folds) if k not in trained)}."))
+        return None
+    echo(f"scoring every case with the fold model that never saw it ({', '.join(v[0] for v in VARIANTS)})")
+    report = out_of_fold(root, folds, registry, device=device, progress=show_bars(not quiet))
+    atomic_write_text(root / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+    info.update(status="done", chosen=report["chosen"])
+    atomic_write_text(root / CV_FILE, json.dumps(info, indent=2) + "\n")
+    return report
+
+
+def bootstrap_interval(values: Sequence[float], *, samples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """A percentile bootstrap interval of the mean over cases (cases resampled with replacement)."""
+    data = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    if data.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, size=(samples, data.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def choose_variant(means: dict[str, float]) -> str:
+    """The variant with the highest mean per-case Dice; the plain one unless another beats it strictly.
+
+    Ties go to the simpler variant (fewer steps), in the order of :data:`VARIANTS`.
+    """
+    best = "plain"
+    for name, _tta, _post in VARIANTS:
+        if means[name] > means[best] + 1e-9:
+            best = name
+    return best
+
+
+def _summary(table: pd.DataFrame, metrics: Sequence[str]) -> dict[str, Any]:
+    summary = {}
+    for name in metrics:
+        values = table[name].to_numpy(dtype=np.float64)
+        low, high = bootstrap_interval(values)
+        summary[name] = {"mean": float(np.nanmean(values)), "median": float(np.nanmedian(values)),
+                         "ci95": [low, high]}
+    return summary
+
+
+def _validation_items(fold_dir: Path) -> set[str]:
+    """The items a fold run validated on, from its ``splits.csv``."""
+    table = pd.read_csv(fold_dir / "splits.csv", dtype=str)
+    return set(table.loc[table["split"] == "val", "item"])
+
+
+def fold_model(roots: Sequence[str | Path], fold: int, registry: Any, *, device: str = "auto") -> tuple[Any, Any]:
+    """Fold ``fold``'s validation data and the predictor of its last checkpoint.
+
+    Several roots (cross-validations of one split, say trained with other seeds) make the
+    predictor the ensemble of every root's fold; a root whose fold validated other cases is a
+    :class:`CheckpointError`.
+    """
+    from segkit.evaluation.evaluate import select_data
+    from segkit.inference.predictor import load_predictor
+
+    first, *others = [fold_directory(root, fold) for root in roots]
+    expected = _validation_items(first) if others else set()
+    for other in others:
+        if _validation_items(other) != expected:
+            raise CheckpointError(f"{other} validated other cases than {first}: cross-validations make one "
+                                  "ensemble per fold only when they share the split (same data, --folds and "
+                                  "split.seed).")
+    data = select_data(first, registry, split="val")
+    return data, load_predictor([first, *others], checkpoint=CHECKPOINT, device=device, registry=registry)
+
+
+def fold_models(roots: Sequence[str | Path], folds: int, registry: Any, *,
+                device: str = "auto") -> Iterator[tuple[int, Any, Any]]:
+    """Fold by fold: ``(k, validation data, predictor)`` from :func:`fold_model`, loaded as they are needed."""
+    for k in range(folds):
+        yield (k, *fold_model(roots, k, registry, device=device))
+
+
+def out_of_fold_tables(roots: Sequence[str | Path], folds: int, registry: Any, *, device: str = "auto",
+                       progress: bool = False) -> dict[str, pd.DataFrame]:
+    """Each inference variant's per-case table, every case scored by the fold model(s) that never saw it."""
+    from segkit.evaluation.evaluate import build_metric_set, evaluate_predictor
+
+    metrics = build_metric_set(registry)
+    tables: dict[str, list[pd.DataFrame]] = {name: [] for name, _t, _p in VARIANTS}
+    for k, data, predictor in fold_models(roots, folds, registry, device=device):
+        for name, tta, postprocess in VARIANTS:
+            predictor.tta = tta  # one loaded model serves every variant
+            accumulator = evaluate_predictor(predictor, data, metrics, postprocess=postprocess, progress=progress)
+            table = accumulator.per_case_table()
+            table.insert(1, "fold", k)
+            tables[name].append(table)
+    merged = {name: pd.concat(parts, ignore_index=True) for name, parts in tables.items()}
+    cases = merged["plain"]["case"]
+    if cases.duplicated().any():
+        raise CheckpointError(f"case {cases[cases.duplicated()].iloc[0]!r} was validated by two folds: the fold "
+                              "runs do not come from one cross-validation split.")
+    return merged
+
+
+def out_of_fold_report(tables: dict[str, pd.DataFrame], folds: int, registry: Any, out: str | Path) -> dict[str, Any]:
+    """Choose the variant, write ``OUT/cv-per-case.csv`` (its scores plus every variant's Dice), return the report."""
+    from segkit.evaluation.evaluate import build_metric_set
+
+    means = {name: float(table["dice"].mean()) for name, table in tables.items()}
+    chosen_name = choose_variant(means)
+    chosen = next({"variant": n, "tta": t, "postprocess": p} for n, t, p in VARIANTS if n == chosen_name)
+    per_case = tables[chosen_name].copy()
+    for name, table in tables.items():
+        per_case[f"dice_{name}"] = table["dice"].to_numpy()
+    path = Path(out) / PER_CASE_FILE
+    atomic_write_text(path, per_case.to_csv(index=False, float_format="%.6g"))
+    names = list(build_metric_set(registry))
+    return {
+        "folds": folds,
+        "checkpoint": CHECKPOINT,
+        "n_cases": int(len(per_case)),
+        "n_images": int(per_case["n_images"].sum()),
+        "chosen": chosen,
+        "summary": _summary(per_case, names),
+        "variants": {name: _summary(table, ["dice"])["dice"] for name, table in tables.items()},
+        "per_case": json.loads(per_case.to_json(orient="records")),
+        "per_case_csv": str(path),
+    }
+
+
+def out_of_fold(root: str | Path, folds: int, registry: Any, *, device: str = "auto",
+                progress: bool = False) -> dict[str, Any]:
+    """Score each fold's validation cases with that fold's model, for every inference variant.
+
+    Writes ``DIR/cv-per-case.csv`` (one row per case, the chosen variant's scores plus the
+    Dice of every variant) and returns the report (keys ``per_case``, ``summary``, ``variants``, ``chosen``).
+    """
+    tables = out_of_fold_tables([root], folds, registry, device=device, progress=progress)
+    return out_of_fold_report(tables, folds, registry, root)
+
+
+def format_cv_report(report: dict[str, Any]) -> str:
+    """The report as a few readable lines."""
+    lines = [f"out-of-fold scores of {report['n_cases']} cases ({report['n_images']} images), {report['folds']} folds, "
+             f"{report['checkpoint']} checkpoints:"]
+    for name, values in report["variants"].items():
+        mark = "  <- chosen for the ensemble" if name == report["chosen"]["variant"] else ""
+        lines.append(f"  {name:<8} per-case Dice mean {values['mean']:.4f}  median {values['median']:.4f}  "
+                     f"95% CI [{values['ci95'][0]:.4f}, {values['ci95'][1]:.4f}]{mark}")
+    lines.append(f"per-case scores: {report['per_case_csv']}")
+    return "\n".join(lines)

@@ -1,0 +1,445 @@
+"""Exporting a trained model to ONNX or TorchScript, and running ONNX exports.
+
+Both formats take images ``(N, C, H, W)`` float32 (8-bit pixels divided by
+``scale``) of any batch size, height and width, and return logits
+``(N, out_channels, H, W)``: one channel for binary models, one per label value
+(softmax) or per foreground label (sigmoid) for models with several labels, as the
+metadata's ``labels``, ``mode`` and ``output`` say. The models pad inputs to a multiple of their stride inside
+``forward``; the export wraps them so that this padding (and the crop back) is
+computed from the input's shape in the graph, not frozen at the example's size.
+
+segkit's preprocessing travels with the file: ONNX ``metadata_props``, or a
+``segkit.json`` extra file in TorchScript; ``context`` there is the 2.5D context
+``k`` (the input then stacks slices ``n - k .. n + k`` as channels) and
+``normalize`` the per-case intensity rule the pixels go through before the
+division (:mod:`segkit.data.intensity`). onnx and onnxruntime are optional
+(``pip install segkit[export]``) and imported only here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segkit.errors import CheckpointError, ConfigError, SegkitError, unknown_name
+from segkit.fileio import atomic_write_bytes
+from segkit.labels import Labels
+
+__all__ = [
+    "FORMATS",
+    "ONNX_FORMAT",
+    "ExportWrapper",
+    "EnsembleExport",
+    "export_model",
+    "export_onnx",
+    "export_torchscript",
+    "load_onnx_predictor",
+    "read_onnx_metadata",
+]
+
+FORMATS: tuple[str, ...] = ("onnx", "torchscript")
+ONNX_FORMAT = "segkit-onnx-1"
+TORCHSCRIPT_FORMAT = "segkit-torchscript-1"
+TORCHSCRIPT_EXTRA = "segkit.json"
+DEFAULT_OPSET = 17
+MIN_OPSET = 13  # dynamic batch, height and width with the padding inside the graph
+
+
+def max_opset() -> int:
+    """The newest ONNX opset this torch can write."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):
+        return DEFAULT_OPSET
+
+
+def _require(module: str, purpose: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SegkitError(f"{purpose} needs the optional package {module!r}, which is not installed: "
+                          "pip install 'segkit[export]'") from None
+
+
+class ExportWrapper(nn.Module):
+    """A model whose padding to ``size_multiple`` (and ``min_size``) follows the input shape when traced.
+
+    In eager mode it simply calls the model. When traced (ONNX or TorchScript), the
+    input sizes are traced values, so the replicate padding and the crop back are
+    recorded as shape arithmetic; the model's own padding then always sees a
+    multiple of its stride and adds nothing.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.size_multiple = int(getattr(model, "size_multiple", 1) or 1)
+        self.min_size = int(getattr(model, "min_size", 0) or 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[2], x.shape[3]
+        if not isinstance(height, torch.Tensor):  # eager: the model pads and crops itself
+            return self.model(x)
+        pad_h = torch.clamp(self.min_size - height, min=0)
+        pad_w = torch.clamp(self.min_size - width, min=0)
+        pad_h = pad_h + torch.remainder(-(height + pad_h), self.size_multiple)
+        pad_w = pad_w + torch.remainder(-(width + pad_w), self.size_multiple)
+        padded = F.pad(x, [0, pad_w, 0, pad_h], mode="replicate")
+        return self.model(padded)[..., :height, :width]
+
+
+def _load(source: str | os.PathLike[str], checkpoint: str,
+          registry: Any | None = None) -> tuple[nn.Module, dict[str, Any], Path]:
+    from segkit.train.checkpoint import build_model_from_checkpoint, load_checkpoint, resolve_checkpoint
+
+    path = Path(source)
+    if not path.exists():
+        raise CheckpointError(f"run directory or checkpoint {str(path)!r} does not exist.")
+    if path.is_dir() and not ((path / "config.toml").is_file() or (path / "checkpoints").is_dir()):
+        raise CheckpointError(f"{str(path)!r} is not a segkit run directory (no config.toml, no checkpoints/).")
+    checkpoint_path = resolve_checkpoint(path, checkpoint)
+    payload = load_checkpoint(checkpoint_path)
+    return build_model_from_checkpoint(payload, registry).float().eval(), payload, checkpoint_path
+
+
+class EnsembleExport(nn.Module):
+    """Several models as one: logits of the mean of their probabilities.
+
+    The output keeps the single-model contract, so an exported cross-validation ensemble is
+    used exactly like an exported run: for sigmoid outputs (binary, multilabel) the logit of
+    the mean probability; for softmax outputs (``multiclass``) the log of the mean
+    probabilities, whose softmax is that mean.
+    """
+
+    def __init__(self, models: list[nn.Module], multiclass: bool = False) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(ExportWrapper(m) for m in models)
+        self.multiclass = bool(multiclass)
+        multiples = [m.size_multiple for m in self.members]
+        self.size_multiple = int(np.lcm.reduce(multiples)) if multiples else 1
+        self.min_size = max((m.min_size for m in self.members), default=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.multiclass:
+            probability = torch.stack([torch.softmax(member(x), dim=1) for member in self.members]).mean(dim=0)
+            return torch.log(probability.clamp_min(1e-7))
+        probability = torch.stack([torch.sigmoid(member(x)) for member in self.members]).mean(dim=0)
+        probability = probability.clamp(1e-7, 1 - 1e-7)
+        return torch.log(probability) - torch.log1p(-probability)
+
+
+def _load_export(source: str | os.PathLike[str], checkpoint: str | None,
+                 registry: Any | None = None) -> tuple[nn.Module, dict[str, Any], Path, dict[str, str]]:
+    """The model to export: a run's, or a ``segkit cv`` directory's fold models as one ensemble.
+
+    Returns the model, the (first) checkpoint's payload and path, and extra metadata.
+    """
+    from segkit.evaluation.cv import CHECKPOINT, expand_sources, is_cv_directory
+
+    if not is_cv_directory(source):
+        model, payload, path = _load(source, checkpoint or "best", registry)
+        return model, payload, path, {}
+    folds, chosen = expand_sources([source])
+    loaded = [_load(fold, checkpoint or CHECKPOINT, registry) for fold in folds]
+    chosen = chosen or {}
+    labels = _labels(loaded[0][1])
+    extra = {
+        "ensemble": json.dumps([str(path.resolve()) for _model, _payload, path in loaded]),
+        "recommended_tta": "true" if chosen.get("tta") else "false",
+        "recommended_postprocess": str(chosen.get("postprocess", "none")),
+        "output": (f"log of the mean softmax probabilities (N, {labels.out_channels}, H, W) of the ensemble's "
+                   "models; each pixel's label is the channel with the largest value" if labels.mode == "multiclass"
+                   else f"logits (N, {labels.out_channels}, H, W) of the mean probability of the ensemble's models; "
+                   "present where sigmoid(logits) >= threshold"),
+    }
+    model = EnsembleExport([model for model, _payload, _path in loaded], labels.mode == "multiclass").eval()
+    return model, loaded[0][1], loaded[0][2], extra
+
+
+def _stacking_note(context: int) -> str:
+    """How the channels of a 2.5D context model's input are stacked, for the metadata ('' without context)."""
+    if not context:
+        return ""
+    width = 2 * context + 1
+    return (f"; C holds {width} slices of one case, n-{context} .. n+{context} in that order, each with C / {width} "
+            "channels; past a case's first or last slice the edge slice repeats")
+
+
+def _normalize_note(normalize: str) -> str:
+    """How the pixels are rescaled before the division by ``scale``, for the metadata ('' when they are not)."""
+    if normalize == "none":
+        return ""
+    from segkit.data.intensity import PERCENTILE, TARGET
+
+    return (f"; before that, each channel of each case is multiplied by {TARGET:g} / its {PERCENTILE:g}th percentile "
+            "of non-zero pixels over all slices of the case, rounded and clipped to 0..255 (normalize = case)")
+
+
+def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[str, str]:
+    from segkit import __version__
+    from segkit.inference.predictor import checkpoint_context, checkpoint_normalize
+
+    prep = payload.get("preprocessing", {})
+    config = payload["config"]
+    in_channels = prep.get("in_channels") or config["model"].get("in_channels")
+    context = checkpoint_context(config, checkpoint_path)
+    normalize = checkpoint_normalize(config, checkpoint_path)
+    run_dir = checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
+    labels = _labels(payload)
+    return {
+        "segkit_format": fmt,
+        "image_size": str(int(prep.get("image_size") or 0)),
+        "in_channels": str(int(in_channels)) if in_channels is not None else "",
+        "context": str(context),
+        "normalize": normalize,
+        "threshold": repr(float(prep.get("threshold", config["metrics"]["threshold"]))),
+        "scale": repr(float(prep.get("scale", 255.0))),
+        "model": str(config["model"]["name"]),
+        "model_params": json.dumps({k: v for k, v in config["model"].items() if k != "name"}),
+        "source_run": str(run_dir.resolve()),
+        "checkpoint": checkpoint_path.name,
+        "epoch": str(payload.get("epoch", "")),
+        "segkit_version": __version__,
+        "input": "images (N, C, H, W) float32 = pixels / scale; any N, H, W; resize to image_size first when it "
+                 "is not 0" + _stacking_note(context) + _normalize_note(normalize),
+        "labels": json.dumps(list(labels.names)),
+        "mode": labels.mode,
+        **({"regions": json.dumps(labels.to_dict()["regions"])} if labels.regions else {}),
+        "output": _output_note(labels),
+    }
+
+
+def _labels(payload: dict[str, Any]) -> Labels:
+    """What the checkpoint's output channels mean (binary for checkpoints from before multi-class)."""
+    return Labels.from_dict(payload.get("preprocessing", {}).get("labels"))
+
+
+def _output_note(labels: Labels) -> str:
+    """The metadata's description of the model's output."""
+    if labels.mode == "binary":
+        return "logits (N, 1, H, W); lesion probability = sigmoid(logits), lesion where probability >= threshold"
+    names = ", ".join(f"{v} {name}" for v, name in enumerate(labels.names))
+    if labels.mode == "multiclass":
+        return (f"logits (N, {labels.out_channels}, H, W), channel v for label value v ({names}); probabilities = "
+                "softmax over the channels, each pixel's label = the channel with the largest logit")
+    if labels.regions:
+        regions = ", ".join(f"{k} {name} = label values {list(values)}" for k, (name, values) in enumerate(labels.regions))
+        return (f"logits (N, {labels.out_channels}, H, W), channel k for region k ({regions}; label values: {names}); "
+                "each region's probability = sigmoid(its logit), present where probability >= threshold (regions "
+                "overlap)")
+    return (f"logits (N, {labels.out_channels}, H, W), channel k for label value k + 1 ({names}); each label's "
+            "probability = sigmoid(its logit), present where probability >= threshold (labels may overlap)")
+
+
+def _example(model: nn.Module, metadata: dict[str, str]) -> torch.Tensor:
+    channels = int(metadata["in_channels"] or 3)
+    size = int(metadata["image_size"]) or 64
+    multiple = int(getattr(model, "size_multiple", 1) or 1)
+    size = max(size, int(getattr(model, "min_size", 0) or 0))
+    size += -size % multiple
+    return torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _check_sizes(example: torch.Tensor) -> list[tuple[int, ...]]:
+    """Two input shapes unlike the example (batch, height and width all change) to verify an export."""
+    n, c, h, w = example.shape
+    return [(2, c, h + 5, w + 3), (1, c, max(h // 2 + 1, 9), w + 11)]
+
+
+def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str | None = None,
+                opset: int = DEFAULT_OPSET, verify: bool = True, registry: Any | None = None) -> dict[str, Any]:
+    """Export a run's model to ONNX with dynamic batch, height and width and segkit metadata.
+
+    Uses the TorchScript-based exporter (``dynamo=False``): it needs no extra
+    package and records the padding arithmetic of :class:`ExportWrapper`.
+    With ``verify`` (and onnxruntime installed) the export is run at two other
+    input sizes and compared with PyTorch. Returns a report dict.
+    """
+    onnx = _require("onnx", "exporting to ONNX")
+    model, payload, checkpoint_path, extra = _load_export(source, checkpoint, registry)
+    metadata = _metadata(payload, checkpoint_path, ONNX_FORMAT) | extra
+    wrapper = ExportWrapper(model).eval()
+    example = _example(model, metadata)
+    buffer = io.BytesIO()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's and the legacy exporter's notices
+        torch.onnx.export(wrapper, (example,), buffer, dynamo=False, opset_version=opset,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": axes, "logits": axes})
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.checker.check_model(proto)
+    out = Path(out)
+    atomic_write_bytes(out, proto.SerializeToString())
+    report: dict[str, Any] = {"path": str(out), "format": "onnx", "metadata": metadata, "checkpoint": str(checkpoint_path)}
+    if verify and importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        report["max_abs_diff"] = _compare(model, lambda x: session.run(None, {"images": x.numpy()})[0], example)
+    return report
+
+
+def export_torchscript(source: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str | None = None,
+                       verify: bool = True, registry: Any | None = None) -> dict[str, Any]:
+    """Export a run's model to TorchScript (``torch.jit.trace``), with the preprocessing in ``segkit.json``."""
+    model, payload, checkpoint_path, extra = _load_export(source, checkpoint, registry)
+    metadata = _metadata(payload, checkpoint_path, TORCHSCRIPT_FORMAT) | extra
+    wrapper = ExportWrapper(model).eval()
+    example = _example(model, metadata)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notices about Python values
+        traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_EXTRA: json.dumps(metadata, indent=2)})
+    out = Path(out)
+    atomic_write_bytes(out, buffer.getvalue())
+    report: dict[str, Any] = {"path": str(out), "format": "torchscript", "metadata": metadata,
+                              "checkpoint": str(checkpoint_path)}
+    if verify:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+            loaded = torch.jit.load(str(out), map_location="cpu")
+        report["max_abs_diff"] = _compare(model, lambda x: loaded(x).numpy(), example)
+    return report
+
+
+def _compare(model: nn.Module, exported: Any, example: torch.Tensor) -> float:
+    """Largest absolute logit difference between PyTorch and an export over two unseen input shapes."""
+    worst = 0.0
+    generator = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        for shape in _check_sizes(example):
+            x = torch.rand(shape, generator=generator)
+            expected = model(x).numpy()
+            got = np.asarray(exported(x))
+            if got.shape != expected.shape:
+                raise RuntimeError(f"export gives shape {got.shape} for input {shape}, PyTorch {expected.shape}")
+            worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def export_model(source: str | os.PathLike[str], out: str | os.PathLike[str], fmt: str = "onnx",
+                 checkpoint: str | None = None, **options: Any) -> dict[str, Any]:
+    """Export in ``fmt`` (``onnx`` or ``torchscript``); ``checkpoint`` None means best (last for a cross-validation)."""
+    if fmt == "onnx":
+        return export_onnx(source, out, checkpoint, **options)
+    if fmt == "torchscript":
+        return export_torchscript(source, out, checkpoint, **options)
+    raise unknown_name("export format", fmt, FORMATS)
+
+
+def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The segkit metadata of an ONNX file; a :class:`CheckpointError` when it is not a segkit export."""
+    onnx = _require("onnx", "reading an ONNX file")
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"ONNX file {str(path)!r} does not exist.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"ONNX file {str(path)!r} is empty (0 bytes); export it again with "
+                              "'segkit export RUN_DIR --format onnx --out FILE'.")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise CheckpointError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__}): it is truncated "
+                              "or corrupt, or not ONNX; export it again with 'segkit export RUN_DIR --format onnx "
+                              "--out FILE'.") from None
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    if metadata.get("segkit_format") != ONNX_FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a segkit export: its ONNX metadata has no segkit_format "
+                              f"{ONNX_FORMAT!r}, so segkit does not know its preprocessing. Export runs with "
+                              "'segkit export RUN_DIR --format onnx --out FILE'.")
+    return metadata
+
+
+def _metadata_context(metadata: dict[str, str], path: str | os.PathLike[str]) -> int:
+    """The 2.5D context of an export's metadata; 0 for exports made before segkit recorded it."""
+    return _metadata_number(metadata, "context", "0", int, path, lambda v: v >= 0, "an integer >= 0") or 0
+
+
+def _metadata_normalize(metadata: dict[str, str], path: str | os.PathLike[str]) -> str:
+    """The intensity rule of an export's metadata; ``none`` for exports made before segkit recorded it."""
+    from segkit.data.intensity import NORMALIZE
+
+    value = metadata.get("normalize") or "none"
+    if value not in NORMALIZE:
+        raise CheckpointError(f"{str(path)!r} has the metadata normalize {value!r}; expected one of "
+                              f"{', '.join(NORMALIZE)}.")
+    return value
+
+
+def _metadata_number(metadata: dict[str, str], key: str, default: str, kind: type, path: Any, valid: Any,
+                     expected: str) -> Any:
+    """``metadata[key]`` as ``kind``, checked by ``valid``; None for an empty value; a CheckpointError otherwise."""
+    text = metadata.get(key, default)
+    if text == "":
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not valid(value):
+        raise CheckpointError(f"{str(path)!r} has the metadata {key} {text!r}; expected {expected}. The file's "
+                              "metadata was edited; export it again with 'segkit export'.")
+    return value
+
+
+def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, threshold: float | None = None,
+                        batch_size: int | None = None):
+    """A :class:`~segkit.inference.predictor.Predictor` running a segkit ONNX export with onnxruntime on the CPU."""
+    from segkit.inference.predictor import Member, Predictor
+
+    metadata = read_onnx_metadata(path)
+    onnxruntime = _require("onnxruntime", "running an ONNX model")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(session.run(None, {input_name: array})[0])
+
+    image_size = _metadata_number(metadata, "image_size", "0", int, path, lambda v: v >= 0, "an integer >= 0") or 0
+    in_channels = _metadata_number(metadata, "in_channels", "", int, path, lambda v: v >= 1, "an integer >= 1")
+    threshold = _metadata_number(metadata, "threshold", "0.5", float, path, lambda v: 0 < v < 1,
+                                 "a number between 0 and 1")
+    member = Member(
+        name=metadata.get("model", "onnx"),
+        source=str(path),
+        image_size=image_size,
+        in_channels=in_channels,
+        threshold=threshold,
+        run=run,
+        info={"metadata": metadata, "session": session},
+        context=_metadata_context(metadata, path),
+        normalize=_metadata_normalize(metadata, path),
+        labels=_metadata_labels(metadata, path),
+    )
+    return Predictor([member], tta=tta, threshold=threshold, batch_size=batch_size)
+
+
+def _metadata_labels(metadata: dict[str, str], path: str | os.PathLike[str]) -> Labels:
+    """The labels an export records; binary for exports from before multi-class."""
+    if "labels" not in metadata and "mode" not in metadata:
+        return Labels()
+    try:
+        names = json.loads(metadata.get("labels", '["background", "lesion"]'))
+        return Labels.from_dict({"names": names, "mode": metadata.get("mode", "binary"),
+                                 "regions": json.loads(metadata.get("regions", "{}"))})
+    except (ValueError, TypeError, AttributeError, ConfigError):
+        raise CheckpointError(f"{str(path)!r} has the metadata labels {metadata.get('labels')!r} and mode "
+                              f"{metadata.get('mode')!r}, which do not describe its output. The file's metadata was "
+                              "edited; export it again with 'segkit export'.") from None

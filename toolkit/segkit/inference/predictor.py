@@ -1,0 +1,439 @@
+"""Trained models as one predictor: a run, a checkpoint, an ONNX export, or an ensemble of them.
+
+A :class:`Predictor` takes images at their own size and returns probabilities
+at that size (one channel for binary models; per label for models with several
+labels, :mod:`segkit.labels`). Each model gets the preprocessing it was trained
+with: images are resized to its training ``image_size`` (when it has one)
+exactly as validation resized them (OpenCV bilinear on 8-bit pixels, like
+albumentations' ``Resize``), the logits go through a sigmoid (a softmax for
+multiclass models), and the probabilities are resized back bilinearly. An ensemble averages the
+probabilities of its models; ``tta`` also averages over flips.
+
+A model trained with 2.5D context ``k`` (``[dataset] context``) takes the
+neighbouring slices ``n - k .. n + k`` of a case stacked as channels; its
+:class:`Member` records ``context`` and the caller stacks the slices (see
+:func:`segkit.inference.predict.predict_files`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segkit.errors import CheckpointError, DataError
+from segkit.labels import Labels
+
+__all__ = [
+    "SOURCE_SUFFIXES",
+    "Member",
+    "Predictor",
+    "Prediction",
+    "is_source",
+    "load_predictor",
+    "load_member",
+    "checkpoint_context",
+    "checkpoint_normalize",
+    "match_channels",
+    "resize_images",
+    "predict_stream",
+]
+
+SOURCE_SUFFIXES: tuple[str, ...] = (".pt", ".onnx")
+"""Files that hold a model: a segkit checkpoint (``.pt``) or a segkit ONNX export (``.onnx``)."""
+
+#: Test-time augmentation: the flips averaged over (dims of an ``(N, C, H, W)`` tensor).
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def is_source(path: str | os.PathLike[str]) -> bool:
+    """True for a run directory (holds ``config.toml`` or ``checkpoints/``), a ``segkit cv`` directory
+    (holds ``cv.json``) or a ``.pt`` / ``.onnx`` file."""
+    path = Path(path)
+    if path.is_dir():
+        return any((path / name).exists() for name in ("config.toml", "checkpoints", "cv.json"))
+    return path.suffix.lower() in SOURCE_SUFFIXES and path.is_file()
+
+
+@dataclass
+class Member:
+    """One model of a :class:`Predictor` and the preprocessing it was trained with.
+
+    ``run`` maps images ``(N, C, h, w)`` float in [0, 1] (on ``device``) to logits ``(N, out_channels, h, w)``;
+    ``labels`` says what the channels mean (:mod:`segkit.labels`; binary: one channel, a sigmoid).
+    ``context`` is the model's 2.5D context ``k``: ``C`` is then ``2k + 1`` stacked slices.
+    ``normalize`` is the per-case intensity rule its inputs went through (``none`` or ``case``,
+    :mod:`segkit.data.intensity`); the caller applies it before the images reach :meth:`Predictor.probabilities`.
+    """
+
+    name: str
+    source: str
+    image_size: int
+    in_channels: int | None
+    threshold: float
+    run: Callable[[torch.Tensor], torch.Tensor]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    info: dict[str, Any] = field(default_factory=dict)
+    context: int = 0
+    normalize: str = "none"
+    labels: Labels = field(default_factory=Labels)
+
+
+def _on_byte_grid(images: torch.Tensor) -> bool:
+    scaled = images * 255.0
+    return bool((scaled - scaled.round()).abs().max() < 1e-3) if images.numel() else True
+
+
+def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``(N, C, H, W)`` images in [0, 1] to ``size`` (height, width) with OpenCV bilinear.
+
+    Images that are 8-bit pixels divided by 255 (every image segkit reads) are
+    resized as uint8, bit for bit like albumentations' ``Resize`` in validation;
+    others are resized as float32.
+    """
+    import cv2
+
+    height, width = size
+    if tuple(images.shape[-2:]) == (height, width):
+        return images
+    source = images.detach().cpu().float()
+    as_bytes = _on_byte_grid(source)
+    pixels = (source * 255.0).round().clamp(0, 255).to(torch.uint8) if as_bytes else source
+    array = pixels.permute(0, 2, 3, 1).numpy()
+    out = []
+    for image in array:
+        resized = cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_LINEAR)
+        out.append(resized.reshape(height, width, image.shape[2]))
+    result = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+    return result.float() / 255.0 if as_bytes else result
+
+
+class Predictor:
+    """Probabilities from one model or the average of several (per label for models with several labels).
+
+    Args:
+        members: the models; they must agree on the number of input channels and on the 2.5D context.
+        tta: also average over horizontal, vertical and both flips.
+        threshold: the probability at or above which a pixel is lesion; default the first model's.
+        batch_size: largest batch given to a model at once (None: the whole input).
+    """
+
+    def __init__(self, members: Sequence[Member], tta: bool = False, threshold: float | None = None,
+                 batch_size: int | None = None) -> None:
+        if not members:
+            raise CheckpointError("a predictor needs at least one model.")
+        channels = {m.in_channels for m in members if m.in_channels is not None}
+        if len(channels) > 1:
+            listing = ", ".join(f"{m.source} ({m.in_channels})" for m in members)
+            raise CheckpointError(f"the models of an ensemble must take the same number of input channels: {listing}.")
+        contexts = {int(m.context) for m in members}
+        if len(contexts) > 1:
+            listing = ", ".join(f"{m.source} (context {m.context})" for m in members)
+            raise CheckpointError("the models of an ensemble must stack the same neighbouring slices (2.5D "
+                                  f"context), since they share one input: {listing}. Ensemble models trained with "
+                                  "the same [dataset] context.")
+        context = contexts.pop()
+        rules = {m.normalize for m in members}
+        if len(rules) > 1:
+            listing = ", ".join(f"{m.source} (normalize {m.normalize!r})" for m in members)
+            raise CheckpointError("the models of an ensemble must expect the same intensity normalisation, since "
+                                  f"they share one input: {listing}. Ensemble models trained with the same "
+                                  "[dataset] normalize.")
+        self.normalize = rules.pop()
+        kinds = {m.labels for m in members}
+        if len(kinds) > 1:
+            listing = ", ".join(f"{m.source} ({m.labels.mode}: {', '.join(m.labels.names)})" for m in members)
+            raise CheckpointError(f"the models of an ensemble must predict the same labels in the same mode, since "
+                                  f"their probabilities are averaged: {listing}.")
+        self.labels = kinds.pop()
+        channels_found = next(iter(channels), None)
+        if context and channels_found is not None and channels_found % (2 * context + 1):
+            raise CheckpointError(f"a model with 2.5D context {context} takes {channels_found} channels, which is "
+                                  f"not {2 * context + 1} stacked slices of equal channels; its checkpoint is "
+                                  "inconsistent.")
+        self.context = context
+        self.members = list(members)
+        self.tta = bool(tta)
+        self.threshold = float(threshold if threshold is not None else members[0].threshold)
+        self.batch_size = batch_size
+
+    @property
+    def in_channels(self) -> int | None:
+        """Input channels every model takes (None when no model says)."""
+        return next((m.in_channels for m in self.members if m.in_channels is not None), None)
+
+    @property
+    def slice_channels(self) -> int | None:
+        """Channels of one slice: :attr:`in_channels` divided by the ``2k + 1`` stacked slices (None when unknown)."""
+        channels = self.in_channels
+        return None if channels is None else channels // (2 * self.context + 1)
+
+    @property
+    def sources(self) -> list[str]:
+        return [m.source for m in self.members]
+
+    def _member_probabilities(self, member: Member, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        size = (member.image_size, member.image_size) if member.image_size else (height, width)
+        x = resize_images(images, size).to(member.device)
+        total = None
+        for dims in TTA_FLIPS if self.tta else TTA_FLIPS[:1]:
+            flipped = torch.flip(x, dims) if dims else x
+            logits = member.run(flipped).float()
+            probability = member.labels.probabilities(torch.flip(logits, dims) if dims else logits)
+            total = probability if total is None else total + probability
+        probability = total / (len(TTA_FLIPS) if self.tta else 1)
+        if tuple(probability.shape[-2:]) != (height, width):
+            probability = F.interpolate(probability, size=(height, width), mode="bilinear", align_corners=False)
+        return probability.cpu()
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Lesion probabilities at the input's size: one channel per output of the models (:attr:`labels`).
+
+        Shape:
+            - images: ``(N, C, H, W)`` float in [0, 1].
+            - Output: ``(N, out_channels, H, W)`` float32 on the CPU; ``(N, 1, H, W)`` for binary models.
+        """
+        if images.ndim != 4:
+            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        if self.in_channels is not None and images.shape[1] != self.in_channels:
+            raise DataError(f"the model takes {self.in_channels}-channel images, got {images.shape[1]} channels.")
+        step = self.batch_size or max(len(images), 1)
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(images), step):
+                chunk = images[start:start + step].float()
+                total = sum(self._member_probabilities(m, chunk) for m in self.members)
+                outputs.append(total / len(self.members))
+        if not outputs:
+            return torch.zeros((0, self.labels.out_channels, *images.shape[-2:]))
+        return torch.cat(outputs)
+
+    def __repr__(self) -> str:
+        names = ", ".join(f"{m.name} ({m.source})" for m in self.members)
+        context = f", context={self.context}" if self.context else ""
+        normalize = f", normalize={self.normalize!r}" if self.normalize != "none" else ""
+        return f"Predictor([{names}], tta={self.tta}, threshold={self.threshold}{context}{normalize})"
+
+
+def _checkpoint_member(path: Path, device: torch.device, registry: Any | None) -> Member:
+    from segkit.train.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+    payload = load_checkpoint(path, map_location="cpu")
+    model = build_model_from_checkpoint(payload, registry).to(device)
+    preprocessing = payload.get("preprocessing", {})
+    config = payload["config"]
+    in_channels = preprocessing.get("in_channels") or config["model"].get("in_channels")
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return model(images)
+
+    return Member(
+        name=config["model"]["name"],
+        source=str(path),
+        image_size=int(preprocessing.get("image_size") or 0),
+        in_channels=int(in_channels) if in_channels is not None else None,
+        threshold=float(preprocessing.get("threshold", config.get("metrics", {}).get("threshold", 0.5))),
+        run=run,
+        device=device,
+        info={"epoch": payload.get("epoch"), "config": config, "model": model},
+        context=checkpoint_context(config, path),
+        normalize=checkpoint_normalize(config, path),
+        labels=Labels.from_dict(preprocessing.get("labels")),
+    )
+
+
+def checkpoint_context(config: dict[str, Any], source: str | os.PathLike[str] = "checkpoint") -> int:
+    """The 2.5D context ``k`` a run was trained with: ``[dataset] context``, 0 when absent."""
+    value = (config.get("dataset") or {}).get("context", 0) or 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(f"{str(source)!r} records the dataset context {value!r}; expected an integer >= 0.")
+    return int(value)
+
+
+def checkpoint_normalize(config: dict[str, Any], source: str | os.PathLike[str] = "checkpoint") -> str:
+    """The intensity normalisation a run was trained with: ``[dataset] normalize``, ``none`` when absent."""
+    from segkit.data.intensity import NORMALIZE
+
+    value = (config.get("dataset") or {}).get("normalize", "none")
+    if value not in NORMALIZE:
+        raise CheckpointError(f"{str(source)!r} records the dataset normalize {value!r}; expected one of "
+                              f"{', '.join(NORMALIZE)}.")
+    return str(value)
+
+
+def load_member(source: str | os.PathLike[str], checkpoint: str = "best", device: torch.device | None = None,
+                registry: Any | None = None) -> list[Member]:
+    """The model(s) of one source: a run directory, a ``.pt`` checkpoint or a segkit ``.onnx`` export."""
+    from segkit.train.checkpoint import resolve_checkpoint
+
+    path = Path(source)
+    if path.suffix.lower() == ".onnx":
+        from segkit.inference.export import load_onnx_predictor
+
+        return load_onnx_predictor(path).members
+    if path.is_dir() and not is_source(path):
+        raise CheckpointError(f"{str(path)!r} is not a segkit run directory (no config.toml, no checkpoints/).")
+    if not path.exists():
+        raise CheckpointError(f"run directory or checkpoint {str(path)!r} does not exist.")
+    return [_checkpoint_member(resolve_checkpoint(path, checkpoint), device or torch.device("cpu"), registry)]
+
+
+def load_predictor(
+    sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    checkpoint: str = "best",
+    device: str = "auto",
+    tta: bool = False,
+    *,
+    threshold: float | None = None,
+    batch_size: int | None = None,
+    registry: Any | None = None,
+) -> Predictor:
+    """A predictor from run directories, ``.pt`` checkpoints and ``.onnx`` exports; several make an ensemble.
+
+    ``checkpoint`` (``best``, ``last`` or a ``.pt`` path) picks the file of a run
+    directory. ONNX exports run on the CPU with onnxruntime whatever ``device`` says.
+    """
+    from segkit.train.device import select_device
+
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    if not sources:
+        raise CheckpointError("no model given: name a run directory, a .pt checkpoint or a .onnx export.")
+    target = select_device(device)
+    members = [m for source in sources for m in load_member(source, checkpoint, target, registry)]
+    return Predictor(members, tta=tta, threshold=threshold, batch_size=batch_size)
+
+
+def match_channels(image: np.ndarray, channels: int | None) -> tuple[np.ndarray, str | None]:
+    """An ``H x W x C`` uint8 image with ``channels`` channels, and a note when it had to be converted.
+
+    Grey to colour repeats the channel; colour to grey uses OpenCV's luminance weights.
+    """
+    import cv2
+
+    if image.ndim == 2:
+        image = image[:, :, None]
+    found = image.shape[2]
+    if channels is None or found == channels:
+        return image, None
+    if found == 1:
+        return np.repeat(image, channels, axis=2), f"grayscale image repeated to {channels} channels"
+    if channels == 1 and found == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None], "3-channel image converted to grayscale"
+    raise DataError(f"the image has {found} channels and the model takes {channels}; convert it first.")
+
+
+@dataclass
+class Prediction:
+    """One item's result from :func:`predict_stream`; ``error`` is set (and the arrays are None) when it failed."""
+
+    entry: Any
+    image: np.ndarray | None = None
+    extra: Any = None
+    probability: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    """Binary models: ``(H, W)`` bool. Several labels: ``(K, H, W)`` bool, one mask per foreground label."""
+    converted: str | None = None
+    error: str | None = None
+
+
+def predict_stream(
+    predictor: Predictor,
+    entries: Iterable[Any],
+    read: Callable[[Any], tuple[np.ndarray, Any]],
+    *,
+    case_of: Callable[[Any], str | None] = lambda _entry: None,
+    batch_size: int = 8,
+    threshold: float | None = None,
+    postprocess: str = "none",
+    keep_images: bool = False,
+) -> Iterator[Prediction]:
+    """Read, predict, threshold and post-process items in batches, yielding one :class:`Prediction` each.
+
+    ``read(entry)`` returns ``(image H x W x C uint8, extra)``; ``extra`` (a ground
+    truth, say) is passed through. A :class:`DataError` from ``read`` becomes a
+    Prediction with ``error``. Consecutive images of the same size share a batch.
+    Entries of one case (``case_of``) must be consecutive, in slice order: each case
+    is post-processed as a volume once all its slices are predicted.
+    """
+    from segkit.inference.postprocess import postprocess as apply_postprocess
+
+    threshold = predictor.threshold if threshold is None else threshold
+    labels = getattr(predictor, "labels", None) or Labels()
+    pending: list[Prediction] = []
+    batch: list[Prediction] = []
+
+    def run_batch() -> None:
+        if not batch:
+            return
+        images = torch.from_numpy(np.stack([p.image for p in batch])).permute(0, 3, 1, 2).float() / 255.0
+        probabilities = predictor.probabilities(images)
+        if not labels.masks_per_label:
+            for p, probability in zip(batch, probabilities[:, 0].numpy(), strict=True):
+                p.probability = probability
+                p.mask = probability >= threshold
+        else:
+            masks = labels.masks_from_probabilities(probabilities, threshold)
+            for p, probability, mask in zip(batch, probabilities.numpy(), masks.numpy(), strict=True):
+                p.probability, p.mask = probability, mask
+        pending.extend(batch)
+        batch.clear()
+
+    def finished(upto: int) -> Iterator[Prediction]:
+        done = pending[:upto]
+        del pending[:upto]
+        ready = [p for p in done if p.error is None]
+        cases = [case_of(p.entry) for p in ready]
+        if ready and ready[0].mask.ndim == 3:  # one mask per label: each label post-processed on its own
+            per_label = [apply_postprocess([p.mask[k] for p in ready], cases, postprocess)
+                         for k in range(ready[0].mask.shape[0])]
+            masks = [np.stack([label[i] for label in per_label]) for i in range(len(ready))]
+        else:
+            masks = apply_postprocess([p.mask for p in ready], cases, postprocess)
+        for p, mask in zip(ready, masks, strict=True):
+            p.mask = mask.astype(bool)
+        for p in done:
+            if not keep_images:
+                p.image = None
+            yield p
+
+    def complete_cases() -> Iterator[Prediction]:
+        if not pending:
+            return
+        last = case_of(pending[-1].entry)
+        upto = len(pending)
+        if last is not None:
+            while upto and case_of(pending[upto - 1].entry) == last:
+                upto -= 1
+        yield from finished(upto)
+
+    for entry in entries:
+        prediction = Prediction(entry)
+        try:
+            image, prediction.extra = read(entry)
+            context = getattr(predictor, "context", 0)
+            if context and predictor.in_channels is not None and image.ndim == 3 \
+                    and image.shape[2] == predictor.slice_channels:
+                raise DataError(f"the model takes {2 * context + 1} stacked slices (2.5D context {context}) but got "
+                                "a single slice; stack the neighbouring slices as channels (predict_files does).")
+            prediction.image, prediction.converted = match_channels(image, predictor.in_channels)
+        except DataError as error:
+            prediction.error = str(error)
+        if prediction.error is None:
+            if batch and (batch[0].image.shape != prediction.image.shape or len(batch) >= batch_size):
+                run_batch()
+                yield from complete_cases()
+            batch.append(prediction)
+        else:
+            run_batch()
+            pending.append(prediction)
+            yield from complete_cases()
+    run_batch()
+    yield from finished(len(pending))

@@ -1,0 +1,15 @@
+"""Deprecated: ``segkit.plugins`` moved to :mod:`segkit.components.plugins`.
+
+Kept so that plugins written against the old layout keep working; each name read from here
+warns once with its new place. Import from ``segkit.components`` (or ``segkit``) instead.
+"""
+
+from __future__ import annotations
+
+from segkit.components import _moved
+
+__getattr__ = _moved.forwarder("segkit.plugins", "segkit.components.plugins")
+
+
+def __dir__() -> list[str]:
+    return _moved.names("segkit.components.plugins")

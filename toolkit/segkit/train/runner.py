@@ -1,0 +1,503 @@
+"""One training run from configuration to run directory, including resume and interrupts."""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segkit import __version__
+from segkit.config import RunConfig, monitored_metric
+from segkit.errors import CheckpointError, ConfigError, TrainingError
+from segkit.fileio import atomic_write_text
+from segkit.progress import show_bars
+from segkit.data.verify import verify_dataset
+from segkit.train import assemble
+from segkit.train.checkpoint import CheckpointPacer, load_checkpoint, save_checkpoint
+from segkit.train.device import describe_device, select_device
+from segkit.train.distributed import DistContext
+from segkit.train.device_loader import choose_loader
+from segkit.train.events import RunEvents
+from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
+from segkit.train.schedule import plan_schedule
+from segkit.train.rundir import RunDirectory
+from segkit.train.runlock import RunLock
+
+__all__ = ["train", "seed_everything", "versions", "existing_run_message", "holds_a_run", "plan_epochs", "headline"]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def versions() -> dict[str, str]:
+    import segmentation_models_pytorch as smp
+
+    return {"segkit": __version__, "torch": torch.__version__, "smp": smp.__version__, "python": platform.python_version()}
+
+
+def _prediction_samples(trainer: Trainer, view: Any, count: int = 6) -> list[tuple]:
+    """The validation items :func:`~segkit.train.plots.sample_positions` picks, with their predicted masks."""
+    from segkit.train.plots import sample_positions
+
+    chosen = sample_positions(view.index, count)
+    return _predict_items(trainer, view, chosen, [str(view.index["item"].iloc[i]) for i in chosen])
+
+
+def _predict_items(trainer: Trainer, view: Any, chosen: list[int], titles: list[str]) -> list[tuple]:
+    """``(centre slice image, truth, prediction, title)`` of items ``chosen`` of ``view``, predicted in one batch."""
+    items = [view[i] for i in chosen]
+    trainer.module.eval()
+    with torch.inference_mode():  # one batch, not one forward pass per sample
+        logits = trainer.module(torch.stack([image for image, _ in items]).to(trainer.device)).float()
+    predictions = trainer.labels.class_masks(logits, trainer.config.metrics.threshold).any(dim=1).cpu().numpy()
+    per_slice = int(getattr(view, "slice_channels", items[0][0].shape[0]))
+    centre = int(getattr(view, "context", 0)) * per_slice  # with 2.5D context, show the slice being segmented
+    return [
+        (image[centre:centre + per_slice].permute(1, 2, 0).numpy(), mask[0].numpy() > 0.5, prediction, title)
+        for (image, mask), prediction, title in zip(items, predictions, titles, strict=True)
+    ]
+
+
+def holds_a_run(root: str | Path) -> bool:
+    """Whether ``root`` holds a run that trained at least one epoch, so a new run must not replace it.
+
+    A directory left by a run that failed before its first epoch ended (a config and an
+    epoch-0 last.pt, no metrics) does not: a retry with the same ``--out`` starts afresh.
+    """
+    run = RunDirectory(root)
+    if not run.config.exists():
+        return False
+    if run.metrics.exists():
+        return True
+    if not run.last.is_file():
+        return False
+    try:
+        return int(load_checkpoint(run.last).get("epoch", 0)) > 0
+    except CheckpointError:
+        return True  # unreadable: keep it, the user decides
+
+
+def _readable(path: Path) -> bool:
+    try:
+        load_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def existing_run_message(root: str | Path) -> str:
+    return (f"run directory {str(root)!r} already holds a run. Resume it with 'segkit run --resume {root}', "
+            "or pass another --out.")
+
+
+def _batch_description(config: RunConfig, world_size: int) -> str:
+    """``batch 4 per process x 2 processes = global batch 8`` (times accumulation steps where used)."""
+    t = config.train
+    accumulate = f" x {t.accumulate} accumulation steps" if t.accumulate > 1 else ""
+    if world_size == 1:
+        return f"batch {t.batch_size}" + (f"{accumulate} = effective batch {t.batch_size * t.accumulate}" if accumulate else "")
+    return (f"batch {t.batch_size} per process x {world_size} processes{accumulate} = global batch "
+            f"{t.batch_size * world_size * t.accumulate}")
+
+
+def plan_epochs(budget_seconds: float, elapsed_seconds: float, max_epochs: int, *, epochs_done: int = 1,
+                epoch_seconds: float | None = None) -> int:
+    """Epochs that fit a time budget (3% kept in reserve), at most ``max_epochs``.
+
+    ``epochs_done`` epochs took ``elapsed_seconds``; each further epoch is assumed to take
+    ``epoch_seconds`` (default: the mean so far). After the first epoch that is the first
+    epoch's time; after the second, the second's, which no longer holds the one-off costs of a
+    first epoch (a GPU's kernel selection and memory pool, a cold data cache).
+    """
+    per_epoch = max(epoch_seconds if epoch_seconds is not None else elapsed_seconds / epochs_done, 1e-6)
+    remaining = budget_seconds * 0.97 - elapsed_seconds
+    return max(epochs_done, min(max_epochs, epochs_done + int(remaining // per_epoch)))
+
+
+def _per_image_note(row: dict[str, Any], monitor: str) -> str:
+    """``(per-image 0.81)`` beside a per-case or pooled monitor, so both are seen."""
+    metric = monitored_metric(monitor)
+    if monitor == metric or f"val_{metric}" not in row:
+        return ""
+    return f" (per-image {row[f'val_{metric}']:.4f})"
+
+
+def _final_validation(trainer: Trainer) -> tuple[int, int, Any]:
+    """``(lesion slices predicted empty, lesion slices, per-case table)`` on validation with the model as loaded."""
+    _loss, accumulator = trainer.evaluate("val")
+    counts = accumulator.counts().cpu()
+    if counts.ndim == 3:  # per label: a lesion slice holds any foreground label
+        counts = counts.sum(dim=1)
+    tp, fp, fn, _tn = counts.unbind(1)
+    lesion = (tp + fn) > 0
+    try:
+        table = accumulator.per_case_table()
+    except ValueError:  # no case ids: no table
+        table = None
+    return int((lesion & ((tp + fp) == 0)).sum()), int(lesion.sum()), table
+
+
+def _case_samples(trainer: Trainer, view: Any, table: Any, metric: str) -> list[tuple]:
+    """For cases.png: the largest-lesion slice of the best- and of the worst-scoring validation patient."""
+    if table is None or metric not in table.columns:
+        return []
+    scored = table[(table["tp"] + table["fn"]) > 0]
+    if scored.empty:
+        return []
+    picks = [("best", scored.loc[scored[metric].idxmax()]), ("worst", scored.loc[scored[metric].idxmin()])]
+    if picks[0][1]["case"] == picks[1][1]["case"]:
+        picks = picks[:1]
+    cases = view.index["case"].astype(str).to_numpy()
+    chosen, titles = [], []
+    for label, row in picks:
+        positions = [int(i) for i in np.flatnonzero(cases == str(row["case"]))]
+        chosen.append(max(positions, key=lambda i: int(view.read(i)[1].sum())))
+        titles.append(f"{label} patient {row['case']}\n(patient {metric} {float(row[metric]):.2f})")
+    return _predict_items(trainer, view, chosen, titles)
+
+
+def headline(summary: dict[str, Any], best_row: dict[str, Any], monitor: str, root: Path) -> str:
+    """The run's last line: the monitored (per-case or pooled) score first, per-image beside, lesions missed."""
+    metric = monitored_metric(monitor)
+    others = [f"{label} {best_row[key]:.4f}" for label, key in
+              (("per-case", f"val_{metric}_case"), ("per-image", f"val_{metric}"), ("pooled", f"val_{metric}_global"))
+              if key in best_row and key != f"val_{monitor}"]
+    missed, lesions = summary["lesion_slices_empty_prediction"], summary["lesion_slices"]
+    return (f"best val_{monitor} {summary['headline']['value']:.4f} at epoch {summary['best_epoch']}"
+            + (f" ({metric}: {', '.join(others)})" if others else "")
+            + f"; {missed} of {lesions} validation lesion slices got an empty prediction; outputs in {root}")
+
+
+def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: dict[str, Any],
+                        snapshot: bool = False) -> dict[str, Any]:
+    """What a checkpoint holds; ``snapshot`` copies the weights, for a payload written later."""
+    state = trainer.inference_module.state_dict()  # the EMA of the weights when there is one
+    if snapshot:
+        state = {name: tensor.detach().clone() for name, tensor in state.items()}
+    return {
+        "config": config.to_dict(),
+        "preprocessing": {"image_size": config.train.image_size, "in_channels": config.model.params.get("in_channels"),
+                          "scale": 255.0, "threshold": config.metrics.threshold,
+                          "context": int(config.dataset.params.get("context", 0)),
+                          "labels": trainer.labels.to_dict()},
+        "epoch": epoch,
+        "model_state": state,
+        "segkit_version": __version__,
+        **extra,
+    }
+
+
+def train(
+    config: RunConfig,
+    run_dir: str | Path,
+    registry: Any,
+    *,
+    resume: bool = False,
+    extend_to: int | None = None,
+    quiet: bool = False,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train as ``config`` says, writing everything to ``run_dir``; return the summary.
+
+    ``extend_to`` (with ``resume``) trains a finished or interrupted run on to that many
+    epochs: the learning-rate schedule is stretched to end there, continuing from the
+    current step, and a time budget no longer applies.
+
+    Under torchrun every process calls this; rank 0 alone writes the run directory
+    (rank 0's ``run_dir`` is used everywhere), and the process group is left on return or error.
+    """
+    device = select_device(config.train.device)
+    dist = DistContext.from_environment(device.type)
+    try:
+        if dist.active and device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+        run = RunDirectory(dist.broadcast(str(run_dir)))
+        lock = RunLock(run.root)
+        refusal = ""
+        if dist.is_main:
+            try:
+                lock.acquire("resume" if resume else "start a run")
+            except ConfigError as error:
+                refusal = str(error)
+        refusal = dist.broadcast(refusal)
+        if refusal:
+            raise ConfigError(refusal)
+        try:
+            events = RunEvents(getattr(registry, "manager", None), str(run.root), config.train.loggers,
+                               active=dist.is_main)
+            try:
+                return _train(config, run, registry, device, dist, events, resume=resume, extend_to=extend_to,
+                              quiet=quiet, echo=echo)
+            finally:
+                events.close()
+        finally:
+            lock.release()
+    finally:
+        dist.close()
+
+
+def _train(
+    config: RunConfig,
+    run: RunDirectory,
+    registry: Any,
+    device: torch.device,
+    dist: DistContext,
+    events: RunEvents,
+    *,
+    resume: bool,
+    quiet: bool,
+    echo: Callable[[str], None],
+    extend_to: int | None = None,
+) -> dict[str, Any]:
+    say = echo if dist.is_main and not quiet else (lambda _message: None)
+
+    state: dict[str, Any] | None = None
+    if resume:
+        state = load_checkpoint(run.last)
+    else:  # rank 0 looks before anyone writes; every rank stops if the directory is taken
+        taken = dist.broadcast(dist.is_main and holds_a_run(run.root))
+        if taken:
+            raise ConfigError(existing_run_message(run.root))
+
+    seed_everything(config.train.seed)
+    dataset = assemble.build_dataset(config, registry)
+    if config.train.verify_data:
+        say(verify_dataset(dataset).describe())
+    labels = assemble.fill_labels(config, dataset, registry)
+    assemble.fill_model_defaults(config, dataset, registry)
+    assemble.fill_monitor(config, dataset)
+    from segkit.data import read_splits, write_splits
+
+    split = read_splits(run.splits, dataset.index) if resume else assemble.make_split(config, dataset)
+    loader = choose_loader(config, dataset, device)
+    parts = assemble.build_data(config, dataset, split, rank=dist.rank, world_size=dist.world_size,
+                                pin_memory=device.type == "cuda", loader=loader.path, device=device)
+    cases = {name: view.cases for name, view in parts.views.items()}
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    steps_per_epoch = math.ceil(len(parts.loaders["train"]) / config.train.accumulate)
+    trainer = assemble.build_trainer(config, registry, parts.loaders, parts.samplers, cases, device,
+                                     steps_per_epoch=steps_per_epoch, dist=dist, progress=show_bars(not quiet),
+                                     labels=labels)
+    model, optimizer, scheduler = trainer.module, trainer.optimizer, trainer.scheduler
+    metrics = trainer.metrics
+    stopper = EarlyStopping(config.train.patience)
+    history: list[dict[str, Any]] = []
+    timing: list[dict[str, Any]] = []
+    start_epoch = 1
+    total_epochs = config.train.epochs  # a time budget replaces it with its plan after the first epoch
+    train_seconds = 0.0
+
+    if state is not None:
+        model.load_state_dict(state.get("train_model_state") or state["model_state"])
+        if trainer.ema is not None:
+            trainer.ema.load_state_dict(state["model_state"], state.get("ema_steps", 0))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            trainer.scaler.load_state_dict(state["scaler"])
+        stopper.load_state_dict(state["early_stopping"])
+        history, timing = list(state["history"]), list(state["timing"])
+        train_seconds = float(state.get("train_seconds", 0.0))
+        restore_rng(state["rng"])
+        start_epoch = int(state["epoch"]) + 1
+        total_epochs = int(state.get("planned_epochs") or config.train.epochs)
+        if extend_to is not None:
+            if extend_to < start_epoch:
+                raise ConfigError(f"--epochs {extend_to} is not more than the {state['epoch']} epoch(s) the run in "
+                                  f"{str(run.root)!r} has trained; give a larger number to train it longer.")
+            total_epochs = extend_to
+            plan_schedule(trainer.scheduler, config.train, steps_per_epoch, total_epochs)
+            stopper.bad_epochs = 0
+            config.train.epochs, config.train.max_minutes = extend_to, 0.0
+            if dist.is_main:
+                run.write_config(config.to_dict())
+        elif start_epoch > total_epochs or state.get("finished"):
+            raise CheckpointError(f"the run in {str(run.root)!r} already finished ({state['epoch']} epochs). "
+                                  f"Train it longer with 'segkit run --resume {run.root} --epochs N'.")
+        if dist.broadcast(dist.is_main and stopper.best_epoch > 0 and not _readable(run.best)):
+            say(f"note: {run.best} is missing or damaged, so the weights of the best epoch so far "
+                f"({stopper.best_epoch}) are lost; the best of the epochs trained from now on becomes best.pt")
+            stopper.best_value, stopper.best_epoch = -math.inf, 0
+    elif dist.is_main:
+        run.create()
+        run.write_config(config.to_dict())
+        write_splits(run.splits, dataset.index, split)
+    dist.barrier()  # the run directory exists before any rank goes on
+
+    def save_last(epoch: int, finished: bool = False) -> None:
+        if not dist.is_main:
+            return
+        save_checkpoint(run.last, _checkpoint_payload(config, epoch, trainer, {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else {},
+            "early_stopping": stopper.state_dict(),
+            "history": history,
+            "timing": timing,
+            "rng": capture_rng(),
+            "train_seconds": train_seconds,
+            "finished": finished,
+            "world_size": dist.world_size,
+            "planned_epochs": total_epochs,
+            **({"train_model_state": model.state_dict(), "ema_steps": trainer.ema.steps} if trainer.ema else {}),
+        }))
+
+    pacer = CheckpointPacer()
+    pending_best: list[tuple[int, dict[str, Any]]] = []  # a best epoch whose best.pt waits for the next write
+
+    def write_checkpoints(epoch: int, finished: bool) -> None:
+        """best.pt (if a better epoch waits) and last.pt together, so the two always agree on disk."""
+        with pacer.writing():
+            for best_epoch, payload in pending_best:
+                save_checkpoint(run.best, payload)
+                events.checkpoint_saved(str(run.best), "best", best_epoch)
+            pending_best.clear()
+            save_last(epoch, finished=finished)
+        events.checkpoint_saved(str(run.last), "last", epoch)
+
+    if state is None:
+        with pacer.writing():
+            save_last(0)
+    events.run_start(config.to_dict(), resumed=state is not None)
+    n_train = len(parts.views["train"])
+    say(f"training {config.model.name} with {config.loss.name} on {config.dataset.name}: {n_train} train / "
+        f"{len(parts.views['val'])} val items, {_batch_description(config, dist.world_size)}, "
+        f"{describe_device(device)}, {loader.path} loader ({loader.reason}) -> {run.root}")
+    if state is not None:
+        say(f"resuming {run.root} at epoch {start_epoch} of {total_epochs}"
+            + (" (extended: the learning-rate schedule now ends there)" if extend_to is not None else ""))
+        trained_with = int(state.get("world_size", 1))
+        if trained_with != dist.world_size:
+            say(f"note: this run was trained in {trained_with} process(es) and resumes in {dist.world_size}; the "
+                "global batch changes with the number of processes, so it will not match an uninterrupted run.")
+    budget = config.train.max_minutes * 60
+    if budget > 0:
+        trainer.deadline = time.monotonic() + budget - train_seconds
+    stopped = "completed"
+    completed = start_epoch - 1  # the epoch whose state last.pt holds
+    loop_started = time.monotonic()
+    try:
+        epoch = start_epoch
+        previous_end = loop_started  # when the last epoch's training and validation ended
+        while epoch <= total_epochs:
+            result = trainer.run_epoch(epoch)
+            now = time.monotonic()
+            if budget > 0 and start_epoch == 1 and epoch <= 2 and config.train.epochs > 1 and epoch < total_epochs:
+                # Planned after epoch 1, then once more after epoch 2, whose time is free of first-epoch costs.
+                # An epoch's time runs from the end of the one before, so it holds that one's checkpoint writes.
+                cycle = now - previous_end
+                planned = dist.broadcast(plan_epochs(budget, now - loop_started, config.train.epochs,
+                                                     epochs_done=epoch, epoch_seconds=cycle))
+                if epoch == 1 or planned != total_epochs:
+                    total_epochs = planned
+                    plan_schedule(trainer.scheduler, config.train, steps_per_epoch, total_epochs)
+                    say(f"time budget {config.train.max_minutes:g} min: epoch {epoch} took {cycle:.1f} s, "
+                        f"so the run trains {total_epochs} epochs (at most train.epochs = {config.train.epochs}) and "
+                        "its learning-rate schedule ends with the budget")
+            previous_end = now
+            history.append(result.row)
+            timing.append(result.timing)
+            train_seconds += result.timing["train_seconds"]
+            improved = stopper.update(result.monitored, epoch)
+            if dist.is_main:
+                run.write_metrics(history)
+                run.write_timing(timing)
+                events.epoch_end(epoch, result.row)
+                finished = epoch == total_epochs or stopper.should_stop or trainer.out_of_time
+                write_now = pacer.due(final=finished)
+                if improved:  # the weights are copied only when their write waits for a later epoch
+                    pending_best[:] = [(epoch, _checkpoint_payload(config, epoch, trainer, {"metrics": result.row},
+                                                                   snapshot=not write_now))]
+                if write_now:
+                    write_checkpoints(epoch, finished)
+            completed = epoch
+            monitor = config.metrics.monitor
+            beside = _per_image_note(result.row, monitor)
+            say(f"epoch {epoch}/{total_epochs}  train_loss {result.row['train_loss']:.4f}  "
+                f"val_loss {result.row['val_loss']:.4f}  val_{monitor} {result.monitored:.4f}{beside}"
+                + ("  (best)" if improved else "") + f"  {result.timing['train_images_per_second']:.1f} img/s")
+            if trainer.out_of_time:
+                stopped = "time_limit"
+                say(f"time limit of {config.train.max_minutes:g} minutes reached during epoch {epoch}; stopped after validating it")
+                break
+            if stopper.should_stop:
+                stopped = "early_stopping"
+                say(f"early stopping: no improvement of val_{monitor} for {config.train.patience} epochs")
+                break
+            epoch += 1
+    except KeyboardInterrupt:
+        dist.barrier()
+        if run.last.is_file():  # the interrupt may have come during (and been held until the end of) a save
+            completed = int(load_checkpoint(run.last)["epoch"])
+        processes = f" --nproc-per-node {dist.world_size}" if dist.active else ""
+        raise TrainingError(
+            f"interrupted during epoch {completed + 1}. {run.last} holds the state after epoch {completed} (the interrupted "
+            f"epoch's progress is discarded). Resume with: segkit run --resume {run.root}{processes}"
+        ) from None
+    except torch.cuda.OutOfMemoryError:
+        raise TrainingError(
+            f"CUDA ran out of memory at batch size {config.train.batch_size}, image size "
+            f"{config.train.image_size or 'native'}. Use a smaller --batch-size (and --set train.accumulate=N to keep "
+            "the effective batch), --amp, a smaller --image-size or a lighter model. The last checkpoint is intact."
+        ) from None
+
+    best_row = next(row for row in history if row["epoch"] == stopper.best_epoch)
+    dist.barrier()  # best.pt is written; every rank scores the best model on its share of validation
+    trainer.load_inference_state(load_checkpoint(run.best, map_location=device)["model_state"])
+    missed, lesion_slices, case_table = _final_validation(trainer)
+    monitor = config.metrics.monitor
+    summary = {
+        "headline": {"name": f"val_{monitor}", "value": stopper.best_value, "epoch": stopper.best_epoch},
+        "lesion_slices": lesion_slices,
+        "lesion_slices_empty_prediction": missed,
+        "loader": {"path": loader.path, "reason": loader.reason},
+        "epochs_planned": total_epochs,
+        "best_epoch": stopper.best_epoch,
+        "best": {name: best_row[f"val_{name}"] for name in metrics},
+        "best_global": {name: best_row[f"val_{name}_global"] for name in metrics},
+        "monitor": f"val_{config.metrics.monitor}",
+        "epochs_run": len(history),
+        "stopped": stopped,
+        "train_seconds": round(train_seconds, 2),
+        "images_per_second": round(sum(t["train_images_per_second"] for t in timing) / max(len(timing), 1), 2),
+        "device": describe_device(device),
+        "processes": dist.world_size,
+        "global_batch_size": config.train.batch_size * dist.world_size * config.train.accumulate,
+        "versions": versions(),
+    }
+    if any(key.endswith("_case") for key in best_row):
+        summary["best_per_case"] = {name: best_row[f"val_{name}_case"] for name in metrics}
+    if dist.is_main:
+        from segkit.train.plots import plot_curves, plot_predictions
+
+        plot_curves(history, list(metrics), run.root / "curves.png", monitor=f"val_{monitor}",
+                    best_epoch=stopper.best_epoch)
+        plot_predictions(_prediction_samples(trainer, parts.views["val"]), run.root / "predictions.png")
+        if case_table is not None and dist.world_size == 1:
+            val_table = run.root / "evaluation" / "training-val-per-case.csv"
+            val_table.parent.mkdir(exist_ok=True)
+            atomic_write_text(val_table, case_table.to_csv(index=False, float_format="%.6g"))
+            samples = _case_samples(trainer, parts.views["val"], case_table, monitored_metric(monitor))
+            if samples:
+                plot_predictions(samples, run.root / "cases.png", title="best and worst validation patients")
+        run.write_summary(summary)
+        events.run_end(summary)
+        from segkit.evaluation.report import write_report
+
+        write_report(run.root)
+        echo(headline(summary, best_row, monitor, run.root))  # even with --quiet: where it went, how it scored
+    dist.barrier()
+    return summary
+
