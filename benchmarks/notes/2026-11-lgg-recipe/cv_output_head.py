@@ -7,8 +7,8 @@ convolution are positive. The head turns the stage's non-negative activations in
 logit, so a head with few positive weights has few ways to say "lesion". The question it answers:
 is a fold model that never predicts lesion stuck because channels died, or because of its head?
 
-    python benchmarks/cv_output_head.py runs/lgg-cpu-cv
-    python benchmarks/cv_output_head.py runs/cv-a runs/cv-b --folds 1,2
+    python benchmarks/notes/2026-11-lgg-recipe/cv_output_head.py runs/lgg-cpu-cv
+    python benchmarks/notes/2026-11-lgg-recipe/cv_output_head.py runs/cv-a runs/cv-b --folds 1,2
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from common import markdown_table
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/common.py
+from common import markdown_table  # noqa: E402
 from segkit.evaluation.cv import fold_directory, fold_model, fold_state, read_cv
 from segkit.errors import CheckpointError
 from segkit.evaluation.evaluate import build_metric_set, evaluate_predictor

@@ -7,7 +7,7 @@ half of the slices only (a rule that would not see the neck at the bottom of a l
 with the mean FLAIR value of the lesion pixels after each. A patient whose lesion arrives
 much dimmer than the others' is one the model is likely to miss.
 
-    python benchmarks/lgg_flair_scale.py ../shared/data/lgg/kaggle_3m
+    python benchmarks/notes/2026-11-lgg-recipe/lgg_flair_scale.py ../shared/data/lgg/kaggle_3m
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import markdown_table
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/common.py
+from common import markdown_table  # noqa: E402
 from segkit.data.intensity import case_factors
 from segkit.errors import SegkitError
 from segkit.components.registry import get_registry

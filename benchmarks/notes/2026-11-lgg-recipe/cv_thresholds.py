@@ -7,8 +7,8 @@ threshold's mean and median per-case Dice and writes the per-case table beside t
 because 0.5 is the wrong cut (then a lower threshold recovers the missed lesions), or do they
 give the missed lesion no probability at all?
 
-    python benchmarks/cv_thresholds.py runs/lgg-cpu-cv --thresholds 0.2,0.3,0.4,0.5
-    python benchmarks/cv_thresholds.py runs/lgg-cpu-cv --postprocess none --tta
+    python benchmarks/notes/2026-11-lgg-recipe/cv_thresholds.py runs/lgg-cpu-cv --thresholds 0.2,0.3,0.4,0.5
+    python benchmarks/notes/2026-11-lgg-recipe/cv_thresholds.py runs/lgg-cpu-cv --postprocess none --tta
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import markdown_table
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/common.py
+from common import markdown_table  # noqa: E402
 from segkit.evaluation.cv import fold_models, read_cv
 from segkit.errors import CheckpointError
 from segkit.evaluation.evaluate import build_metric_set, evaluate_predictor
