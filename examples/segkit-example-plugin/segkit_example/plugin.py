@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segkit.components.hookspecs import hookimpl
-from segkit.components.plugins import components_from_toml
+from segkit import hookimpl
+from segkit.components import components_from_toml
 
 COMPONENTS_FILE = Path(__file__).with_name("components.toml")
 

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 from segkit.errors import ConfigError
-from segkit.components.plugins import components_from_toml
+from segkit.components import components_from_toml
 from segkit.testing import check_loss, check_model
 
 from segkit_example import plugin
@@ -69,8 +69,7 @@ def test_declarations_point_at_real_targets() -> None:
 
 
 def test_segkit_finds_the_installed_plugin() -> None:
-    from segkit.components.plugins import load_plugins
-    from segkit.components.registry import Registry
+    from segkit.components import Registry, load_plugins
 
     registry = Registry.from_plugins(load_plugins(environ={}))
     component = registry.get("model", "example_tinyunet")
