@@ -97,6 +97,10 @@ def dataset_params(name: str, tmp_path: Path, request: pytest.FixtureRequest) ->
         pd.DataFrame({"image": [str(p[0]) for p in pairs], "mask": [str(p[1]) for p in pairs],
                       "case": [p[2] for p in pairs]}).to_csv(table, index=False)
         return {"path": str(table), "case_column": "case"}
+    if name == "msd":
+        from volumes import write_msd
+
+        return {"root": str(write_msd(tmp_path / "msd", cases=2, channels=2))}
     raise AssertionError(f"built-in dataset {name!r} has no test parameters here; add them")
 
 

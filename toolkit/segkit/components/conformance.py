@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_dataset", "check_loss", "check_metric", "check_model", "check_component", "check_components",
+__all__ = ["check_dataset", "check_volume_dataset", "check_loss", "check_metric", "check_model", "check_component", "check_components",
            "component_keys"]
 
 
@@ -193,6 +193,40 @@ def check_dataset(dataset: Any, max_items: int = 4) -> None:
             assert bool((raw_mask > 0).any()) == has_lesion, (
                 f"item {i}: index says has_lesion={has_lesion} but the mask from read({i}) disagrees"
             )
+    if hasattr(dataset, "cases_table"):
+        check_volume_dataset(dataset)
+
+
+def check_volume_dataset(dataset: Any) -> None:
+    """The volume form (:class:`segkit.data.volume.VolumeDataset`): cases, their slices, spacing and channels.
+
+    Checks that every case of ``cases_table`` has exactly its extent along ``slice_axis`` as
+    items, numbered 0 .. n-1; that ``channel_names`` names every channel of a slice; that
+    ``spacing`` is None or three positive numbers; and that the first case's slices come out at
+    ``slice_shape``.
+    """
+    table = dataset.cases_table
+    for column in ("case", "image_paths", "label_path", "shape", "spacing"):
+        assert column in table.columns, f"cases_table lacks the column {column!r}; it has {list(table.columns)}"
+    assert len(dataset.channel_names) == dataset.slice_channels, (
+        f"{len(dataset.channel_names)} channel names for {dataset.slice_channels} channels per slice")
+    axis = dataset.slice_axis
+    assert axis in (0, 1, 2), f"slice_axis must be 0, 1 or 2, got {axis!r}"
+    counts = dataset.index.groupby("case")["slice"].agg(["count", "min", "max"])
+    for row in table.itertuples(index=False):
+        extent = int(row.shape[axis])
+        got = counts.loc[str(row.case)] if str(row.case) in counts.index else None
+        assert got is not None and int(got["count"]) == extent and int(got["min"]) == 0 and int(got["max"]) == extent - 1, (
+            f"case {row.case!r} has {extent} slices along axis {axis} but the index holds "
+            f"{0 if got is None else int(got['count'])} items for it")
+    spacing = dataset.spacing
+    assert spacing is None or (len(spacing) == 3 and all(float(s) > 0 for s in spacing)), (
+        f"spacing must be None or (slice, row, column) > 0, got {spacing!r}")
+    first = str(table["case"].iloc[0])
+    position = int(dataset.index.index[dataset.index["case"] == first][0])
+    image, mask = dataset.read_raw(position)
+    assert image.shape[:2] == tuple(dataset.slice_shape) == mask.shape, (
+        f"case {first!r}: slice of {image.shape[:2]} / mask {mask.shape}, expected slice_shape {dataset.slice_shape}")
 
 
 KINDS_IN_ORDER = ("dataset", "loss", "metric", "model")

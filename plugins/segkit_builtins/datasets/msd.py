@@ -1,0 +1,166 @@
+"""A Medical Segmentation Decathlon folder (or an nnU-Net raw dataset) of NIfTI volumes.
+
+    DATASET/
+      dataset.json                      channels ("modality" or "channel_names"), "labels", the training list
+      imagesTr/CASE.nii.gz              one 3D volume, or 4D with channels last (the Decathlon's layout)
+      imagesTr/CASE_0000.nii.gz, ...    or one 3D file per channel (nnU-Net's raw layout)
+      labelsTr/CASE.nii.gz              voxel labels 0 .. C-1
+
+``dataset.json`` gives the channel names, the label names and (Decathlon) the ``training`` list
+of ``{"image", "label"}`` pairs; without a list (nnU-Net v2) every ``labelsTr`` file is a case.
+Both label forms are read: ``{"0": "background", "1": "tumour"}`` and ``{"background": 0,
+"tumour": 1}``. Slices are served to 2D models by :class:`segkit.data.volume.VolumeDataset`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from segkit.data.nifti import NIFTI_SUFFIXES
+from segkit.data.volume import VolumeDataset
+from segkit.errors import DataError
+
+__all__ = ["MSDDataset"]
+
+LAYOUT = ("DATASET/dataset.json, DATASET/imagesTr/CASE.nii.gz (or CASE_0000.nii.gz, CASE_0001.nii.gz, ... one per "
+          "channel) and DATASET/labelsTr/CASE.nii.gz")
+
+
+def _case_name(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _suffix(path: Path) -> str:
+    return path.name[len(_case_name(path)):]
+
+
+def _read_description(root: Path) -> dict[str, Any]:
+    path = root / "dataset.json"
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root}. Expected the Decathlon layout: {LAYOUT}")
+    if not path.is_file():
+        raise DataError(f"{root} has no dataset.json. Expected the Decathlon layout: {LAYOUT}")
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if not isinstance(description, dict):
+        raise DataError(f"{path} holds a {type(description).__name__}, not an object with 'labels' and 'modality'")
+    return description
+
+
+def _channels(description: dict[str, Any], path: Path) -> list[str]:
+    table = description.get("channel_names", description.get("modality"))
+    if not isinstance(table, dict) or not table:
+        raise DataError(f"{path} names no channels: it needs 'modality' (Decathlon) or 'channel_names' (nnU-Net), "
+                        'e.g. {"0": "MRI"}')
+    try:
+        order = sorted(table, key=int)
+    except ValueError:
+        raise DataError(f"{path}: the channel keys must be 0, 1, ..., got {sorted(table)}") from None
+    if [int(k) for k in order] != list(range(len(order))):
+        raise DataError(f"{path}: the channel keys must be 0 .. {len(order) - 1} without gaps, got {order}")
+    return [str(table[k]) for k in order]
+
+
+def _labels(description: dict[str, Any], path: Path) -> list[str]:
+    table = description.get("labels")
+    if not isinstance(table, dict) or not table:
+        raise DataError(f"{path} declares no labels: it needs e.g. \"labels\": {{\"0\": \"background\", \"1\": \"tumour\"}}")
+    try:
+        if all(str(k).isdigit() for k in table):  # Decathlon: value -> name
+            by_value = {int(k): str(v) for k, v in table.items()}
+        else:  # nnU-Net v2: name -> value
+            by_value = {int(v): str(k) for k, v in table.items()}
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: labels must map values to names or names to integer values, got {table}") from None
+    if sorted(by_value) != list(range(len(by_value))):
+        raise DataError(f"{path}: the label values must be 0 .. {len(by_value) - 1} without gaps, got {sorted(by_value)}")
+    if len(by_value) < 2:
+        raise DataError(f"{path} declares only the background label; a segmentation needs at least one more")
+    return [by_value[v] for v in range(len(by_value))]
+
+
+def _channel_files(image: Path, channels: int) -> tuple[str, ...] | None:
+    """``image`` itself, or its ``_0000``, ``_0001``, ... files; None when neither exists."""
+    if image.is_file():
+        return (str(image),)
+    stem, suffix = _case_name(image), _suffix(image)
+    files = [image.with_name(f"{stem}_{c:04d}{suffix}") for c in range(channels)]
+    if files and all(f.is_file() for f in files):
+        return tuple(str(f) for f in files)
+    return None
+
+
+def _listed_cases(root: Path, description: dict[str, Any], channels: int, path: Path) -> pd.DataFrame:
+    training = description.get("training")
+    rows = []
+    if isinstance(training, list) and training:
+        for entry in training:
+            if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+                raise DataError(f"{path}: every 'training' entry needs 'image' and 'label', got {entry!r}")
+            image, label = root / entry["image"], root / entry["label"]
+            files = _channel_files(image, channels)
+            if files is None:
+                raise DataError(f"{path} lists the image {entry['image']}, which is not there ({image}, nor one "
+                                f"{_case_name(image)}_0000{_suffix(image)} file per channel); restore it or remove "
+                                "its entry")
+            if not label.is_file():
+                raise DataError(f"{path} lists the label {entry['label']}, which is not there ({label}); restore it "
+                                "or remove its entry")
+            rows.append({"case": _case_name(label), "image_paths": files, "label_path": str(label)})
+    else:
+        labels = sorted(p for p in (root / "labelsTr").glob("*") if p.name.lower().endswith(NIFTI_SUFFIXES)
+                        and not p.name.startswith("._")) if (root / "labelsTr").is_dir() else []
+        for label in labels:
+            files = _channel_files(root / "imagesTr" / label.name, channels)
+            if files is None:
+                raise DataError(f"{label} has no image: expected {root / 'imagesTr'}/{_case_name(label)}_0000"
+                                f"{_suffix(label)} (one file per channel) or {root / 'imagesTr' / label.name}")
+            rows.append({"case": _case_name(label), "image_paths": files, "label_path": str(label)})
+    if not rows:
+        raise DataError(f"{root} lists no training cases (no 'training' entries in dataset.json and no files in "
+                        f"labelsTr/). Expected the Decathlon layout: {LAYOUT}")
+    table = pd.DataFrame(rows)
+    repeated = table["case"][table["case"].duplicated()].tolist()
+    if repeated:
+        raise DataError(f"{path} lists the case(s) {', '.join(repeated[:5])} more than once")
+    return table
+
+
+class MSDDataset(VolumeDataset):
+    """The Decathlon's (or nnU-Net's raw) NIfTI layout, as 2D slices of its volumes.
+
+    Args:
+        root: the folder holding ``dataset.json``, ``imagesTr/`` and ``labelsTr/``.
+        slice_axis: 0, 1 or 2, the volume axis to slice along; None: the axis of the largest voxel
+            spacing, the last axis when the spacing is the same along all three.
+        pad_multiple: slices are padded with background to the dataset's largest in-plane size,
+            rounded up to a multiple of this.
+        cache: keep decoded slices in memory after the first read.
+        context: 2.5D context: the ``k`` neighbouring slices on each side stacked as channels.
+
+    The index has ``item`` (``CASE_NNN``), ``case``, ``slice`` and ``has_lesion``; the labels and
+    channel names come from ``dataset.json``; ``spacing`` is (slice, row, column) in mm.
+    """
+
+    def __init__(self, root: str, slice_axis: int | None = None, pad_multiple: int = 16, cache: bool = False,
+                 context: int = 0) -> None:
+        folder = Path(root).expanduser()
+        description = _read_description(folder)
+        path = folder / "dataset.json"
+        channels = _channels(description, path)
+        labels = _labels(description, path)
+        cases = _listed_cases(folder, description, len(channels), path)
+        self.root = folder
+        self.description = {k: v for k, v in description.items() if k not in ("training", "test")}
+        super().__init__(cases, channels=channels, labels=labels, slice_axis=slice_axis, pad_multiple=pad_multiple,
+                         cache=cache, context=context)

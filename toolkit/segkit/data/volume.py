@@ -1,0 +1,221 @@
+"""The volume form of the dataset contract: 3D cases (NIfTI by default) served as 2D slices.
+
+A volume dataset is a table of cases, one row each: ``case`` (its name), ``image_paths`` (a
+tuple: one 4D file with channels last, as the Decathlon stores them, or one 3D file per
+channel, as nnU-Net's ``_0000``, ``_0001`` files) and ``label_path``. That table, the channel
+names and the label names are all a plugin gives::
+
+    class MyVolumes(VolumeDataset):
+        def __init__(self, root: str):
+            files = sorted(Path(root).glob("*_image.nii.gz"))
+            cases = pd.DataFrame({"case": [f.name[:-13] for f in files],
+                                  "image_paths": [(str(f),) for f in files],
+                                  "label_path": [str(f).replace("_image", "_label") for f in files]})
+            super().__init__(cases, channels=["MRI"], labels=["background", "tumour"])
+
+Everything else comes from this class, the same for every volume dataset:
+
+- every label volume is read once to index the slices (``has_lesion`` per slice) and to check
+  it against its image's header: same spatial shape, whole label values within the labels;
+- 2D models train on the slices along ``slice_axis`` (nnU-Net's ``2d`` configuration): by
+  default the axis with the largest voxel spacing (the out-of-plane axis of anisotropic scans),
+  the last axis when the spacing is the same along all three;
+- each case's channels are scaled to 0..255 by their own 0.5th and 99.5th percentiles (a
+  per-case rescaling, like the z-score nnU-Net applies to MRI; raw scanner values differ by
+  orders of magnitude between cases);
+- every slice is padded with background to one in-plane size (the largest of the dataset,
+  rounded up to a multiple of ``pad_multiple``), so slices batch without resizing and the
+  voxel spacing stays exact for the boundary metrics in millimetres;
+- up to ``cached_volumes`` decoded cases stay in memory (``cache = true`` keeps every slice).
+
+Overriding :meth:`VolumeDataset.read_image` and :meth:`VolumeDataset.image_shape` (and
+:meth:`VolumeDataset.read_label`) reads other formats.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from segkit.data.base import SegmentationDataset
+from segkit.data.nifti import Volume, check_finite, header_shape, read_label, read_nifti
+from segkit.errors import ConfigError, DataError
+
+__all__ = ["VolumeDataset", "scale_to_uint8", "choose_slice_axis"]
+
+CASE_COLUMNS: tuple[str, ...] = ("case", "image_paths", "label_path")
+
+
+def scale_to_uint8(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """``image`` (C, ...) with each channel mapped from its ``low``..``high`` percentiles to 0..255, as uint8."""
+    out = np.empty(image.shape, dtype=np.uint8)
+    for c, channel in enumerate(image):
+        lo, hi = np.percentile(channel, [low, high])
+        span = hi - lo if hi > lo else 1.0
+        out[c] = np.rint(np.clip((channel - lo) / span, 0.0, 1.0) * 255.0)
+    return out
+
+
+def choose_slice_axis(spacings: Sequence[Sequence[float]]) -> int:
+    """The axis with the largest median spacing; the last axis when all three are equal (within 1%)."""
+    median = np.median(np.asarray(spacings, dtype=np.float64), axis=0)
+    if median.max() <= median.min() * 1.01:
+        return 2
+    return int(np.argmax(median))
+
+
+class VolumeDataset(SegmentationDataset):
+    """Volumes as 2D slices, each item one slice of one case (see the module docstring).
+
+    Args:
+        cases: one row per case with ``case``, ``image_paths`` (tuple of paths) and ``label_path``.
+        channels: the name of each image channel (``dataset.json``'s modality), in order.
+        labels: the names of the label values ``0 .. C-1``, background first.
+        slice_axis: 0, 1 or 2, the volume axis to slice along; None chooses (see module docstring).
+        pad_multiple: the in-plane size is padded up to a multiple of this (16 suits a 4-level U-Net).
+        cache: keep every decoded slice in memory after its first read.
+        context: 2.5D context: neighbouring slices of the same case stacked as channels.
+        cached_volumes: how many decoded cases to keep for reading their slices.
+
+    Attributes:
+        channel_names: ``channels``.
+        slice_axis: the axis sliced along.
+        slice_shape: ``(H, W)`` of every slice after padding.
+        spacing: ``(slice, row, column)`` voxel spacing in mm when every case has the same one, else None.
+        cases_table: ``cases`` with the spatial ``shape`` and ``spacing`` of each case added.
+    """
+
+    def __init__(self, cases: pd.DataFrame, channels: Sequence[str], labels: Sequence[str],
+                 slice_axis: int | None = None, pad_multiple: int = 16, cache: bool = False, context: int = 0,
+                 cached_volumes: int = 8) -> None:
+        missing = [c for c in CASE_COLUMNS if c not in cases.columns]
+        if missing:
+            raise DataError(f"the case table lacks the column(s) {', '.join(missing)}")
+        if cases.empty:
+            raise DataError("the dataset lists no cases")
+        if slice_axis is not None and slice_axis not in (0, 1, 2):
+            raise ConfigError(f"slice_axis must be 0, 1 or 2 (a volume axis) or left out to choose, got {slice_axis!r}")
+        if isinstance(pad_multiple, bool) or not isinstance(pad_multiple, int) or not 1 <= pad_multiple <= 256:
+            raise ConfigError(f"pad_multiple must be an integer from 1 to 256, got {pad_multiple!r}")
+        if isinstance(cached_volumes, bool) or not isinstance(cached_volumes, int) or cached_volumes < 1:
+            raise ConfigError(f"cached_volumes must be an integer >= 1, got {cached_volumes!r}")
+        self.channel_names = tuple(str(c) for c in channels)
+        classes = len(labels)
+        shapes, spacings, lesion = [], [], []
+        for row in cases.itertuples(index=False):
+            label = self.read_label(row.label_path, classes)
+            shape = self.image_shape(tuple(row.image_paths))
+            if shape != label.array.shape:
+                raise DataError(f"case {row.case!r}: the image {', '.join(map(str, row.image_paths))} is "
+                                f"{'x'.join(map(str, shape))} voxels but its label {row.label_path} is "
+                                f"{'x'.join(map(str, label.array.shape))}; a label must have its image's shape")
+            shapes.append(shape)
+            spacings.append(label.spacing)
+            lesion.append(label.array)
+        self.slice_axis = choose_slice_axis(spacings) if slice_axis is None else int(slice_axis)
+        in_plane = [tuple(s for axis, s in enumerate(shape) if axis != self.slice_axis) for shape in shapes]
+        self.slice_shape = tuple(int(math.ceil(max(sizes) / pad_multiple) * pad_multiple) for sizes in zip(*in_plane))
+        rows = []
+        for row, label in zip(cases.itertuples(index=False), lesion, strict=True):
+            per_slice = np.moveaxis(label, self.slice_axis, 0).reshape(label.shape[self.slice_axis], -1).any(axis=1)
+            for number, has in enumerate(per_slice.tolist()):
+                rows.append({"item": f"{row.case}_{number:03d}", "case": str(row.case), "slice": number,
+                             "has_lesion": bool(has)})
+        self.cases_table = cases.assign(shape=shapes, spacing=spacings).reset_index(drop=True)
+        self._rows = {str(r.case): r for r in self.cases_table.itertuples(index=False)}
+        self._volumes: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cached_volumes = cached_volumes
+        unique = {tuple(round(s, 4) for s in spacing) for spacing in spacings}
+        self.spacing = self._ordered_spacing(spacings[0]) if len(unique) == 1 else None
+        if self.spacing is None:
+            warnings.warn(f"the {len(cases)} cases have {len(unique)} different voxel spacings; boundary metrics "
+                          "(HD95, ASSD, surface Dice) are then given in voxels, not millimetres", UserWarning,
+                          stacklevel=2)
+        super().__init__(pd.DataFrame(rows), in_channels=len(self.channel_names), cache=cache, context=context,
+                         labels=labels)
+
+    def _ordered_spacing(self, spacing: Sequence[float]) -> tuple[float, float, float]:
+        """``spacing`` (file axis order) as (slice, row, column)."""
+        others = [float(s) for axis, s in enumerate(spacing) if axis != self.slice_axis]
+        return (float(spacing[self.slice_axis]), others[0], others[1])
+
+    # What a plugin overrides to read another format ---------------------------------------------
+
+    def read_label(self, path: str, classes: int) -> Volume:
+        """The label volume at ``path``: uint8 values ``0 .. classes - 1`` and its spacing."""
+        return read_label(path, classes)
+
+    def image_shape(self, paths: tuple[str, ...]) -> tuple[int, ...]:
+        """The spatial shape of a case's image from its header(s); checks the channel count."""
+        shapes = [header_shape(p) for p in paths]
+        channels = len(self.channel_names)
+        if len(paths) == 1:
+            shape = shapes[0]
+            found = shape[3] if len(shape) == 4 else 1
+            if len(shape) < 3:
+                raise DataError(f"{paths[0]} is a {len(shape)}D image of shape {shape}; this dataset reads volumes "
+                                "(3D, or 4D with channels last). 2D images belong in the folder or csv datasets")
+            if len(shape) > 4 or found != channels:
+                raise DataError(f"{paths[0]} has shape {shape}: {found} channel(s), but the dataset declares "
+                                f"{channels} ({', '.join(self.channel_names)})")
+            return shape[:3]
+        if len(paths) != channels:
+            raise DataError(f"{len(paths)} channel files ({', '.join(paths)}) for {channels} declared channels")
+        if len({s[:3] for s in shapes}) != 1 or any(len(s) != 3 for s in shapes):
+            raise DataError(f"the channel files {', '.join(paths)} differ in shape ({shapes}); each must be one 3D "
+                            "volume of the same size")
+        return shapes[0]
+
+    def read_image(self, paths: tuple[str, ...]) -> np.ndarray:
+        """A case's image as float32 ``(C, X, Y, Z)``; NaN or infinite voxels are a DataError."""
+        volumes = [read_nifti(p) for p in paths]
+        for volume in volumes:
+            check_finite(volume)
+        if len(volumes) == 1:
+            array = volumes[0].array
+            return np.moveaxis(array, 3, 0) if array.ndim == 4 else array[None]
+        return np.stack([v.array for v in volumes])
+
+    # Slices ---------------------------------------------------------------------------------------
+
+    def case_volume(self, case: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(image uint8 (C, X, Y, Z), label uint8 (X, Y, Z))`` of ``case``, scaled, from a small cache."""
+        if case in self._volumes:
+            self._volumes.move_to_end(case)
+            return self._volumes[case]
+        row = self._rows[case]
+        image = scale_to_uint8(self.read_image(tuple(row.image_paths)))
+        label = self.read_label(row.label_path, len(self.labels)).array
+        self._volumes[case] = (image, label)
+        while len(self._volumes) > self._cached_volumes:
+            self._volumes.popitem(last=False)
+        return image, label
+
+    def _pad(self, plane: np.ndarray) -> np.ndarray:
+        height, width = self.slice_shape
+        padding = [(0, height - plane.shape[0]), (0, width - plane.shape[1])] + [(0, 0)] * (plane.ndim - 2)
+        return np.pad(plane, padding)
+
+    def read_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slice ``i``: image ``(H, W, C)`` uint8 and mask ``(H, W)`` uint8, padded to :attr:`slice_shape`."""
+        row = self.index.iloc[i]
+        image, label = self.case_volume(str(row["case"]))
+        number = int(row["slice"])
+        plane = np.take(image, number, axis=self.slice_axis + 1)  # (C, a, b)
+        mask = np.take(label, number, axis=self.slice_axis)
+        return self._pad(np.ascontiguousarray(np.moveaxis(plane, 0, -1))), self._pad(mask)
+
+    def case_paths(self, case: str) -> tuple[tuple[str, ...], str]:
+        """``(image paths, label path)`` of ``case``."""
+        row = self._rows[case]
+        return tuple(row.image_paths), str(row.label_path)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({len(self.cases_table)} volumes, {len(self)} slices along axis "
+                f"{self.slice_axis}, {'x'.join(map(str, self.slice_shape))}, channels "
+                f"{', '.join(self.channel_names)})")
