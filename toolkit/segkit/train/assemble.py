@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from segkit.config import RunConfig
+from segkit.config import AUTO_LOSS, ComponentSpec, RunConfig, task_loss
 from segkit.errors import ConfigError, DataError
 from segkit.labels import Labels, resolve_labels
 from segkit.components.params import signature_parameters
@@ -156,13 +156,17 @@ def build_data(
 
 
 def fill_labels(config: RunConfig, dataset: Any, registry: Any) -> Labels:
-    """Resolve ``task.mode`` from the dataset's labels and give the model its output channels and the loss its
-    mode (unless the user set them), so the config is complete; the run's :class:`~segkit.labels.Labels`.
+    """Resolve ``task.mode`` from the dataset's labels, the loss ``auto`` to the task's loss, and give the model
+    its output channels and the loss its mode (unless the user set them), so the config is complete; the run's
+    :class:`~segkit.labels.Labels`.
 
     A loss without a ``mode`` parameter is binary only: with several labels that is a :class:`ConfigError`.
     """
     labels = resolve_labels(dataset, config.task.mode, config.task.regions)
     config.task.mode = labels.mode
+    if config.loss.name == AUTO_LOSS:
+        name = task_loss(labels.is_binary)
+        config.loss = ComponentSpec(name, registry.get("loss", name).check_params(config.loss.params))
     model_params = {p.name for p in signature_parameters(registry.get("model", config.model.name).load())}
     if "classes" in model_params:
         classes = config.model.params.setdefault("classes", labels.out_channels)

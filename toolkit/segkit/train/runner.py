@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import platform
 import random
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from segkit.train.distributed import DistContext
 from segkit.train.device_loader import choose_loader
 from segkit.train.events import RunEvents
 from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
-from segkit.train.schedule import plan_schedule
+from segkit.train.schedule import budget_message, plan_schedule
 from segkit.train.rundir import RunDirectory
 from segkit.train.runlock import RunLock
 
@@ -398,14 +399,12 @@ def _train(
                 # Planned after epoch 1, then once more after epoch 2, whose time is free of first-epoch costs.
                 # An epoch's time runs from the end of the one before, so it holds that one's checkpoint writes.
                 cycle = now - previous_end
-                planned = dist.broadcast(plan_epochs(budget, now - loop_started, config.train.epochs,
-                                                     epochs_done=epoch, epoch_seconds=cycle))
+                fits = plan_epochs(budget, now - loop_started, sys.maxsize, epochs_done=epoch, epoch_seconds=cycle)
+                planned = dist.broadcast(min(fits, config.train.epochs))
                 if epoch == 1 or planned != total_epochs:
                     total_epochs = planned
                     plan_schedule(trainer.scheduler, config.train, steps_per_epoch, total_epochs)
-                    say(f"time budget {config.train.max_minutes:g} min: epoch {epoch} took {cycle:.1f} s, "
-                        f"so the run trains {total_epochs} epochs (at most train.epochs = {config.train.epochs}) and "
-                        "its learning-rate schedule ends with the budget")
+                    say(budget_message(config.train.max_minutes, epoch, cycle, total_epochs, config.train.epochs, fits))
             previous_end = now
             history.append(result.row)
             timing.append(result.timing)
