@@ -1,0 +1,52 @@
+"""Small things a new user meets: plugin files with modules beside them, aligned listings, ..."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from clihelp import segkit, write_plugin
+
+SIBLING_PLUGIN = textwrap.dedent('''
+    import sibling_models
+    from segkit.components.hookspecs import hookimpl
+
+
+    @hookimpl
+    def segkit_components():
+        return [{"kind": "model", "name": "sibling_net", "target": "sibling_models:build",
+                 "summary": sibling_models.SUMMARY}]
+''')
+
+SIBLING_MODELS = textwrap.dedent('''
+    SUMMARY = "a model from a module beside its plugin file"
+
+
+    def build(in_channels: int = 3, classes: int = 1, depth: int = 2):
+        """A model defined beside the plugin file."""
+        import torch
+
+        return torch.nn.Conv2d(in_channels, classes, 1)
+''')
+
+
+def test_a_plugin_file_imports_a_module_beside_it(tmp_path: Path) -> None:
+    folder = tmp_path / "plugin_dir"
+    folder.mkdir()
+    write_plugin(folder, "sibling_models", SIBLING_MODELS)
+    plugin = write_plugin(folder, "with_sibling", SIBLING_PLUGIN)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = segkit("info", "model", "sibling_net", "-p", str(plugin), cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert "a model from a module beside its plugin file" in result.stdout and "depth" in result.stdout
+
+
+def test_list_plugins_keeps_its_columns_for_long_names(tmp_path: Path) -> None:
+    plugin = write_plugin(tmp_path, "a_plugin_with_a_really_quite_long_name_indeed", "")
+    result = segkit("list", "plugins", "-p", str(plugin))
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    rows = [(lines["builtins"], "segkit_builtins"), (lines[plugin.stem], str(plugin))]
+    assert len({line.index(module) for line, module in rows}) == 1, result.stdout
+    assert len({line.rindex(" ok") for line, _ in rows}) == 1, result.stdout
