@@ -124,6 +124,10 @@ class SegmentationDataset(Dataset):
     verify_items = True
     """Whether the data check before training (:mod:`segkit.data.verify`) reads every item; False for generated data."""
 
+    channel_names: tuple[str, ...] | None = None
+    """Names of a slice's channels (``("pre-contrast", "FLAIR", "post-contrast")``), shown by ``segkit inspect``;
+    None: channels are known by their index."""
+
     missing_channel_fill: int | None = None
     """The channel (of a slice) this dataset stores in place of a missing one, as LGG stores FLAIR; None: missing
     channels are zeros. ``train.modality_dropout`` fills the channels it drops with it (:mod:`segkit.data.modality`)."""
