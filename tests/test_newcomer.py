@@ -50,3 +50,18 @@ def test_list_plugins_keeps_its_columns_for_long_names(tmp_path: Path) -> None:
     rows = [(lines["builtins"], "segkit_builtins"), (lines[plugin.stem], str(plugin))]
     assert len({line.index(module) for line, module in rows}) == 1, result.stdout
     assert len({line.rindex(" ok") for line, _ in rows}) == 1, result.stdout
+
+
+def test_predict_on_a_volume_says_volumes_need_a_volume_dataset(trained_run: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from segkit.cli import cli
+
+    volumes = tmp_path / "volumes"
+    volumes.mkdir()
+    (volumes / "BraTS_001_flair.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    for target in (volumes / "BraTS_001_flair.nii.gz", volumes):
+        result = CliRunner().invoke(cli, ["predict", str(trained_run), str(target), "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2, result.output
+        assert "volume datasets" in result.output and "not an image" not in result.output
+        assert not (tmp_path / "out").exists()
