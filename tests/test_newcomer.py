@@ -65,3 +65,23 @@ def test_predict_on_a_volume_says_volumes_need_a_volume_dataset(trained_run: Pat
         assert result.exit_code == 2, result.output
         assert "volume datasets" in result.output and "not an image" not in result.output
         assert not (tmp_path / "out").exists()
+
+
+def test_export_metadata_holds_paths_relative_to_the_export(tmp_path: Path) -> None:
+    import json
+
+    from segkit.inference.export import portable_metadata
+
+    runs, exports = tmp_path / "runs", tmp_path / "exports"
+    metadata = {"source_run": str(runs / "a"), "model": "smp_unet", "threshold": "0.5",
+                "model_params": json.dumps({"encoder_weights": str(tmp_path / "weights" / "r34.pth"), "depth": 3,
+                                            "encoder_name": "resnet34"}),
+                "ensemble": json.dumps([str(runs / "cv" / f"fold{k}" / "checkpoints" / "last.pt") for k in (0, 1)])}
+    portable = portable_metadata(metadata, exports)
+    assert portable["source_run"] == "../runs/a"
+    assert json.loads(portable["model_params"]) == {"encoder_weights": "../weights/r34.pth", "depth": 3,
+                                                    "encoder_name": "resnet34"}
+    assert json.loads(portable["ensemble"]) == ["../runs/cv/fold0/checkpoints/last.pt",
+                                                "../runs/cv/fold1/checkpoints/last.pt"]
+    assert portable["model"] == "smp_unet" and portable["threshold"] == "0.5"
+    assert str(tmp_path) not in json.dumps(portable)
