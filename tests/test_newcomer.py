@@ -85,3 +85,12 @@ def test_export_metadata_holds_paths_relative_to_the_export(tmp_path: Path) -> N
                                                 "../runs/cv/fold1/checkpoints/last.pt"]
     assert portable["model"] == "smp_unet" and portable["threshold"] == "0.5"
     assert str(tmp_path) not in json.dumps(portable)
+
+
+def test_config_toml_lists_the_dataset_defaults(trained_run: Path) -> None:
+    import tomllib
+
+    dataset = tomllib.loads((trained_run / "config.toml").read_text())["dataset"]
+    assert dataset["name"] == "synthetic" and dataset["count"] == 48  # set by the command
+    assert dataset["seed"] == 0 and dataset["context"] == 0 and dataset["normalize"] == "none"  # defaults
+    assert dataset["lesion_fraction"] == 0.5 and dataset["cache"] is True and dataset["classes"] == 2

@@ -25,6 +25,7 @@ __all__ = [
     "build_metrics",
     "build_trainer",
     "fill_labels",
+    "fill_dataset_defaults",
     "fill_model_defaults",
     "fill_monitor",
 ]
@@ -197,6 +198,17 @@ def fill_model_defaults(config: RunConfig, dataset: Any, registry: Any) -> None:
     names = {p.name for p in signature_parameters(registry.get("model", config.model.name).load())}
     if "in_channels" in names and "in_channels" not in config.model.params:
         config.model.params["in_channels"] = int(dataset.in_channels)
+
+
+def fill_dataset_defaults(config: RunConfig, registry: Any) -> None:
+    """Write the dataset's defaults into its parameters, so ``config.toml`` lists what the data was read with.
+
+    ``None`` defaults are left out: TOML has no null, and leaving them out means the same.
+    """
+    parameters = registry.get("dataset", config.dataset.name).parameters()
+    for param in parameters:
+        if not param.required and param.default is not None and param.name not in config.dataset.params:
+            config.dataset.params[param.name] = param.default
 
 
 def fill_monitor(config: RunConfig, dataset: Any) -> None:

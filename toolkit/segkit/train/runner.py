@@ -276,6 +276,7 @@ def _train(
         say(verify_dataset(dataset).describe())
     labels = assemble.fill_labels(config, dataset, registry)
     assemble.fill_model_defaults(config, dataset, registry)
+    assemble.fill_dataset_defaults(config, registry)
     assemble.fill_monitor(config, dataset)
     from segkit.data import read_splits, write_splits
 
