@@ -94,3 +94,13 @@ def test_config_toml_lists_the_dataset_defaults(trained_run: Path) -> None:
     assert dataset["name"] == "synthetic" and dataset["count"] == 48  # set by the command
     assert dataset["seed"] == 0 and dataset["context"] == 0 and dataset["normalize"] == "none"  # defaults
     assert dataset["lesion_fraction"] == 0.5 and dataset["cache"] is True and dataset["classes"] == 2
+
+
+def test_summary_names_the_per_image_scores_and_keeps_the_old_key(trained_run: Path) -> None:
+    import json
+
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["best_per_image"] == summary["best"]
+    assert set(summary["best_per_image"]) == set(summary["best_per_case"]) == set(summary["best_global"])
+    assert summary["headline"]["name"] == "val_dice_case"
+    assert summary["headline"]["value"] == summary["best_per_case"]["dice"]

@@ -465,7 +465,8 @@ def _train(
         "loader": {"path": loader.path, "reason": loader.reason},
         "epochs_planned": total_epochs,
         "best_epoch": stopper.best_epoch,
-        "best": {name: best_row[f"val_{name}"] for name in metrics},
+        "best_per_image": {name: best_row[f"val_{name}"] for name in metrics},
+        "best": {name: best_row[f"val_{name}"] for name in metrics},  # the old name of best_per_image, kept readable
         "best_global": {name: best_row[f"val_{name}_global"] for name in metrics},
         "monitor": f"val_{config.metrics.monitor}",
         "epochs_run": len(history),
