@@ -179,14 +179,16 @@ def coerce_value(value: Any, annotation: Any) -> Any:
 
 
 def check_params(
-    what: str, target: Callable[..., Any], params: Mapping[str, Any], hint: str | None = None
+    what: str, target: Callable[..., Any], params: Mapping[str, Any], hint: str | None = None,
+    extra: Iterable[Parameter] = (),
 ) -> dict[str, Any]:
     """Check ``params`` against ``target``'s signature and return them coerced.
 
     An unknown key (when the target takes no ``**kwargs``) or a value of the wrong
     type raises :class:`ConfigError` / ``UnknownNameError`` listing the valid keys with types.
+    ``extra``: parameters segkit handles itself for every component of a kind (``dataset.cases``).
     """
-    known = {p.name: p for p in signature_parameters(target)}
+    known = {p.name: p for p in [*signature_parameters(target), *extra]}
     valid = ", ".join(f"{p.name}: {p.type_label}" for p in known.values()) or "(none)"
     checked: dict[str, Any] = {}
     for key, value in params.items():
