@@ -18,7 +18,7 @@ from typing import Any
 
 from segkit.errors import ConfigError, DuplicateComponentError, PluginLoadError, unknown_name
 from segkit.components.params import Parameter, check_params, signature_parameters
-from segkit.data.cases import CASES_PARAMETER
+from segkit.data.cases import CASES_PARAMETER, parse_cases, select_cases
 from segkit.components.plugins import AUTOLOAD_ENV, PLUGINS_ENV, LoadedPlugins, PluginInfo, load_plugins
 
 __all__ = ["KINDS", "Component", "Registry", "get_registry", "normalize_kind"]
@@ -83,8 +83,6 @@ class Component:
         checked = check_params(self.qualified, target, params, self._hint, extra=common)
         if not common:
             return checked, None
-        from segkit.data.cases import parse_cases
-
         return checked, parse_cases(checked.pop(CASES_PARAMETER, None), f"parameter 'cases' of {self.qualified}")
 
     @property
@@ -114,8 +112,6 @@ class Component:
         built = target(**checked)
         if cases is None:
             return built
-        from segkit.data.cases import select_cases
-
         return select_cases(built, cases, self.name)
 
     def describe(self) -> dict[str, Any]:
