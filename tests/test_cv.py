@@ -181,7 +181,7 @@ def test_export_of_a_cross_validation_is_one_model_averaging_the_folds(cv_dir: P
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
         exported = torch.jit.load(str(out), _extra_files=extra)
     metadata = json.loads(extra["segkit.json"])
-    members = json.loads(metadata["ensemble"])
+    members = [str(out.parent / m) for m in json.loads(metadata["ensemble"])]  # relative to the export's folder
     assert len(members) == FOLDS and all(m.endswith("last.pt") for m in members)
     chosen = json.loads((cv_dir / "cv.json").read_text())["chosen"]
     assert metadata["recommended_postprocess"] == chosen["postprocess"]

@@ -208,14 +208,17 @@ def test_inspect_writes_where_out_says_and_never_over_an_existing_file(tmp_path:
     precious = tmp_path / "synthetic-samples.png"
     precious.write_bytes(b"the user's own file")
     args = ("inspect", "--set", "count=16", "--set", "size=32")
-    refused = segkit(*args, cwd=tmp_path)
+    unasked = segkit(*args, cwd=tmp_path)  # no --out: the summary only, nothing written
+    assert unasked.returncode == 0 and "16 images" in unasked.stdout and "not drawn" in unasked.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-samples.png"]
+    refused = segkit(*args, "--out", str(precious), cwd=tmp_path)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "already exists" in refused.stderr and "--overwrite" in refused.stderr
     assert precious.read_bytes() == b"the user's own file"
     written = segkit(*args, "--out", str(tmp_path / "grids" / "g.png"), cwd=tmp_path)
     assert written.returncode == 0, written.stderr[-2000:]
     assert (tmp_path / "grids" / "g.png").stat().st_size > 1000 and "16 images" in written.stdout
-    replaced = segkit(*args, "--overwrite", cwd=tmp_path)
+    replaced = segkit(*args, "--out", str(precious), "--overwrite", cwd=tmp_path)
     assert replaced.returncode == 0 and precious.read_bytes()[:4] == b"\x89PNG"
 
 

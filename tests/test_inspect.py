@@ -43,7 +43,7 @@ def test_summarize_names_the_patients_whose_missing_sequences_hold_flair(lgg_roo
     result = CliRunner().invoke(cli, ["inspect", "--dataset", "lgg", "--data-root", str(root),
                                       "--out", str(tmp_path / "grid.png")])
     assert result.exit_code == 0, result.output
-    assert "copied channels: 2 case(s)" in result.output and "TCGA_DU_7013_19860523: 0 = 1, 0 = 2, 1 = 2" in result.output
+    assert "copied channels: 2 case(s)" in result.output and "TCGA_DU_7013_19860523: pre-contrast (0) = FLAIR (1), pre-contrast (0) = post-contrast (2), FLAIR (1) = post-contrast (2)" in result.output
 
 
 def test_summarize_mixed_sizes(tmp_path):

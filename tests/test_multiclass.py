@@ -172,7 +172,8 @@ def run_cli(*args: str):
 
 
 def test_a_binary_loss_on_several_labels_is_refused_with_the_losses_that_fit(tmp_path: Path) -> None:
-    result = run_cli("run", *TINY, "--set", "dataset.classes=3", "--epochs", "1", "--out", str(tmp_path / "run"))
+    result = run_cli("run", *TINY, "--set", "dataset.classes=3", "--loss", "bce_dice", "--epochs", "1",
+                     "--out", str(tmp_path / "run"))
     assert result.exit_code == 2
     assert "loss 'bce_dice' is binary only" in result.output and "--loss ce_dice" in result.output
     assert not (tmp_path / "run" / "metrics.csv").exists()

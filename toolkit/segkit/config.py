@@ -34,6 +34,8 @@ __all__ = [
     "parse_set",
     "resolve_monitor",
     "monitored_metric",
+    "AUTO_LOSS",
+    "task_loss",
 ]
 
 COMPONENT_SECTIONS = ("model", "loss", "dataset")
@@ -177,9 +179,17 @@ class RunConfig:
         }
 
 
+AUTO_LOSS = "auto"
+
+
+def task_loss(binary: bool) -> str:
+    """The loss ``loss.name = "auto"`` (the default) stands for: ``bce_dice`` for binary data, else ``ce_dice``."""
+    return "bce_dice" if binary else "ce_dice"
+
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"name": "unet"},
-    "loss": {"name": "bce_dice"},
+    "loss": {"name": AUTO_LOSS},
     "dataset": {"name": "synthetic"},
     "task": {},
     "metrics": {},
@@ -282,6 +292,24 @@ def _check_ranges(config: RunConfig) -> None:
         raise ConfigError("impossible settings: " + "; ".join(problems) + ".")
 
 
+def _check_auto_loss(values: dict[str, Any], registry: Any) -> dict[str, Any]:
+    """Parameters for ``loss.name = "auto"``: each must belong to a loss it can stand for.
+
+    Which one it is depends on the data's labels, so the types are checked once the run knows
+    them (:func:`segkit.train.assemble.fill_labels`).
+    """
+    candidates = [registry.get("loss", task_loss(binary)) for binary in (True, False)]
+    known = sorted({p.name for component in candidates for p in component.parameters()})
+    for key in values:
+        if key not in known:
+            raise unknown_name(
+                "parameter of loss 'auto'", key, known,
+                f"loss 'auto' is {task_loss(True)} for binary data and {task_loss(False)} for several labels; "
+                f"see 'segkit info loss {task_loss(True)}' and 'segkit info loss {task_loss(False)}', or pick one "
+                "with --loss.")
+    return values
+
+
 def validate_config(document: Mapping[str, Mapping[str, Any]], registry: Any) -> RunConfig:
     """Check a raw document against the registry and the settings; return a :class:`RunConfig`."""
     specs = {}
@@ -290,6 +318,9 @@ def validate_config(document: Mapping[str, Mapping[str, Any]], registry: Any) ->
         name = values.pop("name", None)
         if not isinstance(name, str):
             raise ConfigError(f"[{section}] needs a name, e.g. name = {DEFAULTS[section]['name']!r}.")
+        if section == "loss" and name == AUTO_LOSS:
+            specs[section] = ComponentSpec(name, _check_auto_loss(values, registry))
+            continue
         component = registry.get(section, name)
         specs[section] = ComponentSpec(name, component.check_params(values))
     metrics = _settings(MetricsSettings, "metrics", document.get("metrics", {}))

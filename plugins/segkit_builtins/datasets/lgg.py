@@ -71,6 +71,7 @@ class LGGDataset(FilePairDataset):
     present, its per-patient columns.
     """
 
+    channel_names = ("pre-contrast", "FLAIR", "post-contrast")
     missing_channel_fill = 1
     """Where a patient lacks the pre- or post-contrast sequence, the set stores FLAIR (channel 1) in its
     place; ``train.modality_dropout`` imitates that (:mod:`segkit.data.modality`)."""

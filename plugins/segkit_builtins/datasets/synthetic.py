@@ -88,6 +88,8 @@ class SyntheticDataset(SegmentationDataset):
 
     verify_items = False  # generated in memory: the data check before training has nothing to read
 
+    channel_names = ("pre-contrast", "FLAIR", "post-contrast")
+
     def __init__(self, count: int = 256, size: int = 48, seed: int = 0, slices_per_case: int = 8,
                  lesion_fraction: float = 0.5, cache: bool = True, context: int = 0,
                  normalize: str = "none", classes: int = 2) -> None:

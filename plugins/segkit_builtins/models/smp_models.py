@@ -9,6 +9,7 @@ is ``None`` (train from scratch) or a local state-dict file.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from segkit.errors import ConfigError, unknown_name
-from segkit.components.params import require_positive_ints
+from segkit.components.params import passthrough_signature, require_positive_ints
 from segkit_builtins.models.unet import pad_to_multiple
 
 __all__ = [
@@ -45,6 +46,9 @@ DEFAULT_ENCODER = "resnet34"
 # DPT takes only ViT-style timm encoders. ViT-S/16 has about as many parameters as
 # ResNet-34 (22M vs 21M), which suits training from scratch on a few thousand slices.
 DEFAULT_DPT_ENCODER = "tu-vit_small_patch16_224"
+# Parameters of the smp classes that segkit decides itself: never downloaded weights, logits
+# only, one output tensor (the factories' own encoder_weights takes a local file instead).
+RESERVED_SMP_PARAMETERS = ("encoder_weights", "activation", "aux_params")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
@@ -191,9 +195,16 @@ def build_smp_model(
     return SmpModel(model, size_multiple=multiple, min_size=min_size)
 
 
-def _factory(arch: str, default_encoder: str = DEFAULT_ENCODER, note: str = "") -> Callable[..., SmpModel]:
-    """A module-level factory for ``arch`` with an explicit signature and docstring."""
-    class_name = smp.MODEL_ARCHITECTURES_MAPPING[arch].__name__
+def _factory(
+    arch: str, default_encoder: str = DEFAULT_ENCODER, note: str = "", extra: tuple[inspect.Parameter, ...] = ()
+) -> Callable[..., SmpModel]:
+    """A module-level factory for ``arch`` with an explicit signature and docstring.
+
+    The signature lists the smp class's own parameters in place of ``**kwargs`` (less
+    :data:`RESERVED_SMP_PARAMETERS`), so ``segkit info`` shows them and a misspelt one is refused.
+    """
+    model_class = smp.MODEL_ARCHITECTURES_MAPPING[arch]
+    class_name = model_class.__name__
 
     def factory(
         encoder_name: str = default_encoder,
@@ -205,6 +216,8 @@ def _factory(arch: str, default_encoder: str = DEFAULT_ENCODER, note: str = "") 
         return build_smp_model(arch, encoder_name, encoder_weights, in_channels, classes, **kwargs)
 
     factory.__name__ = factory.__qualname__ = f"smp_{arch}"
+    factory.__signature__ = passthrough_signature(  # type: ignore[attr-defined]
+        factory, model_class.__init__, exclude=RESERVED_SMP_PARAMETERS, extra=extra)
     factory.__doc__ = f"""segmentation-models-pytorch ``{class_name}``, returning logits at the input size.
 {note}
     Args:
@@ -213,8 +226,8 @@ def _factory(arch: str, default_encoder: str = DEFAULT_ENCODER, note: str = "") 
             ``.pth``/``.pt``/``.safetensors`` state dict for the encoder. Nothing is downloaded.
         in_channels: channels of the input images.
         classes: channels of the output mask.
-        **kwargs: further options of ``smp.{class_name}`` (``encoder_depth``,
-            ``decoder_channels``, ...).
+        further keywords: the options of ``smp.{class_name}`` listed above (``encoder_depth``,
+            ``decoder_channels``, ...), passed on unchanged.
 
     Shape:
         - Input: ``(N, in_channels, H, W)`` float; any H and W (padded inside).
@@ -239,4 +252,5 @@ smp_dpt = _factory(
     DEFAULT_DPT_ENCODER,
     note="\n    DPT needs a ViT-style timm encoder (``tu-vit_*``, ``tu-deit_*``, ...); it is built\n"
     "    with ``dynamic_img_size=True`` so any input size works.\n",
+    extra=(inspect.Parameter("dynamic_img_size", inspect.Parameter.KEYWORD_ONLY, default=True, annotation=bool),),
 )

@@ -37,6 +37,15 @@ def _print_components(registry: Registry, kind: str | None, pattern: str | None)
         click.echo()
 
 
+def _print_plugins(rows: list[dict[str, str]]) -> None:
+    """One line per plugin, each column as wide as its longest value, so long names keep the columns aligned."""
+    cells = [(r["name"], f"{r['distribution']} {r['version']}", r["module"],
+              f"BROKEN: {r['error']}" if r["error"] else "ok") for r in rows]
+    widths = [max(len(cell[i]) for cell in cells) for i in range(3)] if cells else [0, 0, 0]
+    for name, source, module, status in cells:
+        click.echo(f"  {name:<{widths[0]}}  {source:<{widths[1]}}  {module:<{widths[2]}}  {status}")
+
+
 def _report_broken(registry: Registry) -> None:
     for plugin in registry.broken:
         click.echo(
@@ -68,9 +77,7 @@ def list_command(kind: str | None, pattern: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(rows, indent=2))
         else:
-            for row in rows:
-                status = f"BROKEN: {row['error']}" if row["error"] else "ok"
-                click.echo(f"  {row['name']:<20} {row['distribution']} {row['version']:<10} {row['module']:<30} {status}")
+            _print_plugins(rows)
         return
     if as_json:
         click.echo(json.dumps([c.as_row() for c in registry.list(kind, pattern)], indent=2))
@@ -95,9 +102,11 @@ def info_command(kind: str, name: str, as_json: bool) -> None:
     click.echo(f"  target:  {info['target']}")
     click.echo(f"  file:    {info['file']}")
     click.echo("\nparameters:")
+    name_w = max((len(p["name"]) for p in info["parameters"]), default=0)
+    type_w = max((len(p["type"]) for p in info["parameters"]), default=0)
     for p in info["parameters"]:
         default = "(required)" if p["required"] else repr(p["default"])
-        click.echo(f"  {p['name']:<20} {p['type']:<24} default {default}")
+        click.echo(f"  {p['name']:<{name_w}}  {p['type']:<{type_w}}  default {default}")
     if not info["parameters"]:
         click.echo("  (none)")
     if info["doc"]:

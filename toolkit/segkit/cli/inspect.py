@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from segkit.cli import plugin_option, registry_from_context
+
+
+def channel_names(dataset: Any) -> tuple[str, ...] | None:
+    """The dataset's names for the channels of one slice (``channel_names``), when it has them for each channel."""
+    names = getattr(dataset, "channel_names", None)
+    if names is None or len(names) != getattr(dataset, "slice_channels", len(names)):
+        return None
+    return tuple(str(name) for name in names)
+
+
+def _channel(index: int, names: tuple[str, ...] | None) -> str:
+    """``FLAIR (1)`` where the dataset names its channels, else the index."""
+    return f"{names[index]} ({index})" if names is not None and index < len(names) else str(index)
 
 
 @click.command("inspect")
@@ -15,14 +29,14 @@ from segkit.cli import plugin_option, registry_from_context
 @click.option("--data-root", type=click.Path(), help="Where the dataset lives (its root or table file).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="A dataset parameter (value parsed as TOML); repeatable.")
 @click.option("--out", "--grid", "grid_path", type=click.Path(dir_okay=False),
-              help="Where to write the sample grid PNG. Default: <dataset>-samples.png in the current folder.")
+              help="Write a sample grid PNG here. Without it, nothing is written.")
 @click.option("--overwrite", is_flag=True, help="Replace the grid file when it exists.")
 @click.option("--samples", default=5, show_default=True, help="Slices per row in the grid.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @plugin_option
 def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, ...], grid_path: str | None,
                     overwrite: bool, samples: int, as_json: bool) -> None:
-    """Count cases, images, lesion and empty slices, sizes, channels and mask values; draw a sample grid.
+    """Count cases, images, lesion and empty slices, sizes, channels and mask values; with --out, draw a sample grid.
 
     The grid shows lesion slices in one row and empty ones in another, masks outlined.
     """
@@ -30,8 +44,8 @@ def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, .
     from segkit.errors import ConfigError, os_error_message
     from segkit.data.inspect import sample_grid, summarize
 
-    grid_file = Path(grid_path or f"{dataset_name}-samples.png")
-    if grid_file.exists() and not overwrite:
+    grid_file = Path(grid_path) if grid_path else None
+    if grid_file is not None and grid_file.exists() and not overwrite:
         raise ConfigError(f"{grid_file} already exists; pass --overwrite to replace it, or --out another file.")
 
     registry = registry_from_context()
@@ -43,7 +57,10 @@ def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, .
         params[registry.get("dataset", dataset_name).data_root_parameter()] = data_root
     dataset = registry.build("dataset", dataset_name, **params)
     summary = summarize(dataset)
-    summary["grid"] = str(grid_file)
+    summary["grid"] = str(grid_file) if grid_file is not None else None
+    names = channel_names(dataset)
+    if names is not None:
+        summary["channel_names"] = list(names)
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:
@@ -54,7 +71,7 @@ def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, .
         click.echo(f"  mask values:   {summary['mask_values']}")
         if summary["copied_channels"]:
             copied = summary["copied_channels"]
-            shown = "; ".join(f"{case}: " + ", ".join(f"{a} = {b}" for a, b in pairs)
+            shown = "; ".join(f"{case}: " + ", ".join(f"{_channel(a, names)} = {_channel(b, names)}" for a, b in pairs)
                               for case, pairs in list(copied.items())[:5])
             more = f"; and {len(copied) - 5} more" if len(copied) > 5 else ""
             click.echo(f"  copied channels: {len(copied)} case(s) store a channel as a copy of another in every slice, "
@@ -63,7 +80,10 @@ def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, .
             shown = ", ".join(f"{value} {name} ({summary['label_slices'].get(name, 0)} slices)" if value else
                               f"0 {name}" for value, name in enumerate(summary["labels"]))
             click.echo(f"  labels:        {shown}")
-        click.echo(f"  sample grid:   {grid_file}")
+        click.echo(f"  sample grid:   {grid_file}" if grid_file is not None else
+                   "  sample grid:   not drawn (pass --out FILE.png to draw one)")
+    if grid_file is None:
+        return
     try:  # the summary is printed first, so a failed write loses nothing
         sample_grid(dataset, grid_file, n=samples)
     except OSError as error:

@@ -36,7 +36,7 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML run configuration (see configs/)."),
         click.option("--model", help="Model name (see 'segkit list model'). Default: unet."),
-        click.option("--loss", help="Loss name (see 'segkit list loss'). Default: bce_dice."),
+        click.option("--loss", help="Loss name (see 'segkit list loss'). Default: auto, the task's loss: bce_dice for binary data, ce_dice for several labels."),
         click.option("--metric", "metric_names", multiple=True, help="Metric to report; repeatable. Default: dice and iou."),
         click.option("--dataset", help="Dataset name (see 'segkit list dataset'). Default: synthetic."),
         click.option("--data-root", type=click.Path(), help="Where the dataset lives (its root or table file)."),

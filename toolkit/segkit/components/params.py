@@ -11,14 +11,14 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from segkit.errors import ConfigError, unknown_name
 
-__all__ = ["Parameter", "signature_parameters", "accepts_extra", "check_params", "type_name", "coerce_value",
-           "require_positive_ints"]
+__all__ = ["Parameter", "signature_parameters", "accepts_extra", "passthrough_signature", "check_params", "type_name",
+           "coerce_value", "require_positive_ints"]
 
 _EMPTY = inspect.Parameter.empty
 
@@ -48,6 +48,17 @@ def _callable_for_signature(target: Callable[..., Any]) -> Callable[..., Any]:
     return target.__init__ if inspect.isclass(target) else target  # type: ignore[misc]
 
 
+def _signature(target: Callable[..., Any]) -> inspect.Signature:
+    """The signature segkit reads: a class's ``__init__`` (none for a class without one), else the function's.
+
+    A target's ``__signature__`` is honoured, so one that passes ``**kwargs`` on to a library can
+    list those parameters (:func:`passthrough_signature`).
+    """
+    if inspect.isclass(target) and target.__init__ is object.__init__:  # type: ignore[misc]
+        return inspect.Signature()  # object.__init__'s (*args, **kwargs) accepts nothing
+    return inspect.signature(_callable_for_signature(target))
+
+
 def signature_parameters(target: Callable[..., Any]) -> list[Parameter]:
     """The named keyword parameters of ``target`` (a class's ``__init__`` or a function)."""
     function = _callable_for_signature(target)
@@ -56,19 +67,51 @@ def signature_parameters(target: Callable[..., Any]) -> list[Parameter]:
     except Exception:  # unresolvable annotations: show them unchecked
         hints = {}
     params = []
-    for index, param in enumerate(inspect.signature(function).parameters.values()):
+    for index, param in enumerate(_signature(target).parameters.values()):
         if index == 0 and inspect.isclass(target) and param.name == "self":
             continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
             continue
-        params.append(Parameter(param.name, hints.get(param.name, None), param.default))
+        annotation = hints.get(param.name)
+        if annotation is None and param.annotation is not _EMPTY and not isinstance(param.annotation, str):
+            annotation = param.annotation  # listed by __signature__ with the annotation itself
+        params.append(Parameter(param.name, annotation, param.default))
     return params
 
 
 def accepts_extra(target: Callable[..., Any]) -> bool:
-    """Whether ``target`` takes ``**kwargs`` (then unknown keys pass through to it)."""
-    function = _callable_for_signature(target)
-    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(function).parameters.values())
+    """Whether ``target`` takes ``**kwargs`` that its signature does not list (then unknown keys pass through)."""
+    return any(p.kind is p.VAR_KEYWORD for p in _signature(target).parameters.values())
+
+
+def passthrough_signature(
+    target: Callable[..., Any],
+    wrapped: Callable[..., Any],
+    exclude: Iterable[str] = (),
+    extra: Iterable[inspect.Parameter] = (),
+) -> inspect.Signature:
+    """``target``'s signature with its ``**kwargs`` replaced by the keyword parameters of ``wrapped``.
+
+    For a target that hands ``**kwargs`` on to a library (``smp.Unet``): set the result as the
+    target's ``__signature__`` and ``segkit info`` lists those parameters, and a misspelt one
+    is refused before any work like any other unknown key. ``exclude``: parameters of
+    ``wrapped`` the target does not accept; ``extra``: further parameters it does.
+    """
+    own = _signature(target)
+    try:
+        hints = typing.get_type_hints(wrapped)
+    except Exception:
+        hints = {}
+    named = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    taken = {p.name for p in named} | set(exclude) | {"self"}
+    added = [
+        inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.default,
+                          annotation=hints.get(p.name, p.annotation))
+        for p in inspect.signature(wrapped).parameters.values()
+        if p.name not in taken and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    added += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in extra if p.name not in taken]
+    return own.replace(parameters=[*named, *added])
 
 
 def type_name(annotation: Any) -> str:
@@ -109,7 +152,7 @@ def coerce_value(value: Any, annotation: Any) -> Any:
         return _NO
     if origin is typing.Literal:
         return value if value in typing.get_args(annotation) else _NO
-    if origin in (list, tuple, collections.abc.Sequence):
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
         if not isinstance(value, (list, tuple)):
             return _NO
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
@@ -136,14 +179,16 @@ def coerce_value(value: Any, annotation: Any) -> Any:
 
 
 def check_params(
-    what: str, target: Callable[..., Any], params: Mapping[str, Any], hint: str | None = None
+    what: str, target: Callable[..., Any], params: Mapping[str, Any], hint: str | None = None,
+    extra: Iterable[Parameter] = (),
 ) -> dict[str, Any]:
     """Check ``params`` against ``target``'s signature and return them coerced.
 
     An unknown key (when the target takes no ``**kwargs``) or a value of the wrong
     type raises :class:`ConfigError` / ``UnknownNameError`` listing the valid keys with types.
+    ``extra``: parameters segkit handles itself for every component of a kind (``dataset.cases``).
     """
-    known = {p.name: p for p in signature_parameters(target)}
+    known = {p.name: p for p in [*signature_parameters(target), *extra]}
     valid = ", ".join(f"{p.name}: {p.type_label}" for p in known.values()) or "(none)"
     checked: dict[str, Any] = {}
     for key, value in params.items():

@@ -121,11 +121,17 @@ def _short_error(exc: BaseException) -> str:
 
 
 def _import_plugin(spec: str) -> ModuleType:
-    """Import a plugin named by module name or by path to a ``.py`` file."""
+    """Import a plugin named by module name or by path to a ``.py`` file.
+
+    A file's folder goes first on ``sys.path`` (as for ``python my_plugin.py``) and stays there, so
+    the plugin imports modules beside it, and so do its ``"module:attr"`` targets when built later.
+    """
     if spec.endswith(".py") or os.sep in spec:
         path = Path(spec).expanduser().resolve()
         if not path.is_file():
             raise PluginLoadError(f"plugin file {spec!r} does not exist. Pass a .py file or an importable module name to -p.")
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
         module_name = f"segkit_local_plugin_{path.stem}"
         module_spec = importlib.util.spec_from_file_location(module_name, path)
         if module_spec is None or module_spec.loader is None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from segkit.errors import ConfigError, DuplicateComponentError, PluginLoadError, unknown_name
 from segkit.components.params import Parameter, check_params, signature_parameters
+from segkit.data.cases import CASES_PARAMETER, parse_cases, select_cases
 from segkit.components.plugins import AUTOLOAD_ENV, PLUGINS_ENV, LoadedPlugins, PluginInfo, load_plugins
 
 __all__ = ["KINDS", "Component", "Registry", "get_registry", "normalize_kind"]
@@ -66,8 +67,23 @@ class Component:
         return obj
 
     def parameters(self) -> list[Parameter]:
-        """The target's keyword parameters with their types and defaults."""
-        return signature_parameters(self.load())
+        """The target's keyword parameters with their types and defaults, and those segkit adds for its kind."""
+        target = self.load()
+        return [*signature_parameters(target), *self._common_parameters(target)]
+
+    def _common_parameters(self, target: Callable[..., Any]) -> list[Parameter]:
+        """Parameters every component of this kind takes, handled by segkit: a dataset's ``cases``."""
+        if self.kind != "dataset" or any(p.name == CASES_PARAMETER for p in signature_parameters(target)):
+            return []
+        return [Parameter(CASES_PARAMETER, list[str] | str | None, None)]
+
+    def _checked(self, target: Callable[..., Any], params: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """The target's checked parameters, and the ids of ``cases`` (None: every case) when segkit handles it."""
+        common = self._common_parameters(target)
+        checked = check_params(self.qualified, target, params, self._hint, extra=common)
+        if not common:
+            return checked, None
+        return checked, parse_cases(checked.pop(CASES_PARAMETER, None), f"parameter 'cases' of {self.qualified}")
 
     @property
     def _hint(self) -> str:
@@ -85,13 +101,18 @@ class Component:
         )
 
     def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Validate parameters against the target's signature, before any work."""
-        return check_params(self.qualified, self.load(), params, self._hint)
+        """Validate parameters against the target's signature, before any work (``cases`` read into a list)."""
+        checked, cases = self._checked(self.load(), params)
+        return checked if cases is None else {**checked, CASES_PARAMETER: cases}
 
     def build(self, **params: Any) -> Any:
-        """Check ``params`` and call the target with them."""
+        """Check ``params`` and call the target with them; a dataset keeps only the items of its ``cases``."""
         target = self.load()
-        return target(**check_params(self.qualified, target, params, self._hint))
+        checked, cases = self._checked(target, params)
+        built = target(**checked)
+        if cases is None:
+            return built
+        return select_cases(built, cases, self.name)
 
     def describe(self) -> dict[str, Any]:
         """Everything ``segkit info`` shows: summary, docstring, parameters, plugin and file."""
@@ -112,7 +133,7 @@ class Component:
             "doc": inspect.getdoc(target) or "",
             "parameters": [
                 {"name": p.name, "type": p.type_label, "default": None if p.required else p.default, "required": p.required}
-                for p in signature_parameters(target)
+                for p in [*signature_parameters(target), *self._common_parameters(target)]
             ],
         }
 

@@ -27,7 +27,7 @@ from segkit.data.io import read_image, read_mask, read_pair
 from segkit.errors import ConfigError, DataError, unknown_name
 from segkit.labels import BINARY_NAMES
 
-__all__ = ["SegmentationDataset", "SegmentationSubset", "FilePairDataset", "ON_MISSING", "drop_missing",
+__all__ = ["SegmentationDataset", "SegmentationSubset", "CaseSelection", "FilePairDataset", "ON_MISSING", "drop_missing",
            "CONTEXT_HELP", "check_context", "neighbour_positions"]
 
 Transform = Callable[..., dict[str, Any]]
@@ -123,6 +123,10 @@ class SegmentationDataset(Dataset):
 
     verify_items = True
     """Whether the data check before training (:mod:`segkit.data.verify`) reads every item; False for generated data."""
+
+    channel_names: tuple[str, ...] | None = None
+    """Names of a slice's channels (``("pre-contrast", "FLAIR", "post-contrast")``), shown by ``segkit inspect``;
+    None: channels are known by their index."""
 
     missing_channel_fill: int | None = None
     """The channel (of a slice) this dataset stores in place of a missing one, as LGG stores FLAIR; None: missing
@@ -329,6 +333,31 @@ class SegmentationSubset(SegmentationDataset):
         if not 0 <= i < len(self):
             raise IndexError(f"item {i} out of range for a subset of {len(self)}")
         return self.parent.read(int(self.positions[i]))
+
+
+class CaseSelection(SegmentationSubset):
+    """The items of some cases of ``parent`` (``dataset.cases``), standing in for the whole dataset.
+
+    Reads go through the parent (its cache, normalisation and 2.5D context); the parent's settings
+    and attributes (``spacing``, ``root``, ``channel_names``, ...) read the same through the selection.
+    """
+
+    _SHARED = ("normalize", "cache", "verify_items", "missing_channel_fill", "channel_names")
+
+    def __init__(self, parent: SegmentationDataset, cases: Sequence[str]) -> None:
+        wanted = set(cases)
+        positions = np.flatnonzero(parent.index["case"].astype(str).isin(wanted).to_numpy())
+        super().__init__(parent, positions, transform=parent.transform)
+        for name in self._SHARED:
+            setattr(self, name, getattr(parent, name, None))
+        self.selected_cases = list(cases)
+
+    def __getattr__(self, name: str) -> Any:
+        """What the selection does not hold itself, it reads from the parent dataset."""
+        parent = self.__dict__.get("parent")
+        if parent is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(parent, name)
 
 
 def drop_missing(index: pd.DataFrame, missing: pd.Series, on_missing: str, what: str) -> pd.DataFrame:

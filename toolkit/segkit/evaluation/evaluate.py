@@ -350,8 +350,12 @@ def evaluate_runs(
     metrics = build_metric_set(registry, run_metrics)
     for note in _leakage(data, sources, first):
         warn(note)
+    argmax = predictor.labels.mode == "multiclass"
+    if argmax and threshold is not None:
+        raise ConfigError("--threshold does nothing here: a multiclass run takes the most probable label per pixel "
+                          "(argmax), not a threshold. Drop --threshold.")
     thresholds = {m.threshold for m in predictor.members}
-    if threshold is None and len(thresholds) > 1:
+    if threshold is None and len(thresholds) > 1 and not argmax:
         warn(f"the models were trained with different thresholds {sorted(thresholds)}; using the first, "
              f"{predictor.threshold:g} (set --threshold to choose).")
     used = predictor.threshold if threshold is None else threshold
@@ -369,6 +373,7 @@ def evaluate_runs(
         "dataset": data.dataset_name,
         "split": data.split,
         "threshold": used,
+        "decision": "argmax" if argmax else "threshold",
         "tta": tta,
         "postprocess": postprocess,
     })
@@ -387,13 +392,20 @@ def evaluate_runs(
     return report
 
 
+def _decision(report: dict[str, Any]) -> str:
+    """How pixels became labels: ``threshold 0.5``, or the argmax of a multiclass run (which has no threshold)."""
+    if report.get("decision") == "argmax":
+        return "most probable label per pixel (argmax, multiclass)"
+    return f"threshold {report['threshold']:g}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The report as a readable table."""
     runs = ", ".join(report["runs"])
     lines = [
         f"{runs} ({report['checkpoint']}) on {report['dataset']}, split {report['split']}: "
         f"{report['n_images']} images, {report['n_cases']} cases",
-        f"threshold {report['threshold']:g}, tta {'on' if report['tta'] else 'off'}, "
+        f"{_decision(report)}, tta {'on' if report['tta'] else 'off'}, "
         f"postprocess {report['postprocess']}",
         "",
         f"{'metric':<12}{'per-image':>12}{'per-case mean':>16}{'per-case median':>18}{'global':>10}",

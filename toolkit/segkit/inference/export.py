@@ -46,6 +46,7 @@ __all__ = [
     "export_torchscript",
     "load_onnx_predictor",
     "read_onnx_metadata",
+    "portable_metadata",
 ]
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
@@ -222,6 +223,29 @@ def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[
     }
 
 
+def _relative(path: str, folder: Path) -> str:
+    """``path`` relative to ``folder`` (the export's), or its name alone where no relative path exists."""
+    try:
+        return os.path.relpath(Path(path).resolve(), folder.resolve())
+    except ValueError:  # another drive on Windows
+        return Path(path).name
+
+
+def portable_metadata(metadata: dict[str, str], folder: Path) -> dict[str, str]:
+    """The metadata with its local paths (the source run, an ensemble's checkpoints, a model's weights file)
+    relative to ``folder``, where the export is written, so the file holds no absolute paths of this machine."""
+    portable = dict(metadata)
+    if portable.get("source_run"):
+        portable["source_run"] = _relative(portable["source_run"], folder)
+    if "ensemble" in portable:
+        portable["ensemble"] = json.dumps([_relative(p, folder) for p in json.loads(portable["ensemble"])])
+    if portable.get("model_params"):
+        params = json.loads(portable["model_params"])
+        portable["model_params"] = json.dumps({k: _relative(v, folder) if isinstance(v, str) and os.path.isabs(v) else v
+                                               for k, v in params.items()})
+    return portable
+
+
 def _labels(payload: dict[str, Any]) -> Labels:
     """What the checkpoint's output channels mean (binary for checkpoints from before multi-class)."""
     return Labels.from_dict(payload.get("preprocessing", {}).get("labels"))
@@ -270,7 +294,7 @@ def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], che
     """
     onnx = _require("onnx", "exporting to ONNX")
     model, payload, checkpoint_path, extra = _load_export(source, checkpoint, registry)
-    metadata = _metadata(payload, checkpoint_path, ONNX_FORMAT) | extra
+    metadata = portable_metadata(_metadata(payload, checkpoint_path, ONNX_FORMAT) | extra, Path(out).parent)
     wrapper = ExportWrapper(model).eval()
     example = _example(model, metadata)
     buffer = io.BytesIO()
@@ -298,7 +322,7 @@ def export_torchscript(source: str | os.PathLike[str], out: str | os.PathLike[st
                        verify: bool = True, registry: Any | None = None) -> dict[str, Any]:
     """Export a run's model to TorchScript (``torch.jit.trace``), with the preprocessing in ``segkit.json``."""
     model, payload, checkpoint_path, extra = _load_export(source, checkpoint, registry)
-    metadata = _metadata(payload, checkpoint_path, TORCHSCRIPT_FORMAT) | extra
+    metadata = portable_metadata(_metadata(payload, checkpoint_path, TORCHSCRIPT_FORMAT) | extra, Path(out).parent)
     wrapper = ExportWrapper(model).eval()
     example = _example(model, metadata)
     with warnings.catch_warnings(), torch.no_grad():

@@ -79,6 +79,21 @@ def split_arguments(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
     return sources, inputs
 
 
+VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+"""3D volume files (NIfTI, NRRD, MetaImage): not images that predict reads."""
+
+
+def _is_volume(path: Path) -> bool:
+    return path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def _volume_error(what: str) -> ConfigError:
+    """Predict reads 2D images; a volume needs a volume dataset, which is not here yet."""
+    return ConfigError(f"{what}: segkit predict reads 2D images (png, jpg, jpeg, tif, tiff), one slice a file. "
+                       "Volumes are read by volume datasets, which come with the volumes work; until then save "
+                       "the slices as images.")
+
+
 def _images_in(paths: Sequence[Path]) -> list[Path]:
     from segkit.data import IMAGE_SUFFIXES
 
@@ -99,9 +114,15 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
         if path.is_dir():
             found = _images_in(sorted(path.iterdir()))
             if not found:
+                volumes = [p for p in path.iterdir() if _is_volume(p)]
+                if volumes:
+                    raise _volume_error(f"folder {text!r} holds {len(volumes)} volume file(s) such as "
+                                        f"{volumes[0].name!r} and no images")
                 raise ConfigError(f"folder {text!r} holds no images (png, jpg, jpeg, tif, tiff).")
             files.extend(found)
         elif path.is_file():
+            if _is_volume(path):
+                raise _volume_error(f"{text!r} is a volume")
             files.append(path)
         elif _GLOB_CHARS.search(text):
             found = _images_in([Path(p) for p in sorted(glob.glob(os.path.expanduser(text), recursive=True))])

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from segkit.config import RunConfig
+from segkit.config import AUTO_LOSS, ComponentSpec, RunConfig, task_loss
 from segkit.errors import ConfigError, DataError
 from segkit.labels import Labels, resolve_labels
 from segkit.components.params import signature_parameters
@@ -25,6 +25,7 @@ __all__ = [
     "build_metrics",
     "build_trainer",
     "fill_labels",
+    "fill_dataset_defaults",
     "fill_model_defaults",
     "fill_monitor",
 ]
@@ -156,13 +157,17 @@ def build_data(
 
 
 def fill_labels(config: RunConfig, dataset: Any, registry: Any) -> Labels:
-    """Resolve ``task.mode`` from the dataset's labels and give the model its output channels and the loss its
-    mode (unless the user set them), so the config is complete; the run's :class:`~segkit.labels.Labels`.
+    """Resolve ``task.mode`` from the dataset's labels, the loss ``auto`` to the task's loss, and give the model
+    its output channels and the loss its mode (unless the user set them), so the config is complete; the run's
+    :class:`~segkit.labels.Labels`.
 
     A loss without a ``mode`` parameter is binary only: with several labels that is a :class:`ConfigError`.
     """
     labels = resolve_labels(dataset, config.task.mode, config.task.regions)
     config.task.mode = labels.mode
+    if config.loss.name == AUTO_LOSS:
+        name = task_loss(labels.is_binary)
+        config.loss = ComponentSpec(name, registry.get("loss", name).check_params(config.loss.params))
     model_params = {p.name for p in signature_parameters(registry.get("model", config.model.name).load())}
     if "classes" in model_params:
         classes = config.model.params.setdefault("classes", labels.out_channels)
@@ -193,6 +198,17 @@ def fill_model_defaults(config: RunConfig, dataset: Any, registry: Any) -> None:
     names = {p.name for p in signature_parameters(registry.get("model", config.model.name).load())}
     if "in_channels" in names and "in_channels" not in config.model.params:
         config.model.params["in_channels"] = int(dataset.in_channels)
+
+
+def fill_dataset_defaults(config: RunConfig, registry: Any) -> None:
+    """Write the dataset's defaults into its parameters, so ``config.toml`` lists what the data was read with.
+
+    ``None`` defaults are left out: TOML has no null, and leaving them out means the same.
+    """
+    parameters = registry.get("dataset", config.dataset.name).parameters()
+    for param in parameters:
+        if not param.required and param.default is not None and param.name not in config.dataset.params:
+            config.dataset.params[param.name] = param.default
 
 
 def fill_monitor(config: RunConfig, dataset: Any) -> None:

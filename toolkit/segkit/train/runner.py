@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import platform
 import random
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from segkit.train.distributed import DistContext
 from segkit.train.device_loader import choose_loader
 from segkit.train.events import RunEvents
 from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
-from segkit.train.schedule import plan_schedule
+from segkit.train.schedule import budget_message, plan_schedule
 from segkit.train.rundir import RunDirectory
 from segkit.train.runlock import RunLock
 
@@ -275,6 +276,7 @@ def _train(
         say(verify_dataset(dataset).describe())
     labels = assemble.fill_labels(config, dataset, registry)
     assemble.fill_model_defaults(config, dataset, registry)
+    assemble.fill_dataset_defaults(config, registry)
     assemble.fill_monitor(config, dataset)
     from segkit.data import read_splits, write_splits
 
@@ -398,14 +400,12 @@ def _train(
                 # Planned after epoch 1, then once more after epoch 2, whose time is free of first-epoch costs.
                 # An epoch's time runs from the end of the one before, so it holds that one's checkpoint writes.
                 cycle = now - previous_end
-                planned = dist.broadcast(plan_epochs(budget, now - loop_started, config.train.epochs,
-                                                     epochs_done=epoch, epoch_seconds=cycle))
+                fits = plan_epochs(budget, now - loop_started, sys.maxsize, epochs_done=epoch, epoch_seconds=cycle)
+                planned = dist.broadcast(min(fits, config.train.epochs))
                 if epoch == 1 or planned != total_epochs:
                     total_epochs = planned
                     plan_schedule(trainer.scheduler, config.train, steps_per_epoch, total_epochs)
-                    say(f"time budget {config.train.max_minutes:g} min: epoch {epoch} took {cycle:.1f} s, "
-                        f"so the run trains {total_epochs} epochs (at most train.epochs = {config.train.epochs}) and "
-                        "its learning-rate schedule ends with the budget")
+                    say(budget_message(config.train.max_minutes, epoch, cycle, total_epochs, config.train.epochs, fits))
             previous_end = now
             history.append(result.row)
             timing.append(result.timing)
@@ -465,7 +465,8 @@ def _train(
         "loader": {"path": loader.path, "reason": loader.reason},
         "epochs_planned": total_epochs,
         "best_epoch": stopper.best_epoch,
-        "best": {name: best_row[f"val_{name}"] for name in metrics},
+        "best_per_image": {name: best_row[f"val_{name}"] for name in metrics},
+        "best": {name: best_row[f"val_{name}"] for name in metrics},  # the old name of best_per_image, kept readable
         "best_global": {name: best_row[f"val_{name}_global"] for name in metrics},
         "monitor": f"val_{config.metrics.monitor}",
         "epochs_run": len(history),

@@ -9,7 +9,8 @@ import torch
 
 from segkit.config import TrainSettings
 
-__all__ = ["build_optimizer", "build_scheduler", "lr_factor", "plan_schedule", "warmup_steps", "MAX_WARMUP_SHARE"]
+__all__ = ["build_optimizer", "build_scheduler", "lr_factor", "plan_schedule", "budget_message", "warmup_steps",
+           "MAX_WARMUP_SHARE"]
 
 #: The largest share of a run's optimizer steps that the warm-up may take, so a short run
 #: (``--epochs 1``) still trains at its full learning rate for most of it.
@@ -83,3 +84,17 @@ def plan_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, settings: TrainS
                                    strict=True):
         group["lr"] = base * factor(step)
     scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
+def budget_message(max_minutes: float, epoch: int, epoch_seconds: float, planned: int, max_epochs: int,
+                   fits: int) -> str:
+    """What a time budget's plan decided, and which limit decided it.
+
+    ``planned``: the epochs the run now trains; ``fits``: the epochs the budget alone would hold.
+    """
+    start = f"time budget {max_minutes:g} min: epoch {epoch} took {epoch_seconds:.1f} s"
+    if fits >= max_epochs:
+        return (f"{start}; the budget holds about {fits} epochs, so train.epochs = {max_epochs} decides: the run "
+                f"trains {planned} epochs and its learning-rate schedule ends with them")
+    return (f"{start}, so the budget decides: the run trains {planned} of train.epochs = {max_epochs} epochs and its "
+            "learning-rate schedule ends with the budget")
