@@ -19,8 +19,8 @@ __all__ = ["summarize", "sample_grid"]
 _OUTLINE = (255, 40, 40)
 
 
-def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
-    """Read every item once and count what is there.
+def summarize(dataset: SegmentationDataset, progress: bool = False) -> dict[str, Any]:
+    """Read every item once and count what is there (reporting how far it got with ``progress``).
 
     Returns a dict with ``cases``, ``images``, ``lesion_slices``, ``empty_slices``,
     ``image_sizes`` (``"HxW"`` -> count), ``channels`` (channel counts found),
@@ -39,7 +39,9 @@ def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
     equal_pairs: dict[str, set[tuple[int, int]]] = {}
     cases = dataset.index["case"].astype(str).tolist()
     lesion = 0
-    for i, case in enumerate(cases):
+    from segkit.progress import track
+
+    for i, case in track(enumerate(cases), total=len(cases), desc="inspect", enabled=progress):
         image, mask = dataset.read(i)
         pairs = _equal_channel_pairs(image, getattr(dataset, "slice_channels", image.shape[2]))
         equal_pairs[case] = equal_pairs[case] & pairs if case in equal_pairs else pairs
@@ -51,7 +53,8 @@ def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
         if "mask_path" not in dataset.index.columns:
             values.update(int(v) for v in np.unique(mask))
     if "mask_path" in dataset.index.columns:
-        for path in dataset.index["mask_path"]:
+        paths = dataset.index["mask_path"]
+        for path in track(paths, total=len(paths), desc="inspect, mask files", unit="masks", enabled=progress):
             values.update(raw_mask_values(path))
     summary = {
         "cases": int(dataset.index["case"].nunique()),
