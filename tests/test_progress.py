@@ -67,3 +67,13 @@ def test_inspect_prints_its_progress_in_a_log_and_quiet_silences_it(tmp_path: Pa
     assert counts[0] == (0, 12) and (7, 12) in counts and counts[-1] == (12, 12), result.stderr
     assert "inspect:" not in _quiet(monkeypatch, *args, "--overwrite")
 
+
+
+def test_export_names_each_phase_as_it_starts_and_quiet_silences_it(trained_run: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    result = segkit("export", str(trained_run), "--out", str(tmp_path / "model.pt"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    phases = [line for line in result.stderr.splitlines() if line.startswith("export: ")]
+    assert phases == ["export: tracing the model to TorchScript",
+                      f"export: checking {tmp_path / 'model.pt'} against PyTorch at 2 other input sizes"]
+    assert "export:" not in _quiet(monkeypatch, "export", str(trained_run), "--out", str(tmp_path / "quiet.pt"))
