@@ -13,7 +13,7 @@ from segkit.train.plots import FN_COLOUR, error_overlay, grey_picture, label_ove
 
 
 def _three_sequences(size: int = 16) -> np.ndarray:
-    """An image whose channels differ: a bright blue channel (as LGG's post-contrast often is), a gradient in channel 1."""
+    """An image whose channels differ: a bright blue channel (as post-contrast often is), a gradient in channel 1."""
     image = np.zeros((size, size, 3), np.float32)
     image[..., 0] = 0.2
     image[..., 1] = np.linspace(0, 1, size)[None, :]

@@ -215,7 +215,7 @@ def slice_dice(truth: np.ndarray, prediction: np.ndarray) -> float:
 
 
 def _legend(label_names: Sequence[str] | None) -> list[Any]:
-    """Legend entries: the three outcomes of binary predictions, or a colour per label and what fill and outline mean."""
+    """Legend entries: the three outcomes of binary predictions, or a colour per label and what fill and outline are."""
     from matplotlib.patches import Patch
 
     if not label_names or len(label_names) < 2:
