@@ -11,8 +11,8 @@ too, and switched on for the ensemble only where they raise the mean per-case Di
 (nnU-Net does the same for its post-processing). The scores reported do not reuse that
 choice, which was made on the very cases they score: each fold's cases are scored with
 the variant the other folds' cases choose (:func:`cross_fitted_choice`). ``DIR/cv.json``
-records the folds and the ensemble's choice; :func:`expand_sources` lets evaluate, predict and export take ``DIR`` as
-the ensemble of its fold models.
+records the folds and the ensemble's choice; :func:`expand_sources` lets evaluate,
+predict and export take ``DIR`` as the ensemble of its fold models.
 """
 
 from __future__ import annotations
