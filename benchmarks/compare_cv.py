@@ -3,7 +3,8 @@
 Both directories must hold ``cv-per-case.csv`` (or give such a file itself, say one kept in
 ``benchmarks/results/cv/``) over the same cases (the same data and
 ``--folds``; the same ``split.seed`` makes the folds identical, which a paired comparison
-wants). Prints, for a column (``dice``: the variant the cross-validation chose; or
+wants). Prints, for a column (``dice``: each case under the variant chosen on the other
+folds, in tables written before that, the variant chosen on all cases; or
 ``dice_plain``, ``dice_lcc``, ...), each side's mean, median and patients at 0, then the
 paired difference: its mean with a percentile bootstrap 95% interval over patients
 (2,000 resamples, patients resampled with their pair), and how many patients improved or got

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from clihelp import segkit
-from segkit.evaluation.cv import bootstrap_interval, choose_variant
+from segkit.evaluation.cv import VARIANTS, bootstrap_interval, choose_variant, cross_fitted_choice
 
 #: 48 synthetic 32x32 slices in 12 cases of 4; the tutorial U-Net at width 8, one epoch per fold.
 TINY_CV = ["--set", "dataset.count=48", "--set", "dataset.size=32", "--set", "dataset.slices_per_case=4",
@@ -59,6 +59,56 @@ def test_report_summarises_each_metric_with_a_bootstrap_interval(cv_dir: Path) -
         assert low <= summary["mean"] <= high
     assert report["chosen"]["variant"] == choose_variant({k: v["mean"] for k, v in report["variants"].items()})
     assert json.loads((cv_dir / "cv.json").read_text())["chosen"] == report["chosen"]
+
+
+def test_the_headline_takes_each_folds_variant_from_the_other_folds(cv_dir: Path) -> None:
+    report = json.loads((cv_dir / "cv-report.json").read_text())
+    table = pd.read_csv(cv_dir / "cv-per-case.csv")
+    per_fold = report["selection"]["per_fold"]
+    assert len(per_fold) == FOLDS
+    for k in range(FOLDS):
+        others = table[table["fold"] != k]
+        assert per_fold[k] == choose_variant({v: others[f"dice_{v}"].mean() for v, _t, _p in VARIANTS})
+        mine = table[table["fold"] == k]
+        assert (mine["variant"] == per_fold[k]).all()
+        np.testing.assert_allclose(mine["dice"], mine[f"dice_{per_fold[k]}"], rtol=1e-5)
+    assert report["summary"]["dice"]["mean"] == pytest.approx(table["dice"].mean())
+
+
+def test_nested_choice_does_not_let_a_case_pick_its_own_variant() -> None:
+    # two folds of two cases; "tta" is best over all four cases only thanks to fold 1's cases,
+    # and "lcc" only thanks to fold 0's, so each fold gets the variant the other fold favours
+    dice = {"plain": [0.5, 0.5, 0.5, 0.5], "lcc": [0.9, 0.9, 0.5, 0.5],
+            "tta": [0.5, 0.5, 0.95, 0.95], "tta+lcc": [0.5, 0.5, 0.5, 0.5]}
+    tables = {name: pd.DataFrame({"case": list("abcd"), "fold": [0, 0, 1, 1], "dice": values, "iou": values})
+              for name, values in dice.items()}
+    assert choose_variant({name: float(np.mean(v)) for name, v in dice.items()}) == "tta"
+    table, per_fold = cross_fitted_choice(tables, 2)
+    assert per_fold == ["tta", "lcc"]
+    assert table["case"].tolist() == list("abcd") and table["variant"].tolist() == ["tta", "tta", "lcc", "lcc"]
+    assert table["dice"].tolist() == [0.5, 0.5, 0.5, 0.5]  # the best-of-four on the same cases claimed 0.725
+
+
+def test_the_printed_report_gives_the_nested_headline_and_the_plain_score(cv_dir: Path) -> None:
+    from segkit.evaluation.cv import format_cv_report
+
+    report = json.loads((cv_dir / "cv-report.json").read_text())
+    lines = format_cv_report(report).splitlines()
+    headline, plain = lines[1], next(line for line in lines if line.strip().startswith("plain"))
+    assert headline.strip().startswith("headline") and f"{report['summary']['dice']['mean']:.4f}" in headline
+    assert "chosen on the other folds" in headline
+    assert f"{report['variants']['plain']['mean']:.4f}" in plain
+    assert any("flatter" in line for line in lines)
+
+
+def test_scoring_prints_its_progress_in_a_log(cv_dir: Path) -> None:
+    args = ("cv", "--folds", str(FOLDS), *[a for a in TINY_CV if a != "--quiet"], "--out", str(cv_dir))
+    result = segkit(*args, env={"SEGKIT_PROGRESS_INTERVAL": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    for k in range(1, FOLDS + 1):
+        for name, _tta, _post in VARIANTS:
+            assert f"scoring fold {k}/{FOLDS} {name}: 16/16 images (100%)" in result.stderr, result.stderr[-3000:]
+    assert "scoring fold 2/3 tta: 9/16 images" in result.stderr
 
 
 def test_rerunning_the_command_continues_instead_of_retraining(cv_dir: Path) -> None:

@@ -72,6 +72,10 @@ class LGGDataset(FilePairDataset):
     """
 
     channel_names = ("pre-contrast", "FLAIR", "post-contrast")
+
+    display_channel = 1
+    """Figures show FLAIR (channel 1) in grey: the sequence the masks were drawn on."""
+
     missing_channel_fill = 1
     """Where a patient lacks the pre- or post-contrast sequence, the set stores FLAIR (channel 1) in its
     place; ``train.modality_dropout`` imitates that (:mod:`segkit.data.modality`)."""

@@ -78,7 +78,7 @@ def inference_options(postprocess_help: str, device_help: str) -> Callable[[Call
                          help=postprocess_help + " Default: none, or a cross-validation's choice."),
             click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
             click.option("--device", default="auto", show_default=True, help=device_help),
-            click.option("--quiet", is_flag=True, help="No progress bar."),
+            click.option("--quiet", is_flag=True, help="No progress (bars on a terminal, a line every 30 s in a log)."),
         ]
         for option in reversed(options):
             function = option(function)

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from segkit.cli import HintedChoice, inference_options, plugin_option, registry_from_context
-from segkit.progress import show_bars
 
 
 @click.command("evaluate")
@@ -55,7 +54,7 @@ def evaluate_command(runs: tuple[str, ...], checkpoint: str | None, split: str |
     report = evaluate_runs(
         sources, checkpoint=checkpoint, split=split, dataset_name=dataset_name, data_root=data_root,
         threshold=threshold, tta=tta, postprocess=postprocess, batch_size=batch_size, device=device, tolerance=tolerance,
-        registry=registry_from_context(), progress=show_bars(not quiet),
+        registry=registry_from_context(), progress=not quiet,
         warn=lambda message: click.echo(f"warning: {message}", err=True),
     )
     if as_json:

@@ -20,9 +20,10 @@ from segkit.cli import HintedChoice, plugin_option, registry_from_context
 @click.option("--opset", type=int, help="ONNX opset version, 13 or newer (default 17); ONNX only.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
+@click.option("--quiet", is_flag=True, help="No lines on stderr as each phase (tracing, checking) starts.")
 @plugin_option
 def export_command(run: str, checkpoint: str | None, fmt: str | None, out: str, opset: int | None, overwrite: bool,
-                   as_json: bool) -> None:
+                   as_json: bool, quiet: bool) -> None:
     """Export RUN_DIR's model for deployment: dynamic batch, height and width; logits out.
 
     The file records segkit's preprocessing (image size, channels, scale, threshold),
@@ -46,7 +47,8 @@ def export_command(run: str, checkpoint: str | None, fmt: str | None, out: str, 
         raise ConfigError(f"--opset {opset} is not supported: segkit's exports need {MIN_OPSET} or newer (dynamic "
                           f"shapes), and this torch writes at most {max_opset()}.")
     options = {"opset": opset} if fmt == "onnx" else {}
-    report = export_model(run, path, fmt, checkpoint, registry=registry_from_context(), **options)
+    note = (lambda _message: None) if quiet else (lambda message: click.echo(message, err=True))
+    report = export_model(run, path, fmt, checkpoint, registry=registry_from_context(), note=note, **options)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -33,9 +33,10 @@ def _channel(index: int, names: tuple[str, ...] | None) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace the grid file when it exists.")
 @click.option("--samples", default=5, show_default=True, help="Slices per row in the grid.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress (bars on a terminal, a line every 30 s in a log).")
 @plugin_option
 def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, ...], grid_path: str | None,
-                    overwrite: bool, samples: int, as_json: bool) -> None:
+                    overwrite: bool, samples: int, as_json: bool, quiet: bool) -> None:
     """Count cases, images, lesion and empty slices, sizes, channels and mask values; with --out, draw a sample grid.
 
     The grid shows lesion slices in one row and empty ones in another, masks outlined.
@@ -56,7 +57,7 @@ def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, .
     if data_root is not None:
         params[registry.get("dataset", dataset_name).data_root_parameter()] = data_root
     dataset = registry.build("dataset", dataset_name, **params)
-    summary = summarize(dataset)
+    summary = summarize(dataset, progress=not quiet)
     summary["grid"] = str(grid_file) if grid_file is not None else None
     names = channel_names(dataset)
     if names is not None:

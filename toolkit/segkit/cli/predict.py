@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from segkit.cli import HintedChoice, inference_options, plugin_option, registry_from_context
-from segkit.progress import show_bars
 
 
 @click.command("predict")
@@ -49,7 +48,7 @@ def predict_command(arguments: tuple[str, ...], out: str, checkpoint: str | None
                                registry=registry_from_context())
     summary = predict_files(
         predictor, files, out, threshold=threshold, overlay=overlay, save_probs=save_probs, postprocess=postprocess,
-        batch_size=batch_size, overwrite=overwrite, progress=show_bars(not quiet),
+        batch_size=batch_size, overwrite=overwrite, progress=not quiet,
         warn=lambda message: click.echo(f"warning: {message}", err=True),
     )
     click.echo(f"wrote {summary.written} mask(s) to {summary.out}: lesion found in {summary.lesion_images} image(s), "

@@ -132,6 +132,11 @@ class SegmentationDataset(Dataset):
     """The channel (of a slice) this dataset stores in place of a missing one, as LGG stores FLAIR; None: missing
     channels are zeros. ``train.modality_dropout`` fills the channels it drops with it (:mod:`segkit.data.modality`)."""
 
+    display_channel: int = 0
+    """The channel (of a slice) that figures draw in grey under coloured outlines and masks: the one a reader
+    knows best, FLAIR for LGG. Showing the channels as RGB instead gives false colours that mix with the
+    masks' colours."""
+
     def __init__(self, index: pd.DataFrame, in_channels: int, cache: bool = False,
                  transform: Transform | None = None, context: int = 0, normalize: str = "none",
                  labels: Sequence[str] | None = None) -> None:
@@ -316,6 +321,7 @@ class SegmentationSubset(SegmentationDataset):
         super().__init__(parent.index.iloc[positions], parent.slice_channels, cache=False, transform=transform,
                          labels=parent.labels)
         self.context = parent.context  # reads go through the parent, which stacks
+        self.display_channel = parent.display_channel
         self.parent = parent
         self.positions = positions
 

@@ -16,11 +16,8 @@ from segkit.data.io import raw_mask_values
 
 __all__ = ["summarize", "sample_grid"]
 
-_OUTLINE = (255, 40, 40)
-
-
-def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
-    """Read every item once and count what is there.
+def summarize(dataset: SegmentationDataset, progress: bool = False) -> dict[str, Any]:
+    """Read every item once and count what is there (reporting how far it got with ``progress``).
 
     Returns a dict with ``cases``, ``images``, ``lesion_slices``, ``empty_slices``,
     ``image_sizes`` (``"HxW"`` -> count), ``channels`` (channel counts found),
@@ -39,7 +36,9 @@ def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
     equal_pairs: dict[str, set[tuple[int, int]]] = {}
     cases = dataset.index["case"].astype(str).tolist()
     lesion = 0
-    for i, case in enumerate(cases):
+    from segkit.progress import track
+
+    for i, case in track(enumerate(cases), total=len(cases), desc="inspect", enabled=progress):
         image, mask = dataset.read(i)
         pairs = _equal_channel_pairs(image, getattr(dataset, "slice_channels", image.shape[2]))
         equal_pairs[case] = equal_pairs[case] & pairs if case in equal_pairs else pairs
@@ -51,7 +50,8 @@ def summarize(dataset: SegmentationDataset) -> dict[str, Any]:
         if "mask_path" not in dataset.index.columns:
             values.update(int(v) for v in np.unique(mask))
     if "mask_path" in dataset.index.columns:
-        for path in dataset.index["mask_path"]:
+        paths = dataset.index["mask_path"]
+        for path in track(paths, total=len(paths), desc="inspect, mask files", unit="masks", enabled=progress):
             values.update(raw_mask_values(path))
     summary = {
         "cases": int(dataset.index["case"].nunique()),
@@ -79,25 +79,38 @@ def _equal_channel_pairs(image: np.ndarray, slice_channels: int) -> set[tuple[in
             if np.array_equal(image[:, :, a], image[:, :, b])}
 
 
-def _display(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """An RGB picture of the image (grey, RGB, or the first channel) with the mask outlined."""
-    if image.shape[2] == 3:
-        picture = image.copy()
-    else:
-        picture = np.repeat(image[:, :, :1], 3, axis=2)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(picture, contours, -1, _OUTLINE, thickness=max(1, image.shape[0] // 128))
+def _display(image: np.ndarray, mask: np.ndarray, channel: int = 0, slice_channels: int | None = None,
+             context: int = 0) -> np.ndarray:
+    """An RGB uint8 picture of one channel of the slice in grey, each label's mask outlined in its colour.
+
+    ``channel`` counts within a slice; with 2.5D context (``context`` slices stacked on each
+    side, ``slice_channels`` each) it is taken from the middle slice, the one the mask belongs to.
+    """
+    from segkit.inference.overlays import label_colour
+    from segkit.train.plots import grey_picture
+
+    per_slice = slice_channels or image.shape[2]
+    picture = np.ascontiguousarray(np.round(grey_picture(image, context * per_slice + channel) * 255).astype(np.uint8))
+    thickness = max(1, image.shape[0] // 128)
+    for value in np.unique(mask[mask > 0]).tolist():
+        contours, _ = cv2.findContours((mask == value).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        colour = tuple(int(round(c * 255)) for c in label_colour(int(value) - 1))
+        cv2.drawContours(picture, contours, -1, colour, thickness=thickness)
     return picture
 
 
 def sample_grid(dataset: SegmentationDataset, path: str | os.PathLike, n: int = 5, seed: int = 0) -> Path:
     """Write a PNG of up to ``n`` random lesion slices (top row) and ``n`` empty ones (bottom row).
 
-    Masks are drawn as outlines; matplotlib's Agg canvas is used without pyplot state.
+    Each slice shows the dataset's ``display_channel`` in grey with each label's mask outlined
+    in its colour (a legend names them); matplotlib's Agg canvas is used without pyplot state.
     The file is written atomically; returns its path.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from segkit.inference.overlays import label_colour
 
     path = Path(path)
     rng = np.random.default_rng(seed)
@@ -108,7 +121,8 @@ def sample_grid(dataset: SegmentationDataset, path: str | os.PathLike, n: int = 
             picks = rng.choice(chosen, size=min(n, len(chosen)), replace=False)
             rows.append((label, np.sort(picks)))
     columns = max((len(picks) for _, picks in rows), default=1)
-    figure = Figure(figsize=(2.2 * columns, 2.4 * max(len(rows), 1)))
+    height = 2.6 * max(len(rows), 1) + 0.7  # the legend below
+    figure = Figure(figsize=(2.2 * columns, height))
     FigureCanvasAgg(figure)
     axes = figure.subplots(max(len(rows), 1), columns, squeeze=False)
     for ax in axes.flat:
@@ -116,11 +130,16 @@ def sample_grid(dataset: SegmentationDataset, path: str | os.PathLike, n: int = 
     for r, (label, picks) in enumerate(rows):
         for c, i in enumerate(picks):
             image, mask = dataset.read(int(i))
-            axes[r, c].imshow(_display(image, mask))
+            axes[r, c].imshow(_display(image, mask, int(getattr(dataset, "display_channel", 0)),
+                                       getattr(dataset, "slice_channels", None), int(getattr(dataset, "context", 0))))
             axes[r, c].set_title(str(dataset.index["item"].iloc[i])[-24:], fontsize=7)
         axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, rotation=90,
                         ha="right", va="center", fontsize=10)
-    figure.tight_layout()
+    names = list(getattr(dataset, "labels", None) or ("background", "lesion"))[1:]
+    figure.legend(handles=[Patch(facecolor="white", edgecolor=label_colour(k), linewidth=2, label=name)
+                           for k, name in enumerate(names)], loc="lower center", ncol=min(len(names), 6),
+                  fontsize=8, frameon=False, title="outlined: true mask", title_fontsize=8)
+    figure.tight_layout(rect=(0, 0.7 / height, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
     os.close(handle)

@@ -8,9 +8,11 @@ checkpoint: its best one was picked on those same cases, which would flatter the
 
 Test-time augmentation and largest-component post-processing are scored out of fold
 too, and switched on for the ensemble only where they raise the mean per-case Dice
-(nnU-Net does the same for its post-processing). ``DIR/cv.json`` records the folds and
-that choice; :func:`expand_sources` lets evaluate, predict and export take ``DIR`` as
-the ensemble of its fold models.
+(nnU-Net does the same for its post-processing). The scores reported do not reuse that
+choice, which was made on the very cases they score: each fold's cases are scored with
+the variant the other folds' cases choose (:func:`cross_fitted_choice`). ``DIR/cv.json``
+records the folds and the ensemble's choice; :func:`expand_sources` lets evaluate,
+predict and export take ``DIR`` as the ensemble of its fold models.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import pandas as pd
 
 from segkit.errors import CheckpointError, ConfigError
 from segkit.fileio import atomic_write_text
-from segkit.progress import show_bars
 
 __all__ = [
     "CV_FILE",
@@ -48,6 +49,8 @@ __all__ = [
     "out_of_fold",
     "bootstrap_interval",
     "choose_variant",
+    "cross_fitted_choice",
+    "format_cv_report",
 ]
 
 CV_FILE = "cv.json"
@@ -227,7 +230,7 @@ def run_cv(
             else f"; still to train: {', '.join(str(k) for k in range(folds) if k not in trained)}."))
         return None
     echo(f"scoring every case with the fold model that never saw it ({', '.join(v[0] for v in VARIANTS)})")
-    report = out_of_fold(root, folds, registry, device=device, progress=show_bars(not quiet))
+    report = out_of_fold(root, folds, registry, device=device, progress=not quiet)
     atomic_write_text(root / REPORT_FILE, json.dumps(report, indent=2) + "\n")
     info.update(status="done", chosen=report["chosen"])
     atomic_write_text(root / CV_FILE, json.dumps(info, indent=2) + "\n")
@@ -256,6 +259,29 @@ def choose_variant(means: dict[str, float]) -> str:
         if means[name] > means[best] + 1e-9:
             best = name
     return best
+
+
+def cross_fitted_choice(tables: dict[str, pd.DataFrame], folds: int) -> tuple[pd.DataFrame, list[str]]:
+    """Every case scored with the variant chosen on the *other* folds' cases (nested selection).
+
+    Picking the best of :data:`VARIANTS` on the cases it then reports flatters that score; here
+    fold ``k``'s cases take the variant :func:`choose_variant` picks from the mean per-case
+    Dice of the other folds' cases, so no case helps choose its own variant. Returns the
+    per-case table (rows of ``tables[<variant>]``, in case order, with a ``variant`` column)
+    and the variant of each fold.
+    """
+    plain = tables["plain"]
+    chosen: list[str] = []
+    rows = []
+    for k in range(folds):
+        others = plain["fold"] != k
+        pick = choose_variant({name: float(table.loc[others.to_numpy(), "dice"].mean())
+                               for name, table in tables.items()})
+        chosen.append(pick)
+        rows.append(tables[pick].loc[(plain["fold"] == k).to_numpy()].assign(variant=pick))
+    table = pd.concat(rows).sort_index()
+    table.insert(2, "variant", table.pop("variant"))
+    return table.reset_index(drop=True), chosen
 
 
 def _summary(table: pd.DataFrame, metrics: Sequence[str]) -> dict[str, Any]:
@@ -312,7 +338,8 @@ def out_of_fold_tables(roots: Sequence[str | Path], folds: int, registry: Any, *
     for k, data, predictor in fold_models(roots, folds, registry, device=device):
         for name, tta, postprocess in VARIANTS:
             predictor.tta = tta  # one loaded model serves every variant
-            accumulator = evaluate_predictor(predictor, data, metrics, postprocess=postprocess, progress=progress)
+            accumulator = evaluate_predictor(predictor, data, metrics, postprocess=postprocess, progress=progress,
+                                             description=f"scoring fold {k + 1}/{folds} {name}")
             table = accumulator.per_case_table()
             table.insert(1, "fold", k)
             tables[name].append(table)
@@ -325,13 +352,19 @@ def out_of_fold_tables(roots: Sequence[str | Path], folds: int, registry: Any, *
 
 
 def out_of_fold_report(tables: dict[str, pd.DataFrame], folds: int, registry: Any, out: str | Path) -> dict[str, Any]:
-    """Choose the variant, write ``OUT/cv-per-case.csv`` (its scores plus every variant's Dice), return the report."""
+    """Choose the variants, write ``OUT/cv-per-case.csv``, return the report.
+
+    The ensemble's variant is chosen on every case (``chosen``, for new data). The scores
+    reported (``summary``, the per-case file's metric columns) are each case's under the
+    variant chosen without it (:func:`cross_fitted_choice`), so the choice does not flatter
+    them; the file also holds every variant's Dice (``dice_<variant>``).
+    """
     from segkit.evaluation.evaluate import build_metric_set
 
     means = {name: float(table["dice"].mean()) for name, table in tables.items()}
     chosen_name = choose_variant(means)
     chosen = next({"variant": n, "tta": t, "postprocess": p} for n, t, p in VARIANTS if n == chosen_name)
-    per_case = tables[chosen_name].copy()
+    per_case, per_fold = cross_fitted_choice(tables, folds)
     for name, table in tables.items():
         per_case[f"dice_{name}"] = table["dice"].to_numpy()
     path = Path(out) / PER_CASE_FILE
@@ -343,6 +376,8 @@ def out_of_fold_report(tables: dict[str, pd.DataFrame], folds: int, registry: An
         "n_cases": int(len(per_case)),
         "n_images": int(per_case["n_images"].sum()),
         "chosen": chosen,
+        "selection": {"method": "per fold, the variant with the highest mean per-case Dice on the other folds' cases",
+                      "per_fold": per_fold},
         "summary": _summary(per_case, names),
         "variants": {name: _summary(table, ["dice"])["dice"] for name, table in tables.items()},
         "per_case": json.loads(per_case.to_json(orient="records")),
@@ -361,13 +396,23 @@ def out_of_fold(root: str | Path, folds: int, registry: Any, *, device: str = "a
     return out_of_fold_report(tables, folds, registry, root)
 
 
+def _score_line(label: str, values: dict[str, Any]) -> str:
+    return (f"  {label:<8} per-case Dice mean {values['mean']:.4f}  median {values['median']:.4f}  "
+            f"95% CI [{values['ci95'][0]:.4f}, {values['ci95'][1]:.4f}]")
+
+
 def format_cv_report(report: dict[str, Any]) -> str:
-    """The report as a few readable lines."""
+    """The report as a few readable lines: the headline (variant chosen without the case), plain beside it."""
     lines = [f"out-of-fold scores of {report['n_cases']} cases ({report['n_images']} images), {report['folds']} folds, "
              f"{report['checkpoint']} checkpoints:"]
+    per_fold = report.get("selection", {}).get("per_fold")
+    if per_fold:  # reports written before the nested selection have none
+        lines.append(_score_line("headline", report["summary"]["dice"]) + "  each fold with the variant chosen on the "
+                     "other folds (" + ", ".join(f"fold-{k} {name}" for k, name in enumerate(per_fold)) + ")")
+    lines.append("every variant on every case (the best of these, picked on these same cases, would flatter itself):")
     for name, values in report["variants"].items():
-        mark = "  <- chosen for the ensemble" if name == report["chosen"]["variant"] else ""
-        lines.append(f"  {name:<8} per-case Dice mean {values['mean']:.4f}  median {values['median']:.4f}  "
-                     f"95% CI [{values['ci95'][0]:.4f}, {values['ci95'][1]:.4f}]{mark}")
+        mark = (f"  <- chosen for the ensemble (on all {report['n_cases']} cases, for new data)"
+                if name == report["chosen"]["variant"] else "")
+        lines.append(_score_line(name, values) + mark)
     lines.append(f"per-case scores: {report['per_case_csv']}")
     return "\n".join(lines)

@@ -204,15 +204,16 @@ def evaluate_predictor(
     progress: bool = False,
     warn: Callable[[str], None] = lambda _message: None,
     surface: Any = None,
+    description: str = "evaluate",
 ):
     """Predict every item of ``data`` and accumulate confusion counts; returns a ``MetricAccumulator``.
 
     With ``surface``, each case's predicted and true masks are also stacked in slice order
-    and scored with the boundary metrics (:mod:`segkit.evaluation.surface`) into it.
+    and scored with the boundary metrics (:mod:`segkit.evaluation.surface`) into it. With
+    ``progress``, :func:`segkit.progress.track` reports it on stderr as ``description``.
     """
-    from tqdm.auto import tqdm
-
     from segkit.inference.predictor import predict_stream
+    from segkit.progress import track
     from segkit.labels import Labels
     from segkit.evaluation.metrics import MetricAccumulator, label_counts
 
@@ -226,8 +227,7 @@ def evaluate_predictor(
     volume: list[tuple[np.ndarray, np.ndarray]] = []
     stream = predict_stream(predictor, data.positions, data.dataset.read, case_of=lambda i: cases[i],
                             batch_size=batch_size, threshold=threshold, postprocess=postprocess)
-    for prediction in tqdm(stream, total=len(data.positions), desc="evaluate", unit="img", disable=not progress,
-                           leave=False):
+    for prediction in track(stream, total=len(data.positions), desc=description, enabled=progress):
         if prediction.error is not None:
             raise DataError(prediction.error)
         if prediction.converted and not converted:

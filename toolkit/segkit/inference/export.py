@@ -24,6 +24,7 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -283,17 +284,25 @@ def _check_sizes(example: torch.Tensor) -> list[tuple[int, ...]]:
     return [(2, c, h + 5, w + 3), (1, c, max(h // 2 + 1, 9), w + 11)]
 
 
+def _members(model: nn.Module) -> str:
+    """``the model`` or ``the N fold models``, for the phase notes."""
+    return f"the {len(model.members)} fold models" if isinstance(model, EnsembleExport) else "the model"
+
+
 def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str | None = None,
-                opset: int = DEFAULT_OPSET, verify: bool = True, registry: Any | None = None) -> dict[str, Any]:
+                opset: int = DEFAULT_OPSET, verify: bool = True, registry: Any | None = None,
+                note: Callable[[str], None] = lambda _message: None) -> dict[str, Any]:
     """Export a run's model to ONNX with dynamic batch, height and width and segkit metadata.
 
     Uses the TorchScript-based exporter (``dynamo=False``): it needs no extra
     package and records the padding arithmetic of :class:`ExportWrapper`.
     With ``verify`` (and onnxruntime installed) the export is run at two other
-    input sizes and compared with PyTorch. Returns a report dict.
+    input sizes and compared with PyTorch. ``note`` hears of each phase as it starts (a
+    5-fold ensemble takes half a minute on two CPU cores). Returns a report dict.
     """
     onnx = _require("onnx", "exporting to ONNX")
     model, payload, checkpoint_path, extra = _load_export(source, checkpoint, registry)
+    note(f"export: tracing {_members(model)} to ONNX (opset {opset})")
     metadata = portable_metadata(_metadata(payload, checkpoint_path, ONNX_FORMAT) | extra, Path(out).parent)
     wrapper = ExportWrapper(model).eval()
     example = _example(model, metadata)
@@ -313,15 +322,18 @@ def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], che
     if verify and importlib.util.find_spec("onnxruntime") is not None:
         import onnxruntime
 
+        note(f"export: checking {out} against PyTorch at {len(_check_sizes(example))} other input sizes")
         session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         report["max_abs_diff"] = _compare(model, lambda x: session.run(None, {"images": x.numpy()})[0], example)
     return report
 
 
 def export_torchscript(source: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str | None = None,
-                       verify: bool = True, registry: Any | None = None) -> dict[str, Any]:
+                       verify: bool = True, registry: Any | None = None,
+                       note: Callable[[str], None] = lambda _message: None) -> dict[str, Any]:
     """Export a run's model to TorchScript (``torch.jit.trace``), with the preprocessing in ``segkit.json``."""
     model, payload, checkpoint_path, extra = _load_export(source, checkpoint, registry)
+    note(f"export: tracing {_members(model)} to TorchScript")
     metadata = portable_metadata(_metadata(payload, checkpoint_path, TORCHSCRIPT_FORMAT) | extra, Path(out).parent)
     wrapper = ExportWrapper(model).eval()
     example = _example(model, metadata)
@@ -335,6 +347,7 @@ def export_torchscript(source: str | os.PathLike[str], out: str | os.PathLike[st
     report: dict[str, Any] = {"path": str(out), "format": "torchscript", "metadata": metadata,
                               "checkpoint": str(checkpoint_path)}
     if verify:
+        note(f"export: checking {out} against PyTorch at {len(_check_sizes(example))} other input sizes")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
             loaded = torch.jit.load(str(out), map_location="cpu")

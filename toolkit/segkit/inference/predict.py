@@ -332,7 +332,6 @@ def predict_files(
     slices (:func:`context_neighbours`); files that cannot be are failures.
     """
     import cv2
-    from tqdm.auto import tqdm
 
     from segkit.data import read_image
     from segkit.data.intensity import apply_factors
@@ -402,7 +401,9 @@ def predict_files(
     stream = predict_stream(predictor, order, read, case_of=lambda i: keys[i][0] if keys[i] else None,
                             batch_size=batch_size, threshold=threshold, postprocess=postprocess,
                             keep_images=overlay)
-    for prediction in tqdm(stream, total=len(files), desc="predict", unit="img", disable=not progress):
+    from segkit.progress import track
+
+    for prediction in track(stream, total=len(files), desc="predict", enabled=progress):
         path = files[prediction.entry]
         if prediction.error is not None:
             summary.failures.append((str(path), prediction.error))

@@ -55,17 +55,24 @@ def _prediction_samples(trainer: Trainer, view: Any, count: int = 6) -> list[tup
 
 
 def _predict_items(trainer: Trainer, view: Any, chosen: list[int], titles: list[str]) -> list[tuple]:
-    """``(centre slice image, truth, prediction, title)`` of items ``chosen`` of ``view``, predicted in one batch."""
+    """``(centre slice image, truth, prediction, title)`` of items ``chosen`` of ``view``, predicted in one batch.
+
+    Truth and prediction are ``(H, W)`` for one foreground label, ``(K, H, W)`` (one per label) for several.
+    """
     items = [view[i] for i in chosen]
     trainer.module.eval()
     with torch.inference_mode():  # one batch, not one forward pass per sample
         logits = trainer.module(torch.stack([image for image, _ in items]).to(trainer.device)).float()
-    predictions = trainer.labels.class_masks(logits, trainer.config.metrics.threshold).any(dim=1).cpu().numpy()
+    labels = trainer.labels
+    predictions = labels.class_masks(logits, trainer.config.metrics.threshold).cpu()
+    truths = labels.truth_masks(torch.stack([mask for _, mask in items]))
+    if not labels.several:
+        predictions, truths = predictions.any(dim=1), truths.any(dim=1)
     per_slice = int(getattr(view, "slice_channels", items[0][0].shape[0]))
     centre = int(getattr(view, "context", 0)) * per_slice  # with 2.5D context, show the slice being segmented
     return [
-        (image[centre:centre + per_slice].permute(1, 2, 0).numpy(), mask[0].numpy() > 0.5, prediction, title)
-        for (image, mask), prediction, title in zip(items, predictions, titles, strict=True)
+        (image[centre:centre + per_slice].permute(1, 2, 0).numpy(), truth.numpy(), prediction.numpy(), title)
+        for (image, _mask), truth, prediction, title in zip(items, truths, predictions, titles, strict=True)
     ]
 
 
@@ -483,16 +490,20 @@ def _train(
     if dist.is_main:
         from segkit.train.plots import plot_curves, plot_predictions
 
+        view = parts.views["val"]
+        figure_options = {"display_channel": int(getattr(view, "display_channel", 0)),
+                          "label_names": trainer.labels.foreground}
         plot_curves(history, list(metrics), run.root / "curves.png", monitor=f"val_{monitor}",
-                    best_epoch=stopper.best_epoch)
-        plot_predictions(_prediction_samples(trainer, parts.views["val"]), run.root / "predictions.png")
+                    best_epoch=stopper.best_epoch, label_names=trainer.labels.foreground)
+        plot_predictions(_prediction_samples(trainer, view), run.root / "predictions.png", **figure_options)
         if case_table is not None and dist.world_size == 1:
             val_table = run.root / "evaluation" / "training-val-per-case.csv"
             val_table.parent.mkdir(exist_ok=True)
             atomic_write_text(val_table, case_table.to_csv(index=False, float_format="%.6g"))
             samples = _case_samples(trainer, parts.views["val"], case_table, monitored_metric(monitor))
             if samples:
-                plot_predictions(samples, run.root / "cases.png", title="best and worst validation patients")
+                plot_predictions(samples, run.root / "cases.png", title="best and worst validation patients",
+                                 **figure_options)
         run.write_summary(summary)
         events.run_end(summary)
         from segkit.evaluation.report import write_report
