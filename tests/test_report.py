@@ -39,11 +39,11 @@ def test_evaluate_adds_its_results_and_report_rebuilds(reported_run: Path, tmp_p
     run = tmp_path / "run"
     shutil.copytree(reported_run, run)
     assert segkit("evaluate", str(run), "--split", "val", "--quiet").returncode == 0
-    assert "Evaluation val" in (run / "report.html").read_text()
+    assert "Evaluation: split val" in (run / "report.html").read_text()
     (run / "report.html").unlink()
     rebuilt = segkit("report", str(run))
     assert rebuilt.returncode == 0 and rebuilt.stdout.strip() == str(run / "report.html")
-    assert "Evaluation val" in (run / "report.html").read_text()
+    assert "Evaluation: split val" in (run / "report.html").read_text()
     refused = segkit("report", str(tmp_path))
     assert refused.returncode != 0 and "not a segkit run directory" in refused.stderr
 

@@ -20,6 +20,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "CheckpointError",
+    "RunFileError",
     "TrainingError",
     "OUTPUT_ERRNOS",
     "os_error_message",
@@ -54,6 +55,10 @@ class ConfigError(SegkitError):
 
 class DataError(SegkitError):
     """A dataset that is missing, incomplete, corrupt or inconsistent."""
+
+
+class RunFileError(SegkitError):
+    """A file in a run directory is damaged, edited or not what segkit wrote (summary.json, a per-case CSV, ...)."""
 
 
 class CheckpointError(SegkitError):

@@ -12,13 +12,15 @@ with ``#sort=-<column>``) in the page's address.
 from __future__ import annotations
 
 import base64
-import csv
+import hashlib
 import html
-import json
+import math
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
+from segkit.evaluation.runfiles import read_case_table, read_summary, read_text, trusted_image
 from segkit.fileio import atomic_write_text
 
 __all__ = ["build_report", "write_report", "REPORT_NAME"]
@@ -68,83 +70,151 @@ img { max-width: 100%; } .low { background: #fde8e8; }
 """
 
 
-def _figure(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+COUNT_COLUMNS = ("n_images", "tp", "fp", "fn", "tn")
 
 
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
+def _hash_source(text: str) -> str:
+    """The CSP source that allows exactly this inline script or style."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+CONTENT_SECURITY_POLICY = (f"default-src 'none'; img-src data:; style-src {_hash_source(_STYLE)}; "
+                           f"script-src {_hash_source(_SCRIPT)}; base-uri 'none'; form-action 'none'")
+"""Only the report's own script and style run, and images only from the page itself: text that a
+tampered run file smuggles past the escaping still cannot load or run anything."""
+
+
+def _figure(name: str, data: bytes) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}">'
+
+
+def _number(text: Any) -> float | None:
+    if isinstance(text, bool):
         return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _shown(value: Any) -> str:
+    """A value for reading: 4 decimals for fractions, whole numbers as they are, mappings as ``key value`` pairs."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_shown(item)}" for key, item in value.items())
+    number = _number(value)
+    if number is None or isinstance(value, str) and not value.strip():
+        return str(value)
+    return f"{number:.4f}" if not number.is_integer() else str(int(number)) if abs(number) < 1e15 else f"{number:g}"
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` is a regular file (not a link) that really lies inside ``root``."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _score_summary(columns: list[str], rows: list[dict[str, str]]) -> str:
+    """Mean and median over the cases of every score column (per label ones included)."""
+    lines = []
+    for column in columns:
+        if column == "case" or column in COUNT_COLUMNS or column.split("_")[0] in COUNT_COLUMNS:
+            continue
+        values = [v for v in (_number(row[column]) for row in rows) if v is not None]
+        if not values:
+            continue
+        lines.append(f"<tr><th>{html.escape(column)}</th><td class=\"number\">{statistics.fmean(values):.4f}</td>"
+                     f"<td class=\"number\">{statistics.median(values):.4f}</td><td class=\"number\">{len(values)}"
+                     "</td></tr>")
+    if not lines:
+        return ""
+    return ("<table class=\"summary\"><thead><tr><th>score</th><th>mean</th><th>median</th><th>cases</th></tr>"
+            f"</thead><tbody>{''.join(lines)}</tbody></table>")
 
 
 def _table(path: Path, highlight: str | None) -> str:
-    """A per-case CSV as a sortable HTML table; rows whose ``highlight`` score is below 0.5 are marked."""
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    """A per-case CSV as its score summary and a sortable HTML table; cases under 0.5 ``highlight`` are marked."""
+    columns, rows = read_case_table(path)
     if not rows:
         return "<p>(no cases)</p>"
-    columns = list(rows[0])
     head = "".join(f'<th data-column="{html.escape(c)}">{html.escape(c)}</th>' for c in columns)
     body = []
     for row in rows:
-        score = _number(row.get(highlight or "", "") or "")
+        score = _number(row.get(highlight or "", ""))
         marked = ' class="low"' if score is not None and score < 0.5 else ""
         cells = []
         for column in columns:
             text = row[column]
-            value = _number(text)
-            shown = f"{value:.4f}" if value is not None and not float(value).is_integer() else text
-            kind = ' class="number"' if value is not None else ""
-            cells.append(f'<td{kind} data-value="{html.escape(text)}">{html.escape(shown)}</td>')
+            kind = ' class="number"' if _number(text) is not None else ""
+            cells.append(f'<td{kind} data-value="{html.escape(text)}">{html.escape(_shown(text))}</td>')
         body.append(f"<tr{marked}>{''.join(cells)}</tr>")
-    return (f'<table class="sortable" data-source="{html.escape(path.name)}"><thead><tr>{head}</tr></thead>'
+    return (_score_summary(columns, rows) +
+            f'<table class="sortable" data-source="{html.escape(path.name)}"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
+def _evaluation_title(name: str) -> str:
+    """What a per-case CSV scored, from the name segkit evaluate gives it (``SPLIT-CHECKPOINT[-...]-per-case.csv``)."""
+    if name == "training-val-per-case.csv":
+        return "Validation patients at the end of training (best checkpoint, at the training size)"
+    parts = name.removesuffix("-per-case.csv").split("-")
+    what = f"split {parts[0]}" + (f", checkpoint {'-'.join(parts[1:])}" if len(parts) > 1 else "")
+    return f"Evaluation: {what}"
+
+
 def build_report(run_dir: str | os.PathLike[str]) -> str:
-    """The report of ``run_dir`` as one HTML document (nothing is written)."""
+    """The report of ``run_dir`` as one HTML document (nothing is written).
+
+    Every file is read as untrusted input (:mod:`segkit.evaluation.runfiles`): text is escaped
+    wherever it lands, figures are embedded only when they are PNG files of the run directory
+    itself, and the page's Content-Security-Policy runs nothing but its own script.
+    """
     root = Path(run_dir)
-    summary: dict[str, Any] = json.loads((root / "summary.json").read_text()) if (root / "summary.json").is_file() \
-        else {}
-    config_text = (root / "config.toml").read_text() if (root / "config.toml").is_file() else ""
+    summary: dict[str, Any] = read_summary(root / "summary.json") if _inside(root, root / "summary.json") else {}
+    config_text = read_text(root / "config.toml") if _inside(root, root / "config.toml") else ""
     headline = summary.get("headline") or {}
     metric = str(headline.get("name", "val_dice")).removeprefix("val_").removesuffix("_case").removesuffix("_global")
-    parts = [f"<h1>segkit run {html.escape(str(root.resolve()))}</h1>"]
+    parts = [f"<h1>segkit run {html.escape(root.resolve().name)}</h1>"]
     if headline:
         missed = summary.get("lesion_slices_empty_prediction")
         lesions = summary.get("lesion_slices")
         note = f"; {missed} of {lesions} validation lesion slices got an empty prediction" if lesions else ""
         parts.append(f'<p class="headline">best {html.escape(str(headline.get("name")))} '
-                     f'<b>{float(headline.get("value", float("nan"))):.4f}</b> at epoch {headline.get("epoch")}'
+                     f'<b>{float(headline["value"]):.4f}</b> at epoch {html.escape(str(headline.get("epoch")))}'
                      f"{html.escape(note)}</p>")
     facts = [("epochs run", summary.get("epochs_run")), ("stopped", summary.get("stopped")),
              ("device", summary.get("device")), ("training images/s", summary.get("images_per_second")),
              ("training seconds", summary.get("train_seconds")),
-             ("per-image (best epoch)", json.dumps(summary.get("best"))),
-             ("pooled (best epoch)", json.dumps(summary.get("best_global")))]
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts
+             ("per-image (best epoch)", summary.get("best_per_image", summary.get("best"))),
+             ("pooled (best epoch)", summary.get("best_global"))]
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_shown(v))}</td></tr>" for k, v in facts
                    if v is not None)
     if rows:
         parts.append(f"<h2>Summary</h2><table>{rows}</table>")
     for name, caption in FIGURES:
-        if (root / name).is_file():
-            parts.append(f"<h2>{html.escape(caption)}</h2>{_figure(root / name)}")
-    tables = sorted((root / "evaluation").glob("*-per-case.csv")) if (root / "evaluation").is_dir() else []
+        data = trusted_image(root, name)
+        if data is not None:
+            parts.append(f"<h2>{html.escape(caption)}</h2>{_figure(name, data)}")
+    evaluation = root / "evaluation"
+    tables = sorted(p for p in evaluation.glob("*-per-case.csv") if _inside(root, p)) \
+        if evaluation.is_dir() and not evaluation.is_symlink() else []
     for path in tables:
-        title = ("Validation patients at the end of training (best checkpoint, at the training size)"
-                 if path.name == "training-val-per-case.csv"
-                 else f"Evaluation {path.stem.removesuffix('-per-case')}")
-        parts.append(f"<h2>{html.escape(title)}</h2><p>Click a column to sort; patients under 0.5 {metric} are "
-                     f"marked.</p>{_table(path, metric)}")
+        parts.append(f"<h2>{html.escape(_evaluation_title(path.name))}</h2><p>Mean and median over the cases, then "
+                     f"every case: click a column to sort; cases under 0.5 {html.escape(metric)} are marked.</p>"
+                     f"{_table(path, metric)}")
     if config_text:
         parts.append(f"<h2>Configuration</h2><pre>{html.escape(config_text)}</pre>")
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>segkit report: '
-            f"{html.escape(root.name)}</title><style>{_STYLE}</style></head><body>{body}"
-            f"<script>{_SCRIPT}</script></body></html>\n")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
+            f"<title>segkit report: {html.escape(root.resolve().name)}</title><style>{_STYLE}</style></head>"
+            f"<body>{body}<script>{_SCRIPT}</script></body></html>\n")
 
 
 def write_report(run_dir: str | os.PathLike[str]) -> Path:

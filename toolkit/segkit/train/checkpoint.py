@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from segkit.fileio import open_new_private
+
 from segkit.errors import CheckpointError
 
 __all__ = ["FORMAT", "CheckpointPacer", "save_checkpoint", "load_checkpoint", "build_model_from_checkpoint", "resolve_checkpoint"]
@@ -85,7 +87,7 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
 
 def _write(tmp: Path, path: Path, payload: dict[str, Any]) -> None:
     try:
-        with tmp.open("wb") as handle:
+        with os.fdopen(open_new_private(tmp), "wb") as handle:
             torch.save({"format": FORMAT, **payload}, handle)
             handle.flush()
             os.fsync(handle.fileno())

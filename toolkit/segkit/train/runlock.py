@@ -48,7 +48,14 @@ class RunLock:
             return
         self._created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as error:
+            if os.path.islink(self.path):
+                raise ConfigError(f"{self.path} is a symbolic link (to {os.readlink(self.path)}); segkit never writes "
+                                  "through a link out of a run directory. Delete the link (a run lock is a plain "
+                                  "file segkit makes itself) and run again.") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
