@@ -131,3 +131,29 @@ def test_an_atomic_write_never_follows_a_planted_temporary_link(tmp_path: Path, 
     (target.parent / f".metrics.csv.tmp-{os.getpid()}").symlink_to(secret)
     atomic_write_text(target, "epoch\n1\n")
     assert secret.read_text() == SECRET and target.read_text() == "epoch\n1\n" and not target.is_symlink()
+
+
+@pytest.mark.parametrize("edit, words", [
+    ("drop config", "field 'config' is missing"),
+    ("image size", "field 'preprocessing.image_size' is 512 but the run trained with"),
+    ("channels", "field 'preprocessing.in_channels' is 7 but the run trained with 3"),
+    ("threshold", "field 'preprocessing.threshold' is 'half' but must be a number between 0 and 1"),
+])
+def test_an_edited_checkpoint_is_one_line_naming_the_field(run: Path, edit: str, words: str) -> None:
+    import torch
+
+    path = run / "checkpoints" / "best.pt"
+    payload = torch.load(path, weights_only=True)
+    if edit == "drop config":
+        del payload["config"]
+    elif edit == "image size":
+        payload["preprocessing"]["image_size"] = 512
+    elif edit == "channels":
+        payload["preprocessing"]["in_channels"] = 7
+    elif edit == "threshold":
+        payload["preprocessing"]["threshold"] = "half"
+    edited = run / "edited.pt"
+    torch.save(payload, edited)
+    result = segkit("evaluate", str(run), "--checkpoint", str(edited), "--split", "val", "--quiet")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert words in result.stderr and "edited.pt" in result.stderr, result.stderr

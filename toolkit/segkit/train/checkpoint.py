@@ -126,7 +126,57 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a segkit checkpoint (expected format {FORMAT!r}).")
+    check_payload(payload, path)
     return payload
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
+
+
+def check_payload(payload: dict[str, Any], path: str | os.PathLike[str] = "checkpoint") -> None:
+    """A :class:`CheckpointError` naming the field when a checkpoint's config or preprocessing was removed or edited.
+
+    Checks that ``config`` names a model, that ``model_state`` holds weights, and that the
+    preprocessing fields inference relies on have their types and ranges and agree with the config
+    the run trained with (image size, input channels, 2.5D context).
+    """
+    where = str(path)
+
+    def refuse(field: str, problem: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {where!r}: field {field!r} {problem}; the checkpoint was edited or "
+                               "assembled by hand. Use one written by segkit run (--checkpoint best|last).")
+
+    config = payload.get("config")
+    if not isinstance(config, dict):
+        raise refuse("config", "is missing" if config is None else f"is a {type(config).__name__}, not a table")
+    model = config.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise refuse("config.model.name", "is missing or not a name")
+    if not isinstance(payload.get("model_state"), dict):
+        raise refuse("model_state", "is missing or holds no weights")
+    prep = payload.get("preprocessing")
+    if prep is None:
+        return
+    if not isinstance(prep, dict):
+        raise refuse("preprocessing", f"is a {type(prep).__name__}, not a table")
+    checks = {"image_size": (lambda v: _whole(v, 0, 16384), "must be a whole number from 0 to 16384"),
+              "in_channels": (lambda v: v is None or _whole(v, 1, 4096), "must be a whole number from 1 to 4096"),
+              "context": (lambda v: _whole(v, 0, 1024), "must be a whole number >= 0"),
+              "threshold": (lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and 0 < v < 1,
+                            "must be a number between 0 and 1"),
+              "scale": (lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and 0 < v < 1e12,
+                        "must be a positive number"),
+              "labels": (lambda v: v is None or isinstance(v, dict), "must be a table of label names and mode")}
+    for field, (valid, rule) in checks.items():
+        if field in prep and not valid(prep[field]):
+            raise refuse(f"preprocessing.{field}", f"is {prep[field]!r} but {rule}")
+    trained = {"image_size": (config.get("train") or {}).get("image_size"),
+               "in_channels": model.get("in_channels"),
+               "context": (config.get("dataset") or {}).get("context", 0) or 0}
+    for field, value in trained.items():
+        if field in prep and value is not None and prep[field] is not None and prep[field] != value:
+            raise refuse(f"preprocessing.{field}", f"is {prep[field]!r} but the run trained with {value!r}")
 
 
 def resolve_checkpoint(source: str | os.PathLike[str], which: str = "best") -> Path:
