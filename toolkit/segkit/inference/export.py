@@ -395,12 +395,63 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         raise CheckpointError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__}): it is truncated "
                               "or corrupt, or not ONNX; export it again with 'segkit export RUN_DIR --format onnx "
                               "--out FILE'.") from None
+    _refuse_external_data(proto, path)
     metadata = {p.key: p.value for p in proto.metadata_props}
     if metadata.get("segkit_format") != ONNX_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a segkit export: its ONNX metadata has no segkit_format "
                               f"{ONNX_FORMAT!r}, so segkit does not know its preprocessing. Export runs with "
                               "'segkit export RUN_DIR --format onnx --out FILE'.")
     return metadata
+
+
+def _refuse_external_data(proto: Any, path: Path) -> None:
+    """A CheckpointError when any tensor of the model points at data outside the file.
+
+    segkit writes its exports whole (weights inside the file), so an external-data reference
+    (``../../secret``, ``/etc/...``) means a foreign or tampered file; onnxruntime would open it.
+    """
+    import onnx
+
+    graphs, seen = [proto.graph], 0
+    while graphs:
+        graph = graphs.pop()
+        tensors = list(graph.initializer) + [a.t for n in graph.node for a in n.attribute if a.HasField("t")]
+        graphs += [a.g for n in graph.node for a in n.attribute if a.HasField("g")]
+        graphs += [g for n in graph.node for a in n.attribute for g in a.graphs]
+        for tensor in tensors:
+            seen += 1
+            if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+                location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+                raise CheckpointError(f"{str(path)!r} keeps the tensor {tensor.name!r} in an external file "
+                                      f"({location!r}); segkit exports hold their weights inside the file and "
+                                      "never read data from elsewhere. Export the run again with 'segkit export'.")
+
+
+def _graph_dims(value_info: Any) -> list[int | None]:
+    """The static sizes of an ONNX input or output (None where a size is symbolic)."""
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
+def check_graph_shapes(proto_or_session: Any, labels: Labels, in_channels: int | None, path: Any) -> None:
+    """A CheckpointError when the graph's input or output does not have the shape its segkit metadata describes."""
+    outputs = list(proto_or_session.graph.output)
+    inputs = [i for i in proto_or_session.graph.input
+              if i.name not in {t.name for t in proto_or_session.graph.initializer}]
+    if len(outputs) != 1 or len(inputs) != 1:
+        raise CheckpointError(f"{str(path)!r} has {len(inputs)} input(s) and {len(outputs)} output(s); a segkit "
+                              "export has one image input and one logits output.")
+    out, inp = _graph_dims(outputs[0]), _graph_dims(inputs[0])
+    if len(out) != 4 or len(inp) != 4:
+        raise CheckpointError(f"{str(path)!r} maps a {len(inp)}-D input to a {len(out)}-D output; a segkit export "
+                              "maps images (N, C, H, W) to logits (N, channels, H, W).")
+    if out[1] is not None and out[1] != labels.out_channels:
+        raise CheckpointError(f"{str(path)!r} outputs {out[1]} channel(s) but its metadata describes "
+                              f"{labels.out_channels} ({labels.mode}, labels {', '.join(labels.names)}); the file "
+                              "was edited or assembled by hand. Export the run again with 'segkit export'.")
+    if in_channels is not None and inp[1] is not None and inp[1] != in_channels:
+        raise CheckpointError(f"{str(path)!r} takes {inp[1]} input channel(s) but its metadata says "
+                              f"{in_channels}; the file was edited. Export the run again with 'segkit export'.")
 
 
 def _metadata_context(metadata: dict[str, str], path: str | os.PathLike[str]) -> int:
@@ -441,6 +492,10 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
     from segkit.inference.predictor import Member, Predictor
 
     metadata = read_onnx_metadata(path)
+    labels = _metadata_labels(metadata, path)
+    in_channels = _metadata_number(metadata, "in_channels", "", int, path, lambda v: v >= 1, "an integer >= 1")
+    onnx = _require("onnx", "reading an ONNX file")
+    check_graph_shapes(onnx.load(str(path), load_external_data=False), labels, in_channels, path)
     onnxruntime = _require("onnxruntime", "running an ONNX model")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
@@ -450,7 +505,6 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
         return torch.from_numpy(session.run(None, {input_name: array})[0])
 
     image_size = _metadata_number(metadata, "image_size", "0", int, path, lambda v: v >= 0, "an integer >= 0") or 0
-    in_channels = _metadata_number(metadata, "in_channels", "", int, path, lambda v: v >= 1, "an integer >= 1")
     threshold = _metadata_number(metadata, "threshold", "0.5", float, path, lambda v: 0 < v < 1,
                                  "a number between 0 and 1")
     member = Member(
@@ -463,7 +517,7 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
         info={"metadata": metadata, "session": session},
         context=_metadata_context(metadata, path),
         normalize=_metadata_normalize(metadata, path),
-        labels=_metadata_labels(metadata, path),
+        labels=labels,
     )
     return Predictor([member], tta=tta, threshold=threshold, batch_size=batch_size)
 
