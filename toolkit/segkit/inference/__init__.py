@@ -3,7 +3,8 @@
     predictor       runs, checkpoints or ONNX files -> one predictor (ensembles, TTA)
     predict         segkit predict: image files in, mask files (and overlays) out
     postprocess     largest connected component, per image or per case in 3D
-    export          segkit export: ONNX or TorchScript with segkit's metadata, and reading them back
+    export          segkit export: ONNX or TorchScript with segkit's metadata
+    onnx_file       a segkit ONNX export read back (metadata, graph checks, predictor), as untrusted input
     overlays        label colours and the overlay with a legend
 
 Modules are imported when used; importing this package imports nothing.
