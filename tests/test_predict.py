@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from clihelp import segkit
 from segkit.cli import cli
 from segkit.errors import ConfigError
-from segkit.inference.predict import case_of_file, expand_inputs, split_arguments
+from segkit.inference.inputs import case_of_file, expand_inputs, split_arguments
 
 
 def write_images(folder: Path, names: list[str], size: tuple[int, int] = (40, 24), channels: int = 3) -> list[Path]:

@@ -37,7 +37,8 @@ def predict_command(arguments: tuple[str, ...], out: str, checkpoint: str | None
     from segkit.evaluation.cv import inference_settings
     from segkit.errors import ConfigError
     from segkit.inference.predictor import load_predictor
-    from segkit.inference.predict import expand_inputs, predict_files, split_arguments
+    from segkit.inference.inputs import expand_inputs, split_arguments
+    from segkit.inference.predict import predict_files
 
     if threshold is not None and not 0 < threshold < 1:
         raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}.")

@@ -212,7 +212,7 @@ def evaluate_predictor(
     and scored with the boundary metrics (:mod:`segkit.evaluation.surface`) into it. With
     ``progress``, :func:`segkit.progress.track` reports it on stderr as ``description``.
     """
-    from segkit.inference.predictor import predict_stream
+    from segkit.inference.stream import predict_stream
     from segkit.progress import track
     from segkit.labels import Labels
     from segkit.evaluation.metrics import MetricAccumulator, label_counts

@@ -1,6 +1,8 @@
 """Using a trained model: predictors, prediction files, post-processing and export.
 
     predictor       runs, checkpoints or ONNX files -> one predictor (ensembles, TTA)
+    stream          images through a predictor in batches and in order, case by case
+    inputs          what segkit predict is given: model sources, image files, case ids
     predict         segkit predict: image files in, mask files (and overlays) out
     postprocess     largest connected component, per image or per case in 3D
     export          segkit export: ONNX or TorchScript with segkit's metadata

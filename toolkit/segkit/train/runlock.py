@@ -50,7 +50,7 @@ class RunLock:
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        except OSError as error:
+        except OSError:
             if os.path.islink(self.path):
                 raise ConfigError(f"{self.path} is a symbolic link (to {os.readlink(self.path)}); segkit never writes "
                                   "through a link out of a run directory. Delete the link (a run lock is a plain "
