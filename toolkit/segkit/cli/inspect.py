@@ -17,7 +17,8 @@ from segkit.cli import plugin_option, registry_from_context
 @click.option("--out", "--grid", "grid_path", type=click.Path(dir_okay=False),
               help="Where to write the sample grid PNG. Default: <dataset>-samples.png in the current folder.")
 @click.option("--overwrite", is_flag=True, help="Replace the grid file when it exists.")
-@click.option("--samples", default=5, show_default=True, help="Slices per row in the grid.")
+@click.option("--samples", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="Slices per row in the grid (1 to 100).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @plugin_option
 def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, ...], grid_path: str | None,

@@ -337,8 +337,9 @@ def evaluate_runs(
         raise unknown_name("postprocess mode", postprocess, POSTPROCESS_MODES)
     if threshold is not None and not 0 < threshold < 1:
         raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}.")
-    if not tolerance >= 0:
-        raise ConfigError(f"--tolerance must be 0 or more (a distance in pixels, or in the dataset's spacing), got "
+    if not 0 <= tolerance < float("inf"):
+        raise ConfigError(f"--tolerance must be a finite distance of 0 or more (in pixels, or in the dataset's "
+                          f"spacing), e.g. 1 or 2 mm, got "
                           f"{tolerance}.")
     _check_sources(sources)
     registry = registry or get_registry()

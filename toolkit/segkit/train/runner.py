@@ -276,6 +276,7 @@ def _train(
     labels = assemble.fill_labels(config, dataset, registry)
     assemble.fill_model_defaults(config, dataset, registry)
     assemble.fill_monitor(config, dataset)
+    assemble.check_memory(config, dataset, registry, device)
     from segkit.data import read_splits, write_splits
 
     split = read_splits(run.splits, dataset.index) if resume else assemble.make_split(config, dataset)
