@@ -232,6 +232,8 @@ def train(
         refusal = dist.broadcast(refusal)
         if refusal:
             raise ConfigError(refusal)
+        if dist.is_main:  # this process now is the run's only writer
+            run.remove_stale_temporaries()
         try:
             events = RunEvents(getattr(registry, "manager", None), str(run.root), config.train.loggers,
                                active=dist.is_main)
