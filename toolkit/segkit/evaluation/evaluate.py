@@ -28,7 +28,6 @@ __all__ = [
     "evaluate_predictor",
     "evaluate_runs",
     "select_data",
-    "trained_on",
 ]
 
 SPLIT_CHOICES: tuple[str, ...] = ("test", "val", "train", "all")
@@ -298,46 +297,6 @@ def per_case_csv_path(home: Path, sources: Sequence[str | Path], data: Evaluatio
     return home / "evaluation" / ("-".join(parts) + "-per-case.csv")
 
 
-def trained_on(data: EvaluationData, sources: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Each source run that trained on evaluated cases: ``{"run", "cases", "of"}`` (from its ``splits.csv``).
-
-    A case counts when its id (or, for an older splits.csv without a case column, one of its
-    items) is in the run's training split: the same patient is the same patient, whichever folder
-    or dataset name it is read from.
-    """
-    import pandas as pd
-
-    index = data.dataset.index.iloc[data.positions]
-    cases = index["case"].astype(str)
-    found = []
-    for source in sources:
-        run = run_directory(source)
-        if run is None or not (run / "splits.csv").is_file():
-            continue
-        try:
-            table = pd.read_csv(run / "splits.csv", dtype=str)
-        except (OSError, ValueError):
-            continue  # a damaged splits.csv is reported by whatever needs it
-        if "split" not in table.columns:
-            continue
-        train = table.loc[table["split"] == "train"]
-        if "case" in table.columns:
-            seen = set(cases) & set(train["case"].dropna())
-        else:
-            seen = set(cases[index["item"].astype(str).isin(set(train["item"]))])
-        if seen:
-            found.append({"run": str(run), "cases": len(seen), "of": int(cases.nunique()),
-                          "example": sorted(seen)[0]})
-    return found
-
-
-def _trained_on_message(found: list[dict[str, Any]]) -> str:
-    first = found[0]
-    others = f" (and {len(found) - 1} other model(s) likewise)" if len(found) > 1 else ""
-    return (f"run {first['run']!r} trained on {first['cases']} of the {first['of']} evaluated cases (e.g. "
-            f"{first['example']}){others}, so these scores are optimistic, not a test of unseen cases.")
-
-
 def evaluate_runs(
     sources: Sequence[str | Path],
     *,
@@ -362,8 +321,8 @@ def evaluate_runs(
     The report's ``surface`` holds the per-case boundary metrics (HD95, ASSD, surface Dice at
     ``tolerance``; :mod:`segkit.evaluation.surface_report`).
 
-    Evaluated cases that a source trained on (:func:`trained_on`) make a warning and the report's
-    ``trained_on``; with ``refuse_trained`` (what is evaluated, e.g. "cross-validation runs/cv") they
+    Evaluated cases that a source trained on (:func:`~segkit.evaluation.seen.trained_on`) make a
+    warning and the report's ``trained_on``; with ``refuse_trained`` (what is evaluated, e.g. "cross-validation runs/cv") they
     are a :class:`ConfigError` before anything is predicted.
     """
     from segkit.inference.predictor import load_predictor
@@ -391,6 +350,8 @@ def evaluate_runs(
                        normalize=predictor.normalize, labels=predictor.labels)
     run_metrics = read_toml(first / "config.toml")["metrics"].get("names", []) if first is not None else []
     metrics = build_metric_set(registry, run_metrics)
+    from segkit.evaluation.seen import trained_on, trained_on_message
+
     seen = trained_on(data, sources)
     if seen and refuse_trained:
         folds = "; ".join(f"{Path(f['run']).name} on {f['cases']} of {f['of']}" for f in seen)
@@ -399,7 +360,7 @@ def evaluate_runs(
                           "its models trained on (remove those patients from the folder), or read its out-of-fold "
                           "scores in cv-report.json; nothing was written.")
     if seen:
-        warn(_trained_on_message(seen))
+        warn(trained_on_message(seen))
     thresholds = {m.threshold for m in predictor.members}
     if threshold is None and len(thresholds) > 1:
         warn(f"the models were trained with different thresholds {sorted(thresholds)}; using the first, "
@@ -471,7 +432,9 @@ def format_report(report: dict[str, Any]) -> str:
             for name in ("hd95", "assd", "surface_dice"):
                 lines.append(f"{prefix + name:<40}{scores[name]['mean']:>10.4f}{scores[name]['median']:>10.4f}")
     if report.get("trained_on"):
-        lines += ["", "NOT UNSEEN DATA: " + _trained_on_message(report["trained_on"])]
+        from segkit.evaluation.seen import trained_on_message
+
+        lines += ["", "NOT UNSEEN DATA: " + trained_on_message(report["trained_on"])]
     if report.get("per_case_csv"):
         lines += ["", f"per-case scores written to {report['per_case_csv']}"]
     return "\n".join(lines)
