@@ -179,17 +179,34 @@ def test_the_folds_act_as_one_ensemble_in_evaluate_and_predict(cv_dir: Path, tmp
     own = segkit("evaluate", str(cv_dir))
     assert own.returncode == 2 and "cv-report.json" in own.stderr and "Traceback" not in own.stderr
 
-    result = segkit("evaluate", str(cv_dir), "--json", "--dataset", "synthetic")
+    # its own data read under another name is still its own data: the fold models trained on those cases
+    before = sorted(p.name for p in (cv_dir / "fold-0").rglob("*"))
+    again = segkit("evaluate", str(cv_dir), "--dataset", "synthetic")
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "its models trained on cases of this data" in again.stderr and "nothing was written" in again.stderr
+    assert sorted(p.name for p in (cv_dir / "fold-0").rglob("*")) == before
+
+    import cv2
+
+    new = tmp_path / "new"  # cases none of the fold models saw
+    for sub in ("images", "masks"):
+        (new / sub).mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        cv2.imwrite(str(new / "images" / f"new_{i}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:16 + i, 8:20] = 255
+        cv2.imwrite(str(new / "masks" / f"new_{i}.png"), mask)
+    result = segkit("evaluate", str(cv_dir), "--json", "--dataset", "folder", "--data-root", str(new))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
+    assert report["trained_on"] == []
     assert len(report["checkpoints"]) == FOLDS and all(c.endswith("last.pt") for c in report["checkpoints"])
     chosen = json.loads((cv_dir / "cv.json").read_text())["chosen"]
     assert report["tta"] == chosen["tta"] and report["postprocess"] == chosen["postprocess"]
-    forced = json.loads(segkit("evaluate", str(cv_dir), "--json", "--dataset", "synthetic", "--no-tta",
-                               "--postprocess", "none").stdout)
+    forced = json.loads(segkit("evaluate", str(cv_dir), "--json", "--dataset", "folder", "--data-root", str(new),
+                               "--no-tta", "--postprocess", "none").stdout)
     assert forced["tta"] is False and forced["postprocess"] == "none"
-
-    import cv2
 
     images = tmp_path / "images"
     images.mkdir()

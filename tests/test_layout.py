@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"segkit": REPO / "toolkit" / "segkit", "segkit_builtins": REPO / "plugins" / "segkit_builtins"}
 #: The core's top folder: the shared modules every stage uses, the public testing name, and the
 #: deprecated forwarders to components/.
-TOP_MODULES = {"__init__", "__main__", "errors", "config", "labels", "tomlio", "fileio", "progress", "testing",
+TOP_MODULES = {"__init__", "__main__", "errors", "config", "labels", "tomlio", "fileio", "progress", "memory", "testing",
                "registry", "plugins", "hookspecs"}
 DEPRECATED = {"registry": "segkit.components.registry", "plugins": "segkit.components.plugins",
               "hookspecs": "segkit.components.hookspecs"}

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from segkit.errors import ConfigError, unknown_name
-from segkit.components.params import check_params
+from segkit.components.params import check_numbers, check_params
 from segkit.tomlio import parse_toml_value, read_toml
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "monitored_metric",
     "AUTO_LOSS",
     "task_loss",
+    "MAX_EPOCHS",
+    "check_epochs",
 ]
 
 COMPONENT_SECTIONS = ("model", "loss", "dataset")
@@ -246,11 +249,49 @@ def _settings(cls: type, section: str, values: Mapping[str, Any]) -> Any:
     return cls(**checked)
 
 
+#: More epochs than any run trains: a typo (``1e23``) or a wish for "until I stop it", which is
+#: ``train.max_minutes`` (a time budget) or ``train.patience`` (stop when it no longer improves).
+MAX_EPOCHS = 100_000
+#: Seeds the random generators take: torch up to 2**63 - 1; scikit-learn's splitters below 2**32.
+MAX_TRAIN_SEED = 2**63 - 1
+MAX_SPLIT_SEED = 2**32 - 1
+
+
+def check_epochs(epochs: int, what: str = "train.epochs") -> str | None:
+    """Why ``epochs`` cannot be trained (None when it can): below 1, or beyond :data:`MAX_EPOCHS`."""
+    if epochs < 1:
+        return f"{what} must be at least 1, got {epochs}"
+    if epochs > MAX_EPOCHS:
+        return (f"{what} = {epochs} is more than any run can train (at most {MAX_EPOCHS}); for a time budget set "
+                "train.max_minutes (the epochs it holds are planned after the first), to stop when the score no "
+                "longer improves set train.patience")
+    return None
+
+
+def _non_finite(config: RunConfig) -> list[str]:
+    """``section.key`` of every float setting that is infinite or not a number."""
+    found = []
+    for section in ("task", "metrics", "split", "train"):
+        for key, value in dataclasses.asdict(getattr(config, section)).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                found.append(f"{section}.{key} must be a finite number, got {value}")
+    return found
+
+
 def _check_ranges(config: RunConfig) -> None:
     t, s, m = config.train, config.split, config.metrics
-    problems = []
-    if t.epochs < 1:
-        problems.append(f"train.epochs must be at least 1, got {t.epochs}")
+    problems = _non_finite(config)
+    if problems:  # the comparisons below would let infinities and NaN through
+        raise ConfigError("impossible settings: " + "; ".join(problems) + ".")
+    epochs_problem = check_epochs(t.epochs)
+    if epochs_problem:
+        problems.append(epochs_problem)
+    if not 0 <= t.seed <= MAX_TRAIN_SEED:
+        problems.append(f"train.seed must be between 0 and 2**63 - 1 (torch's generator), got {t.seed}")
+    if not 0 <= s.seed <= MAX_SPLIT_SEED:
+        problems.append(f"split.seed must be between 0 and 2**32 - 1 (scikit-learn's splitters), got {s.seed}")
+    if not 0 <= t.momentum < 1:
+        problems.append(f"train.momentum (SGD) must be in [0, 1), e.g. 0.9 or 0.99 (nnU-Net), got {t.momentum}")
     if t.batch_size < 1:
         problems.append(f"train.batch_size must be at least 1, got {t.batch_size}")
     if not t.lr > 0:
@@ -322,6 +363,7 @@ def validate_config(document: Mapping[str, Mapping[str, Any]], registry: Any) ->
             specs[section] = ComponentSpec(name, _check_auto_loss(values, registry))
             continue
         component = registry.get(section, name)
+        check_numbers(f"{section} {name!r}", values)
         specs[section] = ComponentSpec(name, component.check_params(values))
     metrics = _settings(MetricsSettings, "metrics", document.get("metrics", {}))
     for metric in metrics.names:

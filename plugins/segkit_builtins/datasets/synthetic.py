@@ -38,6 +38,31 @@ LESION_TYPES = ("non_enhancing", "enhancing", "ring_enhancing")
 """The lesion types of the multi-class synthetic data, label values 1, 2, 3."""
 
 
+#: Bytes the generation of one slice takes per pixel (float32 fields, coordinates, image and mask).
+_WORK_BYTES_PER_PIXEL = 64
+#: Bytes of one index row (item, case, slice, has_lesion) and of one cached pixel (3 uint8 channels, a mask).
+_ROW_BYTES, _CACHED_BYTES_PER_PIXEL = 300, 4
+
+
+def _check_fits(count: int, size: int, cache: bool) -> None:
+    """A :class:`ConfigError` when ``count`` slices of ``size`` x ``size`` clearly cannot be held in memory."""
+    from segkit.memory import available_bytes, format_bytes
+
+    free = available_bytes()
+    pixels = size * size
+    if pixels * _WORK_BYTES_PER_PIXEL > free:
+        largest = int((free / _WORK_BYTES_PER_PIXEL) ** 0.5)
+        raise ConfigError(f"synthetic dataset: one {size}x{size} slice needs about "
+                          f"{format_bytes(pixels * _WORK_BYTES_PER_PIXEL)} to generate and this machine has "
+                          f"{format_bytes(free)} free; use size {largest} or less (the default is 48).")
+    per_item = _ROW_BYTES + (pixels * _CACHED_BYTES_PER_PIXEL if cache else 0)
+    if count * per_item > free:
+        raise ConfigError(f"synthetic dataset: {count} slices of {size}x{size} need at least "
+                          f"{format_bytes(count * per_item)}" + (" cached" if cache else "") + f" and this machine "
+                          f"has {format_bytes(free)} free; use count {free // per_item} or less"
+                          + (" (or cache = false)." if cache else "."))
+
+
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """A smooth random field in about [-1, 1]: coarse noise upsampled bicubically."""
     coarse = rng.standard_normal((cells, cells)).astype(np.float32)
@@ -104,6 +129,7 @@ class SyntheticDataset(SegmentationDataset):
         if isinstance(lesion_fraction, bool) or not isinstance(lesion_fraction, (int, float)) \
                 or not 0 <= lesion_fraction <= 1:
             raise ConfigError(f"synthetic dataset: lesion_fraction must be in [0, 1], got {lesion_fraction!r}")
+        _check_fits(count, size, cache)
         self.size, self.seed, self.slices_per_case = size, seed, slices_per_case
         self.lesion_fraction = float(lesion_fraction)
         has_lesion = [bool(self._item_rng(i).random() < self.lesion_fraction) for i in range(count)]

@@ -56,6 +56,7 @@ def evaluate_command(runs: tuple[str, ...], checkpoint: str | None, split: str |
         threshold=threshold, tta=tta, postprocess=postprocess, batch_size=batch_size, device=device, tolerance=tolerance,
         registry=registry_from_context(), progress=not quiet,
         warn=lambda message: click.echo(f"warning: {message}", err=True),
+        refuse_trained=f"cross-validation {cv_dirs[0]!r} cannot be scored on this data" if cv_dirs else "",
     )
     if as_json:
         click.echo(json.dumps(report, indent=2))

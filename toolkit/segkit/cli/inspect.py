@@ -31,7 +31,8 @@ def _channel(index: int, names: tuple[str, ...] | None) -> str:
 @click.option("--out", "--grid", "grid_path", type=click.Path(dir_okay=False),
               help="Write a sample grid PNG here. Without it, nothing is written.")
 @click.option("--overwrite", is_flag=True, help="Replace the grid file when it exists.")
-@click.option("--samples", default=5, show_default=True, help="Slices per row in the grid.")
+@click.option("--samples", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="Slices per row in the grid (1 to 100).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress (bars on a terminal, a line every 30 s in a log).")
 @plugin_option

@@ -154,6 +154,12 @@ def run_command(
             raise ConfigError(f"{resume!r} is not a segkit run directory (no config.toml).")
         allowed = {k: v for k, v in train_flags.items() if k in ("device", "workers") and v is not None}
         extend_to = train_flags.get("epochs")
+        if extend_to is not None:
+            from segkit.config import check_epochs
+
+            problem = check_epochs(extend_to, "--epochs")
+            if problem:
+                raise ConfigError(problem + ".")
         extra = [k for k, v in train_flags.items() if v is not None and k not in allowed and k != "epochs"]
         if extra:
             flag = {"loggers": "logger"}.get(extra[0], extra[0]).replace("_", "-")

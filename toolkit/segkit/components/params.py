@@ -18,7 +18,7 @@ from typing import Any
 from segkit.errors import ConfigError, unknown_name
 
 __all__ = ["Parameter", "signature_parameters", "accepts_extra", "passthrough_signature", "check_params", "type_name",
-           "coerce_value", "require_positive_ints"]
+           "coerce_value", "require_positive_ints", "check_numbers"]
 
 _EMPTY = inspect.Parameter.empty
 
@@ -233,3 +233,30 @@ def check_spacing(spacing: Any, where: str) -> tuple[float, ...] | None:
                           f"got {spacing!r}")
     return tuple(float(v) for v in values)
 
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _bad_number(value: Any) -> str | None:
+    """Why ``value`` (or a number inside a list, tuple or table) cannot be used; None when it can."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    if isinstance(value, int) and abs(value) > _INT64_MAX:
+        return f"{value} does not fit a 64-bit integer (the largest is 2**63 - 1)"
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else ()
+    return next((reason for reason in map(_bad_number, items) if reason), None)
+
+
+def check_numbers(what: str, params: Mapping[str, Any]) -> None:
+    """A :class:`ConfigError` for the first parameter holding an infinite, NaN or beyond-64-bit number.
+
+    No component can use such a value (torch, numpy and OpenCV take 64-bit integers and finite
+    sizes, rates and fractions), so it is refused before anything is built.
+    """
+    for key, value in params.items():
+        reason = _bad_number(value)
+        if reason:
+            raise ConfigError(f"parameter {key!r} of {what}: {reason}; give a finite value in the range it means.")

@@ -162,6 +162,11 @@ class SegmentationDataset(Dataset):
                 raise ConfigError(f"{type(self).__name__}: context = {self.context} stacks neighbouring slices, "
                                   "so it needs the slice number of every item, and this dataset has none (its "
                                   f"index has no 'slice' column). {CONTEXT_HELP}")
+            longest = int(self.index.groupby("case", sort=False).size().max()) if len(self.index) else 0
+            if self.context >= max(longest, 1):
+                raise ConfigError(f"{type(self).__name__}: context = {self.context} reaches beyond every case (the "
+                                  f"longest has {longest} slice(s), so context {max(longest - 1, 0)} already stacks "
+                                  "all of it); use a small context, 1 to 3 neighbours on each side.")
             self._neighbours = neighbour_positions(self.index, self.context)
 
     @property

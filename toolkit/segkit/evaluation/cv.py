@@ -165,6 +165,37 @@ def fold_state(fold_dir: str | Path) -> str:
     return "new"
 
 
+def _is_empty_fold(path: Path) -> bool:
+    """A ``fold-<k>`` folder whose run failed before training an epoch (it blocks nothing)."""
+    return path.is_dir() and path.name.startswith("fold-") and fold_state(path) == "new"
+
+
+def _trained_any(root: Path) -> bool:
+    """Whether a cross-validation directory holds a fold that trained at least one epoch.
+
+    One that does not (its first fold failed on bad data or a bad setting) is started afresh by
+    the corrected command, whatever settings its cv.json recorded.
+    """
+    try:
+        folds = read_cv(root)["folds"]
+    except CheckpointError:
+        return True  # a damaged cv.json: refuse below, do not overwrite what cannot be read
+    return any(fold_state(fold_directory(root, k)) != "new" for k in range(folds))
+
+
+def _check_fold_count(config: Any, registry: Any, folds: int) -> None:
+    """A :class:`ConfigError` when the data has fewer cases than ``folds`` (each fold validates at least one)."""
+    dataset = registry.build("dataset", config.dataset.name, **config.dataset.params)
+    cases = int(dataset.index["case"].nunique()) if len(dataset) else 0
+    if cases < 2:
+        raise ConfigError(f"cross-validation needs at least 2 cases, and dataset {config.dataset.name!r} has {cases}. "
+                          "Nothing was written.")
+    if folds > cases:
+        raise ConfigError(f"--folds {folds} needs at least {folds} cases (each fold validates on its own), and "
+                          f"dataset {config.dataset.name!r} has {cases}; use --folds {min(5, cases)}"
+                          + (f" (up to {cases})" if cases > 5 else "") + ". Nothing was written.")
+
+
 def run_cv(
     document: dict[str, dict[str, Any]],
     registry: Any,
@@ -192,8 +223,10 @@ def run_cv(
         raise ConfigError(f"--fold {wrong[0]} is not a fold of a {folds}-fold cross-validation: give 0 to {folds - 1} "
                           "(the fold-<k> folders).")
     root = Path(out)
-    fold_configs = [validate_config(_fold_document(document, folds, k), registry) for k in range(folds)]
-    if is_cv_directory(root):
+    first = validate_config(_fold_document(document, folds, 0), registry)
+    _check_fold_count(first, registry, folds)  # before anything is written: a refused command leaves no cv.json
+    fold_configs = [first] + [validate_config(_fold_document(document, folds, k), registry) for k in range(1, folds)]
+    if is_cv_directory(root) and _trained_any(root):
         info = read_cv(root)
         if info["folds"] != folds:
             raise ConfigError(f"{root} holds a {info['folds']}-fold cross-validation; this command asks for {folds} "
@@ -201,7 +234,8 @@ def run_cv(
         if _comparable(info.get("config", {})) != _comparable(fold_configs[0].to_dict()):
             raise ConfigError(f"{root} holds a cross-validation with other settings (see {root / CV_FILE}). "
                               "Use another --out, or repeat its command exactly to continue it.")
-    elif root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):  # another --fold's temp file
+    elif root.exists() and any(not p.name.startswith(".") and p.name != CV_FILE and not _is_empty_fold(p)
+                               for p in root.iterdir()):  # another --fold's temp file
         raise ConfigError(f"{root} exists and is not a cross-validation directory; choose another --out.")
     root.mkdir(parents=True, exist_ok=True)
     info = {"folds": folds, "status": "training", "checkpoint": CHECKPOINT, "config": fold_configs[0].to_dict()}

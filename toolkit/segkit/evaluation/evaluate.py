@@ -258,9 +258,25 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
+def checkpoint_label(home: Path, checkpoint: str) -> str:
+    """``best``/``last`` (or a file's stem) for the run's own checkpoints; a file elsewhere adds a digest of its path.
+
+    ``--checkpoint OTHER/checkpoints/last.pt`` then never writes over the scores of ``--checkpoint last``.
+    """
+    if checkpoint in ("best", "last"):
+        return checkpoint
+    path = Path(checkpoint).expanduser().resolve()
+    if path.parent == (home / "checkpoints").resolve():
+        return path.stem
+    return f"{path.stem}-{_digest(str(path))}"
+
+
 def per_case_csv_path(home: Path, sources: Sequence[str | Path], data: EvaluationData, checkpoint: str,
                       tta: bool, postprocess: str, threshold: float, default_threshold: float) -> Path:
-    """``<run>/evaluation/[ensemble<N>-<hash>-][<dataset>-<hash>-]<split>[-<ckpt>][-t<T>][-tta][-lcc]-per-case.csv``."""
+    """``<run>/evaluation/[ensemble<N>-<hash>-][<dataset>-<hash>-]<split>[-<ckpt>][-t<T>][-tta][-lcc]-per-case.csv``.
+
+    ``<ckpt>`` is :func:`checkpoint_label`: a checkpoint outside the run carries a digest of its path.
+    """
     parts = []
     if len(sources) > 1:
         parts.append(f"ensemble{len(sources)}-{_digest(sorted(str(Path(s).resolve()) for s in sources))}")
@@ -271,7 +287,7 @@ def per_case_csv_path(home: Path, sources: Sequence[str | Path], data: Evaluatio
         parts.append(f"{data.dataset_name}-{_digest(data.dataset_name, data.root, len(index), index['item'].astype(str).tolist()[:50])}")
     parts.append(data.split)
     if checkpoint != "best":
-        parts.append(Path(checkpoint).stem)
+        parts.append(checkpoint_label(home, checkpoint))
     if abs(threshold - default_threshold) > 1e-12:
         parts.append(f"t{threshold:g}")
     if tta:
@@ -279,26 +295,6 @@ def per_case_csv_path(home: Path, sources: Sequence[str | Path], data: Evaluatio
     if postprocess != "none":
         parts.append(postprocess)
     return home / "evaluation" / ("-".join(parts) + "-per-case.csv")
-
-
-def _leakage(data: EvaluationData, sources: Sequence[str | Path], first: Path | None) -> list[str]:
-    """Warnings for ensemble members that trained on items being evaluated."""
-    import pandas as pd
-
-    if data.split == "all" or data.foreign:
-        return []
-    items = set(data.dataset.index["item"].astype(str).iloc[data.positions])
-    notes = []
-    for source in sources:
-        run = run_directory(source)
-        if run is None or run == first or not (run / "splits.csv").is_file():
-            continue
-        table = pd.read_csv(run / "splits.csv", dtype=str)
-        seen = items & set(table.loc[table["split"] == "train", "item"])
-        if seen:
-            notes.append(f"run {str(run)!r} trained on {len(seen)} of the {len(items)} evaluated items "
-                         "(its split differs), so these scores are optimistic.")
-    return notes
 
 
 def evaluate_runs(
@@ -318,11 +314,16 @@ def evaluate_runs(
     warn: Callable[[str], None] = lambda _message: None,
     write_csv: bool = True,
     tolerance: float = 1.0,
+    refuse_trained: str = "",
 ) -> dict[str, Any]:
     """Evaluate one run or an ensemble; returns the report (see :meth:`MetricAccumulator.compute`) plus settings.
 
     The report's ``surface`` holds the per-case boundary metrics (HD95, ASSD, surface Dice at
     ``tolerance``; :mod:`segkit.evaluation.surface_report`).
+
+    Evaluated cases that a source trained on (:func:`~segkit.evaluation.seen.trained_on`) make a
+    warning and the report's ``trained_on``; with ``refuse_trained`` (what is evaluated, e.g. "cross-validation runs/cv") they
+    are a :class:`ConfigError` before anything is predicted.
     """
     from segkit.inference.predictor import load_predictor
     from segkit.inference.postprocess import POSTPROCESS_MODES
@@ -337,8 +338,9 @@ def evaluate_runs(
         raise unknown_name("postprocess mode", postprocess, POSTPROCESS_MODES)
     if threshold is not None and not 0 < threshold < 1:
         raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}.")
-    if not tolerance >= 0:
-        raise ConfigError(f"--tolerance must be 0 or more (a distance in pixels, or in the dataset's spacing), got "
+    if not 0 <= tolerance < float("inf"):
+        raise ConfigError(f"--tolerance must be a finite distance of 0 or more (in pixels, or in the dataset's "
+                          f"spacing), e.g. 1 or 2 mm, got "
                           f"{tolerance}.")
     _check_sources(sources)
     registry = registry or get_registry()
@@ -348,8 +350,17 @@ def evaluate_runs(
                        normalize=predictor.normalize, labels=predictor.labels)
     run_metrics = read_toml(first / "config.toml")["metrics"].get("names", []) if first is not None else []
     metrics = build_metric_set(registry, run_metrics)
-    for note in _leakage(data, sources, first):
-        warn(note)
+    from segkit.evaluation.seen import trained_on, trained_on_message
+
+    seen = trained_on(data, sources)
+    if seen and refuse_trained:
+        folds = "; ".join(f"{Path(f['run']).name} on {f['cases']} of {f['of']}" for f in seen)
+        raise ConfigError(f"{refuse_trained}: its models trained on cases of this data ({folds}; e.g. "
+                          f"{seen[0]['example']}), so its scores here would be optimistic. Score it on cases none of "
+                          "its models trained on (remove those patients from the folder), or read its out-of-fold "
+                          "scores in cv-report.json; nothing was written.")
+    if seen:
+        warn(trained_on_message(seen))
     argmax = predictor.labels.mode == "multiclass"
     if argmax and threshold is not None:
         raise ConfigError("--threshold does nothing here: a multiclass run takes the most probable label per pixel "
@@ -376,6 +387,7 @@ def evaluate_runs(
         "decision": "argmax" if argmax else "threshold",
         "tta": tta,
         "postprocess": postprocess,
+        "trained_on": seen,
     })
     if write_csv:
         home = first if first is not None else Path(sources[0]).parent
@@ -431,6 +443,10 @@ def format_report(report: dict[str, Any]) -> str:
         for prefix, scores in rows:
             for name in ("hd95", "assd", "surface_dice"):
                 lines.append(f"{prefix + name:<40}{scores[name]['mean']:>10.4f}{scores[name]['median']:>10.4f}")
+    if report.get("trained_on"):
+        from segkit.evaluation.seen import trained_on_message
+
+        lines += ["", "NOT UNSEEN DATA: " + trained_on_message(report["trained_on"])]
     if report.get("per_case_csv"):
         lines += ["", f"per-case scores written to {report['per_case_csv']}"]
     return "\n".join(lines)

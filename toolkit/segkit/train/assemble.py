@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
@@ -217,6 +218,20 @@ def fill_monitor(config: RunConfig, dataset: Any) -> None:
 
     cases = dataset.index["case"]
     config.metrics.monitor = resolve_monitor(config.metrics.monitor, config.metrics.names, cases.nunique() < len(cases))
+
+
+def check_memory(config: RunConfig, dataset: Any, registry: Any, device: torch.device) -> None:
+    """A :class:`ConfigError` when one training step clearly needs more memory than ``device`` has free.
+
+    The images' size is ``train.image_size`` or the first item's (read without 2.5D context).
+    """
+    from segkit.train.footprint import check_training_fits, training_footprint
+
+    size = config.train.image_size
+    height, width = (size, size) if size else np.asarray(dataset.read_raw(0)[0]).shape[:2]
+    channels = int(config.model.params.get("in_channels", dataset.in_channels))
+    footprint = training_footprint(lambda: build_model(config, registry), channels, int(height), int(width))
+    check_training_fits(footprint, config.train.batch_size, (int(height), int(width)), device, config.model.name)
 
 
 def build_model(config: RunConfig, registry: Any) -> torch.nn.Module:

@@ -15,7 +15,7 @@ from typing import Any
 
 from segkit.components.hookspecs import hookimpl
 
-__all__ = ["TensorBoardLogger", "MLflowLogger", "flatten_config"]
+__all__ = ["TensorBoardLogger", "MLflowLogger", "flatten_config", "check_tracking_server"]
 
 
 class TensorBoardLogger:
@@ -88,6 +88,44 @@ def flatten_config(config: dict[str, Any]) -> dict[str, str]:
     return flat
 
 
+#: Seconds to wait for an MLflow server before the run is refused, and per request during the run.
+MLFLOW_CONNECT_TIMEOUT = 5.0
+MLFLOW_REQUEST_TIMEOUT = "10"
+MLFLOW_REQUEST_RETRIES = "1"
+
+
+def check_tracking_server() -> None:
+    """A :class:`ConfigError` when MLflow's tracking URI is an HTTP server that does not answer.
+
+    MLflow itself retries an unreachable server for minutes without a word; this checks once,
+    within :data:`MLFLOW_CONNECT_TIMEOUT` seconds, before the run starts. Later requests time
+    out after :data:`MLFLOW_REQUEST_TIMEOUT` seconds with one retry (unless the ``MLFLOW_HTTP_REQUEST_*``
+    variables say otherwise), so a server that goes away mid-run costs one warning, not the run.
+    """
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    from mlflow.tracking import get_tracking_uri
+
+    from segkit.errors import ConfigError
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", MLFLOW_REQUEST_TIMEOUT)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", MLFLOW_REQUEST_RETRIES)
+    uri = get_tracking_uri()
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return  # a file or database store: MLflow reports its own errors at once
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=MLFLOW_CONNECT_TIMEOUT):
+            pass
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--logger mlflow: the tracking server {uri} does not answer ({error}). Start it, set "
+                          "MLFLOW_TRACKING_URI to one that runs (or to sqlite:///mlflow.db), or drop --logger mlflow; "
+                          "nothing was trained.") from None
+
+
 class MLflowLogger:
     """Logs a run to MLflow: its configuration as parameters, every epoch's numbers, the summary.
 
@@ -108,6 +146,7 @@ class MLflowLogger:
         self.client: Any = None
         self.run_id: str | None = None
         self.finished = False
+        check_tracking_server()
 
     def _start(self, run_dir: str, config: dict[str, Any], resumed: bool) -> None:
         import os

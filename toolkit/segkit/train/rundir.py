@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,21 @@ from typing import Any
 from segkit.tomlio import atomic_write_text, dumps_toml
 
 __all__ = ["RunDirectory"]
+
+_TEMPORARY = re.compile(r"\..+\.tmp-(\d+)")
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (one we may not signal runs too)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
 
 
 class RunDirectory:
@@ -52,6 +68,23 @@ class RunDirectory:
     @property
     def best(self) -> Path:
         return self.checkpoints / "best.pt"
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files (``.NAME.tmp-PID``) that killed writers left behind; return them.
+
+        An atomic write (:mod:`segkit.fileio`) leaves its temporary file only when its process was
+        killed mid-write (SIGKILL, power loss); a file whose process still runs is left alone.
+        """
+        removed = []
+        for folder in (self.root, self.checkpoints, self.root / "evaluation"):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                match = _TEMPORARY.fullmatch(path.name)
+                if match and path.is_file() and not _process_alive(int(match.group(1))):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return removed
 
     def create(self) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -240,6 +240,8 @@ def train(
         refusal = dist.broadcast(refusal)
         if refusal:
             raise ConfigError(refusal)
+        if dist.is_main:  # this process now is the run's only writer
+            run.remove_stale_temporaries()
         try:
             events = RunEvents(getattr(registry, "manager", None), str(run.root), config.train.loggers,
                                active=dist.is_main)
@@ -285,6 +287,7 @@ def _train(
     assemble.fill_model_defaults(config, dataset, registry)
     assemble.fill_dataset_defaults(config, registry)
     assemble.fill_monitor(config, dataset)
+    assemble.check_memory(config, dataset, registry, device)
     from segkit.data import read_splits, write_splits
 
     split = read_splits(run.splits, dataset.index) if resume else assemble.make_split(config, dataset)

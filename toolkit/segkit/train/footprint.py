@@ -1,0 +1,112 @@
+"""The memory one training step needs, estimated without allocating it, and a refusal when it cannot fit.
+
+The model is built on PyTorch's ``meta`` device (shapes without storage) and run on one
+batch of that device, so any model's weights and activations are counted from its own
+code: a ``model.width``, ``--image-size``, ``--batch-size`` or 2.5D ``context`` that no
+machine here could hold is refused before the run directory is written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from segkit.errors import ConfigError
+from segkit.memory import available_bytes, format_bytes
+
+__all__ = ["Footprint", "training_footprint", "check_training_fits"]
+
+#: Copies of every weight during training: the weights, their gradients and Adam's two moments.
+STATE_COPIES = 4
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A lower bound of one training step's memory, in bytes."""
+
+    parameters: int
+    state_bytes: int
+    """Weights, gradients and optimizer state."""
+    activation_bytes_per_image: int | None
+    """Every module's output for one image (kept for the backward pass); None when the model cannot run on meta."""
+
+    def total(self, batch_size: int) -> int:
+        return self.state_bytes + batch_size * (self.activation_bytes_per_image or 0)
+
+
+def _tensor_bytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    return 0
+
+
+def training_footprint(build: Callable[[], torch.nn.Module], channels: int, height: int,
+                       width: int) -> Footprint | None:
+    """The footprint of the model ``build`` returns on images of ``channels x height x width``.
+
+    None when the model cannot be built on the meta device (then nothing is checked).
+    """
+    try:
+        with torch.device("meta"):
+            model = build()
+    except Exception:  # a model that needs real storage to build: leave the check to the allocation
+        return None
+    parameters = sum(p.numel() for p in model.parameters())
+    state = STATE_COPIES * sum(p.numel() * p.element_size() for p in model.parameters())
+    total = [0]
+
+    def count(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        total[0] += _tensor_bytes(output)
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        image = torch.empty((1, channels, height, width), device="meta")
+        model(image)
+        per_image: int | None = total[0] + image.numel() * image.element_size()
+    except Exception:  # an operation without a meta kernel, or a size the model rejects (it says so later)
+        per_image = None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Footprint(parameters, state, per_image)
+
+
+def check_training_fits(footprint: Footprint | None, batch_size: int, size: tuple[int, int], device: Any,
+                        model_name: str) -> None:
+    """A :class:`ConfigError` saying what would fit when one training step clearly needs more than ``device`` has."""
+    if footprint is None:
+        return
+    free = available_bytes(device)
+    needed = footprint.total(batch_size)
+    if needed <= free:
+        return
+    where = "GPU" if getattr(device, "type", "cpu") == "cuda" else "host"
+    shape = f"{size[0]}x{size[1]}"
+    parts = [f"one training step of model {model_name!r} needs at least {format_bytes(needed)}: "
+             f"{format_bytes(footprint.state_bytes)} for {footprint.parameters:,} weights with their gradients and "
+             "optimizer state"]
+    if footprint.activation_bytes_per_image:
+        parts.append(f" and {format_bytes(footprint.activation_bytes_per_image)} of activations per {shape} image "
+                     f"times a batch of {batch_size}")
+    parts.append(f"; this machine has {format_bytes(free)} of {where} memory free.")
+    room = free - footprint.state_bytes
+    if room <= 0:
+        parts.append(" The model alone does not fit: make it smaller (model.width, in_channels, dataset.context).")
+    elif footprint.activation_bytes_per_image:
+        fits = room // footprint.activation_bytes_per_image
+        if fits >= 1:
+            parts.append(f" At {shape}, --batch-size {int(fits)} or less would fit.")
+        else:
+            side = int(math.sqrt(room / footprint.activation_bytes_per_image * size[0] * size[1])) // 32 * 32
+            parts.append(f" Not even one {shape} image fits" + (
+                f"; try --image-size {side} or less." if side >= 32 else "; use a smaller model or image size."))
+    raise ConfigError("".join(parts))
