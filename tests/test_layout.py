@@ -21,7 +21,7 @@ TOP_MODULES = {"__init__", "__main__", "errors", "config", "labels", "tomlio", "
                "registry", "plugins", "hookspecs"}
 DEPRECATED = {"registry": "segkit.components.registry", "plugins": "segkit.components.plugins",
               "hookspecs": "segkit.components.hookspecs"}
-LONG = 400
+LONG = 420  # 'about 400 lines' (../shared/STYLE.md); past it a module says why
 CODE_FOLDERS = ("toolkit", "plugins", "tests", "benchmarks", "examples")
 
 

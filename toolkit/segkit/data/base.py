@@ -8,6 +8,10 @@ class adds per-case intensity normalisation (:mod:`segkit.data.intensity`), an
 optional cache of decoded slices, 2.5D context (neighbouring slices of the same
 case stacked as extra channels), the albumentations ``transform`` and the
 conversion to tensors.
+
+Why it is long: it is the one dataset contract every plugin builds on (the base class with its cache,
+per-case normalisation and 2.5D stacking, the subset view, and the file-pair dataset); the volume
+form lives in :mod:`segkit.data.volume` and case selection in :mod:`segkit.data.cases`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ choice, which was made on the very cases they score: each fold's cases are score
 the variant the other folds' cases choose (:func:`cross_fitted_choice`). ``DIR/cv.json``
 records the folds and the ensemble's choice; :func:`expand_sources` lets evaluate,
 predict and export take ``DIR`` as the ensemble of its fold models.
+
+Why it is long: it holds the whole of ``segkit cv`` (fold runs, the out-of-fold report and the
+nested choice of inference variant that keeps the headline honest), which share the fold layout
+and the report's fields; the fold models as predictors are the next part to move out.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ it has one); the probabilities are resized back, so the scores are computed at
 the resolution of the dataset's masks. Per-image, per-case (one 3D score per
 patient) and global (pooled) values come from one set of confusion counts.
 See docs/evaluation.md.
+
+Why it is long: ``segkit evaluate`` keeps its steps in one place (the data a source is scored on,
+the trained-case guard, scoring, per-case tables and their names, the printed report) because each
+reads the same sources and settings; the boundary metrics and the trained-case matching already
+live in :mod:`segkit.evaluation.surface_report` and :mod:`segkit.evaluation.seen`.
 """
 
 from __future__ import annotations

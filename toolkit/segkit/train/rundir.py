@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from segkit.errors import CheckpointError
 from segkit.tomlio import atomic_write_text, dumps_toml
 
-__all__ = ["RunDirectory"]
+__all__ = ["RunDirectory", "holds_a_run", "readable_checkpoint", "existing_run_message"]
 
 _TEMPORARY = re.compile(r"\..+\.tmp-(\d+)")
 
@@ -114,3 +115,40 @@ class RunDirectory:
     def write_timing(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """timing.csv: seconds and images/s per epoch (they vary between runs, so they live apart)."""
         atomic_write_text(self.timing, self._csv_text(rows))
+
+
+def holds_a_run(root: str | Path) -> bool:
+    """Whether ``root`` holds a run that trained at least one epoch, so a new run must not replace it.
+
+    A directory left by a run that failed before its first epoch ended (a config and an
+    epoch-0 last.pt, no metrics) does not: a retry with the same ``--out`` starts afresh.
+    """
+    from segkit.train.checkpoint import load_checkpoint
+
+    run = RunDirectory(root)
+    if not run.config.exists():
+        return False
+    if run.metrics.exists():
+        return True
+    if not run.last.is_file():
+        return False
+    try:
+        return int(load_checkpoint(run.last).get("epoch", 0)) > 0
+    except CheckpointError:
+        return True  # unreadable: keep it, the user decides
+
+
+def readable_checkpoint(path: Path) -> bool:
+    """Whether ``path`` loads as a segkit checkpoint."""
+    from segkit.train.checkpoint import load_checkpoint
+
+    try:
+        load_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def existing_run_message(root: str | Path) -> str:
+    return (f"run directory {str(root)!r} already holds a run. Resume it with 'segkit run --resume {root}', "
+            "or pass another --out.")

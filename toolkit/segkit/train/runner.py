@@ -28,8 +28,10 @@ from segkit.train.device_loader import choose_loader
 from segkit.train.events import RunEvents
 from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
 from segkit.train.schedule import budget_message, plan_schedule
-from segkit.train.rundir import RunDirectory
 from segkit.train.runlock import RunLock
+
+from segkit.train.final import case_samples, final_validation, headline, per_image_note, prediction_samples
+from segkit.train.rundir import RunDirectory, existing_run_message, holds_a_run, readable_checkpoint
 
 __all__ = ["train", "seed_everything", "versions", "existing_run_message", "holds_a_run", "plan_epochs", "headline"]
 
@@ -44,68 +46,6 @@ def versions() -> dict[str, str]:
     import segmentation_models_pytorch as smp
 
     return {"segkit": __version__, "torch": torch.__version__, "smp": smp.__version__, "python": platform.python_version()}
-
-
-def _prediction_samples(trainer: Trainer, view: Any, count: int = 6) -> list[tuple]:
-    """The validation items :func:`~segkit.train.plots.sample_positions` picks, with their predicted masks."""
-    from segkit.train.plots import sample_positions
-
-    chosen = sample_positions(view.index, count)
-    return _predict_items(trainer, view, chosen, [str(view.index["item"].iloc[i]) for i in chosen])
-
-
-def _predict_items(trainer: Trainer, view: Any, chosen: list[int], titles: list[str]) -> list[tuple]:
-    """``(centre slice image, truth, prediction, title)`` of items ``chosen`` of ``view``, predicted in one batch.
-
-    Truth and prediction are ``(H, W)`` for one foreground label, ``(K, H, W)`` (one per label) for several.
-    """
-    items = [view[i] for i in chosen]
-    trainer.module.eval()
-    with torch.inference_mode():  # one batch, not one forward pass per sample
-        logits = trainer.module(torch.stack([image for image, _ in items]).to(trainer.device)).float()
-    labels = trainer.labels
-    predictions = labels.class_masks(logits, trainer.config.metrics.threshold).cpu()
-    truths = labels.truth_masks(torch.stack([mask for _, mask in items]))
-    if not labels.several:
-        predictions, truths = predictions.any(dim=1), truths.any(dim=1)
-    per_slice = int(getattr(view, "slice_channels", items[0][0].shape[0]))
-    centre = int(getattr(view, "context", 0)) * per_slice  # with 2.5D context, show the slice being segmented
-    return [
-        (image[centre:centre + per_slice].permute(1, 2, 0).numpy(), truth.numpy(), prediction.numpy(), title)
-        for (image, _mask), truth, prediction, title in zip(items, truths, predictions, titles, strict=True)
-    ]
-
-
-def holds_a_run(root: str | Path) -> bool:
-    """Whether ``root`` holds a run that trained at least one epoch, so a new run must not replace it.
-
-    A directory left by a run that failed before its first epoch ended (a config and an
-    epoch-0 last.pt, no metrics) does not: a retry with the same ``--out`` starts afresh.
-    """
-    run = RunDirectory(root)
-    if not run.config.exists():
-        return False
-    if run.metrics.exists():
-        return True
-    if not run.last.is_file():
-        return False
-    try:
-        return int(load_checkpoint(run.last).get("epoch", 0)) > 0
-    except CheckpointError:
-        return True  # unreadable: keep it, the user decides
-
-
-def _readable(path: Path) -> bool:
-    try:
-        load_checkpoint(path)
-    except CheckpointError:
-        return False
-    return True
-
-
-def existing_run_message(root: str | Path) -> str:
-    return (f"run directory {str(root)!r} already holds a run. Resume it with 'segkit run --resume {root}', "
-            "or pass another --out.")
 
 
 def _batch_description(config: RunConfig, world_size: int) -> str:
@@ -130,60 +70,6 @@ def plan_epochs(budget_seconds: float, elapsed_seconds: float, max_epochs: int, 
     per_epoch = max(epoch_seconds if epoch_seconds is not None else elapsed_seconds / epochs_done, 1e-6)
     remaining = budget_seconds * 0.97 - elapsed_seconds
     return max(epochs_done, min(max_epochs, epochs_done + int(remaining // per_epoch)))
-
-
-def _per_image_note(row: dict[str, Any], monitor: str) -> str:
-    """``(per-image 0.81)`` beside a per-case or pooled monitor, so both are seen."""
-    metric = monitored_metric(monitor)
-    if monitor == metric or f"val_{metric}" not in row:
-        return ""
-    return f" (per-image {row[f'val_{metric}']:.4f})"
-
-
-def _final_validation(trainer: Trainer) -> tuple[int, int, Any]:
-    """``(lesion slices predicted empty, lesion slices, per-case table)`` on validation with the model as loaded."""
-    _loss, accumulator = trainer.evaluate("val")
-    counts = accumulator.counts().cpu()
-    if counts.ndim == 3:  # per label: a lesion slice holds any foreground label
-        counts = counts.sum(dim=1)
-    tp, fp, fn, _tn = counts.unbind(1)
-    lesion = (tp + fn) > 0
-    try:
-        table = accumulator.per_case_table()
-    except ValueError:  # no case ids: no table
-        table = None
-    return int((lesion & ((tp + fp) == 0)).sum()), int(lesion.sum()), table
-
-
-def _case_samples(trainer: Trainer, view: Any, table: Any, metric: str) -> list[tuple]:
-    """For cases.png: the largest-lesion slice of the best- and of the worst-scoring validation patient."""
-    if table is None or metric not in table.columns:
-        return []
-    scored = table[(table["tp"] + table["fn"]) > 0]
-    if scored.empty:
-        return []
-    picks = [("best", scored.loc[scored[metric].idxmax()]), ("worst", scored.loc[scored[metric].idxmin()])]
-    if picks[0][1]["case"] == picks[1][1]["case"]:
-        picks = picks[:1]
-    cases = view.index["case"].astype(str).to_numpy()
-    chosen, titles = [], []
-    for label, row in picks:
-        positions = [int(i) for i in np.flatnonzero(cases == str(row["case"]))]
-        chosen.append(max(positions, key=lambda i: int(view.read(i)[1].sum())))
-        titles.append(f"{label} patient {row['case']}\n(patient {metric} {float(row[metric]):.2f})")
-    return _predict_items(trainer, view, chosen, titles)
-
-
-def headline(summary: dict[str, Any], best_row: dict[str, Any], monitor: str, root: Path) -> str:
-    """The run's last line: the monitored (per-case or pooled) score first, per-image beside, lesions missed."""
-    metric = monitored_metric(monitor)
-    others = [f"{label} {best_row[key]:.4f}" for label, key in
-              (("per-case", f"val_{metric}_case"), ("per-image", f"val_{metric}"), ("pooled", f"val_{metric}_global"))
-              if key in best_row and key != f"val_{monitor}"]
-    missed, lesions = summary["lesion_slices_empty_prediction"], summary["lesion_slices"]
-    return (f"best val_{monitor} {summary['headline']['value']:.4f} at epoch {summary['best_epoch']}"
-            + (f" ({metric}: {', '.join(others)})" if others else "")
-            + f"; {missed} of {lesions} validation lesion slices got an empty prediction; outputs in {root}")
 
 
 def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: dict[str, Any],
@@ -338,7 +224,7 @@ def _train(
         elif start_epoch > total_epochs or state.get("finished"):
             raise CheckpointError(f"the run in {str(run.root)!r} already finished ({state['epoch']} epochs). "
                                   f"Train it longer with 'segkit run --resume {run.root} --epochs N'.")
-        if dist.broadcast(dist.is_main and stopper.best_epoch > 0 and not _readable(run.best)):
+        if dist.broadcast(dist.is_main and stopper.best_epoch > 0 and not readable_checkpoint(run.best)):
             say(f"note: {run.best} is missing or damaged, so the weights of the best epoch so far "
                 f"({stopper.best_epoch}) are lost; the best of the epochs trained from now on becomes best.pt")
             stopper.best_value, stopper.best_epoch = -math.inf, 0
@@ -434,7 +320,7 @@ def _train(
                     write_checkpoints(epoch, finished)
             completed = epoch
             monitor = config.metrics.monitor
-            beside = _per_image_note(result.row, monitor)
+            beside = per_image_note(result.row, monitor)
             say(f"epoch {epoch}/{total_epochs}  train_loss {result.row['train_loss']:.4f}  "
                 f"val_loss {result.row['val_loss']:.4f}  val_{monitor} {result.monitored:.4f}{beside}"
                 + ("  (best)" if improved else "") + f"  {result.timing['train_images_per_second']:.1f} img/s")
@@ -466,7 +352,7 @@ def _train(
     best_row = next(row for row in history if row["epoch"] == stopper.best_epoch)
     dist.barrier()  # best.pt is written; every rank scores the best model on its share of validation
     trainer.load_inference_state(load_checkpoint(run.best, map_location=device)["model_state"])
-    missed, lesion_slices, case_table = _final_validation(trainer)
+    missed, lesion_slices, case_table = final_validation(trainer)
     monitor = config.metrics.monitor
     summary = {
         "headline": {"name": f"val_{monitor}", "value": stopper.best_value, "epoch": stopper.best_epoch},
@@ -498,12 +384,12 @@ def _train(
                           "label_names": trainer.labels.foreground}
         plot_curves(history, list(metrics), run.root / "curves.png", monitor=f"val_{monitor}",
                     best_epoch=stopper.best_epoch, label_names=trainer.labels.foreground)
-        plot_predictions(_prediction_samples(trainer, view), run.root / "predictions.png", **figure_options)
+        plot_predictions(prediction_samples(trainer, view), run.root / "predictions.png", **figure_options)
         if case_table is not None and dist.world_size == 1:
             val_table = run.root / "evaluation" / "training-val-per-case.csv"
             val_table.parent.mkdir(exist_ok=True)
             atomic_write_text(val_table, case_table.to_csv(index=False, float_format="%.6g"))
-            samples = _case_samples(trainer, parts.views["val"], case_table, monitored_metric(monitor))
+            samples = case_samples(trainer, parts.views["val"], case_table, monitored_metric(monitor))
             if samples:
                 plot_predictions(samples, run.root / "cases.png", title="best and worst validation patients",
                                  **figure_options)
