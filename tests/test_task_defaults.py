@@ -61,7 +61,7 @@ def test_evaluate_of_a_multiclass_run_prints_no_threshold(multiclass_run: Path) 
     result = invoke("evaluate", str(multiclass_run))
     assert result.exit_code == 0, result.output[-3000:]
     assert "argmax" in result.output and "threshold" not in result.output
-    report = json.loads(invoke("evaluate", str(multiclass_run), "--json").output)
+    report = json.loads(invoke("evaluate", str(multiclass_run), "--json").stdout)  # progress lines go to stderr
     assert report["decision"] == "argmax"
 
 

@@ -244,7 +244,7 @@ def test_channels_last_always_trains_the_model_channels_last_on_cpu() -> None:
     from segkit.train import assemble
 
     registry = get_registry()
-    document = resolve_config(sets=["model.width=4", 'train.channels_last="always"'])
+    document = resolve_config(sets=["model.width=4", 'train.channels_last="always"', 'loss.name="bce_dice"'])
     document["model"].update({"in_channels": 3, "classes": 1})
     config = validate_config(document, registry)
     trainer = assemble.build_trainer(config, registry, {}, {}, {}, torch.device("cpu"), steps_per_epoch=1,
