@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from segkit.evaluation.runfiles import read_case_table, read_summary, read_text, trusted_image
+from segkit.evaluation.runfiles import read_case_table, read_summary, read_text, regular_file_inside, trusted_image
 from segkit.fileio import atomic_write_text
 
 __all__ = ["build_report", "write_report", "REPORT_NAME"]
@@ -109,17 +109,6 @@ def _shown(value: Any) -> str:
     return f"{number:.4f}" if not number.is_integer() else str(int(number)) if abs(number) < 1e15 else f"{number:g}"
 
 
-def _inside(root: Path, path: Path) -> bool:
-    """Whether ``path`` is a regular file (not a link) that really lies inside ``root``."""
-    if path.is_symlink() or not path.is_file():
-        return False
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 def _score_summary(columns: list[str], rows: list[dict[str, str]]) -> str:
     """Mean and median over the cases of every score column (per label ones included)."""
     lines = []
@@ -176,8 +165,8 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
     itself, and the page's Content-Security-Policy runs nothing but its own script.
     """
     root = Path(run_dir)
-    summary: dict[str, Any] = read_summary(root / "summary.json") if _inside(root, root / "summary.json") else {}
-    config_text = read_text(root / "config.toml") if _inside(root, root / "config.toml") else ""
+    summary: dict[str, Any] = read_summary(root / "summary.json") if regular_file_inside(root, root / "summary.json") else {}
+    config_text = read_text(root / "config.toml") if regular_file_inside(root, root / "config.toml") else ""
     headline = summary.get("headline") or {}
     metric = str(headline.get("name", "val_dice")).removeprefix("val_").removesuffix("_case").removesuffix("_global")
     parts = [f"<h1>segkit run {html.escape(root.resolve().name)}</h1>"]
@@ -202,7 +191,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
         if data is not None:
             parts.append(f"<h2>{html.escape(caption)}</h2>{_figure(name, data)}")
     evaluation = root / "evaluation"
-    tables = sorted(p for p in evaluation.glob("*-per-case.csv") if _inside(root, p)) \
+    tables = sorted(p for p in evaluation.glob("*-per-case.csv") if regular_file_inside(root, p)) \
         if evaluation.is_dir() and not evaluation.is_symlink() else []
     for path in tables:
         parts.append(f"<h2>{html.escape(_evaluation_title(path.name))}</h2><p>Mean and median over the cases, then "

@@ -24,7 +24,7 @@ from typing import Any
 
 from segkit.errors import RunFileError
 
-__all__ = ["read_summary", "read_case_table", "read_text", "trusted_image", "PNG_SIGNATURE"]
+__all__ = ["read_summary", "read_case_table", "read_text", "regular_file_inside", "trusted_image", "PNG_SIGNATURE"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -97,6 +97,18 @@ def read_case_table(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
     return columns, rows
 
 
+def regular_file_inside(root: str | Path, path: str | Path) -> bool:
+    """Whether ``path`` is a regular file (not a symbolic link) that really lies inside ``root``."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        path.resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def trusted_image(root: str | Path, name: str) -> bytes | None:
     """The PNG ``root/name`` when it is a regular file inside ``root``; None when there is none to embed.
 
@@ -105,11 +117,7 @@ def trusted_image(root: str | Path, name: str) -> bytes | None:
     """
     root = Path(root)
     path = root / name
-    if path.is_symlink() or not path.is_file():
-        return None
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
+    if not regular_file_inside(root, path):
         return None
     with path.open("rb") as handle:
         data = handle.read(MAX_FILE_BYTES + 1)
