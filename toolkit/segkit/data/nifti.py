@@ -86,7 +86,7 @@ def read_label(path: str | Path, classes: int) -> Volume:
     Labels stored as floats are accepted when every value is a whole number (some Decathlon files
     are float32); anything else names the file and the values found.
     """
-    volume = read_nifti(path, dtype=np.float64 if _stores_floats(Path(path)) else np.int64)
+    volume = read_nifti(path, dtype=np.float64)  # whole numbers of any stored type are exact in float64
     array = volume.array
     if array.ndim != 3:
         raise DataError(f"{volume.path} is a label volume of shape {array.shape}; labels are 3D, one value per voxel")
@@ -102,6 +102,3 @@ def read_label(path: str | Path, classes: int) -> Volume:
                         f"0 .. {classes - 1} (the labels the dataset declares); fix the file or the dataset's labels")
     return Volume(array.astype(np.uint8), volume.affine, volume.spacing, volume.path)
 
-
-def _stores_floats(path: Path) -> bool:
-    return np.issubdtype(_load(path).get_data_dtype(), np.floating)
