@@ -210,11 +210,6 @@ class VolumeDataset(SegmentationDataset):
         mask = np.take(label, number, axis=self.slice_axis)
         return self._pad(np.ascontiguousarray(np.moveaxis(plane, 0, -1))), self._pad(mask)
 
-    def case_paths(self, case: str) -> tuple[tuple[str, ...], str]:
-        """``(image paths, label path)`` of ``case``."""
-        row = self._rows[case]
-        return tuple(row.image_paths), str(row.label_path)
-
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({len(self.cases_table)} volumes, {len(self)} slices along axis "
                 f"{self.slice_axis}, {'x'.join(map(str, self.slice_shape))}, channels "
