@@ -76,6 +76,9 @@ class TrainSettings:
     loader: Literal["auto", "workers", "device"] = "auto"
     verify_data: bool = True
     loggers: list[str] = field(default_factory=list)
+    patch_size: list[int] = field(default_factory=list)
+    patches_per_epoch: int = 0
+    window_overlap: float = 0.5
 
 
 MONITOR_SUFFIXES = ("_case", "_global")
@@ -310,6 +313,16 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"train.ema_decay must be 0 (off) or between 0 and 1, e.g. 0.999, got {t.ema_decay}")
     if not 0 <= t.modality_dropout <= 1:
         problems.append(f"train.modality_dropout must be between 0 (off) and 1, e.g. 0.2, got {t.modality_dropout}")
+    if t.patch_size and (len(t.patch_size) != 3 or any(isinstance(p, bool) or not isinstance(p, int) or p < 1
+                                                         for p in t.patch_size)):
+        problems.append(f"train.patch_size must be empty (2D training) or three positive integers, the size of the "
+                        f"3D patches a volume model trains on, e.g. [40, 56, 40]; got {t.patch_size}")
+    if t.patches_per_epoch < 0:
+        problems.append(f"train.patches_per_epoch must be 0 (one patch per training case) or positive, got "
+                        f"{t.patches_per_epoch}")
+    if not 0 <= t.window_overlap < 1:
+        problems.append(f"train.window_overlap (of the sliding windows over a volume) must be in [0, 1), e.g. 0.5, "
+                        f"got {t.window_overlap}")
     if t.workers < 0 or t.patience < 0 or t.grad_clip < 0 or t.max_minutes < 0:
         problems.append("train.workers, train.patience, train.grad_clip and train.max_minutes must not be negative")
     if not 0 < s.val_fraction < 1:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segkit.components.params import require_positive_ints
+from segkit.errors import ConfigError
 
 __all__ = ["UNet", "pad_to_multiple"]
 
@@ -30,14 +31,15 @@ def pad_to_multiple(
     return x, (height, width)
 
 
-def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
-    """Two 3x3 convolutions with ReLU, keeping the spatial size (no batch norm)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1),
-        nn.ReLU(inplace=True),
-    )
+def double_conv(in_channels: int, out_channels: int, batch_norm: bool = False) -> nn.Sequential:
+    """Two 3x3 convolutions with ReLU, keeping the spatial size; batch norm after each convolution when asked."""
+    layers: list[nn.Module] = []
+    for source in (in_channels, out_channels):
+        layers.append(nn.Conv2d(source, out_channels, 3, padding=1, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
 
 
 class UNet(nn.Module):
@@ -72,19 +74,21 @@ class UNet(nn.Module):
     #: H and W must be multiples of this; other sizes are padded in ``forward``.
     size_multiple = 8
 
-    def __init__(self, in_channels: int = 3, classes: int = 1, width: int = 64) -> None:
+    def __init__(self, in_channels: int = 3, classes: int = 1, width: int = 64, batch_norm: bool = False) -> None:
         require_positive_ints("model unet", in_channels=in_channels, classes=classes, width=width)
+        if not isinstance(batch_norm, bool):
+            raise ConfigError(f"model unet: batch_norm must be true or false, got {batch_norm!r}")
         super().__init__()
-        w = width
-        self.dconv_down1 = double_conv(in_channels, w)
-        self.dconv_down2 = double_conv(w, 2 * w)
-        self.dconv_down3 = double_conv(2 * w, 4 * w)
-        self.dconv_down4 = double_conv(4 * w, 8 * w)
+        w, bn = width, batch_norm
+        self.dconv_down1 = double_conv(in_channels, w, bn)
+        self.dconv_down2 = double_conv(w, 2 * w, bn)
+        self.dconv_down3 = double_conv(2 * w, 4 * w, bn)
+        self.dconv_down4 = double_conv(4 * w, 8 * w, bn)
         self.maxpool = nn.MaxPool2d(2)
         self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
-        self.dconv_up3 = double_conv(8 * w + 4 * w, 4 * w)
-        self.dconv_up2 = double_conv(4 * w + 2 * w, 2 * w)
-        self.dconv_up1 = double_conv(2 * w + w, w)
+        self.dconv_up3 = double_conv(8 * w + 4 * w, 4 * w, bn)
+        self.dconv_up2 = double_conv(4 * w + 2 * w, 2 * w, bn)
+        self.dconv_up1 = double_conv(2 * w + w, w, bn)
         self.conv_last = nn.Conv2d(w, classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -378,8 +378,14 @@ def evaluate_runs(
     from segkit.evaluation.surface_report import SurfaceScores, dataset_spacing
 
     surface = SurfaceScores(predictor.labels.foreground, tolerance, dataset_spacing(data.dataset))
-    accumulator = evaluate_predictor(predictor, data, metrics, threshold=used, postprocess=postprocess,
-                                     batch_size=batch_size, progress=progress, warn=warn, surface=surface)
+    from segkit.evaluation.volume_evaluate import evaluate_volumes, volume_window
+
+    if volume_window(predictor) is not None:  # 3D models: each case predicted whole, by sliding windows
+        accumulator = evaluate_volumes(predictor, data, metrics, threshold=used, surface=surface,
+                                       postprocess=postprocess, batch_size=batch_size, progress=progress)
+    else:
+        accumulator = evaluate_predictor(predictor, data, metrics, threshold=used, postprocess=postprocess,
+                                         batch_size=batch_size, progress=progress, warn=warn, surface=surface)
     report = accumulator.compute()
     report["surface"] = surface.summary()
     report.update({

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.errors import CheckpointError, unknown_name
+from segkit.errors import CheckpointError, ConfigError, unknown_name
 from segkit.fileio import atomic_write_bytes
 from segkit.labels import Labels
 from segkit.inference.onnx_file import ONNX_FORMAT, _require, load_onnx_predictor, read_onnx_metadata
@@ -107,6 +107,9 @@ def _load(source: str | os.PathLike[str], checkpoint: str,
         raise CheckpointError(f"{str(path)!r} is not a segkit run directory (no config.toml, no checkpoints/).")
     checkpoint_path = resolve_checkpoint(path, checkpoint)
     payload = load_checkpoint(checkpoint_path)
+    if (payload.get("preprocessing") or {}).get("patch_size"):
+        raise ConfigError(f"{checkpoint_path} is a 3D model (trained on patches of volumes); exporting 3D models "
+                          "is not supported yet. Predict and evaluate with the run directory itself.")
     return build_model_from_checkpoint(payload, registry).float().eval(), payload, checkpoint_path
 
 

@@ -127,6 +127,9 @@ class Trainer:
         self.channels_last = use_channels_last(self.settings.channels_last, device)
         self.progress = progress and self.dist.is_main
         self.log_every = max(1, log_every)
+        #: 3D runs: the patch size the model trained on; validation then predicts each whole volume by
+        #: sliding windows of it (:meth:`infer`).
+        self.window: tuple[int, ...] | None = tuple(self.settings.patch_size) or None
         self.deadline: float | None = None  # time.monotonic() after which training stops at the next step
         self.out_of_time = False
         from segkit.train.ema import WeightAverage
@@ -143,6 +146,17 @@ class Trainer:
         self.module.load_state_dict(state)
         if self.ema is not None:
             self.ema.module.load_state_dict(state)
+
+    def infer(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Logits of a validation batch: the model on the batch, or for a 3D run on each whole volume by
+        Gaussian-weighted sliding windows of the training patch size."""
+        if self.window is None:
+            return model(images)
+        from segkit.inference.sliding_window import sliding_window_logits
+
+        return torch.stack([sliding_window_logits(model, image, self.window, overlap=self.settings.window_overlap,
+                                                  batch_size=self.settings.batch_size)
+                            for image in images])
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -243,7 +257,7 @@ class Trainer:
         for images, masks, indices in self._bar(self.loaders[split], split):
             images, masks = self._to_device(images, masks)
             with self._autocast():
-                logits = model(images)
+                logits = self.infer(model, images)
                 loss = self.loss_fn(logits, self.labels.loss_target(masks))
             loss_sum += loss.double() * images.shape[0]
             seen += images.shape[0]

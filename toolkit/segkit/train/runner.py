@@ -24,12 +24,14 @@ from segkit.train import assemble
 from segkit.train.checkpoint import CheckpointPacer, load_checkpoint, save_checkpoint
 from segkit.train.device import describe_device, select_device
 from segkit.train.distributed import DistContext
-from segkit.train.device_loader import choose_loader
+from segkit.train.device_loader import LoaderChoice, choose_loader
+from segkit.train.volume_data import build_volume_data, is_volume_run, volume_cache_for, volume_preprocessing
 from segkit.train.events import RunEvents
 from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
 from segkit.train.schedule import budget_message, plan_schedule
 from segkit.train.runlock import RunLock
 
+from segkit.train.volume_figures import volume_case_samples, volume_samples
 from segkit.train.final import case_samples, final_validation, headline, per_image_note, prediction_samples
 from segkit.train.rundir import RunDirectory, existing_run_message, holds_a_run, readable_checkpoint
 
@@ -83,7 +85,10 @@ def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: 
         "preprocessing": {"image_size": config.train.image_size, "in_channels": config.model.params.get("in_channels"),
                           "scale": 255.0, "threshold": config.metrics.threshold,
                           "context": int(config.dataset.params.get("context", 0)),
-                          "labels": trainer.labels.to_dict()},
+                          "labels": trainer.labels.to_dict(),
+                          **({"patch_size": list(config.train.patch_size), "window_overlap": config.train.window_overlap,
+                              "volume": getattr(trainer, "volume_preprocessing", None)}
+                             if config.train.patch_size else {})},
         "epoch": epoch,
         "model_state": state,
         "segkit_version": __version__,
@@ -173,14 +178,21 @@ def _train(
     assemble.fill_model_defaults(config, dataset, registry)
     assemble.fill_dataset_defaults(config, registry)
     assemble.fill_monitor(config, dataset)
-    assemble.check_memory(config, dataset, registry, device)
+    if not (volumes := is_volume_run(config)):  # a 3D run's memory is its patches': not estimated yet
+        assemble.check_memory(config, dataset, registry, device)
     from segkit.data import read_splits, write_splits
 
     split = read_splits(run.splits, dataset.index) if resume else assemble.make_split(config, dataset)
-    loader = choose_loader(config, dataset, device)
-    parts = assemble.build_data(config, dataset, split, rank=dist.rank, world_size=dist.world_size,
-                                pin_memory=device.type == "cuda", loader=loader.path, device=device)
-    cases = {name: view.cases for name, view in parts.views.items()}
+    if volumes:  # 3D: patches of the preprocessed volumes for training, whole volumes for validation
+        cache = volume_cache_for(config, dataset, say, quiet=quiet or not dist.is_main)
+        parts = build_volume_data(config, dataset, split, cache, device=device, rank=dist.rank,
+                                  world_size=dist.world_size)
+        loader, cases = LoaderChoice("workers", "3D patches read from the memory-mapped volume cache"), parts.cases
+    else:
+        loader = choose_loader(config, dataset, device)
+        parts = assemble.build_data(config, dataset, split, rank=dist.rank, world_size=dist.world_size,
+                                    pin_memory=device.type == "cuda", loader=loader.path, device=device)
+        cases = {name: view.cases for name, view in parts.views.items()}
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -188,6 +200,8 @@ def _train(
     trainer = assemble.build_trainer(config, registry, parts.loaders, parts.samplers, cases, device,
                                      steps_per_epoch=steps_per_epoch, dist=dist, progress=show_bars(not quiet),
                                      labels=labels)
+    if volumes:  # how the volumes were preprocessed, for checkpoints: evaluate and predict repeat it
+        trainer.volume_preprocessing = volume_preprocessing(parts.cache)
     model, optimizer, scheduler = trainer.module, trainer.optimizer, trainer.scheduler
     metrics = trainer.metrics
     stopper = EarlyStopping(config.train.patience)
@@ -384,12 +398,14 @@ def _train(
                           "label_names": trainer.labels.foreground}
         plot_curves(history, list(metrics), run.root / "curves.png", monitor=f"val_{monitor}",
                     best_epoch=stopper.best_epoch, label_names=trainer.labels.foreground)
-        plot_predictions(prediction_samples(trainer, view), run.root / "predictions.png", **figure_options)
+        sampled = volume_samples if volumes else prediction_samples
+        plot_predictions(sampled(trainer, view), run.root / "predictions.png", **figure_options)
         if case_table is not None and dist.world_size == 1:
             val_table = run.root / "evaluation" / "training-val-per-case.csv"
             val_table.parent.mkdir(exist_ok=True)
             atomic_write_text(val_table, case_table.to_csv(index=False, float_format="%.6g"))
-            samples = case_samples(trainer, parts.views["val"], case_table, monitored_metric(monitor))
+            samples = (volume_case_samples if volumes else case_samples)(trainer, parts.views["val"], case_table,
+                                                                         monitored_metric(monitor))
             if samples:
                 plot_predictions(samples, run.root / "cases.png", title="best and worst validation patients",
                                  **figure_options)

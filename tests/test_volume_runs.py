@@ -1,0 +1,99 @@
+"""3D runs end to end: a 3D U-Net trained on patches of volumes, validated and evaluated on whole volumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clihelp import segkit
+from volumes import HIPPOCAMPUS, hippocampus_subset, write_msd
+
+TINY_3D = ("--model", "unet3d", "--set", "model.width=4", "--set", "model.stages=3", "--loss", "ce_dice",
+           "--set", "train.patch_size=[16,16,8]", "--batch-size", "2", "--device", "cpu", "--quiet")
+
+
+def _environment(tmp_path: Path) -> dict[str, str]:
+    """The volume cache goes under the test's own folder, not the user's ~/.cache."""
+    return {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+
+@pytest.fixture
+def patch_run(tmp_path: Path) -> tuple[Path, Path]:
+    root = write_msd(tmp_path / "data", cases=6, shape=(20, 24, 12))
+    out = tmp_path / "run"
+    result = segkit("run", "--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "2",
+                    "--set", "split.val_fraction=0.34", "--set", "split.test_fraction=0.17", "--out", str(out),
+                    env=_environment(tmp_path))
+    assert result.returncode == 0, result.stderr
+    return root, out
+
+
+def test_a_3d_run_trains_on_patches_and_validates_whole_volumes(patch_run: tuple[Path, Path]) -> None:
+    _root, out = patch_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["loader"]["path"] == "workers"
+    splits = pd.read_csv(out / "splits.csv")
+    val_cases = set(splits.loc[splits["split"] == "val", "case"])
+    table = pd.read_csv(out / "evaluation" / "training-val-per-case.csv")
+    assert set(table["case"]) == val_cases  # one row per validation volume
+    assert (table["n_images"] == 1).all()  # each volume scored whole, as one item
+    assert {"dice_front", "dice_back"} <= set(table.columns)
+    for name in ("predictions.png", "cases.png", "curves.png", "report.html", "checkpoints/best.pt"):
+        assert (out / name).is_file(), name
+    import torch
+
+    payload = torch.load(out / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    assert payload["preprocessing"]["patch_size"] == [16, 16, 8]
+
+
+def test_evaluate_scores_each_test_volume_whole_in_millimetres(patch_run: tuple[Path, Path], tmp_path: Path) -> None:
+    _root, out = patch_run
+    result = segkit("evaluate", str(out), "--split", "test", "--json", env=_environment(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    splits = pd.read_csv(out / "splits.csv")
+    test_cases = sorted(set(splits.loc[splits["split"] == "test", "case"]))
+    assert report["n_cases"] == len(test_cases) == report["n_images"]
+    assert report["surface"]["units"] == "mm"
+    table = pd.read_csv(report["per_case_csv"])
+    assert sorted(table["case"]) == test_cases
+
+
+def test_a_3d_run_resumes_where_it_stopped(patch_run: tuple[Path, Path], tmp_path: Path) -> None:
+    _root, out = patch_run
+    result = segkit("run", "--resume", str(out), "--epochs", "3", "--quiet", env=_environment(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_csv(out / "metrics.csv")) == 3
+
+
+@pytest.mark.parametrize("how", ["2d data", "context", "patch too large"])
+def test_settings_a_3d_run_cannot_use_are_refused_before_anything_is_written(tmp_path: Path, how: str) -> None:
+    root = write_msd(tmp_path / "data", cases=4, shape=(20, 24, 12))
+    args = ["--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "1"]
+    expected = {"2d data": "serves 2D images", "context": "2.5D", "patch too large": "patch"}[how]
+    if how == "2d data":
+        args = ["--dataset", "synthetic", *TINY_3D, "--epochs", "1"]
+    elif how == "context":
+        args += ["--set", "dataset.context=1"]
+    else:
+        args += ["--set", "train.patch_size=[32,32,32]"]
+    out = tmp_path / "run"
+    result = segkit("run", *args, "--out", str(out), env=_environment(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.skipif(not HIPPOCAMPUS.is_dir(), reason="the hippocampus volumes (../shared/data/hippocampus) are absent")
+def test_a_3d_run_on_real_hippocampus_volumes(tmp_path: Path) -> None:
+    root = hippocampus_subset(tmp_path / "hippo", count=4)
+    out = tmp_path / "run"
+    result = segkit("run", "--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "1",
+                    "--set", "split.val_fraction=0.5", "--set", "split.test_fraction=0", "--out", str(out),
+                    env=_environment(tmp_path))
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out / "evaluation" / "training-val-per-case.csv")
+    assert len(table) == 2 and {"dice_Anterior", "dice_Posterior"} <= set(table.columns)

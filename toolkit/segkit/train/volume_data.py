@@ -1,0 +1,211 @@
+"""The data of a 3D run (``train.patch_size`` set): cached volumes, random patches, whole volumes.
+
+A volume dataset (:class:`segkit.data.volume.VolumeDataset`, e.g. ``msd``) is preprocessed once
+into a :class:`~segkit.data.volume_cache.VolumeCache` (normalised, memory-mapped arrays), so a
+run reads patches without holding the dataset in memory. Training draws ``patches_per_epoch``
+random patches per epoch (one per training case when 0), each from the case ``index % cases``,
+placed on foreground with probability ``train.foreground_fraction`` (nnU-Net's oversampling),
+reproducible from ``(seed, epoch, index)`` like every 2D item; a batch is augmented on the
+training device (:mod:`segkit.data.augment3d`). Validation and test items are whole volumes,
+which the trainer predicts by sliding windows (:mod:`segkit.inference.sliding_window`).
+
+Items are ``(image (C, X, Y, Z) float32, mask (1, X, Y, Z) float32 label values, index)``,
+the 3D form of the 2D ``(image (C, H, W), mask (1, H, W), index)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from segkit.config import RunConfig
+from segkit.errors import ConfigError, DataError
+from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
+
+__all__ = ["VolumeView", "PatchItems", "AugmentedBatches", "VolumeParts", "build_volume_data", "is_volume_run",
+           "volume_cache_for", "volume_cache_of", "volume_preprocessing"]
+
+
+def is_volume_run(config: RunConfig) -> bool:
+    """A run that trains a 3D model on patches of volumes: ``train.patch_size`` is set."""
+    return bool(config.train.patch_size)
+
+
+class VolumeView(Dataset):
+    """Whole cached volumes of some cases: item ``i`` is case ``cases[i]``."""
+
+    def __init__(self, cache: Any, cases: Sequence[str], display_channel: int = 0) -> None:
+        self.cache, self.cases = cache, [str(c) for c in cases]
+        self.display_channel = display_channel
+        self.index = pd.DataFrame({"item": self.cases, "case": self.cases, "has_lesion": True})
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        case = self.cases[i]
+        image = torch.from_numpy(np.array(self.cache.image(case), dtype=np.float32))
+        mask = torch.from_numpy(np.array(self.cache.label(case), dtype=np.float32))[None]
+        return image, mask
+
+
+class PatchItems(Dataset):
+    """Random training patches addressed by ``(index, seed)``: case ``index % len(cases)``, drawn with ``seed``."""
+
+    def __init__(self, cache: Any, cases: Sequence[str], sampler: Any, count: int) -> None:
+        self.cache, self.cases, self.sampler, self.count = cache, [str(c) for c in cases], sampler, int(count)
+        # The trainer reads the case of item ``i`` from this list (``cases[i]``), as for 2D items.
+        self.item_cases = [self.cases[i % len(self.cases)] for i in range(self.count)]
+        self.index = pd.DataFrame({"item": [f"patch_{i}" for i in range(self.count)], "case": self.item_cases,
+                                   "has_lesion": True})
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index, seed = key
+        case = self.item_cases[index]
+        rng = np.random.default_rng(seed)
+        image, label = self.sampler.sample(self.cache.image(case), self.cache.label(case), self.cache.foreground(case),
+                                           rng)
+        return (torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+                torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None], index)
+
+
+class AugmentedBatches:
+    """A training loader whose batches are moved to ``device`` and augmented there, seeded per (seed, epoch)."""
+
+    def __init__(self, loader: DataLoader, sampler: EpochBatchSampler, device: torch.device, seed: int,
+                 settings: Any) -> None:
+        self.loader, self.sampler, self.device, self.seed, self.settings = loader, sampler, device, seed, settings
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        from segkit.data.augment3d import augment_volumes
+
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.sampler.epoch) % (2**63))
+        non_blocking = self.device.type == "cuda"
+        for images, masks, indices in self.loader:
+            images = images.to(self.device, non_blocking=non_blocking)
+            masks = masks.to(self.device, non_blocking=non_blocking)
+            if not self.settings.is_identity:
+                images, masks = augment_volumes(images, masks, generator, self.settings)
+            yield images, masks, indices
+
+
+def augmentation_for(preset: str) -> Any:
+    """The 3D augmentation of a ``train.augment`` preset: ``none`` changes nothing; ``light`` and ``heavy`` are
+    nnU-Net-like rotations, scaling, mirroring and intensity changes (``heavy`` adds elastic deformation)."""
+    from segkit.data.augment3d import Augment3DSettings
+
+    if preset == "none":
+        return Augment3DSettings.none()
+    if preset == "light":
+        return Augment3DSettings()
+    if preset == "heavy":
+        return Augment3DSettings(elastic_p=0.2)
+    raise ConfigError(f"train.augment {preset!r} has no 3D form; use none, light or heavy for a 3D run.")
+
+
+def _collate_volumes(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, ...]:
+    images, masks, indices = zip(*batch, strict=True)
+    return torch.stack(images), torch.stack(masks), torch.tensor(indices)
+
+
+@dataclass
+class VolumeParts:
+    """What :func:`segkit.train.assemble.build_data` gives a 2D run, for a 3D one, plus the cache."""
+
+    dataset: Any
+    split: pd.Series
+    views: dict[str, Any]
+    loaders: dict[str, Any]
+    samplers: dict[str, Any]
+    cache: Any
+    cases: dict[str, list[str]]
+
+
+def _split_cases(dataset: Any, split: pd.Series) -> dict[str, list[str]]:
+    """The cases of each split, in the dataset's order (a volume's slices all share one split)."""
+    frame = pd.DataFrame({"case": dataset.index["case"].astype(str).to_numpy(), "split": split.to_numpy()})
+    per_case = frame.drop_duplicates("case")
+    return {name: per_case.loc[per_case["split"] == name, "case"].tolist() for name in ("train", "val", "test")}
+
+
+def build_volume_data(config: RunConfig, dataset: Any, split: pd.Series, cache: Any, *, device: torch.device,
+                      rank: int = 0, world_size: int = 1) -> VolumeParts:
+    """Patch loader for training, whole-volume loaders for validation and test, from ``cache``."""
+    from segkit.data.patches import PatchSampler, check_patch_size
+
+    t = config.train
+    by_split = _split_cases(dataset, split)
+    for name in ("train", "val"):
+        if not by_split[name]:
+            raise DataError(f"the {name} split is empty: the dataset has {len(dataset.cases_table)} volumes. "
+                            "Use more data or change the split fractions.")
+    sampler = PatchSampler(tuple(t.patch_size), t.foreground_fraction)
+    check_patch_size(sampler.patch_size, {case: cache.shape(case) for case in by_split["train"]})
+    count = t.patches_per_epoch or len(by_split["train"])
+    if t.batch_size > -(-count // world_size):
+        raise ConfigError(f"train.batch_size {t.batch_size} is more than the {count} patches of an epoch"
+                          + (f" ({-(-count // world_size)} per process)" if world_size > 1 else "")
+                          + "; use a smaller --batch-size or a larger train.patches_per_epoch.")
+    patches = PatchItems(cache, by_split["train"], sampler, count)
+    train_batches = EpochBatchSampler(EpochSampler(count, t.seed, shuffle=True, rank=rank, world_size=world_size),
+                                      t.batch_size)
+    train_loader = DataLoader(patches, batch_sampler=train_batches, num_workers=t.workers,
+                              collate_fn=_collate_volumes, persistent_workers=t.workers > 0)
+    views: dict[str, Any] = {"train": patches}
+    loaders: dict[str, Any] = {"train": AugmentedBatches(train_loader, train_batches, device, t.seed,
+                                                         augmentation_for(t.augment))}
+    samplers: dict[str, Any] = {"train": train_batches}
+    cases = {"train": patches.item_cases}
+    display = int(getattr(dataset, "display_channel", 0))
+    for name in ("val", "test"):
+        if not by_split[name]:
+            continue
+        view = VolumeView(cache, by_split[name], display)
+        batches = EpochBatchSampler(EpochSampler(len(view), t.seed, shuffle=False, rank=rank, world_size=world_size), 1)
+        views[name], samplers[name], cases[name] = view, batches, view.cases
+        loaders[name] = DataLoader(SeededItems(view), batch_sampler=batches, collate_fn=_collate_volumes)
+    return VolumeParts(dataset, split, views, loaders, samplers, cache, cases)
+
+
+def volume_cache_for(config: RunConfig, dataset: Any, say: Any, *, quiet: bool = False) -> Any:
+    """The preprocessed, memory-mapped cache of ``dataset``'s volumes (built or reused); checks the run fits 3D."""
+    from segkit.data.volume import VolumeDataset
+
+    if not isinstance(dataset, VolumeDataset):
+        raise ConfigError(f"train.patch_size trains a 3D model on patches of volumes, but dataset "
+                          f"{config.dataset.name!r} serves 2D images. Use a volume dataset (e.g. msd), or leave "
+                          "train.patch_size out to train a 2D model.")
+    if int(config.dataset.params.get("context", 0)):
+        raise ConfigError("dataset.context (2.5D slices as channels) does not apply to a 3D run, which sees the "
+                          "volume itself: leave dataset.context out, or train.patch_size for a 2.5D run.")
+    cache = volume_cache_of(dataset, quiet=quiet)
+    say(f"volume cache: {len(dataset.cases_table)} cases in {cache.directory}")
+    return cache
+
+
+def volume_cache_of(dataset: Any, *, quiet: bool = False) -> Any:
+    """The volume cache of ``dataset`` with the preprocessing 3D runs train with (built where it is missing)."""
+    from segkit.data.volume_cache import VolumeCache
+
+    return VolumeCache(dataset, progress=not quiet).build()
+
+
+def volume_preprocessing(cache: Any) -> dict[str, Any]:
+    """What a checkpoint records of the cache's preprocessing: the intensity scheme and dataset statistics of each
+    channel and the target spacing, so new volumes can be normalised the same way."""
+    stats = getattr(cache, "stats", None)
+    return {"schemes": list(cache.settings["schemes"]),
+            "stats": [s.to_dict() for s in stats] if stats else None,
+            "target_spacing": cache.settings.get("target_spacing")}
