@@ -141,8 +141,8 @@ def main() -> None:
         mine, peer = r["segkit"], r["monai"]
         for side, numbers in (("segkit", mine), ("MONAI", peer)):
             rows.append([r["volume"], "x".join(map(str, r["shape"])), "x".join(map(str, r["patch"])), side,
-                         numbers["windows"], f"{numbers['median_s']:.3f} ({min(numbers['seconds']):.3f}, "
-                         f"{max(numbers['seconds']):.3f})", numbers["windows_per_s"]])
+                         numbers["windows"], (f"{numbers['median_s']:.3f} ({min(numbers['seconds']):.3f}, "
+                                              f"{max(numbers['seconds']):.3f})"), numbers["windows_per_s"]])
         rows.append([r["volume"], "", "", "MONAI / segkit time", "", f"{peer['median_s'] / mine['median_s']:.2f}", ""])
     print(markdown_table(["volume", "shape", "patch", "inferer", "windows", "median s (min, max)", "windows/s"], rows))
     print()
