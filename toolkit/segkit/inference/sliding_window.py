@@ -194,5 +194,7 @@ def sliding_window_logits(model: Callable[[torch.Tensor], torch.Tensor], image: 
             progress(min(first + batch_size, len(starts)), len(starts))
     assert summed is not None  # at least one window
     summed /= weights
+    if padded == spatial:
+        return summed
     crop = tuple(slice(b, b + s) for b, s in zip(before, spatial))
-    return summed[(slice(None),) + crop]
+    return summed[(slice(None),) + crop].contiguous()  # not a view that keeps the padded sum alive
