@@ -1,0 +1,200 @@
+"""Whole-volume (or whole-image) inference by sliding windows: overlapping patches through a patch model.
+
+A model trained on patches predicts an image of any size window by window; the logits of
+overlapping windows are averaged with weights that favour each window's centre (a Gaussian,
+so the less reliable window borders count less), optionally over mirrored copies of each window
+(test-time augmentation). Windows go to the model in batches on its device; the sum is kept on
+the image's device in float32, so a big volume can stay in CPU memory while a GPU runs the model.
+
+Window placement follows nnU-Net: per axis, the fewest windows that cover the axis with at
+least the requested overlap, spread evenly, the first at 0 and the last flush with the end.
+An image smaller than the patch along an axis is padded with zeros on both sides (half each,
+the extra voxel after) and cropped back.
+
+    logits = sliding_window_logits(model, volume, (32, 32, 32), overlap=0.5, mirror_axes=(0, 1, 2))
+
+Shape:
+    image ``(C, *spatial)`` or ``(1, C, *spatial)``, 2 or 3 spatial axes (as many as ``patch_size``);
+    the model maps ``(B, C, *patch_size)`` to ``(B, K, *patch_size)``; the result is ``(K, *spatial)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from segkit.errors import ConfigError
+
+__all__ = ["gaussian_importance", "sliding_window_logits", "window_starts"]
+
+Progress = Callable[[int, int], None]
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start indices of the windows of length ``patch`` along an axis of length ``size`` (``size >= patch``).
+
+    The fewest windows whose neighbours overlap by at least ``overlap * patch`` voxels, spread
+    as evenly as whole voxels allow, the first at 0 and the last at ``size - patch``.
+    """
+    if size <= patch:
+        return [0]
+    stride = patch * (1.0 - overlap)
+    count = math.ceil((size - patch) / stride - 1e-9) + 1  # tolerance: 1 - 0.9 is 0.0999... in floating point
+    step = (size - patch) / (count - 1)
+    return [round(step * index) for index in range(count)]
+
+
+@functools.lru_cache(maxsize=8)
+def _importance(patch_size: tuple[int, ...], sigma_scale: float, device: str) -> torch.Tensor:
+    log_weight = torch.zeros((), dtype=torch.float64)
+    for length in patch_size:
+        sigma = sigma_scale * length
+        offset = torch.arange(length, dtype=torch.float64) - (length - 1) / 2.0
+        axis = -offset.square() / (2.0 * sigma * sigma)
+        log_weight = log_weight.unsqueeze(-1) + axis  # outer sum of per-axis logs: a product of Gaussians
+    weight = torch.exp(log_weight - log_weight.max()).to(torch.float32)  # max exactly 1
+    positive = weight[weight > 0]
+    weight[weight == 0] = positive.min()
+    return weight.to(device)
+
+
+def gaussian_importance(patch_size: Sequence[int], sigma_scale: float = 0.125,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """The window weights: a Gaussian centred on the patch, sigma ``sigma_scale * patch`` per axis.
+
+    Normalised to a maximum of 1; voxels whose weight underflows to 0 get the smallest non-zero
+    weight instead, so every voxel of a window counts. Cached per (patch, sigma, device): do not
+    modify the returned tensor in place.
+    """
+    return _importance(tuple(int(n) for n in patch_size), float(sigma_scale), str(torch.device(device)))
+
+
+def _check(image: torch.Tensor, patch_size: Sequence[int], overlap: float, batch_size: int, sigma_scale: float,
+           mirror_axes: Sequence[int]) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
+    """The image as ``(C, *spatial)``, the patch and the mirror axes, or a ConfigError naming the bad value."""
+    try:
+        patch = tuple(patch_size)
+    except TypeError:
+        raise ConfigError(f"patch_size must be a sequence of 2 or 3 whole numbers, got {patch_size!r}.") from None
+    if len(patch) not in (2, 3) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in patch):
+        raise ConfigError(f"patch_size must be 2 or 3 whole numbers >= 1 (one per spatial axis), got {patch_size!r}.")
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
+        raise ConfigError(f"overlap must be a number in [0, 1) (0.5: neighbouring windows share half), "
+                          f"got {overlap!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number >= 1 (windows per model call), got {batch_size!r}.")
+    if isinstance(sigma_scale, bool) or not isinstance(sigma_scale, (int, float)) or not sigma_scale > 0:
+        raise ConfigError(f"sigma_scale must be a number > 0 (sigma = sigma_scale x patch size), got {sigma_scale!r}.")
+    spatial = len(patch)
+    if not isinstance(image, torch.Tensor):
+        raise ConfigError(f"image must be a torch.Tensor, got {type(image).__name__}.")
+    if image.dim() == spatial + 2 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != spatial + 1:
+        raise ConfigError(f"image has shape {tuple(image.shape)}; a {spatial}D patch_size {patch} needs "
+                          f"(C, {', '.join('XYZ'[:spatial])}) or (1, C, {', '.join('XYZ'[:spatial])}).")
+    if not image.is_floating_point():
+        image = image.float()
+    axes = tuple(sorted(set(mirror_axes)))
+    if any(isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < spatial for a in axes):
+        raise ConfigError(f"mirror_axes must be spatial axis indices in 0..{spatial - 1}, got {tuple(mirror_axes)!r}.")
+    return image, patch, axes
+
+
+def _model_device(model: Callable[[torch.Tensor], torch.Tensor], fallback: torch.device) -> torch.device:
+    if isinstance(model, torch.nn.Module):
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            return tensor.device
+    return fallback
+
+
+def _predict(model: Callable[[torch.Tensor], torch.Tensor], windows: torch.Tensor, patch: tuple[int, ...],
+             flips: list[tuple[int, ...]]) -> torch.Tensor:
+    """Logits of a batch of windows, averaged over ``flips`` (each flipped in, flipped back out), in float32."""
+    total: torch.Tensor | None = None
+    for dims in flips:
+        logits = model(torch.flip(windows, dims) if dims else windows)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != windows.dim() \
+                or tuple(logits.shape[2:]) != patch or logits.shape[0] != windows.shape[0]:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ConfigError(f"the model returned {shape} for windows of shape {tuple(windows.shape)}; "
+                              f"sliding windows need logits (B, K, {', '.join(map(str, patch))}): pick a "
+                              f"patch_size the model keeps (e.g. multiples of its total downsampling).")
+        logits = logits.float()
+        if dims:
+            logits = torch.flip(logits, dims)
+        total = logits if total is None else total.add_(logits)
+    assert total is not None
+    return total.div_(len(flips)) if len(flips) > 1 else total
+
+
+@torch.no_grad()
+def sliding_window_logits(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
+                          patch_size: Sequence[int], *, overlap: float = 0.5, batch_size: int = 4,
+                          gaussian: bool = True, sigma_scale: float = 0.125, mirror_axes: Sequence[int] = (),
+                          device: torch.device | str | None = None, progress: Progress | None = None,
+                          ) -> torch.Tensor:
+    """The model's logits for the whole ``image``: the weighted average of its overlapping windows.
+
+    ``model`` maps a batch of windows ``(B, C, *patch_size)`` to logits ``(B, K, *patch_size)`` (the
+    caller puts it in eval mode). Windows of ``patch_size`` overlap by at least ``overlap`` (in
+    [0, 1)) and go to ``device`` (default: the model's, else the image's) ``batch_size`` at a time.
+    ``gaussian`` weights each window by :func:`gaussian_importance` (``sigma_scale``), else uniformly.
+    ``mirror_axes`` (spatial axis indices, 0 = the first after channels) averages each window's logits
+    over every combination of flips along them (2^k model calls per window). ``progress``, when
+    given, is called as ``progress(windows_done, windows_total)`` after each batch.
+
+    Returns float32 logits ``(K, *spatial)`` on the image's device. Bad arguments are a ConfigError.
+    """
+    image, patch, axes = _check(image, patch_size, overlap, batch_size, sigma_scale, mirror_axes)
+    out_device = image.device
+    run_device = torch.device(device) if device is not None else _model_device(model, out_device)
+    spatial = tuple(image.shape[1:])
+
+    # Pad each axis shorter than the patch: half before, the rest after (cropped back at the end).
+    before = [max(p - s, 0) // 2 for s, p in zip(spatial, patch)]
+    after = [max(p - s, 0) - b for s, p, b in zip(spatial, patch, before)]
+    if any(before) or any(after):
+        pads = [n for b, a in zip(reversed(before), reversed(after)) for n in (b, a)]
+        image = F.pad(image, pads)  # zeros
+    padded = tuple(image.shape[1:])
+
+    starts = list(itertools.product(*(window_starts(s, p, float(overlap)) for s, p in zip(padded, patch))))
+    flips = [tuple(2 + a for a in combo) for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
+    if gaussian:
+        weight_run = gaussian_importance(patch, sigma_scale, run_device)
+        weight_out = gaussian_importance(patch, sigma_scale, out_device)
+    else:
+        weight_run = weight_out = None
+
+    summed: torch.Tensor | None = None
+    weights = torch.zeros(padded, dtype=torch.float32, device=out_device)
+    for first in range(0, len(starts), batch_size):
+        batch_starts = starts[first:first + batch_size]
+        regions = [tuple(slice(s, s + p) for s, p in zip(corner, patch)) for corner in batch_starts]
+        windows = torch.stack([image[(slice(None),) + region] for region in regions]).to(run_device)
+        logits = _predict(model, windows, patch, flips)
+        if weight_run is not None:
+            logits.mul_(weight_run)
+        logits = logits.to(out_device)
+        if summed is None:
+            summed = torch.zeros((logits.shape[1],) + padded, dtype=torch.float32, device=out_device)
+        for index, region in enumerate(regions):
+            summed[(slice(None),) + region] += logits[index]
+            if weight_out is None:
+                weights[region] += 1.0
+            else:
+                weights[region] += weight_out
+        if progress is not None:
+            progress(min(first + batch_size, len(starts)), len(starts))
+    assert summed is not None  # at least one window
+    summed /= weights
+    if padded == spatial:
+        return summed
+    crop = tuple(slice(b, b + s) for b, s in zip(before, spatial))
+    return summed[(slice(None),) + crop].contiguous()  # not a view that keeps the padded sum alive
