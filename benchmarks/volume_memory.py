@@ -64,7 +64,6 @@ def peak_kib() -> int:
 def child(args: argparse.Namespace) -> None:
     """One measurement: dataset, cache, one epoch of patches; prints a JSON line."""
     import torch
-
     from segkit.components import get_registry
     from segkit.data.patches import PatchDataset, PatchSampler
     from segkit.data.volume_cache import VolumeCache

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from segkit.data.augment3d import Augment3DSettings, augment_volumes
 from segkit.data.batch_augment import augment_generator
 from segkit.errors import ConfigError
@@ -115,7 +114,7 @@ def test_the_same_generator_seed_augments_the_same_way() -> None:
 
 def test_elastic_deformation_moves_voxels_smoothly_and_keeps_labels() -> None:
     labels = ball()
-    out_images, out_labels = augment_volumes(labels.clone(), labels, augment_generator(0, 0, 0),
+    _, out_labels = augment_volumes(labels.clone(), labels, augment_generator(0, 0, 0),
                                              only(elastic_p=1.0, elastic_magnitude=3.0, elastic_spacing=8.0))
     assert not torch.equal(out_labels, labels) and set(out_labels.unique().tolist()) <= {0.0, 1.0}
     assert out_labels.sum() / labels.sum() == pytest.approx(1.0, rel=0.3)

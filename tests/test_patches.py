@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from volumes import HIPPOCAMPUS, hippocampus_subset, write_msd
-
 from segkit.components import get_registry
 from segkit.data.patches import PatchDataset, PatchSampler, check_patch_size
 from segkit.data.volume_cache import VolumeCache
 from segkit.errors import ConfigError
+from volumes import HIPPOCAMPUS, hippocampus_subset, write_msd
 
 
 def sparse_volume() -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:

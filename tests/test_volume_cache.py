@@ -7,13 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from volumes import HIPPOCAMPUS, hippocampus_subset, write_msd
-
 from segkit.components import get_registry
-from segkit.data.preprocess import (ChannelStats, channel_scheme, channel_schemes, foreground_stats, normalize_case,
-                                    resample_case)
+from segkit.data.preprocess import (
+    ChannelStats,
+    channel_scheme,
+    channel_schemes,
+    foreground_stats,
+    normalize_case,
+    resample_case,
+)
 from segkit.data.volume_cache import VolumeCache, default_cache_root
 from segkit.errors import ConfigError, DataError, UnknownNameError
+from volumes import HIPPOCAMPUS, hippocampus_subset, write_msd
 
 
 def build(root: Path):

@@ -22,7 +22,7 @@ import numpy as np
 
 from segkit.errors import ConfigError
 
-__all__ = ["PatchSampler", "PatchDataset", "check_patch_size"]
+__all__ = ["PatchDataset", "PatchSampler", "check_patch_size"]
 
 
 def _patch_size(patch_size: Sequence[int]) -> tuple[int, int, int]:

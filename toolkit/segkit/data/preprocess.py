@@ -25,8 +25,16 @@ import numpy as np
 
 from segkit.errors import ConfigError, DataError, unknown_name
 
-__all__ = ["SCHEMES", "ChannelStats", "channel_scheme", "channel_schemes", "foreground_stats", "normalize_case",
-           "resampled_shape", "resample_case"]
+__all__ = [
+    "SCHEMES",
+    "ChannelStats",
+    "channel_scheme",
+    "channel_schemes",
+    "foreground_stats",
+    "normalize_case",
+    "resample_case",
+    "resampled_shape",
+]
 
 SCHEMES: tuple[str, ...] = ("zscore", "ct", "none")
 """The intensity schemes: per-case z-score, dataset-wide CT clip-and-scale, none."""
@@ -133,7 +141,7 @@ def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target_spaci
     """The voxel shape of a volume of ``shape`` at ``spacing`` once resampled to ``target_spacing`` (at least 1)."""
     if len(target_spacing) != len(shape) or any(not np.isfinite(t) or t <= 0 for t in target_spacing):
         raise ConfigError(f"the target spacing must be {len(shape)} positive numbers (mm), got {tuple(target_spacing)}")
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing, strict=True))
+    return tuple(max(1, int(np.rint(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing, strict=True))
 
 
 def resample_case(image: np.ndarray, label: np.ndarray, spacing: Sequence[float],

@@ -36,7 +36,7 @@ from segkit.errors import OUTPUT_ERRNOS, ConfigError, DataError
 from segkit.fileio import atomic_write_bytes, atomic_write_text, open_new_private
 from segkit.progress import track
 
-__all__ = ["VolumeCache", "default_cache_root", "CACHE_VERSION"]
+__all__ = ["CACHE_VERSION", "VolumeCache", "default_cache_root"]
 
 CACHE_VERSION = 1
 """Bumped when the files' layout or the preprocessing changes, so older caches are rebuilt."""
@@ -75,7 +75,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _foreground_coordinates(label: np.ndarray, classes: int, limit: int,
                             rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Up to ``limit`` voxel coordinates ``(n, 3)`` int32 of every foreground label present, drawn without replacement."""
+    """Up to ``limit`` voxel coordinates ``(n, 3)`` int32 per foreground label present, drawn without replacement."""
     out = {}
     flat = label.reshape(-1)
     for value in range(1, classes):
@@ -226,8 +226,9 @@ class VolumeCache:
         if not self._entries:
             self._entries = self._load_json().get("cases", {})
         if case not in self._entries:
+            listed = ", ".join(self.cases[:5]) + (", ..." if len(self.cases) > 5 else "")
             raise DataError(f"case {case!r} is not in the volume cache {self.directory}; build it first "
-                            f"(VolumeCache.build()), cases: {', '.join(self.cases[:5])}{', ...' if len(self.cases) > 5 else ''}")
+                            f"(VolumeCache.build()); its cases: {listed}")
         return self._entries[case]
 
     def image(self, case: str) -> np.ndarray:
