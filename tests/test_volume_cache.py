@@ -128,12 +128,14 @@ def test_the_cache_writes_memory_mapped_arrays_with_their_metadata(tmp_path: Pat
     assert not list((tmp_path / "cache").glob(".*tmp*"))  # atomic writes leave no temporary files
 
 
-def test_a_second_build_reuses_everything_and_a_changed_file_rebuilds_only_its_case(tmp_path: Path) -> None:
+def test_a_second_build_reuses_everything_and_a_changed_file_rebuilds_only_its_case(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import nibabel as nib
 
     root = write_msd(tmp_path / "msd", cases=3)
     folder = tmp_path / "cache"
-    VolumeCache(build(root), directory=folder, progress=False).build()
+    VolumeCache(build(root), directory=folder).build()
+    assert "volume cache: 3/3 cases" in capsys.readouterr().err  # progress lines in a log
     before = mtimes(folder)
     again = VolumeCache(build(root), directory=folder, progress=False).build()
     assert again.built == [] and mtimes(folder) == before
@@ -203,6 +205,12 @@ def test_bad_cache_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not in the volume cache"):
         VolumeCache(dataset, directory=tmp_path / "empty", progress=False).image("vol_000")
     assert not (tmp_path / "c").exists()
+    from segkit.data.volume import VolumeDataset
+
+    table = dataset.cases_table[["case", "image_paths", "label_path"]].assign(case="../outside")
+    odd = VolumeDataset(table, channels=dataset.channel_names, labels=dataset.labels)
+    with pytest.raises(DataError, match="'../outside' cannot name files"):
+        VolumeCache(odd, directory=tmp_path / "c")
 
 
 def test_real_hippocampus_cases_are_cached_at_their_own_shape(tmp_path: Path) -> None:

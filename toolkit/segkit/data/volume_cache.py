@@ -126,6 +126,12 @@ class VolumeCache:
         self.directory = Path(directory).expanduser()
         self.progress = progress
         self.cases: tuple[str, ...] = tuple(str(c) for c in dataset.cases_table["case"])
+        unsafe = [c for c in self.cases if c in ("", ".", "..") or Path(c).name != c or "\\" in c]
+        if unsafe:
+            raise DataError(f"case name(s) {', '.join(map(repr, unsafe[:3]))} cannot name files in the volume cache; "
+                            "a case name must be a plain file name (no folders)")
+        if len(set(self.cases)) != len(self.cases):
+            raise DataError("the dataset lists a case name twice; each case needs its own name in the volume cache")
         self.stats: tuple[ChannelStats, ...] | None = None
         self.built: list[str] = []  # the cases the last build() wrote (the rest were reused)
         self._entries: dict[str, dict[str, Any]] = {}
