@@ -76,6 +76,26 @@ def test_a_right_angle_rotation_about_each_axis_is_torch_rot90(axis: int) -> Non
     assert errors[k] < 1e-4 and torch.equal(out_labels, torch.rot90(labels, k, plane))
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_an_oblique_rotation_of_a_non_cubic_patch_turns_a_point_about_the_centre_in_voxel_units(axis: int) -> None:
+    size = (16, 24, 32)
+    centre = torch.tensor([(n - 1) / 2 for n in size])
+    offset = torch.tensor([4.0, -3.0, 5.0])
+    grids = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in size], indexing="ij")
+    blob = torch.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre + offset, strict=True)) / 2.0)[None, None]
+    rotate = tuple((30.0, 30.0) if a == axis else (0.0, 0.0) for a in range(3))
+    out, _ = augment_volumes(blob, torch.zeros_like(blob), augment_generator(0, 0, 0),
+                             only(rotate_p=1.0, rotate=rotate, scale_p=1.0, scale=(1.2, 1.2)))
+    weights = out[0, 0].clamp_min(0)
+    moved = torch.stack([(g * weights).sum() / weights.sum() for g in grids]) - centre
+    plane = [a for a in range(3) if a != axis]
+    assert moved[axis].item() == pytest.approx(offset[axis].item() * 1.2, abs=0.15)  # the axis only scales
+    before, after = offset[plane], moved[plane]
+    assert after.norm().item() == pytest.approx(before.norm().item() * 1.2, abs=0.15)  # no shear, no stretch
+    turned = torch.rad2deg(torch.atan2(after[1], after[0]) - torch.atan2(before[1], before[0])).item()
+    assert min(abs((turned - sign * 30.0 + 180.0) % 360.0 - 180.0) for sign in (1, -1)) < 1.0
+
+
 def test_scaling_zooms_about_the_centre() -> None:
     labels = ball()
     images = labels.clone()
