@@ -136,6 +136,22 @@ def test_patches_are_reproducible_by_seed_and_epoch(cache: VolumeCache) -> None:
     assert not all(np.array_equal(a, b) for a, b in zip(first, epoch(1, 3), strict=True))
 
 
+def test_workers_draw_the_same_patches_as_the_main_process(cache: VolumeCache) -> None:
+    import pickle
+
+    from segkit.train.assemble import _collate
+
+    data = PatchDataset(cache, cache.cases, PatchSampler((8, 8, 8)), patches_per_epoch=6, seed=2)
+    data.set_epoch(1)
+    assert pickle.loads(pickle.dumps(data)).cache.dataset is None  # workers get the folder, not the dataset
+
+    def epoch(workers: int) -> list[torch.Tensor]:
+        loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=workers, collate_fn=_collate)
+        return [images for images, _, _ in loader]
+
+    assert all(torch.equal(a, b) for a, b in zip(epoch(0), epoch(2), strict=True))
+
+
 def test_bad_patch_dataset_settings_are_refused_before_training(cache: VolumeCache) -> None:
     with pytest.raises(ConfigError, match="larger than every volume along axis 2"):
         PatchDataset(cache, cache.cases, PatchSampler((16, 16, 16)), patches_per_epoch=4)

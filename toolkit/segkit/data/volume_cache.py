@@ -265,6 +265,12 @@ class VolumeCache:
         """``case``'s cache.json entry: sources, shape, spacing, original shape and spacing, foreground counts."""
         return dict(self._entry(case))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for DataLoader workers without the dataset: reading needs only the folder and cache.json."""
+        state = dict(self.__dict__)
+        state["dataset"] = None
+        return state
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.cases)
 
