@@ -116,14 +116,14 @@ class VolumeDataset(SegmentationDataset):
                                 f"{'x'.join(map(str, label.array.shape))}; a label must have its image's shape")
             shapes.append(shape)
             spacings.append(label.spacing)
-            lesion.append(label.array)
+            # per axis, which slices hold a label: the arrays themselves are not kept (memory would grow with cases)
+            lesion.append([label.array.any(axis=tuple(a for a in range(3) if a != axis)) for axis in range(3)])
         self.slice_axis = choose_slice_axis(spacings) if slice_axis is None else int(slice_axis)
         in_plane = [tuple(s for axis, s in enumerate(shape) if axis != self.slice_axis) for shape in shapes]
         self.slice_shape = tuple(int(math.ceil(max(sizes) / pad_multiple) * pad_multiple) for sizes in zip(*in_plane))
         rows = []
-        for row, label in zip(cases.itertuples(index=False), lesion, strict=True):
-            per_slice = np.moveaxis(label, self.slice_axis, 0).reshape(label.shape[self.slice_axis], -1).any(axis=1)
-            for number, has in enumerate(per_slice.tolist()):
+        for row, per_axis in zip(cases.itertuples(index=False), lesion, strict=True):
+            for number, has in enumerate(per_axis[self.slice_axis].tolist()):
                 rows.append({"item": f"{row.case}_{number:03d}", "case": str(row.case), "slice": number,
                              "has_lesion": bool(has)})
         self.cases_table = cases.assign(shape=shapes, spacing=spacings).reset_index(drop=True)

@@ -1,0 +1,145 @@
+"""Peak memory of the 3D data path at N and 4N cases: it must not grow with the number of cases.
+
+For each case count a synthetic Decathlon folder is written (``--shape`` voxels, one MRI channel,
+labels 0/1/2: an ellipsoid in noise, as tests/volumes.py draws them), then a fresh child process
+reads it as the ``msd`` dataset, builds the volume cache (normalise, write memory-mapped arrays)
+and draws one epoch of patches (``--patches-per-case`` per case, ``--patch`` voxels, batches of
+``--batch-size`` through a DataLoader with 0 workers and the trainer's collate). The child reports
+its peak resident memory (``VmHWM`` of /proc/self/status) after its imports and at the end; one
+child per measurement, so nothing carries over. The table shows both and the change from N to
+4N cases; the issue asks for less than 10%.
+
+    python benchmarks/volume_memory.py [--cases 20] [--shape 64 64 64] [--patch 48 48 48] [--json FILE]
+    python benchmarks/volume_memory.py --quick      # 3 and 12 small cases: checks the script works
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import REPO, describe_machine, machine, markdown_table
+
+
+def write_cases(root: Path, count: int, shape: tuple[int, int, int]) -> Path:
+    """A Decathlon folder of ``count`` synthetic volumes (float32 MRI-like image, uint8 labels 0/1/2, 1 mm)."""
+    import nibabel as nib
+    import numpy as np
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    training = []
+    for k in range(count):
+        rng = np.random.default_rng(k)
+        centre = rng.uniform(-0.2, 0.2, 3)
+        inside = sum(((g - c) / 0.4) ** 2 for g, c in zip(grid, centre, strict=True)) < 1
+        label = np.where(inside, np.where(grid[0] < centre[0], 1, 2), 0).astype(np.uint8)
+        image = (rng.normal(100.0, 10.0, shape) + 60.0 * (label > 0)).astype(np.float32)
+        name = f"case_{k:03d}"
+        nib.save(nib.Nifti1Image(image, np.eye(4)), root / "imagesTr" / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labelsTr" / f"{name}.nii.gz")
+        training.append({"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({"name": "memory", "modality": {"0": "MRI"},
+                                                   "labels": {"0": "background", "1": "a", "2": "b"},
+                                                   "training": training}))
+    return root
+
+
+def peak_kib() -> int:
+    """This process's peak resident memory so far (VmHWM), KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement: dataset, cache, one epoch of patches; prints a JSON line."""
+    import torch
+    from segkit.components import get_registry
+    from segkit.data.patches import PatchDataset, PatchSampler
+    from segkit.data.volume_cache import VolumeCache
+    from segkit.train.assemble import _collate
+
+    after_imports = peak_kib()
+    started = time.perf_counter()
+    dataset = get_registry().build("dataset", "msd", root=args.child)
+    cache = VolumeCache(dataset, directory=args.cache, progress=False).build()
+    built = time.perf_counter()
+    data = PatchDataset(cache, cache.cases, PatchSampler(tuple(args.patch)),
+                        patches_per_epoch=args.patches_per_case * len(cache.cases), seed=0)
+    data.set_epoch(0)
+    loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size, shuffle=True, num_workers=0,
+                                         collate_fn=_collate)
+    batches = 0
+    for images, masks, _ in loader:
+        batches += 1
+        assert images.shape[0] == masks.shape[0]
+    print(json.dumps({"cases": len(cache.cases), "after_imports_kib": after_imports, "peak_kib": peak_kib(),
+                      "build_s": built - started, "epoch_s": time.perf_counter() - built, "batches": batches}))
+
+
+def measure(count: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    root = write_cases(work / f"data_{count}", count, tuple(args.shape))
+    command = [sys.executable, __file__, "--child", str(root), "--cache", str(work / f"cache_{count}"),
+               "--patch", *map(str, args.patch), "--batch-size", str(args.batch_size),
+               "--patches-per-case", str(args.patches_per_case)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "toolkit"), str(REPO / "plugins"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode:
+        raise SystemExit(f"the measurement with {count} cases failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", type=int, default=20, help="N: the smaller case count (the other is 4N)")
+    parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 64])
+    parser.add_argument("--patch", type=int, nargs=3, default=[48, 48, 48])
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--patches-per-case", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="measurements per case count (the table: median)")
+    parser.add_argument("--quick", action="store_true", help="3 and 12 cases of 24^3: checks the script works")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    if args.quick:
+        args.cases, args.shape, args.patch = 3, [24, 24, 24], [16, 16, 16]
+    results: dict[int, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="segkit-volume-memory-") as tmp:
+        for count in (args.cases, 4 * args.cases):
+            results[count] = [measure(count, args, Path(tmp) / f"r{r}") for r in range(args.repeats)]
+    rows = []
+    for count, runs in results.items():
+        peaks = sorted(r["peak_kib"] for r in runs)
+        peak = peaks[len(peaks) // 2]
+        run = next(r for r in runs if r["peak_kib"] == peak)
+        rows.append([count, run["after_imports_kib"] / 1024, peak / 1024, (peak - run["after_imports_kib"]) / 1024,
+                     run["build_s"], run["epoch_s"], run["batches"]])
+    change = rows[1][2] / rows[0][2] - 1
+    print(markdown_table(["cases", "after imports MiB", "peak MiB", "peak above imports MiB", "cache build s",
+                          "epoch s", "batches"], rows))
+    print(f"\npeak RSS at {4 * args.cases} cases vs {args.cases}: {change:+.1%} (goal: under 10%)")
+    print(f"volumes {'x'.join(map(str, args.shape))}, patch {'x'.join(map(str, args.patch))}, batch "
+          f"{args.batch_size}, {args.patches_per_case} patches per case, DataLoader with 0 workers")
+    print(describe_machine())
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "change": change, "machine": machine(),
+                                         "settings": vars(args) | {"json": str(args.json)}}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

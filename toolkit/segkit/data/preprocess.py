@@ -1,0 +1,177 @@
+"""Per-case preprocessing of a volume before training on patches: intensity normalisation by modality
+and optional resampling to a target spacing (the rules of nnU-Net, written for segkit).
+
+- A channel named ``CT`` (any case) is clipped to the dataset's foreground 0.5th..99.5th percentiles,
+  then shifted and scaled by the foreground mean and standard deviation: Hounsfield units mean the
+  same in every scan, so one dataset-wide mapping keeps them comparable.
+- Every other channel (MRI and the rest) is z-scored per case: its own mean and standard deviation,
+  as scanner intensities differ between cases.
+- ``none`` leaves a channel as stored (already normalised data).
+
+Typical use::
+
+    schemes = channel_schemes(dataset.channel_names)           # ("zscore",) for an MRI set
+    stats = foreground_stats(pairs) if "ct" in schemes else None
+    image, label = resample_case(image, label, spacing, target_spacing)
+    image = normalize_case(image, schemes, stats)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from segkit.errors import ConfigError, DataError, unknown_name
+
+__all__ = [
+    "SCHEMES",
+    "ChannelStats",
+    "channel_scheme",
+    "channel_schemes",
+    "foreground_stats",
+    "normalize_case",
+    "resample_case",
+    "resampled_shape",
+]
+
+SCHEMES: tuple[str, ...] = ("zscore", "ct", "none")
+"""The intensity schemes: per-case z-score, dataset-wide CT clip-and-scale, none."""
+
+_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """One channel's foreground intensities over a dataset: percentiles ``low`` (0.5) and ``high`` (99.5),
+    ``mean`` and ``std``."""
+
+    low: float
+    high: float
+    mean: float
+    std: float
+
+    def to_dict(self) -> dict[str, float]:
+        """The stats as a plain dict (for cache.json)."""
+        return asdict(self)
+
+
+def channel_scheme(modality: str, override: str | None = None) -> str:
+    """The intensity scheme of a channel: ``override`` when given, else "ct" for a channel named CT, else "zscore"."""
+    if override is not None:
+        if override not in SCHEMES:
+            raise unknown_name("intensity scheme", str(override), SCHEMES)
+        return override
+    return "ct" if str(modality).strip().lower() == "ct" else "zscore"
+
+
+def channel_schemes(channels: Sequence[str], overrides: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The scheme of every channel; ``overrides`` (one per channel) replaces the choice by name."""
+    if overrides is None:
+        return tuple(channel_scheme(c) for c in channels)
+    if len(overrides) != len(channels):
+        raise ConfigError(f"{len(overrides)} intensity scheme(s) {list(overrides)} for {len(channels)} channel(s) "
+                          f"({', '.join(channels)}); give one of {', '.join(SCHEMES)} per channel")
+    return tuple(channel_scheme(c, o) for c, o in zip(channels, overrides, strict=True))
+
+
+def foreground_stats(samples: Iterable[tuple[np.ndarray, np.ndarray]], voxels_per_case: int = 10_000,
+                     seed: int = 0) -> tuple[ChannelStats, ...]:
+    """Each channel's foreground (label > 0) intensity stats over ``samples``.
+
+    ``samples`` yields ``(image (C, X, Y, Z), label (X, Y, Z))`` one case at a time; up to
+    ``voxels_per_case`` foreground voxels of each case are drawn (seeded), so the cost stays one case
+    in memory plus ``voxels_per_case`` values per case.
+    """
+    rng = np.random.default_rng(seed)
+    drawn: list[np.ndarray] = []
+    for image, label in samples:
+        image = np.asarray(image)
+        if image.shape[1:] != np.shape(label):
+            raise DataError(f"an image of shape {image.shape[1:]} with a label of shape {np.shape(label)}")
+        where = np.flatnonzero(np.asarray(label).reshape(-1) > 0)
+        if where.size > voxels_per_case:
+            where = np.sort(rng.choice(where, voxels_per_case, replace=False))
+        drawn.append(image.reshape(image.shape[0], -1)[:, where].astype(np.float64))
+    values = np.concatenate(drawn, axis=1) if drawn else np.empty((0, 0))
+    if values.size == 0:
+        raise DataError("no foreground voxels (label > 0) in any case: CT normalisation needs them; "
+                        "use the 'zscore' scheme for this dataset")
+    stats = []
+    for channel in values:
+        low, high = np.percentile(channel, [0.5, 99.5])
+        stats.append(ChannelStats(float(low), float(high), float(channel.mean()), float(channel.std())))
+    return tuple(stats)
+
+
+def normalize_case(image: np.ndarray, schemes: Sequence[str],
+                   stats: Sequence[ChannelStats] | None = None) -> np.ndarray:
+    """``image`` (C, X, Y, Z) normalised channel by channel, as float32.
+
+    zscore: ``(x - mean) / std`` of the whole case (std 0: only the mean is taken away); ct:
+    clipped to ``stats``' percentiles, then ``(x - stats.mean) / stats.std``; none: unchanged.
+    """
+    image = np.asarray(image)
+    if len(schemes) != image.shape[0]:
+        raise ConfigError(f"{len(schemes)} intensity scheme(s) for an image of {image.shape[0]} channel(s)")
+    out = np.empty(image.shape, dtype=np.float32)
+    for c, scheme in enumerate(schemes):
+        channel = image[c].astype(np.float32, copy=False)
+        if scheme == "zscore":
+            mean, std = float(channel.mean(dtype=np.float64)), float(channel.std(dtype=np.float64))
+            np.subtract(channel, mean, out=out[c])
+            if std > _EPS:
+                out[c] /= std
+        elif scheme == "ct":
+            if stats is None or c >= len(stats):
+                raise ConfigError(f"channel {c} is normalised as CT but no foreground stats were given for it")
+            s = stats[c]
+            np.clip(channel, s.low, s.high, out=out[c])
+            out[c] -= s.mean
+            out[c] /= max(s.std, _EPS)
+        elif scheme == "none":
+            out[c] = channel
+        else:
+            raise unknown_name("intensity scheme", str(scheme), SCHEMES)
+    return out
+
+
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target_spacing: Sequence[float]) -> tuple[int, ...]:
+    """The voxel shape of a volume of ``shape`` at ``spacing`` once resampled to ``target_spacing`` (at least 1)."""
+    if len(target_spacing) != len(shape) or any(not np.isfinite(t) or t <= 0 for t in target_spacing):
+        raise ConfigError(f"the target spacing must be {len(shape)} positive numbers (mm), got {tuple(target_spacing)}")
+    return tuple(max(1, int(np.rint(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing, strict=True))
+
+
+def resample_case(image: np.ndarray, label: np.ndarray, spacing: Sequence[float],
+                  target_spacing: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(image (C, X, Y, Z) float32, label (X, Y, Z) uint8)`` resampled to ``target_spacing``.
+
+    The image is interpolated trilinearly; the label label by label: each label's indicator is
+    interpolated trilinearly and every voxel takes the label of the largest value (smoother
+    boundaries than nearest-neighbour and no shift of half a voxel; tests/test_volume_cache.py compares
+    both against an exact sphere). Nothing changes when ``target_spacing`` is None or equals
+    ``spacing`` (within 1e-4 mm).
+    """
+    if target_spacing is None or np.allclose(spacing, target_spacing, rtol=0, atol=1e-4):
+        return np.asarray(image, dtype=np.float32), np.asarray(label, dtype=np.uint8)
+    import torch
+    import torch.nn.functional as F
+
+    size = resampled_shape(label.shape, spacing, target_spacing)
+    if size == tuple(label.shape):
+        return np.asarray(image, dtype=np.float32), np.asarray(label, dtype=np.uint8)
+    with torch.no_grad():
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        out = F.interpolate(tensor, size=size, mode="trilinear", align_corners=False)[0].numpy()
+        source = torch.from_numpy(np.ascontiguousarray(label))
+        best = np.zeros(size, dtype=np.float32)
+        result = np.zeros(size, dtype=np.uint8)
+        for value in np.unique(label).tolist():
+            indicator = (source == value).to(torch.float32)[None, None]
+            weight = F.interpolate(indicator, size=size, mode="trilinear", align_corners=False)[0, 0].numpy()
+            better = weight > best
+            result[better] = value
+            best = np.maximum(best, weight)
+    return out, result

@@ -1,0 +1,281 @@
+"""A volume dataset preprocessed once into memory-mapped arrays, so training reads patches from disk.
+
+Each case becomes ``CASE_image.npy`` (float32 ``(C, X, Y, Z)``, resampled and normalised, see
+:mod:`segkit.data.preprocess`), ``CASE_label.npy`` (uint8 ``(X, Y, Z)``) and
+``CASE_foreground.npz`` (up to ``foreground_voxels`` voxel coordinates per foreground label, for
+oversampling). ``cache.json`` records the settings, the CT foreground stats and, per case, each
+source file's size and modification time with the case's spacing and shapes. A second build
+reads nothing whose sources and settings are unchanged and rebuilds only the cases that changed
+(every case when the CT stats change). Every file is written atomically, and ``cache.json`` after
+each case, so an interrupted build keeps what it finished.
+
+The default folder is ``$XDG_CACHE_HOME/segkit/volumes/<key>`` (``~/.cache`` when unset), the key a
+hash of the dataset's root and the settings; ``directory`` puts it elsewhere. Arrays are read with
+``np.load(mmap_mode="r")``: memory holds what a patch touches, never the dataset.
+
+Typical use::
+
+    cache = VolumeCache(dataset, target_spacing=None).build()
+    image, label = cache.image(case), cache.label(case)      # memory-mapped
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segkit.data.preprocess import ChannelStats, channel_schemes, foreground_stats, normalize_case, resample_case
+from segkit.errors import OUTPUT_ERRNOS, ConfigError, DataError
+from segkit.fileio import atomic_write_bytes, atomic_write_text, open_new_private
+from segkit.progress import track
+
+__all__ = ["CACHE_VERSION", "VolumeCache", "default_cache_root"]
+
+CACHE_VERSION = 1
+"""Bumped when the files' layout or the preprocessing changes, so older caches are rebuilt."""
+
+
+def default_cache_root() -> Path:
+    """``$XDG_CACHE_HOME/segkit/volumes`` (``~/.cache/segkit/volumes`` when the variable is unset or empty)."""
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base) if base else Path.home() / ".cache") / "segkit" / "volumes"
+
+
+def _fingerprint(paths: Sequence[str]) -> list[list[Any]]:
+    """``[path, size, mtime_ns]`` of each source file, the test of whether a cached case is current."""
+    out = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError as error:
+            raise DataError(f"cannot read {path}: {error.strerror}; the dataset lists it") from None
+        out.append([str(path), int(stat.st_size), int(stat.st_mtime_ns)])
+    return out
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to ``path`` through a temporary file and a rename (no copy of the array in memory)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with os.fdopen(open_new_private(tmp), "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _foreground_coordinates(label: np.ndarray, classes: int, limit: int,
+                            rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Up to ``limit`` voxel coordinates ``(n, 3)`` int32 per foreground label present, drawn without replacement."""
+    out = {}
+    flat = label.reshape(-1)
+    for value in range(1, classes):
+        where = np.flatnonzero(flat == value)
+        if where.size == 0:
+            continue
+        if where.size > limit:
+            where = np.sort(rng.choice(where, limit, replace=False))
+        out[str(value)] = np.stack(np.unravel_index(where, label.shape), axis=1).astype(np.int32)
+    return out
+
+
+class VolumeCache:
+    """The preprocessed cases of a :class:`~segkit.data.volume.VolumeDataset` as memory-mapped arrays.
+
+    Args:
+        dataset: a volume dataset (``cases_table``, ``read_image``, ``read_label``, ``channel_names``, ``labels``).
+        directory: where the cache lives; None: under :func:`default_cache_root`, keyed by root and settings.
+        target_spacing: resample every case to this spacing (mm per axis); None keeps each case's own.
+        schemes: one intensity scheme per channel ("zscore", "ct", "none"); None chooses by channel name.
+        foreground_voxels: at most this many voxel coordinates kept per label and case, for oversampling.
+        progress: report progress on stderr while building.
+    """
+
+    def __init__(self, dataset: Any, directory: str | os.PathLike[str] | None = None,
+                 target_spacing: Sequence[float] | None = None, schemes: Sequence[str] | None = None,
+                 foreground_voxels: int = 10_000, progress: bool = True) -> None:
+        if isinstance(foreground_voxels, bool) or not isinstance(foreground_voxels, int) or foreground_voxels < 1:
+            raise ConfigError(f"foreground_voxels must be an integer >= 1, got {foreground_voxels!r}")
+        if target_spacing is not None:
+            target_spacing = tuple(float(t) for t in target_spacing)
+            if len(target_spacing) != 3 or any(not np.isfinite(t) or t <= 0 for t in target_spacing):
+                raise ConfigError(f"target_spacing must be three positive numbers (mm), got {target_spacing}")
+        self.dataset = dataset
+        self.classes = len(dataset.labels)
+        self.settings: dict[str, Any] = {
+            "version": CACHE_VERSION,
+            "channels": list(dataset.channel_names),
+            "labels": list(dataset.labels),
+            "schemes": list(channel_schemes(dataset.channel_names, schemes)),
+            "target_spacing": list(target_spacing) if target_spacing is not None else None,
+            "foreground_voxels": foreground_voxels,
+        }
+        if directory is None:
+            root = str(getattr(dataset, "root", "") or os.path.commonpath(list(dataset.cases_table["label_path"])))
+            key = hashlib.sha256(json.dumps([str(Path(root).resolve()), self.settings], sort_keys=True).encode())
+            directory = default_cache_root() / key.hexdigest()[:16]
+        self.directory = Path(directory).expanduser()
+        self.progress = progress
+        self.cases: tuple[str, ...] = tuple(str(c) for c in dataset.cases_table["case"])
+        unsafe = [c for c in self.cases if c in ("", ".", "..") or Path(c).name != c or "\\" in c]
+        if unsafe:
+            raise DataError(f"case name(s) {', '.join(map(repr, unsafe[:3]))} cannot name files in the volume cache; "
+                            "a case name must be a plain file name (no folders)")
+        if len(set(self.cases)) != len(self.cases):
+            raise DataError("the dataset lists a case name twice; each case needs its own name in the volume cache")
+        self.stats: tuple[ChannelStats, ...] | None = None
+        self.built: list[str] = []  # the cases the last build() wrote (the rest were reused)
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._stats_sources: dict[str, Any] | None = None  # the source files the CT stats came from
+
+    # Building -------------------------------------------------------------------------------------
+
+    def _sources(self, row: Any) -> list[list[Any]]:
+        return _fingerprint([*row.image_paths, row.label_path])
+
+    def _read(self, row: Any) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+        image = self.dataset.read_image(tuple(row.image_paths))
+        label = self.dataset.read_label(row.label_path, self.classes)
+        return image, label.array, tuple(float(s) for s in label.spacing)
+
+    def _load_json(self) -> dict[str, Any]:
+        try:
+            recorded = json.loads((self.directory / "cache.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return recorded if isinstance(recorded, dict) and recorded.get("settings") == self.settings else {}
+
+    def _write_json(self) -> None:
+        stats = [s.to_dict() for s in self.stats] if self.stats is not None else None
+        atomic_write_text(self.directory / "cache.json", json.dumps(
+            {"settings": self.settings, "stats": stats, "stats_sources": self._stats_sources,
+             "cases": self._entries}, indent=1))
+
+    def _current(self, case: str, sources: list[list[Any]]) -> bool:
+        entry = self._entries.get(case)
+        return bool(entry) and entry.get("sources") == sources and all(
+            (self.directory / f"{case}_{part}").is_file() for part in ("image.npy", "label.npy", "foreground.npz"))
+
+    def build(self) -> VolumeCache:
+        """Write every case whose sources or settings changed since the last build; reuse the rest."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            return self._build()
+        except OSError as error:
+            if error.errno in OUTPUT_ERRNOS:
+                raise ConfigError(
+                    f"cannot write the volume cache in {self.directory}: {error.strerror}; free some space there, "
+                    "or put the cache elsewhere (set XDG_CACHE_HOME, or pass a cache directory)") from None
+            raise
+
+    def _build(self) -> VolumeCache:
+        recorded = self._load_json()
+        self._entries = {c: e for c, e in recorded.get("cases", {}).items() if isinstance(e, dict)}
+        table = list(self.dataset.cases_table.itertuples(index=False))
+        sources = {str(row.case): self._sources(row) for row in table}
+        if "ct" in self.settings["schemes"]:
+            stats_sources = {c: sources[c] for c in self.cases}
+            if recorded.get("stats") and recorded.get("stats_sources") == stats_sources:
+                self.stats = tuple(ChannelStats(**s) for s in recorded["stats"])
+            else:
+                pairs = ((image, label) for image, label, _ in (self._read(row) for row in table))
+                stats = foreground_stats(track(pairs, total=len(table), desc="volume cache: CT intensities",
+                                               unit="cases", enabled=self.progress))
+                if recorded.get("stats") != [s.to_dict() for s in stats]:
+                    self._entries = {}  # every case was normalised with other numbers
+                self.stats = stats
+            self._stats_sources = stats_sources
+        stale = [row for row in table if not self._current(str(row.case), sources[str(row.case)])]
+        self.built = []
+        for row in track(stale, total=len(stale), desc="volume cache", unit="cases", enabled=self.progress):
+            case = str(row.case)
+            self._entries[case] = self._build_case(row, sources[case])
+            self.built.append(case)
+            self._write_json()
+        if not stale and not (self.directory / "cache.json").is_file():
+            self._write_json()
+        return self
+
+    def _build_case(self, row: Any, sources: list[list[Any]]) -> dict[str, Any]:
+        """Preprocess and write one case; its cache.json entry."""
+        case = str(row.case)
+        image, label, spacing = self._read(row)
+        original_shape = tuple(int(n) for n in label.shape)
+        target = self.settings["target_spacing"]
+        image, label = resample_case(image, label, spacing, target)
+        image = normalize_case(image, self.settings["schemes"], self.stats)
+        new_spacing = [s * n / m for s, n, m in zip(spacing, original_shape, label.shape, strict=True)]
+        seed = int.from_bytes(hashlib.blake2b(case.encode(), digest_size=8).digest(), "little")
+        foreground = _foreground_coordinates(label, self.classes, self.settings["foreground_voxels"],
+                                             np.random.default_rng(seed))
+        _save_npy(self.directory / f"{case}_image.npy", image)
+        _save_npy(self.directory / f"{case}_label.npy", label)
+        buffer = io.BytesIO()
+        np.savez(buffer, **foreground)
+        atomic_write_bytes(self.directory / f"{case}_foreground.npz", buffer.getvalue())
+        return {"sources": sources, "shape": list(label.shape), "spacing": new_spacing,
+                "original_shape": list(original_shape), "original_spacing": list(spacing),
+                "foreground_counts": {k: int(v.shape[0]) for k, v in foreground.items()}}
+
+    # Reading --------------------------------------------------------------------------------------
+
+    def _entry(self, case: str) -> dict[str, Any]:
+        if not self._entries:
+            self._entries = self._load_json().get("cases", {})
+        if case not in self._entries:
+            listed = ", ".join(self.cases[:5]) + (", ..." if len(self.cases) > 5 else "")
+            raise DataError(f"case {case!r} is not in the volume cache {self.directory}; build it first "
+                            f"(VolumeCache.build()); its cases: {listed}")
+        return self._entries[case]
+
+    def image(self, case: str) -> np.ndarray:
+        """The preprocessed image of ``case``, float32 ``(C, X, Y, Z)``, memory-mapped read-only."""
+        self._entry(case)
+        return np.load(self.directory / f"{case}_image.npy", mmap_mode="r")
+
+    def label(self, case: str) -> np.ndarray:
+        """The label of ``case``, uint8 ``(X, Y, Z)``, memory-mapped read-only."""
+        self._entry(case)
+        return np.load(self.directory / f"{case}_label.npy", mmap_mode="r")
+
+    def foreground(self, case: str) -> dict[int, np.ndarray]:
+        """Sampled voxel coordinates ``(n, 3)`` int32 of each foreground label present in ``case``."""
+        self._entry(case)
+        with np.load(self.directory / f"{case}_foreground.npz") as stored:
+            return {int(k): stored[k] for k in stored.files}
+
+    def shape(self, case: str) -> tuple[int, int, int]:
+        """The spatial shape of ``case`` after resampling."""
+        return tuple(int(n) for n in self._entry(case)["shape"])  # type: ignore[return-value]
+
+    def spacing(self, case: str) -> tuple[float, float, float]:
+        """The voxel spacing of ``case`` after resampling (mm)."""
+        return tuple(float(s) for s in self._entry(case)["spacing"])  # type: ignore[return-value]
+
+    def metadata(self, case: str) -> dict[str, Any]:
+        """``case``'s cache.json entry: sources, shape, spacing, original shape and spacing, foreground counts."""
+        return dict(self._entry(case))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for DataLoader workers without the dataset: reading needs only the folder and cache.json."""
+        state = dict(self.__dict__)
+        state["dataset"] = None
+        return state
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.cases)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __repr__(self) -> str:
+        return f"VolumeCache({len(self.cases)} cases, {', '.join(self.settings['schemes'])}, at {self.directory})"
