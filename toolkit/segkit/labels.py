@@ -86,6 +86,7 @@ class Labels:
         - logits: ``(N, out_channels, H, W)``.
         - :meth:`class_masks` / :meth:`truth_masks`: ``(N, K, H, W)`` bool, one per entry of
           :attr:`foreground` (the ``C - 1`` foreground labels in label order, or the regions).
+        - Volumes: the same with ``D, H, W`` in place of ``H, W``.
     """
 
     names: tuple[str, ...] = BINARY_NAMES
@@ -138,9 +139,10 @@ class Labels:
         return self.several or self.mode == "multiclass"
 
     def _label_values(self, like: torch.Tensor) -> torch.Tensor:
-        """The foreground label values ``1 .. C-1`` as ``(1, C-1, 1, 1)``, on ``like``'s device (and float dtype)."""
+        """The foreground label values ``1 .. C-1`` as ``(1, C-1, 1, ...)`` with ``like``'s spatial dimensions (2D or
+        3D), on ``like``'s device (and float dtype)."""
         dtype = like.dtype if like.is_floating_point() else None
-        return torch.arange(1, self.classes, device=like.device, dtype=dtype).view(1, -1, 1, 1)
+        return torch.arange(1, self.classes, device=like.device, dtype=dtype).view(1, -1, *[1] * (like.ndim - 2))
 
     def loss_target(self, masks: torch.Tensor) -> torch.Tensor:
         """The target a loss of this mode takes: masks as they are (binary, multiclass), one channel per label or
@@ -179,7 +181,8 @@ class Labels:
 
     def label_map(self, class_masks: torch.Tensor) -> torch.Tensor:
         """``(N, H, W)`` int64 label values from ``(N, K, H, W)`` masks; where labels overlap the highest wins."""
-        values = torch.arange(1, class_masks.shape[1] + 1, device=class_masks.device).view(1, -1, 1, 1)
+        values = torch.arange(1, class_masks.shape[1] + 1, device=class_masks.device)
+        values = values.view(1, -1, *[1] * (class_masks.ndim - 2))
         return (class_masks.long() * values).amax(dim=1)
 
     def to_dict(self) -> dict[str, Any]:

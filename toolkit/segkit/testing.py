@@ -14,8 +14,9 @@ from segkit.components.conformance import (
     check_metric,
     check_model,
     check_volume_dataset,
+    check_volume_model,
     component_keys,
 )
 
 __all__ = ["check_component", "check_components", "check_dataset", "check_loss", "check_metric", "check_model",
-           "check_volume_dataset", "component_keys"]
+           "check_volume_dataset", "check_volume_model", "component_keys"]

@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_dataset", "check_volume_dataset", "check_loss", "check_metric", "check_model", "check_component", "check_components",
-           "component_keys"]
+__all__ = ["check_dataset", "check_volume_dataset", "check_loss", "check_metric", "check_model", "check_volume_model",
+           "check_component", "check_components", "component_keys"]
 
 
 def _seeded(seed: int = 0) -> torch.Generator:
@@ -38,33 +38,35 @@ def check_model(
     model: torch.nn.Module,
     in_channels: int = 3,
     classes: int = 1,
-    size: tuple[int, int] = (64, 64),
-    odd_size: tuple[int, int] | None = (70, 90),
+    size: tuple[int, ...] = (64, 64),
+    odd_size: tuple[int, ...] | None = (70, 90),
 ) -> None:
     """A model maps ``(N, in_channels, H, W)`` to finite logits ``(N, classes, H, W)`` and trains.
 
     Checked at ``size`` and at ``odd_size`` (not a multiple of 32, so models must pad
     or otherwise cope; None skips it), in training mode with a batch of 2, and a backward
     pass must give finite gradients. The model's mode and gradients are restored afterwards.
+    The sizes may have three axes, ``(D, H, W)``, for a volume model (:func:`check_volume_model`).
+
+    A model with deep supervision may return, in training mode, a tuple ``(main, aux_1, ...)``:
+    the main logits at the input size, then logits ``(N, classes, ...)``, each no larger than the
+    one before; in eval mode it must return the main logits alone.
     """
     assert isinstance(model, torch.nn.Module), f"a model must be a torch.nn.Module, got {type(model).__name__}"
+    declared = getattr(model, "spatial_dims", 2)
+    if declared != len(size):
+        checker = "check_volume_model" if declared == 3 else "check_model"
+        raise AssertionError(f"the model declares spatial_dims={declared} but is checked on {len(size)}-D inputs "
+                             f"of size {tuple(size)}: use {checker}")
     was_training = model.training
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     model.train()
     try:
-        for height, width in (size, odd_size) if odd_size else (size,):
-            x = torch.rand((2, in_channels, height, width), generator=_seeded()).to(device)
-            out = model(x)
-            where = f"for input (2, {in_channels}, {height}, {width})"
-            assert isinstance(out, torch.Tensor), f"forward must return one tensor {where}, got {type(out).__name__}"
-            expected = (2, classes, height, width)
-            assert tuple(out.shape) == expected, f"output shape {tuple(out.shape)} {where}, expected {expected}"
-            assert out.is_floating_point(), f"output dtype {out.dtype} {where}: logits must be float"
-            assert torch.isfinite(out).all(), f"output {where} holds NaN or infinite values"
-            assert not (float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1), (
-                f"every output value {where} lies in [0, 1]: it looks like probabilities (a sigmoid or softmax "
-                "at the end of forward). segkit models return logits; segkit applies the sigmoid itself."
-            )
+        for shape in (size, odd_size) if odd_size else (size,):
+            x = torch.rand((2, in_channels, *shape), generator=_seeded()).to(device)
+            where = f"for input {(2, in_channels, *shape)}"
+            output = model(x)
+            out = _main_output(output, classes, tuple(shape), where)
             out.float().mean().backward()
             params = [p for p in model.parameters() if p.requires_grad]
             assert params, "the model has no trainable parameters"
@@ -72,8 +74,60 @@ def check_model(
             assert grads, f"backward {where} reached no parameter: is the output detached?"
             assert all(torch.isfinite(g).all() for g in grads), f"backward {where} gave NaN or infinite gradients"
             model.zero_grad(set_to_none=True)
+            if isinstance(output, torch.Tensor):
+                continue
+            model.eval()
+            with torch.no_grad():
+                evaluated = model(x)
+            model.train()
+            assert isinstance(evaluated, torch.Tensor), (
+                f"in eval mode forward must return one logits tensor {where}, got {type(evaluated).__name__}")
+            assert tuple(evaluated.shape) == (2, classes, *shape), (
+                f"eval-mode output shape {tuple(evaluated.shape)} {where}, expected {(2, classes, *shape)}")
     finally:
         model.train(was_training)
+
+
+def check_volume_model(
+    model: torch.nn.Module,
+    in_channels: int = 1,
+    classes: int = 1,
+    size: tuple[int, int, int] = (16, 16, 16),
+    odd_size: tuple[int, int, int] | None = (17, 19, 21),
+) -> None:
+    """:func:`check_model` for a 3D model: ``(N, in_channels, D, H, W)`` to logits ``(N, classes, D, H, W)``.
+
+    Such a model says so with the attribute ``spatial_dims = 3``; checked at an even and an odd size.
+    """
+    check_model(model, in_channels, classes, size, odd_size)
+
+
+def _main_output(out: Any, classes: int, shape: tuple[int, ...], where: str) -> torch.Tensor:
+    """The main logits of a training-mode output (a tensor, or deep supervision's tuple), checked."""
+    outputs = list(out) if isinstance(out, (tuple, list)) else [out]
+    assert outputs and all(isinstance(o, torch.Tensor) for o in outputs), (
+        f"forward must return one tensor (or, with deep supervision, a tuple of them) {where}, "
+        f"got {type(out).__name__}")
+    main = outputs[0]
+    expected = (2, classes, *shape)
+    assert tuple(main.shape) == expected, f"output shape {tuple(main.shape)} {where}, expected {expected}"
+    previous = shape
+    for k, aux in enumerate(outputs[1:], start=1):
+        sizes = tuple(aux.shape[2:])
+        assert aux.shape[:2] == main.shape[:2] and len(sizes) == len(shape) and all(
+            a <= b for a, b in zip(sizes, previous)), (
+            f"deep-supervision output {k} has shape {tuple(aux.shape)} {where}: expected (2, {classes}, ...) "
+            f"no larger than {previous}")
+        previous = sizes
+    for k, value in enumerate(outputs):
+        label = "output" if k == 0 else f"deep-supervision output {k}"
+        assert value.is_floating_point(), f"{label} dtype {value.dtype} {where}: logits must be float"
+        assert torch.isfinite(value).all(), f"{label} {where} holds NaN or infinite values"
+    assert not (float(main.detach().min()) >= 0 and float(main.detach().max()) <= 1), (
+        f"every output value {where} lies in [0, 1]: it looks like probabilities (a sigmoid or softmax "
+        "at the end of forward). segkit models return logits; segkit applies the sigmoid itself."
+    )
+    return main if len(outputs) == 1 else sum(o.float().mean() for o in outputs)
 
 
 def _loss_case(mode: str = "binary") -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,7 +299,8 @@ def component_keys(distribution: str, registry: Any | None = None) -> list[str]:
 def check_component(key: str, params: dict[str, Any] | None = None, registry: Any | None = None) -> Any:
     """Build the component ``"kind:name"`` through the registry, as ``segkit run`` does, and check it.
 
-    ``params`` are its constructor arguments (models get ``in_channels=3, classes=1`` unless given).
+    ``params`` are its constructor arguments (models get ``in_channels=3, classes=1`` unless given; a model
+    with the attribute ``spatial_dims = 3`` is checked on volumes by :func:`check_volume_model`).
     A model with a ``classes`` parameter is also checked with ``classes=3`` (multi-class), and a
     loss with a ``mode`` parameter in its ``multiclass`` and ``multilabel`` modes (:mod:`segkit.labels`).
     Returns the built component; an ``AssertionError`` says what is wrong, naming ``key`` and its distribution.
@@ -267,16 +322,27 @@ def check_component(key: str, params: dict[str, Any] | None = None, registry: An
     try:
         built = registry.build(kind, name, **arguments)
         torch.manual_seed(0)
-        {"model": check_model, "loss": check_loss, "metric": check_metric, "dataset": check_dataset}[kind](built)
+        if kind == "model":
+            _check_model_as_declared(built, arguments["in_channels"], arguments["classes"])
+        else:
+            {"loss": check_loss, "metric": check_metric, "dataset": check_dataset}[kind](built)
         if kind == "model" and "classes" in names and "classes" not in (params or {}):
             several = registry.build(kind, name, **{**arguments, "classes": 3})  # multi-class: C outputs
-            check_model(several, in_channels=arguments["in_channels"], classes=3, odd_size=None)
+            _check_model_as_declared(several, arguments["in_channels"], 3, odd=False)
         if kind == "loss" and "mode" in names and "mode" not in (params or {}):
             for mode in ("multiclass", "multilabel"):
                 check_loss(registry.build(kind, name, **{**arguments, "mode": mode}), mode)
     except AssertionError as error:
         raise AssertionError(f"{key} from {distribution}: {error}") from None
     return built
+
+
+def _check_model_as_declared(model: torch.nn.Module, in_channels: int, classes: int, odd: bool = True) -> None:
+    """:func:`check_volume_model` for a model with ``spatial_dims = 3``, else :func:`check_model`."""
+    if getattr(model, "spatial_dims", 2) == 3:
+        check_volume_model(model, in_channels, classes, **({} if odd else {"odd_size": None}))
+    else:
+        check_model(model, in_channels, classes, **({} if odd else {"odd_size": None}))
 
 
 def check_components(distribution: str, params: dict[str, dict[str, Any]] | None = None,

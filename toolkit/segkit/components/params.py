@@ -161,6 +161,8 @@ def coerce_value(value: Any, annotation: Any) -> Any:
         if any(item is _NO for item in items):
             return _NO
         return tuple(items) if origin is tuple else list(items)
+    if annotation in (list, tuple):  # a bare ``tuple`` (MONAI's ``act: tuple | str``) takes a TOML list
+        return annotation(value) if isinstance(value, (list, tuple)) else _NO
     if origin is dict or annotation is dict:
         return value if isinstance(value, dict) else _NO
     if annotation is bool:

@@ -22,6 +22,7 @@ from segkit.config import RunConfig
 from segkit.errors import TrainingError
 from segkit.labels import Labels
 from segkit.evaluation.metrics import MetricAccumulator
+from segkit.train.deep_supervision import supervised_loss
 from segkit.train.distributed import DistContext
 
 __all__ = ["EarlyStopping", "Trainer", "EpochResult", "capture_rng", "restore_rng"]
@@ -194,8 +195,7 @@ class Trainer:
             images, masks = self._to_device(images, masks)
             sync = (step + 1) % accumulate == 0 or step + 1 == steps
             with self.dist.no_sync(self.model, skip=not sync), self._autocast():
-                logits = self.model(images)
-                loss = self.loss_fn(logits, self.labels.loss_target(masks))
+                loss, logits = supervised_loss(self.loss_fn, self.model(images), self.labels.loss_target(masks))
             self.scaler.scale(loss / accumulate).backward() if self.scaler.is_enabled() else (loss / accumulate).backward()
             if sync:
                 self._step_optimizer()
