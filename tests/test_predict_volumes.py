@@ -240,3 +240,31 @@ def test_a_run_trained_on_2d_images_refuses_volumes_naming_its_data(trained_run:
     assert code == 2, output
     assert "trained on the 'synthetic' dataset of 2D images" in output and "--dataset msd" in output, output
     assert not (tmp_path / "out").exists()
+
+
+def _moved_data_run(run: Path, target: Path, slice_axis: int | None) -> Path:
+    """A copy of ``run`` whose checkpoints say its training data lie where there are none."""
+    from segkit.train.checkpoint import load_checkpoint, save_checkpoint
+
+    shutil.copytree(run, target)
+    for checkpoint in (target / "checkpoints").glob("*.pt"):
+        payload = load_checkpoint(checkpoint)
+        payload["config"]["dataset"]["root"] = str(target / "gone")
+        if slice_axis is not None:
+            payload["config"]["dataset"]["slice_axis"] = slice_axis
+        save_checkpoint(checkpoint, payload)
+    return target
+
+
+def test_without_its_training_data_a_run_needs_a_recorded_slice_axis(volume_run: Path, tmp_path: Path) -> None:
+    source = str(data_of(volume_run) / "imagesTr" / "vol_001.nii.gz")
+    code, output = predict(str(volume_run), source, "--out", str(tmp_path / "reference"))
+    assert code == 0, output
+    chosen = _moved_data_run(volume_run, tmp_path / "chosen", slice_axis=None)
+    code, output = predict(str(chosen), source, "--out", str(tmp_path / "out"))
+    assert code == 2 and "records no slice axis" in output and "dataset.slice_axis" in output, output
+    assert not (tmp_path / "out").exists()
+    recorded = _moved_data_run(volume_run, tmp_path / "recorded", slice_axis=2)
+    code, output = predict(str(recorded), source, "--out", str(tmp_path / "out"))
+    assert code == 0, output  # 20x24 slices padded to 32x32, as in training
+    assert np.array_equal(array(tmp_path / "out" / "vol_001.nii.gz"), array(tmp_path / "reference" / "vol_001.nii.gz"))

@@ -76,7 +76,7 @@ def _settings_of(config: dict[str, Any], source: str, registry: Any) -> VolumeSe
             return VolumeSettings(int(spec["slice_axis"]), (0, 0), int(spec.get("pad_multiple", 16)),
                                   int(config["model"].get("in_channels") or 1), name)
         raise ConfigError(f"{source} records no slice axis (its dataset chose one from the training volumes' "
-                          f"spacing) and its training data cannot be read to recover it: {error} Restore the "
+                          f"spacing) and its training data cannot be read to recover it ({str(error).rstrip('.')}). Restore the "
                           f"training data at {spec.get('root', '?')}, or retrain with --set dataset.slice_axis=N."
                           ) from None
     return VolumeSettings(int(dataset.slice_axis), tuple(int(s) for s in dataset.slice_shape),  # type: ignore[arg-type]
