@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from volumes import ellipsoid_case
-
 from segkit.cli import cli
+from volumes import ellipsoid_case
 
 
 def predict(*args: str) -> tuple[int, str]:
@@ -56,7 +55,6 @@ def write_oblique(path: Path, data: np.ndarray) -> nib.Nifti1Image:
 
 def test_label_map_matches_the_runs_own_slices_and_evaluation(volume_run: Path, tmp_path: Path) -> None:
     import torch
-
     from segkit.components import get_registry
     from segkit.inference.predictor import load_predictor
     from segkit.tomlio import read_toml
@@ -268,3 +266,38 @@ def test_without_its_training_data_a_run_needs_a_recorded_slice_axis(volume_run:
     code, output = predict(str(recorded), source, "--out", str(tmp_path / "out"))
     assert code == 0, output  # 20x24 slices padded to 32x32, as in training
     assert np.array_equal(array(tmp_path / "out" / "vol_001.nii.gz"), array(tmp_path / "reference" / "vol_001.nii.gz"))
+
+
+def test_real_hippocampus_cases_keep_their_header_and_larger_slices_are_padded(volume_run: Path,
+                                                                               tmp_path: Path) -> None:
+    from volumes import HIPPOCAMPUS, hippocampus_subset
+
+    if not (HIPPOCAMPUS / "dataset.json").is_file():
+        pytest.skip(f"the hippocampus volumes are not at {HIPPOCAMPUS} (../shared/data/hippocampus beside the repo)")
+    root = hippocampus_subset(tmp_path / "hippocampus", count=2)
+    code, output = predict(str(volume_run), str(root), "--out", str(tmp_path / "out"), "--save-probs")
+    assert code == 0, output
+    for source in sorted((root / "imagesTr").iterdir()):
+        original = nib.load(source)
+        written = nib.load(tmp_path / "out" / source.name)
+        assert written.shape == original.shape and max(original.shape[:2]) > 32  # wider than the training slices
+        assert np.array_equal(written.affine, original.affine)
+        for key in ("qform_code", "sform_code", "pixdim", "xyzt_units", "quatern_b", "srow_x"):
+            assert np.array_equal(written.header[key], original.header[key]), key
+        assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2}
+        name = source.name[: -len(".nii.gz")]
+        assert nib.load(tmp_path / "out" / f"{name}_prob_front.nii.gz").shape == original.shape
+
+
+def test_binary_and_multilabel_models_threshold_each_label() -> None:
+    from segkit.inference.volume_predict import label_volume
+    from segkit.labels import Labels
+
+    probabilities = np.linspace(0, 1, 2 * 3 * 4, dtype=np.float32).reshape(1, 2, 3, 4)
+    binary = label_volume(probabilities, Labels(), 0.7, slice_axis=0)
+    assert binary.dtype == np.uint8 and np.array_equal(binary, (probabilities[0] >= 0.7).astype(np.uint8))
+    multilabel = Labels(("background", "a", "b"), "multilabel")
+    both = np.stack([probabilities[0], 1 - probabilities[0]])  # a where high, b where low, both in the middle
+    labels = label_volume(both, multilabel, 0.4, slice_axis=1)
+    expected = np.where(both[1] >= 0.4, 2, np.where(both[0] >= 0.4, 1, 0))  # the higher label wins an overlap
+    assert np.array_equal(labels, expected) and set(np.unique(labels)) == {1, 2}

@@ -39,11 +39,11 @@ def predict_command(arguments: tuple[str, ...], out: str, checkpoint: str | None
 
     Exit status 1 when some input could not be read (the others are still written).
     """
-    from segkit.evaluation.cv import inference_settings
     from segkit.errors import ConfigError
-    from segkit.inference.predictor import load_predictor
+    from segkit.evaluation.cv import inference_settings
     from segkit.inference.inputs import expand_all, split_arguments
     from segkit.inference.predict import predict_files
+    from segkit.inference.predictor import load_predictor
 
     if threshold is not None and not 0 < threshold < 1:
         raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}.")

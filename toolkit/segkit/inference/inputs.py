@@ -17,7 +17,7 @@ from pathlib import Path
 
 from segkit.errors import ConfigError
 
-__all__ = ["split_arguments", "expand_all", "expand_inputs", "case_of_file"]
+__all__ = ["case_of_file", "expand_all", "expand_inputs", "split_arguments"]
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _CASE_SLICE = re.compile(r"^(?P<case>.+)_(?P<slice>\d+)$")

@@ -28,7 +28,7 @@ import numpy as np
 from segkit.errors import ConfigError, DataError
 from segkit.fileio import atomic_write_bytes
 
-__all__ = ["VolumeCase", "VolumeSummary", "group_cases", "volume_outputs", "write_nifti", "predict_volumes"]
+__all__ = ["VolumeCase", "VolumeSummary", "group_cases", "predict_volumes", "volume_outputs", "write_nifti"]
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -111,7 +111,9 @@ def write_nifti(path: Path, array: np.ndarray, reference: Any, intent: str = "no
     import nibabel as nib
 
     header = reference.header.copy()
+    pixdim = header["pixdim"].copy()
     header.set_data_shape(array.shape)
+    header["pixdim"] = pixdim  # set_data_shape resets the unused dimensions' pixdim; keep the file's
     header.set_data_dtype(array.dtype)
     header.set_slope_inter(1.0, 0.0)
     header["cal_min"], header["cal_max"] = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)

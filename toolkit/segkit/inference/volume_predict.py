@@ -27,7 +27,7 @@ import numpy as np
 
 from segkit.errors import ConfigError, DataError
 
-__all__ = ["VolumeSettings", "volume_settings", "read_case", "predict_volume", "label_volume"]
+__all__ = ["VolumeSettings", "label_volume", "predict_volume", "read_case", "volume_settings"]
 
 
 @dataclass(frozen=True)
@@ -192,8 +192,8 @@ def label_volume(probabilities: np.ndarray, labels: Any, threshold: float, slice
     """
     import torch
 
-    from segkit.inference.postprocess import POSTPROCESS_MODES, largest_component_3d
     from segkit.errors import unknown_name
+    from segkit.inference.postprocess import POSTPROCESS_MODES, largest_component_3d
 
     if postprocess not in POSTPROCESS_MODES:
         raise unknown_name("postprocess mode", postprocess, POSTPROCESS_MODES)
