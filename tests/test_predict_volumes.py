@@ -53,11 +53,31 @@ def write_oblique(path: Path, data: np.ndarray) -> nib.Nifti1Image:
     return nib.load(path)
 
 
-def test_label_map_matches_the_runs_own_slices_and_evaluation(volume_run: Path, tmp_path: Path) -> None:
+def probabilities_from_training_slices(run: Path, case: str) -> np.ndarray:
+    """``case``'s probabilities ``(channels, X, Y, Z)`` as the run's training data served it: the dataset's padded
+    (and, with 2.5D context, stacked) slices along its axis, each predicted on its own, the padding cropped."""
     import torch
+
     from segkit.components import get_registry
     from segkit.inference.predictor import load_predictor
     from segkit.tomlio import read_toml
+
+    spec = dict(read_toml(run / "config.toml")["dataset"])
+    dataset = get_registry().build("dataset", spec.pop("name"), **spec)
+    images = np.stack([dataset.read(i)[0] for i in dataset.case_positions(case)])
+    probabilities = load_predictor(run).probabilities(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
+    shape = dataset.cases_table.set_index("case").loc[case, "shape"]
+    in_plane = [n for axis, n in enumerate(shape) if axis != dataset.slice_axis]
+    cropped = probabilities.numpy()[:, :, :in_plane[0], :in_plane[1]]  # (slices, channels, a, b)
+    return np.moveaxis(np.moveaxis(cropped, 1, 0), 1, dataset.slice_axis + 1)
+
+
+def label_map_from_training_slices(run: Path, case: str) -> np.ndarray:
+    """The most probable label of every voxel of :func:`probabilities_from_training_slices` (softmax runs)."""
+    return probabilities_from_training_slices(run, case).argmax(axis=0)
+
+
+def test_label_map_matches_the_runs_own_slices_and_evaluation(volume_run: Path, tmp_path: Path) -> None:
 
     case = val_case(volume_run)
     source = data_of(volume_run) / "imagesTr" / f"{case}.nii.gz"
@@ -68,16 +88,8 @@ def test_label_map_matches_the_runs_own_slices_and_evaluation(volume_run: Path, 
     assert predicted.dtype == np.uint8 and predicted.shape == truth.shape == (20, 24, 12)
     assert set(np.unique(predicted)) <= {0, 1, 2}
 
-    # The same case as training served it: the dataset's padded slices along its axis, predicted one by one.
-    spec = dict(read_toml(volume_run / "config.toml")["dataset"])
-    dataset = get_registry().build("dataset", spec.pop("name"), **spec)
-    predictor = load_predictor(volume_run)
-    positions = dataset.case_positions(case)
-    images = np.stack([dataset.read_raw(i)[0] for i in positions])
-    probabilities = predictor.probabilities(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)
-    expected = probabilities.argmax(dim=1).numpy()[:, :20, :24]  # (slices, X, Y), padding cropped
-    assert np.array_equal(predicted, np.moveaxis(expected, 0, dataset.slice_axis)), \
-        f"{int((predicted != np.moveaxis(expected, 0, dataset.slice_axis)).sum())} voxels differ"
+    expected = label_map_from_training_slices(volume_run, case)
+    assert np.array_equal(predicted, expected), f"{int((predicted != expected).sum())} voxels differ"
     assert len(np.unique(predicted)) >= 2  # not one label everywhere: a wrong axis or flip would show
 
     # The run's own validation of that case counts the same true positives and misses per label.
@@ -240,8 +252,10 @@ def test_a_run_trained_on_2d_images_refuses_volumes_naming_its_data(trained_run:
     assert not (tmp_path / "out").exists()
 
 
-def _moved_data_run(run: Path, target: Path, slice_axis: int | None) -> Path:
-    """A copy of ``run`` whose checkpoints say its training data lie where there are none."""
+def _moved_data_run(run: Path, target: Path, slice_axis: int | None,
+                    record: tuple[int, list[int]] | None = None) -> Path:
+    """A copy of ``run`` whose checkpoints say its training data lie where there are none; ``slice_axis`` set in
+    its dataset configuration, ``record`` (axis, slice shape) written into its checkpoints' preprocessing."""
     from segkit.train.checkpoint import load_checkpoint, save_checkpoint
 
     shutil.copytree(run, target)
@@ -250,6 +264,8 @@ def _moved_data_run(run: Path, target: Path, slice_axis: int | None) -> Path:
         payload["config"]["dataset"]["root"] = str(target / "gone")
         if slice_axis is not None:
             payload["config"]["dataset"]["slice_axis"] = slice_axis
+        if record is not None:
+            payload["preprocessing"].update(slice_axis=record[0], slice_shape=record[1])
         save_checkpoint(checkpoint, payload)
     return target
 
@@ -301,3 +317,37 @@ def test_binary_and_multilabel_models_threshold_each_label() -> None:
     labels = label_volume(both, multilabel, 0.4, slice_axis=1)
     expected = np.where(both[1] >= 0.4, 2, np.where(both[0] >= 0.4, 1, 0))  # the higher label wins an overlap
     assert np.array_equal(labels, expected) and set(np.unique(labels)) == {1, 2}
+
+
+def test_a_run_with_2_5d_context_stacks_the_neighbouring_slices_as_in_training(volume_run: Path,
+                                                                               tmp_path: Path) -> None:
+    from clihelp import run_in_process
+
+    run = tmp_path / "context"
+    run_in_process("run", "--dataset", "msd", "--data-root", str(data_of(volume_run)), "--set", "dataset.context=1",
+                   "--model", "unet", "--set", "model.width=4", "--loss", "ce_dice", "--epochs", "12", "--lr", "0.01",
+                   "--batch-size", "4", "--augment", "none", "--quiet", "--out", str(run))
+    source = data_of(volume_run) / "imagesTr" / "vol_002.nii.gz"
+    code, output = predict(str(run), str(source), "--out", str(tmp_path / "out"), "--save-probs")
+    assert code == 0, output
+    expected = probabilities_from_training_slices(run, "vol_002")
+    for channel, name in ((1, "front"), (2, "back")):
+        written = array(tmp_path / "out" / f"vol_002_prob_{name}.nii.gz")
+        assert np.allclose(written, expected[channel], atol=1e-6)
+        assert written.std() > 1e-3  # a map that varies, so a neighbour in the wrong place would show
+    assert np.array_equal(array(tmp_path / "out" / "vol_002.nii.gz"), expected.argmax(axis=0))
+
+
+def test_a_run_that_records_its_slicing_needs_no_training_data(volume_run: Path, tmp_path: Path) -> None:
+    source = str(data_of(volume_run) / "imagesTr" / "vol_001.nii.gz")
+    code, output = predict(str(volume_run), source, "--out", str(tmp_path / "reference"))
+    assert code == 0, output
+    recorded = _moved_data_run(volume_run, tmp_path / "recorded", slice_axis=None, record=(2, [32, 32]))
+    code, output = predict(str(recorded), source, "--out", str(tmp_path / "out"))
+    assert code == 0, output
+    assert np.array_equal(array(tmp_path / "out" / "vol_001.nii.gz"), array(tmp_path / "reference" / "vol_001.nii.gz"))
+    wrong = _moved_data_run(volume_run, tmp_path / "wrong", slice_axis=None, record=(0, [32, 32]))
+    code, output = predict(str(wrong), source, "--out", str(tmp_path / "wrong-out"))
+    assert code == 0, output  # sliced along another axis: a different map, so the recorded axis is what is used
+    assert not np.array_equal(array(tmp_path / "wrong-out" / "vol_001.nii.gz"),
+                              array(tmp_path / "reference" / "vol_001.nii.gz"))

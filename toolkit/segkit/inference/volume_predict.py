@@ -57,7 +57,12 @@ def _member_config(member: Any) -> dict[str, Any] | None:
     return (getattr(member, "info", None) or {}).get("config")
 
 
-def _settings_of(config: dict[str, Any], source: str, registry: Any) -> VolumeSettings:
+def _slice_channels(member: Any) -> int:
+    """Image channels of one slice: the model's input channels over its ``2k + 1`` stacked slices."""
+    return int(member.in_channels or 1) // (2 * int(member.context or 0) + 1)
+
+
+def _settings_of(config: dict[str, Any], member: Any, registry: Any) -> VolumeSettings:
     """The run's volume settings, from its training dataset (built as training built it)."""
     from segkit.data.volume import VolumeDataset
 
@@ -66,7 +71,7 @@ def _settings_of(config: dict[str, Any], source: str, registry: Any) -> VolumeSe
     component = registry.get("dataset", name)
     target = component.load()
     if not (isinstance(target, type) and issubclass(target, VolumeDataset)):
-        raise ConfigError(f"{source} was trained on the {name!r} dataset of 2D images, so it predicts 2D images, not "
+        raise ConfigError(f"{member.source} was trained on the {name!r} dataset of 2D images, so it predicts 2D images, not "
                           "volumes; predict volumes with a run trained on a volume dataset (segkit run --dataset msd).")
     try:
         dataset = registry.build("dataset", name, **spec)
@@ -74,8 +79,8 @@ def _settings_of(config: dict[str, Any], source: str, registry: Any) -> VolumeSe
         # Without its training data the slice axis is known only when the run chose it explicitly.
         if isinstance(spec.get("slice_axis"), int):
             return VolumeSettings(int(spec["slice_axis"]), (0, 0), int(spec.get("pad_multiple", 16)),
-                                  int(config["model"].get("in_channels") or 1), name)
-        raise ConfigError(f"{source} records no slice axis (its dataset chose one from the training volumes' "
+                                  _slice_channels(member), name)
+        raise ConfigError(f"{member.source} records no slice axis (its dataset chose one from the training volumes' "
                           f"spacing) and its training data cannot be read to recover it ({str(error).rstrip('.')}). Restore the "
                           f"training data at {spec.get('root', '?')}, or retrain with --set dataset.slice_axis=N."
                           ) from None
@@ -83,9 +88,31 @@ def _settings_of(config: dict[str, Any], source: str, registry: Any) -> VolumeSe
                           int(spec.get("pad_multiple", 16)), len(dataset.channel_names), name)
 
 
+def _recorded_settings(member: Any, config: dict[str, Any]) -> VolumeSettings | None:
+    """The settings a checkpoint records in its preprocessing (``slice_axis`` and ``slice_shape``), if it does.
+
+    Runs record them so that predicting needs no access to the training data; a run without
+    them has its training dataset rebuilt (:func:`_settings_of`).
+    """
+    preprocessing = (getattr(member, "info", None) or {}).get("preprocessing") or {}
+    axis, shape = preprocessing.get("slice_axis"), preprocessing.get("slice_shape")
+    if axis is None or shape is None:
+        return None
+    if axis not in (0, 1, 2) or len(shape) != 2 or any(not isinstance(n, int) or n < 1 for n in shape):
+        from segkit.errors import CheckpointError
+
+        raise CheckpointError(f"{member.source} records the slice axis {axis!r} and slice shape {shape!r}; expected "
+                              "an axis 0, 1 or 2 and two positive sizes.")
+    spec = config.get("dataset") or {}
+    return VolumeSettings(int(axis), (int(shape[0]), int(shape[1])), int(spec.get("pad_multiple", 16)),
+                          _slice_channels(member), str(spec.get("name", "?")))
+
+
 def volume_settings(predictor: Any, registry: Any) -> VolumeSettings:
     """The volume settings every model of ``predictor`` was trained with; a ConfigError when there are none.
 
+    A checkpoint that records ``slice_axis`` and ``slice_shape`` in its preprocessing gives them;
+    otherwise the run's training dataset is rebuilt from its configuration to learn them.
     Models without a training configuration (ONNX exports) cannot say how they sliced volumes.
     Models of an ensemble must agree on the slice axis and the padded slice size.
     """
@@ -97,9 +124,13 @@ def volume_settings(predictor: Any, registry: Any) -> VolumeSettings:
             raise ConfigError(f"{member.source} holds no training configuration (an ONNX export), so it cannot say how "
                               "its run sliced and scaled volumes; predict volumes with the run directory or its .pt "
                               "checkpoint.")
+        recorded = _recorded_settings(member, config)
+        if recorded is not None:
+            found[member.source] = recorded
+            continue
         key = repr(sorted((config.get("dataset") or {}).items()))
         if key not in cache:
-            cache[key] = _settings_of(config, member.source, registry)
+            cache[key] = _settings_of(config, member, registry)
         found[member.source] = cache[key]
     distinct = {(s.slice_axis, s.slice_shape, s.pad_multiple) for s in found.values()}
     if len(distinct) > 1:
