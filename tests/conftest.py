@@ -125,3 +125,20 @@ def private_segkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("segkit-cache")
     os.environ["SEGKIT_CACHE_DIR"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def volume_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 2D run on volumes: the tutorial U-Net (width 4) trained 12 short epochs (~2 s) on the slices of 4 synthetic
+    Decathlon cases (``tests/volumes.write_msd``: 20x24x12 voxels, spacing 1x1x2 mm, labels front/back), one
+    of them for validation (see its splits.csv). The data stay at ``<run>/../data``."""
+    from clihelp import run_in_process
+    from volumes import write_msd
+
+    home = tmp_path_factory.mktemp("volume-run")
+    root = write_msd(home / "data", cases=4)
+    out = home / "run"
+    run_in_process("run", "--dataset", "msd", "--data-root", str(root), "--model", "unet", "--set", "model.width=4",
+                   "--loss", "ce_dice", "--epochs", "12", "--lr", "0.01", "--batch-size", "4", "--augment", "none",
+                   "--set", "split.val_fraction=0.25", "--set", "split.test_fraction=0", "--quiet", "--out", str(out))
+    return out

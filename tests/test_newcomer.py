@@ -52,7 +52,7 @@ def test_list_plugins_keeps_its_columns_for_long_names(tmp_path: Path) -> None:
     assert len({line.rindex(" ok") for line, _ in rows}) == 1, result.stdout
 
 
-def test_predict_on_a_volume_says_volumes_need_a_volume_dataset(trained_run: Path, tmp_path: Path) -> None:
+def test_predict_on_a_volume_with_a_2d_run_says_what_the_run_was_trained_on(trained_run: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from segkit.cli import cli
@@ -63,7 +63,8 @@ def test_predict_on_a_volume_says_volumes_need_a_volume_dataset(trained_run: Pat
     for target in (volumes / "BraTS_001_flair.nii.gz", volumes):
         result = CliRunner().invoke(cli, ["predict", str(trained_run), str(target), "--out", str(tmp_path / "out")])
         assert result.exit_code == 2, result.output
-        assert "volume datasets" in result.output and "not an image" not in result.output
+        assert "trained on the 'synthetic' dataset of 2D images" in result.output, result.output
+        assert "a run trained on a volume dataset" in result.output and "not an image" not in result.output
         assert not (tmp_path / "out").exists()
 
 

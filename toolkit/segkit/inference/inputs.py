@@ -2,8 +2,8 @@
 
 The command line mixes models (run directories, ``.pt`` checkpoints, ``.onnx`` exports) with
 inputs (image files, folders, glob patterns); :func:`split_arguments` tells them apart,
-:func:`expand_inputs` turns the inputs into a sorted list of image files (a volume file gets a
-message that volumes are read by the volume datasets), and :func:`case_of_file` reads the case
+:func:`expand_all` turns the inputs into sorted lists of image files and NIfTI volume files (one
+kind per call), and :func:`case_of_file` reads the case
 and slice number of a file named like LGG's ``CASE_<n>.tif``.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from segkit.errors import ConfigError
 
-__all__ = ["split_arguments", "expand_inputs", "case_of_file"]
+__all__ = ["case_of_file", "expand_all", "expand_inputs", "split_arguments"]
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _CASE_SLICE = re.compile(r"^(?P<case>.+)_(?P<slice>\d+)$")
@@ -52,61 +52,83 @@ def split_arguments(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-"""3D volume files (NIfTI, NRRD, MetaImage): not images that predict reads."""
+"""3D volume files: NIfTI (read by predict) and NRRD/MetaImage (not read: convert them to NIfTI)."""
+
+_KINDS = "images (png, jpg, jpeg, tif, tiff) or NIfTI volumes (.nii.gz, .nii)"
 
 
 def _is_volume(path: Path) -> bool:
     return path.name.lower().endswith(VOLUME_SUFFIXES)
 
 
-def _volume_error(what: str) -> ConfigError:
-    """Predict reads 2D images; a volume needs a volume dataset, which is not here yet."""
-    return ConfigError(f"{what}: segkit predict reads 2D images (png, jpg, jpeg, tif, tiff), one slice a file. "
-                       "Volumes are read by volume datasets, which come with the volumes work; until then save "
-                       "the slices as images.")
-
-
-def _images_in(paths: Sequence[Path]) -> list[Path]:
+def _candidates(paths: Sequence[Path]) -> list[Path]:
+    """The images (not ``*_mask.*``) and volumes among ``paths``."""
     from segkit.data import IMAGE_SUFFIXES
 
-    return [p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            and not p.stem.lower().endswith("_mask")]
+    return [p for p in paths if p.is_file() and not p.name.startswith("._")
+            and (_is_volume(p) or (p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.lower().endswith("_mask")))]
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Image files from files, folders (not recursive) and globs (``**`` recurses).
+def _folder_files(path: Path, text: str) -> list[Path]:
+    """A folder's images or volumes; a Decathlon folder (``dataset.json``) gives its ``imagesTs/``, else ``imagesTr/``."""
+    if (path / "dataset.json").is_file():
+        for part in ("imagesTs", "imagesTr"):
+            found = _candidates(sorted((path / part).iterdir())) if (path / part).is_dir() else []
+            if found:
+                return found
+        raise ConfigError(f"{text!r} is a Decathlon folder (it holds dataset.json) but neither its imagesTs/ nor "
+                          "its imagesTr/ holds volumes (.nii.gz, .nii).")
+    found = _candidates(sorted(path.iterdir()))
+    if not found:
+        raise ConfigError(f"folder {text!r} holds no {_KINDS}.")
+    return found
 
-    Folders and globs pick png, jpg, jpeg, tif and tiff files and skip ``*_mask.*``
-    files (the label files of the LGG layout); a file named explicitly is always taken.
-    A missing path or a glob that matches nothing is a :class:`ConfigError`.
+
+def expand_all(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
+    """``(images, volumes)``: the files that files, folders (not recursive) and globs (``**`` recurses) name.
+
+    Folders and globs pick images and volumes and skip ``*_mask.*`` images (the label files of
+    the LGG layout); a Decathlon folder gives its ``imagesTs/`` (else ``imagesTr/``); a file named
+    explicitly is always taken. Both kinds in one call, a NRRD/MetaImage volume, a missing path
+    or a glob that matches nothing is a :class:`ConfigError`.
     """
     files: list[Path] = []
     for text in inputs:
         path = Path(text).expanduser()
         if path.is_dir():
-            found = _images_in(sorted(path.iterdir()))
-            if not found:
-                volumes = [p for p in path.iterdir() if _is_volume(p)]
-                if volumes:
-                    raise _volume_error(f"folder {text!r} holds {len(volumes)} volume file(s) such as "
-                                        f"{volumes[0].name!r} and no images")
-                raise ConfigError(f"folder {text!r} holds no images (png, jpg, jpeg, tif, tiff).")
-            files.extend(found)
+            files.extend(_folder_files(path, text))
         elif path.is_file():
-            if _is_volume(path):
-                raise _volume_error(f"{text!r} is a volume")
             files.append(path)
         elif _GLOB_CHARS.search(text):
-            found = _images_in([Path(p) for p in sorted(glob.glob(os.path.expanduser(text), recursive=True))])
+            found = _candidates([Path(p) for p in sorted(glob.glob(os.path.expanduser(text), recursive=True))])
             if not found:
-                raise ConfigError(f"the pattern {text!r} matches no images (png, jpg, jpeg, tif, tiff).")
+                raise ConfigError(f"the pattern {text!r} matches no {_KINDS}.")
             files.extend(found)
         else:
             raise ConfigError(f"input {text!r} does not exist.")
     unique: dict[Path, None] = {}
     for f in files:
         unique.setdefault(f.resolve(), None)
-    return [Path(p) for p in unique]
+    images = [Path(p) for p in unique if not _is_volume(Path(p))]
+    volumes = [Path(p) for p in unique if _is_volume(Path(p))]
+    other = [p for p in volumes if not p.name.lower().endswith((".nii", ".nii.gz"))]
+    if other:
+        raise ConfigError(f"{str(other[0])!r} is a {other[0].suffix} volume; segkit predict reads NIfTI volumes "
+                          "(.nii.gz, .nii): convert it first (e.g. with SimpleITK or 3D Slicer).")
+    if images and volumes:
+        raise ConfigError(f"the inputs mix {len(images)} 2D image(s) (e.g. {images[0].name!r}) and {len(volumes)} "
+                          f"volume(s) (e.g. {volumes[0].name!r}); a model predicts one kind: predict them in "
+                          "separate calls.")
+    return images, volumes
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """The image files of :func:`expand_all`; volumes among the inputs are a :class:`ConfigError`."""
+    images, volumes = expand_all(inputs)
+    if volumes:
+        raise ConfigError(f"{str(volumes[0])!r} is a volume; predict volumes with segkit predict, which writes "
+                          "NIfTI label maps (see docs/predict.md, Volumes).")
+    return images
 
 
 def case_of_file(path: Path) -> tuple[str, int] | None:

@@ -239,7 +239,7 @@ def _checkpoint_member(path: Path, device: torch.device, registry: Any | None) -
         threshold=float(preprocessing.get("threshold", config.get("metrics", {}).get("threshold", 0.5))),
         run=run,
         device=device,
-        info={"epoch": payload.get("epoch"), "config": config, "model": model},
+        info={"epoch": payload.get("epoch"), "config": config, "model": model, "preprocessing": preprocessing},
         context=checkpoint_context(config, path),
         normalize=checkpoint_normalize(config, path),
         labels=Labels.from_dict(preprocessing.get("labels")),
