@@ -236,3 +236,8 @@ def test_a_model_that_changes_the_window_size_is_a_config_error() -> None:
     net = nn.Conv3d(1, 2, 3)  # no padding: 8 -> 6
     with pytest.raises(ConfigError, match=r"returned \(1, 2, 6, 6, 6\).*patch_size the model keeps"):
         sliding_window_logits(net, torch.zeros(1, 8, 8, 8), (8, 8, 8), batch_size=1)
+
+
+def test_an_image_that_is_not_a_tensor_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="image must be a torch.Tensor, got ndarray"):
+        sliding_window_logits(identity, torch.zeros(1, 8, 8).numpy(), (8, 8))
