@@ -153,3 +153,19 @@ def test_a_deep_supervised_model_trains_through_segkit_run(tmp_path: Path) -> No
                    "--batch-size", "8", "--augment", "none", "--quiet", "--out", str(out))
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert len(rows) == 1 and math.isfinite(float(rows[0]["train_loss"])), rows
+
+
+def test_every_parameter_gets_a_gradient_though_the_lowest_level_is_not_scored() -> None:
+    model = build(stages=4, deep_supervision=True).train()
+    x, target = torch.rand(2, 1, 16, 16, 16), (torch.rand(2, 1, 16, 16, 16) > 0.5).float()
+    loss, _ = supervised_loss(F.binary_cross_entropy_with_logits, model(x), target)
+    loss.backward()  # DistributedDataParallel without find_unused_parameters needs every gradient
+    assert all(p.grad is not None for p in model.parameters())
+    lowest_head = model.aux_heads[0]  # from the bottleneck up: the first decoder level's head
+    assert all(not p.grad.any() for p in lowest_head.parameters())
+
+
+def test_without_deep_supervision_every_parameter_is_used() -> None:
+    model = build(stages=4).train()
+    model(torch.rand(1, 1, 16, 16, 16)).mean().backward()
+    assert len(model.aux_heads) == 0 and all(p.grad is not None for p in model.parameters())
