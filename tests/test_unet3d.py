@@ -39,8 +39,7 @@ def test_conforms_in_3d_at_even_and_odd_sizes() -> None:
 def test_the_same_network_in_2d() -> None:
     model = build(spatial_dims=2, in_channels=3, classes=2)
     assert model.spatial_dims == 2
-    assert all(isinstance(m, torch.nn.Conv2d) for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)
-               and not isinstance(m, torch.nn.ConvTranspose2d))
+    assert not any(isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)) for m in model.modules())
     check_model(model, in_channels=3, classes=2)
 
 
