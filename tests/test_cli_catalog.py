@@ -54,7 +54,7 @@ def test_unknown_model_suggests_the_close_name() -> None:
     result = segkit("info", "model", "unte")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "unknown model 'unte'. Did you mean 'unet'?" in result.stderr
+    assert "unknown model 'unte'. Did you mean 'unet' or 'unet3d'?" in result.stderr
     assert "See 'segkit list model'." in result.stderr
 
 
@@ -68,7 +68,7 @@ def test_unknown_kind_and_option_value_suggest() -> None:
 def test_unknown_run_component_is_caught_before_work(tmp_path) -> None:
     result = segkit("run", "--model", "unte", "--out", str(tmp_path / "run"))
     assert result.returncode == 2
-    assert "Did you mean 'unet'?" in result.stderr
+    assert "Did you mean 'unet'" in result.stderr
     assert not (tmp_path / "run").exists()
 
 

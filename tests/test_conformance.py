@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from segkit.components.registry import get_registry
-from segkit.testing import check_dataset, check_loss, check_metric, check_model
+from segkit.testing import check_dataset, check_loss, check_metric, check_model, check_volume_model
 
 REGISTRY = get_registry()
 
@@ -26,6 +26,10 @@ MODEL_PARAMS: dict[str, dict[str, Any]] = {
     "unet": {"width": 8},
     "smp_unet": {"encoder_name": "resnet18"},
     "smp_dpt": {"encoder_name": "tu-test_vit"},
+    "unet3d": {"width": 4, "stages": 3},
+    "monai_unet": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
+    "monai_dynunet": {"strides": [1, 2, 2], "filters": [4, 8, 16]},
+    "monai_segresnet": {"init_filters": 8, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]},
 }
 SMP_LIGHT_ENCODER = {"encoder_name": "tu-test_resnet"}
 
@@ -52,7 +56,10 @@ def test_model_conforms(name: str) -> None:
     params = MODEL_PARAMS.get(name, SMP_LIGHT_ENCODER if name.startswith("smp_") else {})
     torch.manual_seed(0)
     model = REGISTRY.build("model", name, in_channels=3, classes=1, **params)
-    check_model(model, in_channels=3, classes=1, size=(64, 64))
+    if getattr(model, "spatial_dims", 2) == 3:
+        check_volume_model(model, in_channels=3, classes=1)
+    else:
+        check_model(model, in_channels=3, classes=1, size=(64, 64))
 
 
 @pytest.mark.parametrize("name", names("loss"))
@@ -135,6 +142,27 @@ def test_check_model_rejects_a_model_that_returns_probabilities() -> None:
 
     with pytest.raises(AssertionError, match="looks like probabilities"):
         check_model(Probabilities())
+
+
+def test_check_component_checks_a_volume_model_on_volumes() -> None:
+    from segkit.testing import check_component
+
+    model = check_component("model:unet3d", {"width": 4, "stages": 3})
+    assert model.spatial_dims == 3
+
+
+def test_check_model_rejects_deep_supervision_in_eval_mode() -> None:
+    class AlwaysTuple(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.conv(x)
+            return logits, logits[..., ::2, ::2]
+
+    with pytest.raises(AssertionError, match="in eval mode forward must return one logits tensor"):
+        check_model(AlwaysTuple())
 
 
 def test_check_components_runs_a_whole_installed_plugin() -> None:

@@ -188,7 +188,7 @@ def test_list_does_not_import_torch() -> None:
         "from segkit.cli import cli\n"
         "cli.main(['list'], standalone_mode=False)\n"
         "cli.main(['list', '--json'], standalone_mode=False)\n"
-        "heavy = [m for m in ('torch', 'segmentation_models_pytorch', 'cv2', 'albumentations') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'segmentation_models_pytorch', 'cv2', 'albumentations', 'monai') if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
         "sys.exit(1 if heavy else 0)\n"
     )

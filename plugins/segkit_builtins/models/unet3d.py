@@ -184,14 +184,15 @@ class UNet3D(nn.Module):
         conv = (nn.Conv2d, nn.Conv3d)[dims - 2]
         self.upsamplers = nn.ModuleList()
         self.decoder = nn.ModuleList()
-        self.heads = nn.ModuleList()
         for i in range(stages - 1, 0, -1):  # from the bottleneck up: stage i -> stage i-1
             self.upsamplers.append(transposed(channels[i], channels[i - 1], steps[i], steps[i]))
             self.decoder.append(nn.Sequential(block(2 * channels[i - 1], channels[i - 1], i - 1),
                                               block(channels[i - 1], channels[i - 1], i - 1)))
-            self.heads.append(conv(channels[i - 1], classes, 1))
-        if stages == 1:
-            self.heads.append(conv(channels[0], classes, 1))
+        self.head = conv(channels[0], classes, 1)
+        # Deep supervision's heads, from the bottleneck up (decoder stages stages-2 .. 2, 1-based), built only when
+        # used: a parameter that never gets a gradient stops DistributedDataParallel.
+        self.aux_heads = nn.ModuleList(conv(channels[i], classes, 1) for i in range(stages - 2, 0, -1)) \
+            if deep_supervision else nn.ModuleList()
         self._initialise()
 
     def _initialise(self) -> None:
@@ -214,16 +215,15 @@ class UNet3D(nn.Module):
         x = skips.pop()
         supervise = self.deep_supervision and self.training
         outputs: list[torch.Tensor] = []
-        for level, (up, decode, head) in enumerate(zip(self.upsamplers, self.decoder, self.heads)):
+        for level, (up, decode) in enumerate(zip(self.upsamplers, self.decoder)):
             x = decode(torch.cat([up(x), skips.pop()], dim=1))
             stage = len(self.decoder) - 1 - level  # the encoder stage (0-based) this output has the size of
-            if stage == 0 or supervise:
-                outputs.append(self._crop(head(x), sizes, self.scales[stage]))
-        if not self.decoder:
-            outputs.append(self._crop(self.heads[0](x), sizes, self.scales[0]))
+            if supervise and stage > 0:
+                outputs.append(self._crop(self.aux_heads[level](x), sizes, self.scales[stage]))
+        main = self._crop(self.head(x), sizes, self.scales[0])
         if not supervise:
-            return outputs[-1]
-        return tuple(reversed(outputs))
+            return main
+        return (main, *reversed(outputs))
 
     @staticmethod
     def _crop(logits: torch.Tensor, sizes: Sequence[int], scale: Sequence[int]) -> torch.Tensor:

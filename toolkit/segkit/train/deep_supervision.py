@@ -56,7 +56,7 @@ def supervised_loss(
 
     A tensor gives ``(loss_fn(output, target), output)``. A tuple ``(main, aux_1, ...)`` gives the
     weighted sum of ``loss_fn`` over its outputs (weights from :func:`level_weights`), each against
-    ``target`` downsampled to that output's size, and ``main``.
+    ``target`` downsampled to that output's size, and ``main``. An output of weight 0 is not scored.
 
     Shape:
         - output: logits ``(N, C, *spatial)``, or a tuple of them at decreasing sizes.
@@ -69,11 +69,12 @@ def supervised_loss(
     if not outputs or not all(isinstance(o, torch.Tensor) for o in outputs):
         raise TypeError(f"a model returns a logits tensor or a tuple of them (deep supervision), got {type(output)}")
     main = outputs[0]
-    total: torch.Tensor | None = None
+    total = main.new_zeros((), dtype=torch.float32)
     for weight, logits in zip(level_weights(len(outputs)), outputs, strict=True):
         if weight == 0:
+            # Not scored, but kept in the graph: every parameter then gets a (zero) gradient, which
+            # DistributedDataParallel requires of a model wrapped without find_unused_parameters.
+            total = total + 0.0 * logits.float().sum()
             continue
-        term = weight * loss_fn(logits, downsample_target(target, logits.shape[2:]))
-        total = term if total is None else total + term
-    assert total is not None  # the first weight is never 0
+        total = total + weight * loss_fn(logits, downsample_target(target, logits.shape[2:]))
     return total, main
