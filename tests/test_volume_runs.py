@@ -20,13 +20,15 @@ def _environment(tmp_path: Path) -> dict[str, str]:
     return {"XDG_CACHE_HOME": str(tmp_path / "cache")}
 
 
-@pytest.fixture
-def patch_run(tmp_path: Path) -> tuple[Path, Path]:
-    root = write_msd(tmp_path / "data", cases=6, shape=(20, 24, 12))
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def patch_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One tiny 3D run shared by this module's tests (those that change it copy it first)."""
+    home = tmp_path_factory.mktemp("patch-run")
+    root = write_msd(home / "data", cases=6, shape=(20, 24, 12))
+    out = home / "run"
     result = segkit("run", "--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "2",
                     "--set", "split.val_fraction=0.34", "--set", "split.test_fraction=0.17", "--out", str(out),
-                    env=_environment(tmp_path))
+                    env=_environment(home))
     assert result.returncode == 0, result.stderr
     return root, out
 
@@ -57,13 +59,16 @@ def test_evaluate_scores_each_test_volume_whole_in_millimetres(patch_run: tuple[
     splits = pd.read_csv(out / "splits.csv")
     test_cases = sorted(set(splits.loc[splits["split"] == "test", "case"]))
     assert report["n_cases"] == len(test_cases) == report["n_images"]
-    assert report["surface"]["units"] == "mm"
+    assert report["surface"]["units"] == "spacing"  # distances in the header spacing (mm), not voxels
     table = pd.read_csv(report["per_case_csv"])
     assert sorted(table["case"]) == test_cases
 
 
 def test_a_3d_run_resumes_where_it_stopped(patch_run: tuple[Path, Path], tmp_path: Path) -> None:
-    _root, out = patch_run
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(patch_run[1], out)
     result = segkit("run", "--resume", str(out), "--epochs", "3", "--quiet", env=_environment(tmp_path))
     assert result.returncode == 0, result.stderr
     assert len(pd.read_csv(out / "metrics.csv")) == 3
@@ -97,3 +102,20 @@ def test_a_3d_run_on_real_hippocampus_volumes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(out / "evaluation" / "training-val-per-case.csv")
     assert len(table) == 2 and {"dice_Anterior", "dice_Posterior"} <= set(table.columns)
+
+
+def test_predict_writes_a_3d_models_label_map_with_the_inputs_header(patch_run: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    root, out = patch_run
+    source = root / "imagesTr" / "vol_000.nii.gz"
+    result = segkit("predict", str(out), str(source), "--out", str(tmp_path / "masks"), "--quiet",
+                    env=_environment(tmp_path))
+    assert result.returncode == 0, result.stderr
+    written = nib.load(str(tmp_path / "masks" / "vol_000.nii.gz"))
+    original = nib.load(str(source))
+    assert written.shape == original.shape[:3]
+    assert np.allclose(written.affine, original.affine)
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2}

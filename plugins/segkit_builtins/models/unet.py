@@ -65,6 +65,9 @@ class UNet(nn.Module):
         in_channels: channels of the input images.
         classes: channels of the output mask (1 for binary segmentation).
         width: channels of the first level ``w``; the tutorial uses 64.
+        batch_norm: batch norm after every 3x3 convolution (the tutorial has none). The default
+            run (``segkit run`` with no model settings) uses width 32 with batch norm: it learns
+            from its first epoch, where the tutorial's net predicts nothing for four.
 
     Shape:
         - Input: ``(N, in_channels, H, W)`` float.

@@ -181,6 +181,23 @@ def _stacked_slice(image: np.ndarray, axis: int, number: int, context: int) -> n
     return np.concatenate([np.moveaxis(p, 0, -1) for p in planes], axis=2)
 
 
+def normalized_volume(predictor: Any, image: np.ndarray) -> np.ndarray:
+    """``image`` (C, X, Y, Z) normalised as a 3D run's training volumes were (its checkpoint's ``volume`` record)."""
+    from segkit.data.preprocess import ChannelStats, normalize_case
+
+    records = {repr((m.info.get("preprocessing") or {}).get("volume")) for m in predictor.members}
+    if len(records) > 1:
+        raise ConfigError("the 3D models of an ensemble must normalise volumes the same way: "
+                          + ", ".join(m.source for m in predictor.members))
+    record = (predictor.members[0].info.get("preprocessing") or {}).get("volume") or {}
+    if record.get("target_spacing"):
+        raise ConfigError(f"{predictor.members[0].source} was trained on volumes resampled to "
+                          f"{record['target_spacing']} mm; predicting resampled volumes is not supported yet.")
+    schemes = record.get("schemes") or ["zscore"] * image.shape[0]
+    stats = [ChannelStats(**s) for s in record["stats"]] if record.get("stats") else None
+    return normalize_case(image, schemes, stats)
+
+
 def predict_volume(predictor: Any, image: np.ndarray, settings: VolumeSettings, batch_size: int = 8) -> np.ndarray:
     """Probabilities of every voxel of a case: float32 ``(channels, X, Y, Z)``, the model's output channels.
 
@@ -191,7 +208,11 @@ def predict_volume(predictor: Any, image: np.ndarray, settings: VolumeSettings, 
     import torch
 
     from segkit.data.volume import scale_to_uint8
+    from segkit.evaluation.volume_evaluate import volume_probabilities, volume_window
 
+    if volume_window(predictor) is not None:  # a 3D model: the whole volume, normalised as in training
+        return volume_probabilities(predictor, torch.from_numpy(normalized_volume(predictor, image)),
+                                    batch_size=batch_size).numpy()
     axis = settings.slice_axis
     scaled = scale_to_uint8(image)
     spatial = scaled.shape[1:]

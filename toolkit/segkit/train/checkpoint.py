@@ -22,7 +22,7 @@ from segkit.fileio import open_new_private
 
 from segkit.errors import CheckpointError
 
-__all__ = ["FORMAT", "CheckpointPacer", "save_checkpoint", "load_checkpoint", "build_model_from_checkpoint", "resolve_checkpoint"]
+__all__ = ["FORMAT", "CheckpointPacer", "checkpoint_payload", "save_checkpoint", "load_checkpoint", "build_model_from_checkpoint", "resolve_checkpoint"]
 
 FORMAT = "segkit-checkpoint-1"
 
@@ -71,6 +71,33 @@ def deferred_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
         if received:
             raise KeyboardInterrupt
+
+
+def checkpoint_payload(config: Any, epoch: int, trainer: Any, extra: dict[str, Any],
+                       snapshot: bool = False) -> dict[str, Any]:
+    """What a checkpoint of ``trainer`` holds; ``snapshot`` copies the weights, for a payload written later.
+
+    ``preprocessing`` is what inference must repeat: the image size, channels, threshold, 2.5D
+    context and labels, plus what the data adds (``trainer.data_preprocessing``: a volume dataset's
+    slice axis and slice size; a 3D run's patch, window overlap and intensity schemes).
+    """
+    from segkit import __version__
+
+    state = trainer.inference_module.state_dict()  # the EMA of the weights when there is one
+    if snapshot:
+        state = {name: tensor.detach().clone() for name, tensor in state.items()}
+    return {
+        "config": config.to_dict(),
+        "preprocessing": {"image_size": config.train.image_size, "in_channels": config.model.params.get("in_channels"),
+                          "scale": 255.0, "threshold": config.metrics.threshold,
+                          "context": int(config.dataset.params.get("context", 0)),
+                          "labels": trainer.labels.to_dict(),
+                          **(getattr(trainer, "data_preprocessing", None) or {})},
+        "epoch": epoch,
+        "model_state": state,
+        "segkit_version": __version__,
+        **extra,
+    }
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:

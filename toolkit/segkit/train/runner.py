@@ -21,11 +21,11 @@ from segkit.fileio import atomic_write_text
 from segkit.progress import show_bars
 from segkit.data.verify import verify_dataset
 from segkit.train import assemble
-from segkit.train.checkpoint import CheckpointPacer, load_checkpoint, save_checkpoint
+from segkit.train.checkpoint import CheckpointPacer, checkpoint_payload, load_checkpoint, save_checkpoint
 from segkit.train.device import describe_device, select_device
 from segkit.train.distributed import DistContext
 from segkit.train.device_loader import LoaderChoice, choose_loader
-from segkit.train.volume_data import build_volume_data, is_volume_run, volume_cache_for, volume_preprocessing
+from segkit.train.volume_data import build_volume_data, data_preprocessing, is_volume_run, volume_cache_for
 from segkit.train.events import RunEvents
 from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
 from segkit.train.schedule import budget_message, plan_schedule
@@ -72,28 +72,6 @@ def plan_epochs(budget_seconds: float, elapsed_seconds: float, max_epochs: int, 
     per_epoch = max(epoch_seconds if epoch_seconds is not None else elapsed_seconds / epochs_done, 1e-6)
     remaining = budget_seconds * 0.97 - elapsed_seconds
     return max(epochs_done, min(max_epochs, epochs_done + int(remaining // per_epoch)))
-
-
-def _checkpoint_payload(config: RunConfig, epoch: int, trainer: Trainer, extra: dict[str, Any],
-                        snapshot: bool = False) -> dict[str, Any]:
-    """What a checkpoint holds; ``snapshot`` copies the weights, for a payload written later."""
-    state = trainer.inference_module.state_dict()  # the EMA of the weights when there is one
-    if snapshot:
-        state = {name: tensor.detach().clone() for name, tensor in state.items()}
-    return {
-        "config": config.to_dict(),
-        "preprocessing": {"image_size": config.train.image_size, "in_channels": config.model.params.get("in_channels"),
-                          "scale": 255.0, "threshold": config.metrics.threshold,
-                          "context": int(config.dataset.params.get("context", 0)),
-                          "labels": trainer.labels.to_dict(),
-                          **({"patch_size": list(config.train.patch_size), "window_overlap": config.train.window_overlap,
-                              "volume": getattr(trainer, "volume_preprocessing", None)}
-                             if config.train.patch_size else {})},
-        "epoch": epoch,
-        "model_state": state,
-        "segkit_version": __version__,
-        **extra,
-    }
 
 
 def train(
@@ -200,8 +178,7 @@ def _train(
     trainer = assemble.build_trainer(config, registry, parts.loaders, parts.samplers, cases, device,
                                      steps_per_epoch=steps_per_epoch, dist=dist, progress=show_bars(not quiet),
                                      labels=labels)
-    if volumes:  # how the volumes were preprocessed, for checkpoints: evaluate and predict repeat it
-        trainer.volume_preprocessing = volume_preprocessing(parts.cache)
+    trainer.data_preprocessing = data_preprocessing(config, dataset, getattr(parts, "cache", None))
     model, optimizer, scheduler = trainer.module, trainer.optimizer, trainer.scheduler
     metrics = trainer.metrics
     stopper = EarlyStopping(config.train.patience)
@@ -251,7 +228,7 @@ def _train(
     def save_last(epoch: int, finished: bool = False) -> None:
         if not dist.is_main:
             return
-        save_checkpoint(run.last, _checkpoint_payload(config, epoch, trainer, {
+        save_checkpoint(run.last, checkpoint_payload(config, epoch, trainer, {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else {},
@@ -328,7 +305,7 @@ def _train(
                 finished = epoch == total_epochs or stopper.should_stop or trainer.out_of_time
                 write_now = pacer.due(final=finished)
                 if improved:  # the weights are copied only when their write waits for a later epoch
-                    pending_best[:] = [(epoch, _checkpoint_payload(config, epoch, trainer, {"metrics": result.row},
+                    pending_best[:] = [(epoch, checkpoint_payload(config, epoch, trainer, {"metrics": result.row},
                                                                    snapshot=not write_now))]
                 if write_now:
                     write_checkpoints(epoch, finished)

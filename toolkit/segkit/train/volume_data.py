@@ -29,7 +29,7 @@ from segkit.errors import ConfigError, DataError
 from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
 
 __all__ = ["VolumeView", "PatchItems", "AugmentedBatches", "VolumeParts", "build_volume_data", "is_volume_run",
-           "volume_cache_for", "volume_cache_of", "volume_preprocessing"]
+           "volume_cache_for", "volume_cache_of", "data_preprocessing"]
 
 
 def is_volume_run(config: RunConfig) -> bool:
@@ -152,7 +152,7 @@ def build_volume_data(config: RunConfig, dataset: Any, split: pd.Series, cache: 
             raise DataError(f"the {name} split is empty: the dataset has {len(dataset.cases_table)} volumes. "
                             "Use more data or change the split fractions.")
     sampler = PatchSampler(tuple(t.patch_size), t.foreground_fraction)
-    check_patch_size(sampler.patch_size, {case: cache.shape(case) for case in by_split["train"]})
+    check_patch_size(sampler.patch_size, {case: cache.shape(case) for case in cache})  # the whole dataset's
     count = t.patches_per_epoch or len(by_split["train"])
     if t.batch_size > -(-count // world_size):
         raise ConfigError(f"train.batch_size {t.batch_size} is more than the {count} patches of an epoch"
@@ -202,10 +202,23 @@ def volume_cache_of(dataset: Any, *, quiet: bool = False) -> Any:
     return VolumeCache(dataset, progress=not quiet).build()
 
 
-def volume_preprocessing(cache: Any) -> dict[str, Any]:
-    """What a checkpoint records of the cache's preprocessing: the intensity scheme and dataset statistics of each
-    channel and the target spacing, so new volumes can be normalised the same way."""
-    stats = getattr(cache, "stats", None)
-    return {"schemes": list(cache.settings["schemes"]),
-            "stats": [s.to_dict() for s in stats] if stats else None,
-            "target_spacing": cache.settings.get("target_spacing")}
+def data_preprocessing(config: RunConfig, dataset: Any, cache: Any = None) -> dict[str, Any]:
+    """What a checkpoint records of how the data reached the model, beyond the 2D settings.
+
+    A volume dataset's ``slice_axis`` and ``slice_shape`` (the padded slice), so predict slices new
+    volumes as training did without the training data; for a 3D run (``cache`` given) also the
+    patch size, the window overlap and ``volume``: each channel's intensity scheme, the dataset's
+    foreground statistics (CT) and the target spacing.
+    """
+    from segkit.data.volume import VolumeDataset
+
+    if not isinstance(dataset, VolumeDataset):
+        return {}
+    found: dict[str, Any] = {"slice_axis": int(dataset.slice_axis), "slice_shape": [int(s) for s in dataset.slice_shape]}
+    if cache is not None:
+        stats = getattr(cache, "stats", None)
+        found.update({"patch_size": list(config.train.patch_size), "window_overlap": config.train.window_overlap,
+                      "volume": {"schemes": list(cache.settings["schemes"]),
+                                 "stats": [s.to_dict() for s in stats] if stats else None,
+                                 "target_spacing": cache.settings.get("target_spacing")}})
+    return found
