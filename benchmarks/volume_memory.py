@@ -11,6 +11,13 @@ child per measurement, so nothing carries over. The table shows both and the cha
 
     python benchmarks/volume_memory.py [--cases 20] [--shape 64 64 64] [--patch 48 48 48] [--json FILE]
     python benchmarks/volume_memory.py --quick      # 3 and 12 small cases: checks the script works
+    python benchmarks/volume_memory.py --training   # a whole 3D `segkit run` per measurement instead
+
+With ``--training`` each child runs a whole 3D training run in-process (``segkit run --dataset msd``
+with a small ``unet3d``, ``--patch`` patches, ``--epochs`` epochs of a fixed 40 patches, so both case
+counts do the same training work; validation predicts each validation volume whole), and reports
+its peak memory the same way: everything a run holds, the dataset index, the cache, the loaders,
+the validation volumes and the figures included.
 """
 
 from __future__ import annotations
@@ -87,12 +94,40 @@ def child(args: argparse.Namespace) -> None:
                       "build_s": built - started, "epoch_s": time.perf_counter() - built, "batches": batches}))
 
 
+def child_training(args: argparse.Namespace) -> None:
+    """One measurement: a whole 3D training run on the folder; prints a JSON line."""
+    import contextlib
+    import io
+
+    from segkit.cli import cli
+
+    after_imports = peak_kib()
+    started = time.perf_counter()
+    out = Path(args.cache) / "run"
+    arguments = ["run", "--dataset", "msd", "--data-root", args.child, "--model", "unet3d", "--set", "model.width=4",
+                 "--set", "model.stages=3", "--set", f"train.patch_size=[{','.join(map(str, args.patch))}]",
+                 "--set", "train.patches_per_epoch=40", "--set", "train.foreground_fraction=0.33",
+                 "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--device", "cpu", "--quiet",
+                 "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            cli.main(args=arguments, prog_name="segkit", standalone_mode=False)
+        except SystemExit as exit_:
+            if exit_.code:
+                raise
+    summary = json.loads((out / "summary.json").read_text())
+    print(json.dumps({"cases": args.count, "after_imports_kib": after_imports, "peak_kib": peak_kib(),
+                      "build_s": 0.0, "epoch_s": time.perf_counter() - started, "batches": summary["epochs_run"]}))
+
+
 def measure(count: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     root = write_cases(work / f"data_{count}", count, tuple(args.shape))
     command = [sys.executable, __file__, "--child", str(root), "--cache", str(work / f"cache_{count}"),
                "--patch", *map(str, args.patch), "--batch-size", str(args.batch_size),
-               "--patches-per-case", str(args.patches_per_case)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "toolkit"), str(REPO / "plugins"),
+               "--patches-per-case", str(args.patches_per_case), "--count", str(count), "--epochs", str(args.epochs)]
+    if args.training:
+        command.append("--training")
+    env = {**os.environ, "XDG_CACHE_HOME": str(work / f"xdg_{count}"), "PYTHONPATH": os.pathsep.join([str(REPO / "toolkit"), str(REPO / "plugins"),
                                                         os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode:
@@ -110,11 +145,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="measurements per case count (the table: median)")
     parser.add_argument("--quick", action="store_true", help="3 and 12 cases of 24^3: checks the script works")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--training", action="store_true", help="measure a whole 3D training run (segkit run)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of each training run (--training)")
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args)
+        (child_training if args.training else child)(args)
         return
     if args.quick:
         args.cases, args.shape, args.patch = 3, [24, 24, 24], [16, 16, 16]
@@ -131,10 +169,12 @@ def main() -> None:
                      run["build_s"], run["epoch_s"], run["batches"]])
     change = rows[1][2] / rows[0][2] - 1
     print(markdown_table(["cases", "after imports MiB", "peak MiB", "peak above imports MiB", "cache build s",
-                          "epoch s", "batches"], rows))
+                          "run s" if args.training else "epoch s", "epochs" if args.training else "batches"], rows))
     print(f"\npeak RSS at {4 * args.cases} cases vs {args.cases}: {change:+.1%} (goal: under 10%)")
+    what = (f"a whole segkit run (unet3d width 4, 3 stages, {args.epochs} epochs of 40 patches)" if args.training
+            else f"{args.patches_per_case} patches per case, DataLoader with 0 workers")
     print(f"volumes {'x'.join(map(str, args.shape))}, patch {'x'.join(map(str, args.patch))}, batch "
-          f"{args.batch_size}, {args.patches_per_case} patches per case, DataLoader with 0 workers")
+          f"{args.batch_size}, {what}")
     print(describe_machine())
     if args.json:
         args.json.write_text(json.dumps({"results": results, "change": change, "machine": machine(),

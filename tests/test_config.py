@@ -27,7 +27,7 @@ def test_precedence_defaults_file_flags_set(tmp_path: Path) -> None:
     config = write(tmp_path / "run.toml", '[train]\nepochs = 7\nlr = 0.01\nbatch_size = 4\n[model]\nname = "unet"\nwidth = 16\n')
     document = resolve_config(config, {"train": {"lr": 0.02, "epochs": None}}, ["train.batch_size=2"])
     assert document["train"] == {"epochs": 7, "lr": 0.02, "batch_size": 2}
-    assert document["model"] == {"name": "unet", "width": 16}
+    assert document["model"] == {"name": "unet", "width": 16, "batch_norm": True}  # the default run's batch norm stays
     assert document["loss"] == {"name": "auto"}  # bce_dice or ce_dice once the labels are known
 
 
@@ -100,7 +100,7 @@ def test_shipped_configs_are_valid(registry) -> None:
     assert configs, "configs/ ships example configurations"
     for path in configs:
         document = resolve_config(path)
-        if "root" in document["dataset"] or document["dataset"]["name"] in ("lgg", "folder", "csv"):
+        if "root" in document["dataset"] or document["dataset"]["name"] in ("lgg", "folder", "csv", "msd"):
             document["dataset"].setdefault("root", "unused-for-validation")
         validate_config(document, registry)
 

@@ -253,9 +253,10 @@ def test_a_run_trained_on_2d_images_refuses_volumes_naming_its_data(trained_run:
 
 
 def _moved_data_run(run: Path, target: Path, slice_axis: int | None,
-                    record: tuple[int, list[int]] | None = None) -> Path:
+                    record: tuple[int, list[int]] | None = None, forget: bool = False) -> Path:
     """A copy of ``run`` whose checkpoints say its training data lie where there are none; ``slice_axis`` set in
-    its dataset configuration, ``record`` (axis, slice shape) written into its checkpoints' preprocessing."""
+    its dataset configuration, ``record`` (axis, slice shape) written into its checkpoints' preprocessing;
+    ``forget``: the recorded slicing removed, as in checkpoints written before runs recorded it."""
     from segkit.train.checkpoint import load_checkpoint, save_checkpoint
 
     shutil.copytree(run, target)
@@ -266,19 +267,27 @@ def _moved_data_run(run: Path, target: Path, slice_axis: int | None,
             payload["config"]["dataset"]["slice_axis"] = slice_axis
         if record is not None:
             payload["preprocessing"].update(slice_axis=record[0], slice_shape=record[1])
+        if forget:
+            payload["preprocessing"].pop("slice_axis", None)
+            payload["preprocessing"].pop("slice_shape", None)
         save_checkpoint(checkpoint, payload)
     return target
 
 
-def test_without_its_training_data_a_run_needs_a_recorded_slice_axis(volume_run: Path, tmp_path: Path) -> None:
+def test_without_its_training_data_a_run_predicts_from_its_recorded_slicing(volume_run: Path, tmp_path: Path) -> None:
     source = str(data_of(volume_run) / "imagesTr" / "vol_001.nii.gz")
     code, output = predict(str(volume_run), source, "--out", str(tmp_path / "reference"))
     assert code == 0, output
-    chosen = _moved_data_run(volume_run, tmp_path / "chosen", slice_axis=None)
+    current = _moved_data_run(volume_run, tmp_path / "current", slice_axis=None)  # records its slicing
+    code, output = predict(str(current), source, "--out", str(tmp_path / "current-out"))
+    assert code == 0, output
+    assert np.array_equal(array(tmp_path / "current-out" / "vol_001.nii.gz"),
+                          array(tmp_path / "reference" / "vol_001.nii.gz"))
+    chosen = _moved_data_run(volume_run, tmp_path / "chosen", slice_axis=None, forget=True)
     code, output = predict(str(chosen), source, "--out", str(tmp_path / "out"))
     assert code == 2 and "records no slice axis" in output and "dataset.slice_axis" in output, output
     assert not (tmp_path / "out").exists()
-    recorded = _moved_data_run(volume_run, tmp_path / "recorded", slice_axis=2)
+    recorded = _moved_data_run(volume_run, tmp_path / "recorded", slice_axis=2, forget=True)
     code, output = predict(str(recorded), source, "--out", str(tmp_path / "out"))
     assert code == 0, output  # 20x24 slices padded to 32x32, as in training
     assert np.array_equal(array(tmp_path / "out" / "vol_001.nii.gz"), array(tmp_path / "reference" / "vol_001.nii.gz"))

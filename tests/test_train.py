@@ -61,7 +61,7 @@ def test_run_directory_has_everything(tiny_run: Path) -> None:
 
 def test_checkpoint_rebuilds_the_model_from_the_file_alone(tiny_run: Path) -> None:
     payload = load_checkpoint(tiny_run / "checkpoints" / "best.pt")
-    assert payload["config"]["model"] == {"name": "unet", "width": 8, "in_channels": 3, "classes": 1}
+    assert payload["config"]["model"] == {"name": "unet", "width": 8, "batch_norm": True, "in_channels": 3, "classes": 1}
     model = build_model_from_checkpoint(payload)
     logits = model(torch.rand(1, 3, 32, 32))
     assert logits.shape == (1, 1, 32, 32)

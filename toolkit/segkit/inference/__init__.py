@@ -4,7 +4,8 @@
     stream          images through a predictor in batches and in order, case by case
     inputs          what segkit predict is given: model sources, image files, case ids
     predict         segkit predict: image files in, mask files (and overlays) out
-    volume_predict  one volume through a run's 2D model: the run's slicing and scaling, probabilities, label map
+    sliding_window  a volume (or large image) through a model by overlapping, Gaussian-weighted windows
+    volume_predict  one volume through a run's model: 2D slice by slice, 3D by sliding windows; label map
     volume_files    segkit predict on NIfTI volumes: cases, NIfTI label maps with the input's header
     postprocess     largest connected component, per image or per case in 3D
     export          segkit export: ONNX or TorchScript with segkit's metadata

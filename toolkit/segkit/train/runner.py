@@ -27,7 +27,7 @@ from segkit.train.distributed import DistContext
 from segkit.train.device_loader import LoaderChoice, choose_loader
 from segkit.train.volume_data import build_volume_data, data_preprocessing, is_volume_run, volume_cache_for
 from segkit.train.events import RunEvents
-from segkit.train.loop import EarlyStopping, Trainer, capture_rng, restore_rng
+from segkit.train.loop import EarlyStopping, capture_rng, restore_rng
 from segkit.train.schedule import budget_message, plan_schedule
 from segkit.train.runlock import RunLock
 
