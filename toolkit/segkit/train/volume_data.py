@@ -16,7 +16,7 @@ the 3D form of the 2D ``(image (C, H, W), mask (1, H, W), index)``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from segkit.config import RunConfig
 from segkit.errors import ConfigError, DataError
+from segkit.train.assemble import DataParts
 from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
 
 __all__ = ["VolumeView", "PatchItems", "AugmentedBatches", "VolumeParts", "build_volume_data", "is_volume_run",
@@ -121,16 +122,11 @@ def _collate_volumes(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tup
 
 
 @dataclass
-class VolumeParts:
-    """What :func:`segkit.train.assemble.build_data` gives a 2D run, for a 3D one, plus the cache."""
+class VolumeParts(DataParts):
+    """:class:`~segkit.train.assemble.DataParts` of a 3D run, with its volume cache and each split's item cases."""
 
-    dataset: Any
-    split: pd.Series
-    views: dict[str, Any]
-    loaders: dict[str, Any]
-    samplers: dict[str, Any]
-    cache: Any
-    cases: dict[str, list[str]]
+    cache: Any = None
+    cases: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _split_cases(dataset: Any, split: pd.Series) -> dict[str, list[str]]:
