@@ -35,8 +35,8 @@ def _row(name: str, values: list[str], width: int = 10) -> str:
 
 def volume_lines(volumes: dict[str, Any]) -> list[str]:
     """The text lines of a volume dataset's summary (:func:`segkit.data.volume_summary.summarize_volumes`)."""
-    lines = [f"  volumes:       {volumes['cases']} cases, {len(volumes['channels'])} channel(s) "
-             f"({', '.join(volumes['channels'])}), labels {', '.join(volumes['labels'])}",
+    lines = [(f"  volumes:       {volumes['cases']} cases, {len(volumes['channels'])} channel(s) "
+             f"({', '.join(volumes['channels'])}), labels {', '.join(volumes['labels'])}"),
              "  per axis (file order), min / median / max:", _row("", [f"axis {a}" for a in range(3)], width=22)]
     for key, unit in (("shape", "voxels"), ("spacing", "mm")):
         ranges = volumes[key]
@@ -101,10 +101,10 @@ def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, .
     dataset (msd) also gets its shapes, spacings, intensities and label volumes.
     """
     from segkit.config import parse_set
-    from segkit.errors import ConfigError, os_error_message
     from segkit.data.inspect import sample_grid, summarize
     from segkit.data.volume import VolumeDataset
     from segkit.data.volume_summary import summarize_volumes
+    from segkit.errors import ConfigError, os_error_message
 
     grid_file = Path(grid_path) if grid_path else None
     if grid_file is not None and grid_file.exists() and not overwrite:

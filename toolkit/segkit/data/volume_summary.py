@@ -17,7 +17,7 @@ import numpy as np
 from segkit.data.preprocess import channel_schemes
 from segkit.data.volume import VolumeDataset
 
-__all__ = ["summarize_volumes", "SCALE_RATIO"]
+__all__ = ["SCALE_RATIO", "summarize_volumes"]
 
 SCALE_RATIO = 10.0
 """Cases' intensity spans differing by this factor or more (an order of magnitude) are flagged."""
