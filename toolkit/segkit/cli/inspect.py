@@ -25,8 +25,8 @@ def _channel(index: int, names: tuple[str, ...] | None) -> str:
 
 
 def _number(value: float) -> str:
-    """``value`` in 4 significant digits (no exponent below a million)."""
-    return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.3e}"
+    """``value`` in 4 significant digits, whole from 1,000 to 10 million (no exponent there)."""
+    return f"{value:.0f}" if 1000 <= abs(value) < 1e7 else f"{value:.4g}"
 
 
 def _row(name: str, values: list[str], width: int = 10) -> str:
@@ -60,7 +60,7 @@ def volume_lines(volumes: dict[str, Any]) -> list[str]:
             continue
         text = (f"  scale warning: {channel['channel']}'s per-case span (99.5th - 0.5th percentile) goes from "
                 f"{_number(scale['smallest']['span'])} ({scale['smallest']['case']}) to "
-                f"{_number(scale['largest']['span'])} ({scale['largest']['case']}), x{scale['ratio']:.3g}: the cases "
+                f"{_number(scale['largest']['span'])} ({scale['largest']['case']}), x{_number(scale['ratio'])}: the cases "
                 "store intensities on different scales, so each case needs its own normalisation (2D slices are "
                 "scaled per case; 3D runs z-score each case")
         if channel["scheme_3d"] == "ct":
