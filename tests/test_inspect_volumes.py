@@ -108,6 +108,11 @@ def test_intensities_of_small_volumes_are_every_voxel_and_a_1000x_case_is_flagge
     spans = [np.subtract(*np.percentile(image, [99.5, 0.5])) for image, _, _ in cases]
     assert scale["largest"]["case"] == "vol_002" and scale["largest"]["span"] == pytest.approx(max(spans))
     assert scale["ratio"] == pytest.approx(max(spans) / min(spans)) and scale["ratio"] > 500 and scale["differs"]
+    description = json.loads((mixed / "dataset.json").read_text())
+    (mixed / "dataset.json").write_text(json.dumps({**description, "modality": {"0": "CT"}}))
+    with pytest.warns(UserWarning, match="different voxel spacings"):
+        result = CliRunner().invoke(cli, ["inspect", "--dataset", "msd", "--data-root", str(mixed), "--quiet"])
+    assert result.exit_code == 0 and "a channel named CT, which 3D runs clip by dataset-wide" in result.stdout
 
 
 def test_the_text_summary_names_the_scale_problem_and_reports_progress(mixed: Path) -> None:

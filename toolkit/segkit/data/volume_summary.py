@@ -2,7 +2,8 @@
 
 :func:`summarize_volumes` reads each case of a :class:`~segkit.data.volume.VolumeDataset` once
 (its raw image and its label) and keeps only small numbers and a seeded sample of voxels per case,
-so memory stays one case plus ``voxels_per_case`` values per case and channel. From the same reads
+so memory stays one case plus ``voxels_per_case`` float32 values per case and channel (twice: all
+voxels and foreground ones). From the same reads
 it gives the slice counts that :func:`segkit.data.inspect.summarize` gives for 2D data, so a volume
 set is not read a second time for them.
 """
@@ -35,6 +36,7 @@ def _stats(values: np.ndarray) -> dict[str, float] | None:
     """0.5 / 50 / 99.5 percentiles, mean, std and the count of ``values``; None when there are none."""
     if values.size == 0:
         return None
+    values = values.astype(np.float64)
     low, median, high = np.percentile(values, PERCENTILES)
     return {"p0.5": float(low), "p50": float(median), "p99.5": float(high), "mean": float(values.mean()),
             "std": float(values.std()), "voxels": int(values.size)}
@@ -78,7 +80,8 @@ def summarize_volumes(dataset: VolumeDataset, voxels_per_case: int = 10_000, see
     (mm), each ``{"min", "median", "max"}`` per file axis, ``anisotropy`` (largest / smallest median
     spacing), ``slice_axis``, ``intensity`` (per channel: the stats of a seeded sample of up to
     ``voxels_per_case`` voxels of each case, ``all`` voxels and ``foreground`` ones, label > 0, and
-    ``scale``, the spread of the per-case spans, ``differs`` when they span ``SCALE_RATIO`` or more) and
+    ``scale``, the spread of the per-case spans, ``differs`` when they span ``SCALE_RATIO`` or more, and
+    ``scheme_3d``, the intensity scheme a 3D run gives the channel) and
     ``label_volumes`` (per label, over the cases that hold it: ``mm3`` and ``voxels`` as mean, median,
     min and max; ``cases`` holding it and ``absent``, the number of cases without it).
     """
@@ -107,10 +110,10 @@ def summarize_volumes(dataset: VolumeDataset, voxels_per_case: int = 10_000, see
         anywhere = _draw(rng, flat_label.size, voxels_per_case)
         foreground = _draw(rng, np.flatnonzero(flat_label > 0), voxels_per_case)
         for c in range(len(channels)):
-            sample = flat[c, anywhere].astype(np.float64)
+            sample = flat[c, anywhere]  # float32 as read: 4 bytes per sampled voxel
             drawn_all[c].append(sample)
-            drawn_fg[c].append(flat[c, foreground].astype(np.float64))
-            low, high = np.percentile(sample, [PERCENTILES[0], PERCENTILES[-1]])
+            drawn_fg[c].append(flat[c, foreground])
+            low, high = np.percentile(sample.astype(np.float64), [PERCENTILES[0], PERCENTILES[-1]])
             spans[c].append((str(row.case), float(high - low)))
         counts[k] = np.bincount(flat_label, minlength=len(labels))[: len(labels)]
         others = tuple(a for a in range(3) if a != dataset.slice_axis)
@@ -130,10 +133,11 @@ def summarize_volumes(dataset: VolumeDataset, voxels_per_case: int = 10_000, see
             "voxels": _spread(holding) if holding.size else None,
             "mm3": _spread(holding * voxel_mm3[present]) if holding.size else None}
     intensity = []
+    schemes = channel_schemes(channels)
     for c, name in enumerate(channels):
         intensity.append({"channel": name, "all": _stats(np.concatenate(drawn_all[c])),
                           "foreground": _stats(np.concatenate(drawn_fg[c])), "scale": _scale(spans[c]),
-                          "scheme_3d": channel_schemes(channels)[c]})
+                          "scheme_3d": schemes[c]})
     median_spacing = np.median(spacings, axis=0)
     lesion = int(dataset.index["has_lesion"].astype(bool).sum())
     slices = {
