@@ -13,9 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from segkit.components.registry import get_registry
-from segkit.testing import check_dataset, check_loss, check_metric, check_model, check_volume_model
+from segkit.testing import (
+    check_dataset,
+    check_loss,
+    check_metric,
+    check_model,
+    check_volume_model,
+)
 
 REGISTRY = get_registry()
 
@@ -104,6 +109,8 @@ def dataset_params(name: str, tmp_path: Path, request: pytest.FixtureRequest) ->
         pd.DataFrame({"image": [str(p[0]) for p in pairs], "mask": [str(p[1]) for p in pairs],
                       "case": [p[2] for p in pairs]}).to_csv(table, index=False)
         return {"path": str(table), "case_column": "case"}
+    if name == "lgg_volumes":
+        return {"root": str(request.getfixturevalue("lgg_small"))}
     if name == "msd":
         from volumes import write_msd
 
