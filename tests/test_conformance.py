@@ -13,14 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from segkit.components.registry import get_registry
-from segkit.testing import (
-    check_dataset,
-    check_loss,
-    check_metric,
-    check_model,
-    check_volume_model,
-)
+from segkit.testing import check_dataset, check_loss, check_metric, check_model, check_volume_model
 
 REGISTRY = get_registry()
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from clihelp import segkit
+
 from segkit.components import get_registry
 from segkit.data.io import read_image
 from segkit.errors import DataError
@@ -118,6 +119,7 @@ def test_a_3d_model_trains_on_the_patients_and_scores_each_in_voxels(lgg_small: 
     assert (table["n_images"] == 1).all() and "dice" in table.columns  # the volume scored whole, as one item
     monkeypatch.setenv("XDG_CACHE_HOME", environment["XDG_CACHE_HOME"])  # evaluate reuses the run's volume cache
     from click.testing import CliRunner
+
     from segkit.cli import cli
 
     evaluated = CliRunner().invoke(cli, ["evaluate", str(out), "--split", "val", "--json"])  # in process: no restart

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from segkit.data.io import read_image, read_mask
 from segkit.data.nifti import Volume
 from segkit.data.volume import VolumeDataset
 from segkit.errors import DataError
 from segkit.labels import BINARY_NAMES
-
 from segkit_builtins.datasets.lgg import _SLICE, LAYOUT, LGGDataset, _find_root
 
 __all__ = ["LGGVolumes", "patient_slices"]
