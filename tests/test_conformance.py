@@ -104,6 +104,8 @@ def dataset_params(name: str, tmp_path: Path, request: pytest.FixtureRequest) ->
         pd.DataFrame({"image": [str(p[0]) for p in pairs], "mask": [str(p[1]) for p in pairs],
                       "case": [p[2] for p in pairs]}).to_csv(table, index=False)
         return {"path": str(table), "case_column": "case"}
+    if name == "lgg_volumes":
+        return {"root": str(request.getfixturevalue("lgg_small"))}
     if name == "msd":
         from volumes import write_msd
 
