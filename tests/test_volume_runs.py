@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clihelp import segkit
+from clihelp import run_in_process, segkit
 from volumes import HIPPOCAMPUS, hippocampus_subset, write_msd
 
 TINY_3D = ("--model", "unet3d", "--set", "model.width=4", "--set", "model.stages=3", "--loss", "ce_dice",
@@ -23,13 +23,21 @@ def _environment(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def patch_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """One tiny 3D run shared by this module's tests (those that change it copy it first)."""
+    import os
+
     home = tmp_path_factory.mktemp("patch-run")
     root = write_msd(home / "data", cases=6, shape=(20, 24, 12))
     out = home / "run"
-    result = segkit("run", "--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "2",
-                    "--set", "split.val_fraction=0.34", "--set", "split.test_fraction=0.17", "--out", str(out),
-                    env=_environment(home))
-    assert result.returncode == 0, result.stderr
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ.update(_environment(home))
+    try:  # in this process: the run is the tests' starting point, not what they are about
+        run_in_process("run", "--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "2",
+                       "--set", "split.val_fraction=0.34", "--set", "split.test_fraction=0.17", "--out", str(out))
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved
     return root, out
 
 
