@@ -12,7 +12,8 @@ from clihelp import run_in_process, segkit
 from volumes import HIPPOCAMPUS, hippocampus_subset, write_msd
 
 TINY_3D = ("--model", "unet3d", "--set", "model.width=4", "--set", "model.stages=3", "--loss", "ce_dice",
-           "--set", "train.patch_size=[16,16,8]", "--batch-size", "2", "--device", "cpu", "--quiet")
+           "--set", "train.patch_size=[16,16,8]", "--set", "train.window_overlap=0.25", "--batch-size", "2",
+           "--device", "cpu", "--quiet")
 
 
 def _environment(tmp_path: Path) -> dict[str, str]:
@@ -105,8 +106,8 @@ def test_a_3d_run_on_real_hippocampus_volumes(tmp_path: Path) -> None:
     root = hippocampus_subset(tmp_path / "hippo", count=4)
     out = tmp_path / "run"
     result = segkit("run", "--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "1",
-                    "--set", "split.val_fraction=0.5", "--set", "split.test_fraction=0", "--out", str(out),
-                    env=_environment(tmp_path))
+                    "--set", "train.patch_size=[24,32,24]", "--set", "split.val_fraction=0.5",
+                    "--set", "split.test_fraction=0", "--out", str(out), env=_environment(tmp_path))
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(out / "evaluation" / "training-val-per-case.csv")
     assert len(table) == 2 and {"dice_Anterior", "dice_Posterior"} <= set(table.columns)
