@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from segkit.data.io import read_image, read_mask
-from segkit.data.nifti import Volume
+from segkit.data.volume_io import Volume
 from segkit.data.volume import VolumeDataset
 from segkit.errors import DataError
 from segkit.labels import BINARY_NAMES

@@ -1,4 +1,4 @@
-"""A Medical Segmentation Decathlon folder (or an nnU-Net raw dataset) of NIfTI volumes.
+"""A Medical Segmentation Decathlon folder (or an nnU-Net raw dataset) of NIfTI (or NRRD/MetaImage) volumes.
 
     DATASET/
       dataset.json                      channels ("modality" or "channel_names"), "labels", the training list
@@ -7,7 +7,9 @@
       labelsTr/CASE.nii.gz              voxel labels 0 .. C-1
 
 ``dataset.json`` gives the channel names, the label names and (Decathlon) the ``training`` list
-of ``{"image", "label"}`` pairs; without a list (nnU-Net v2) every ``labelsTr`` file is a case.
+of ``{"image", "label"}`` pairs; without a list (nnU-Net v2) every ``labelsTr`` file is a case
+(of the ``file_ending`` dataset.json names, if it names one). NIfTI is read by nibabel; NRRD and
+MetaImage files (``.nrrd``, ``.mha``, ...) by SimpleITK, the ``segkit[sitk]`` extra.
 Both label forms are read: ``{"0": "background", "1": "tumour"}`` and ``{"background": 0,
 "tumour": 1}``. Slices are served to 2D models by :class:`segkit.data.volume.VolumeDataset`.
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from segkit.data.nifti import NIFTI_SUFFIXES
+from segkit.data.volume_io import VOLUME_SUFFIXES, volume_stem
 from segkit.data.volume import VolumeDataset
 from segkit.errors import DataError
 
@@ -31,11 +33,7 @@ LAYOUT = ("DATASET/dataset.json, DATASET/imagesTr/CASE.nii.gz (or CASE_0000.nii.
 
 
 def _case_name(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return volume_stem(path)
 
 
 def _suffix(path: Path) -> str:
@@ -118,7 +116,9 @@ def _listed_cases(root: Path, description: dict[str, Any], channels: int, path: 
                                 "or remove its entry")
             rows.append({"case": _case_name(label), "image_paths": files, "label_path": str(label)})
     else:
-        labels = sorted(p for p in (root / "labelsTr").glob("*") if p.name.lower().endswith(NIFTI_SUFFIXES)
+        ending = description.get("file_ending")
+        suffixes = (ending.lower(),) if isinstance(ending, str) and ending else VOLUME_SUFFIXES
+        labels = sorted(p for p in (root / "labelsTr").glob("*") if p.name.lower().endswith(suffixes)
                         and not p.name.startswith("._")) if (root / "labelsTr").is_dir() else []
         for label in labels:
             files = _channel_files(root / "imagesTr" / label.name, channels)

@@ -1,4 +1,4 @@
-"""The volume form of the dataset contract: 3D cases (NIfTI by default) served as 2D slices.
+"""The volume form of the dataset contract: 3D cases (NIfTI, or NRRD/MetaImage with SimpleITK) served as 2D slices.
 
 A volume dataset is a table of cases, one row each: ``case`` (its name), ``image_paths`` (a
 tuple: one 4D file with channels last, as the Decathlon stores them, or one 3D file per
@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from segkit.data.base import SegmentationDataset
-from segkit.data.nifti import Volume, check_finite, header_shape, read_label, read_nifti
+from segkit.data.volume_io import Volume, check_finite, header_shape, read_label, read_volume
 from segkit.errors import ConfigError, DataError
 
 __all__ = ["VolumeDataset", "scale_to_uint8", "choose_slice_axis"]
@@ -173,7 +173,7 @@ class VolumeDataset(SegmentationDataset):
 
     def read_image(self, paths: tuple[str, ...]) -> np.ndarray:
         """A case's image as float32 ``(C, X, Y, Z)``; NaN or infinite voxels are a DataError."""
-        volumes = [read_nifti(p) for p in paths]
+        volumes = [read_volume(p) for p in paths]
         for volume in volumes:
             check_finite(volume)
         if len(volumes) == 1:

@@ -51,10 +51,10 @@ def split_arguments(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
     return sources, inputs
 
 
-VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-"""3D volume files: NIfTI (read by predict) and NRRD/MetaImage (not read: convert them to NIfTI)."""
+VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+"""3D volume files: NIfTI, and NRRD/MetaImage (read with SimpleITK, the ``segkit[sitk]`` extra)."""
 
-_KINDS = "images (png, jpg, jpeg, tif, tiff) or NIfTI volumes (.nii.gz, .nii)"
+_KINDS = "images (png, jpg, jpeg, tif, tiff) or volumes (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd)"
 
 
 def _is_volume(path: Path) -> bool:
@@ -77,7 +77,7 @@ def _folder_files(path: Path, text: str) -> list[Path]:
             if found:
                 return found
         raise ConfigError(f"{text!r} is a Decathlon folder (it holds dataset.json) but neither its imagesTs/ nor "
-                          "its imagesTr/ holds volumes (.nii.gz, .nii).")
+                          "its imagesTr/ holds volumes (.nii.gz, .nii, .nrrd, .mha, ...).")
     found = _candidates(sorted(path.iterdir()))
     if not found:
         raise ConfigError(f"folder {text!r} holds no {_KINDS}.")
@@ -89,8 +89,9 @@ def expand_all(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
 
     Folders and globs pick images and volumes and skip ``*_mask.*`` images (the label files of
     the LGG layout); a Decathlon folder gives its ``imagesTs/`` (else ``imagesTr/``); a file named
-    explicitly is always taken. Both kinds in one call, a NRRD/MetaImage volume, a missing path
-    or a glob that matches nothing is a :class:`ConfigError`.
+    explicitly is always taken. Both kinds in one call, a missing path
+    or a glob that matches nothing is a :class:`ConfigError`; so is a NRRD/MetaImage volume without
+    SimpleITK installed.
     """
     files: list[Path] = []
     for text in inputs:
@@ -113,8 +114,9 @@ def expand_all(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
     volumes = [Path(p) for p in unique if _is_volume(Path(p))]
     other = [p for p in volumes if not p.name.lower().endswith((".nii", ".nii.gz"))]
     if other:
-        raise ConfigError(f"{str(other[0])!r} is a {other[0].suffix} volume; segkit predict reads NIfTI volumes "
-                          "(.nii.gz, .nii): convert it first (e.g. with SimpleITK or 3D Slicer).")
+        from segkit.data.sitk_volume import require_simpleitk
+
+        require_simpleitk()  # a NRRD/MetaImage input without SimpleITK stops here, before any work
     if images and volumes:
         raise ConfigError(f"the inputs mix {len(images)} 2D image(s) (e.g. {images[0].name!r}) and {len(volumes)} "
                           f"volume(s) (e.g. {volumes[0].name!r}); a model predicts one kind: predict them in "

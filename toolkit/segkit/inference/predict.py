@@ -24,7 +24,6 @@ intensity factors of its case, computed from all of that case's files
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from segkit.errors import ConfigError, DataError
 from segkit.fileio import atomic_write_bytes
 from segkit.inference.inputs import case_of_file
+from segkit.inference.output_names import claim_outputs, file_safe
 
 __all__ = [
     "PredictSummary",
@@ -141,24 +141,12 @@ def output_paths(files: Sequence[Path], out: Path, overlay: bool, save_probs: bo
             names["overlay"] = out / f"{path.stem}_overlay.png"
         if save_probs and labels and len(labels) > 1:
             for label in labels:
-                names[f"prob_{label}"] = out / f"{path.stem}_prob_{_file_safe(label)}.png"
+                names[f"prob_{label}"] = out / f"{path.stem}_prob_{file_safe(label)}.png"
         elif save_probs:
             names["prob"] = out / f"{path.stem}_prob.png"
-        for target in names.values():
-            if target.resolve() in inputs:
-                raise ConfigError(f"writing {target} would replace an input image with a prediction (even with "
-                                  "--overwrite, segkit never writes over its inputs); choose another --out.")
-            if target in owner:
-                raise ConfigError(f"{owner[target]} and {path} would both write {target}; "
-                                  "predict them into different --out folders.")
-            owner[target] = path
+        claim_outputs(names.values(), path, inputs, owner)
         outputs.append(names)
     return outputs
-
-
-def _file_safe(name: str) -> str:
-    """A label name as a file-name part: letters, digits, '-' and '_' kept, anything else '_'."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:

@@ -1,7 +1,9 @@
-"""Predicting NIfTI volumes into NIfTI label maps: cases, output files, headers, the loop over cases.
+"""Predicting volumes into label maps: cases, output files, headers, the loop over cases.
 
 See docs/predict.md (Volumes). Outputs for a case ``CASE`` (``CASE.nii.gz``, or the channel files
-``CASE_0000.nii.gz``, ``CASE_0001.nii.gz``, ...), in the output folder:
+``CASE_0000.nii.gz``, ``CASE_0001.nii.gz``, ...), in the output folder (NRRD and MetaImage inputs,
+read with SimpleITK, get outputs of their own format: ``.nrrd`` for ``.nrrd``/``.nhdr``, ``.mha``
+for ``.mha``/``.mhd``, with the input's spacing, origin and direction):
 
 - ``CASE.nii.gz``: the label map, uint8 values ``0 .. C-1``, on the input's voxel grid with its
   affine and header (qform/sform and their codes, pixdim, units; a 4D input's spatial part);
@@ -27,8 +29,10 @@ import numpy as np
 
 from segkit.errors import ConfigError, DataError
 from segkit.fileio import atomic_write_bytes
+from segkit.inference.output_names import claim_outputs, file_safe
 
-__all__ = ["VolumeCase", "VolumeSummary", "group_cases", "predict_volumes", "volume_outputs", "write_nifti"]
+__all__ = ["VolumeCase", "VolumeSummary", "group_cases", "predict_volumes", "volume_outputs", "write_nifti",
+           "write_volume_like"]
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -42,11 +46,16 @@ class VolumeCase:
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    from segkit.data.volume_io import volume_stem
+
+    return volume_stem(path)
+
+
+def _output_suffix(path: Path) -> str:
+    """``.nii.gz`` for NIfTI inputs; the single-file form of the input's format for the others."""
+    from segkit.data.sitk_volume import is_sitk_volume, sitk_output_suffix
+
+    return sitk_output_suffix(path) if is_sitk_volume(path) else ".nii.gz"
 
 
 def group_cases(files: Sequence[Path]) -> list[VolumeCase]:
@@ -73,30 +82,20 @@ def group_cases(files: Sequence[Path]) -> list[VolumeCase]:
     return sorted(cases, key=lambda c: (str(c.paths[0].parent), c.name))
 
 
-def _file_safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
-
-
 def volume_outputs(cases: Sequence[VolumeCase], out: Path, save_probs: bool,
                    foreground: Sequence[str]) -> list[dict[str, Path]]:
     """The output files of each case; ConfigError when two cases would write the same file or one an input."""
     inputs = {p.resolve() for case in cases for p in case.paths}
     outputs, owner = [], {}
     for case in cases:
-        names = {"labels": out / f"{case.name}.nii.gz"}
+        suffix = _output_suffix(case.paths[0])
+        names = {"labels": out / f"{case.name}{suffix}"}
         if save_probs and len(foreground) > 1:
             for label in foreground:
-                names[f"prob_{label}"] = out / f"{case.name}_prob_{_file_safe(label)}.nii.gz"
+                names[f"prob_{label}"] = out / f"{case.name}_prob_{file_safe(label)}{suffix}"
         elif save_probs:
-            names[f"prob_{foreground[0]}"] = out / f"{case.name}_prob.nii.gz"
-        for target in names.values():
-            if target.resolve() in inputs:
-                raise ConfigError(f"writing {target} would replace an input volume with a prediction (even with "
-                                  "--overwrite, segkit never writes over its inputs); choose another --out.")
-            if target in owner:
-                raise ConfigError(f"{owner[target]} and {case.paths[0]} would both write {target}; "
-                                  "predict them into different --out folders.")
-            owner[target] = case.paths[0]
+            names[f"prob_{foreground[0]}"] = out / f"{case.name}_prob{suffix}"
+        claim_outputs(names.values(), case.paths[0], inputs, owner, kind="volume")
         outputs.append(names)
     return outputs
 
@@ -120,6 +119,18 @@ def write_nifti(path: Path, array: np.ndarray, reference: Any, intent: str = "no
     header.set_intent(intent)
     image = nib.Nifti1Image(array, None, header)  # no affine given: the header's qform and sform are kept as they are
     atomic_write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=6))
+
+
+def write_volume_like(path: Path, array: np.ndarray, reference: Path, intent: str = "none") -> None:
+    """Write ``array`` (3D) at ``path`` on the grid of the input file ``reference``, in ``path``'s format, atomically."""
+    from segkit.data.sitk_volume import is_sitk_volume, write_sitk_like
+
+    if is_sitk_volume(reference):
+        write_sitk_like(path, array, reference)
+        return
+    import nibabel as nib
+
+    write_nifti(path, array, nib.load(str(reference)), intent=intent)
 
 
 @dataclass
@@ -152,7 +163,7 @@ def predict_volumes(
     model does not take, an output that exists) are a :class:`SegkitError` before anything is
     written; a case whose voxels cannot be used (NaN, unreadable) is a failure in the summary.
     """
-    from segkit.data.nifti import header_shape
+    from segkit.data.volume_io import header_shape
     from segkit.inference.volume_predict import label_volume, predict_volume, read_case, volume_settings
     from segkit.progress import track
 
@@ -190,10 +201,10 @@ def predict_volumes(
             continue
         probabilities = predict_volume(predictor, image, settings, batch_size=batch_size)
         label_map = label_volume(probabilities, labels, threshold, settings.slice_axis, postprocess)
-        write_nifti(names["labels"], label_map, reference, intent="label")
+        write_volume_like(names["labels"], label_map, reference, intent="label")
         for k, label in enumerate(labels.foreground):
             if f"prob_{label}" in names:
-                write_nifti(names[f"prob_{label}"], probabilities[k + offset].astype(np.float32), reference)
+                write_volume_like(names[f"prob_{label}"], probabilities[k + offset].astype(np.float32), reference)
         summary.written += 1
         voxels = int(np.count_nonzero(label_map))
         summary.foreground_voxels += voxels

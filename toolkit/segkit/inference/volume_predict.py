@@ -141,20 +141,18 @@ def volume_settings(predictor: Any, registry: Any) -> VolumeSettings:
     return next(iter(found.values()))
 
 
-def read_case(paths: Sequence[str | Path], channels: int) -> tuple[np.ndarray, Any]:
-    """A case's image as float32 ``(C, X, Y, Z)`` and the nibabel image whose header the outputs take.
+def read_case(paths: Sequence[str | Path], channels: int) -> tuple[np.ndarray, Path]:
+    """A case's image as float32 ``(C, X, Y, Z)`` and the file whose header (grid) the outputs take.
 
     ``paths``: one 3D or 4D (channels last) file, or one 3D file per channel. A channel count
     other than ``channels``, a file that is not a 3D/4D volume, or NaN/infinite voxels are a
     :class:`DataError` naming the file.
     """
-    import nibabel as nib
-
-    from segkit.data.nifti import check_finite, read_nifti
+    from segkit.data.volume_io import check_finite, read_volume
 
     volumes = []
     for path in paths:
-        volume = read_nifti(path)
+        volume = read_volume(path)
         if volume.array.ndim > 4:
             raise DataError(f"{path} has shape {volume.array.shape}; a case is one 3D volume, or 4D with channels last")
         check_finite(volume)
@@ -171,7 +169,7 @@ def read_case(paths: Sequence[str | Path], channels: int) -> tuple[np.ndarray, A
     if image.shape[0] != channels:
         raise DataError(f"{paths[0]} gives {image.shape[0]} channel(s) but the model takes {channels}; pass a case with "
                         f"{channels} channel(s) (one 4D file, or {channels} files CASE_0000, CASE_0001, ...).")
-    return image, nib.load(str(paths[0]))
+    return image, Path(paths[0])
 
 
 def _stacked_slice(image: np.ndarray, axis: int, number: int, context: int) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""Reading volume files of any supported format, with the checks a dataset needs.
+
+NIfTI (``.nii``, ``.nii.gz``) is read by nibabel (:mod:`segkit.data.nifti`), always available;
+NRRD and MetaImage (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) by SimpleITK
+(:mod:`segkit.data.sitk_volume`, the ``segkit[sitk]`` extra). Either way a volume keeps what its
+header says about where it lies: the voxel array in the file's own (x, y, z) axis order, the RAS
+affine (voxel -> world, millimetres) and the voxel spacing. Problems are a
+:class:`~segkit.errors.DataError` that names the file: a file that is missing or unreadable, an
+image with fewer than three axes, NaN or infinite voxels, label values that are not whole numbers
+or lie outside the dataset's labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segkit.errors import DataError
+
+__all__ = ["VOLUME_SUFFIXES", "Volume", "is_volume_file", "volume_stem", "read_volume", "header_shape",
+           "read_label", "check_finite"]
+
+VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+"""The volume files segkit reads: NIfTI always, NRRD and MetaImage with SimpleITK installed."""
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One volume file: ``array`` (the voxels, file axis order), ``affine`` (4x4, RAS) and ``spacing`` (mm per axis)."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+    path: Path
+
+
+def is_volume_file(path: str | Path) -> bool:
+    """Whether ``path``'s name ends in one of :data:`VOLUME_SUFFIXES`."""
+    return Path(path).name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def volume_stem(path: str | Path) -> str:
+    """The file name without its volume suffix (``case.nii.gz`` -> ``case``; other names: without the last suffix)."""
+    name = Path(path).name
+    for suffix in VOLUME_SUFFIXES:  # .nii.gz comes before .nii
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def read_volume(path: str | Path, dtype: type = np.float32) -> Volume:
+    """The volume in ``path`` as ``dtype`` (3D, or 4D with channels last), by the reader its suffix names."""
+    from segkit.data.sitk_volume import is_sitk_volume, read_sitk
+
+    if is_sitk_volume(path):
+        return read_sitk(path, dtype)
+    from segkit.data.nifti import read_nifti
+
+    return read_nifti(path, dtype)
+
+
+def header_shape(path: str | Path) -> tuple[int, ...]:
+    """The voxel shape from the header alone (no voxels are read)."""
+    from segkit.data.sitk_volume import is_sitk_volume, sitk_header_shape
+
+    if is_sitk_volume(path):
+        return sitk_header_shape(path)
+    from segkit.data.nifti import nifti_header_shape
+
+    return nifti_header_shape(path)
+
+
+def check_finite(volume: Volume) -> None:
+    """A DataError when ``volume`` holds NaN or infinite voxels."""
+    finite = np.isfinite(volume.array)
+    if not finite.all():
+        bad = int(finite.size - finite.sum())
+        raise DataError(f"{volume.path} holds {bad} NaN or infinite voxel(s); replace them (for example with the "
+                        "image's minimum) or leave the case out")
+
+
+def read_label(path: str | Path, classes: int) -> Volume:
+    """A label volume as uint8 label values ``0 .. classes - 1``.
+
+    Labels stored as floats are accepted when every value is a whole number (some Decathlon files
+    are float32); anything else names the file and the values found.
+    """
+    volume = read_volume(path, dtype=np.float64)  # whole numbers of any stored type are exact in float64
+    array = volume.array
+    if array.ndim != 3:
+        raise DataError(f"{volume.path} is a label volume of shape {array.shape}; labels are 3D, one value per voxel")
+    check_finite(volume)
+    values = np.unique(array)
+    fractional = values[values != np.round(values)]
+    if fractional.size:
+        raise DataError(f"{volume.path} holds label values that are not whole numbers, e.g. {fractional[:5].tolist()}; "
+                        f"labels are the integers 0 .. {classes - 1}")
+    outside = values[(values < 0) | (values >= classes)]
+    if outside.size:
+        raise DataError(f"{volume.path} holds the label value(s) {outside[:5].astype(int).tolist()}, outside "
+                        f"0 .. {classes - 1} (the labels the dataset declares); fix the file or the dataset's labels")
+    return Volume(array.astype(np.uint8), volume.affine, volume.spacing, volume.path)
