@@ -67,3 +67,21 @@ def test_an_item_drawn_twice_gets_two_augmentation_seeds() -> None:
 def test_no_lesion_items_means_no_oversampling_and_no_error() -> None:
     batches = sampler([False] * 20, 4, 0.33)
     assert sum(len(b) for b in batches) == 20
+
+
+@pytest.mark.parametrize(("items", "batch", "expected"), [(9, 4, [4, 4]), (10, 4, [4, 4, 2]), (1, 4, [1]), (5, 1, [1] * 5)])
+def test_training_leaves_out_a_last_batch_of_one_item(items: int, batch: int, expected: list[int]) -> None:
+    """Batch norm fails on one item whose deepest map is 1x1 (small images through smp's encoders): training
+    drops such a batch (a new permutation each epoch, so no item for good), evaluation keeps every item."""
+    train = EpochBatchSampler(EpochSampler(items, seed=3, shuffle=True), batch, drop_single=True)
+    assert [len(b) for b in train.batches()] == expected and len(train) == len(expected)
+    evaluation = EpochBatchSampler(EpochSampler(items, seed=3, shuffle=False), batch)
+    assert sum(len(b) for b in evaluation.batches()) == items
+    left_out = []
+    for epoch in range(4):
+        train.set_epoch(epoch)
+        left_out.append(set(range(items)) - {index for b in train.batches() for index, _ in b})
+    drops = items % batch == 1 and items > batch
+    assert [len(s) for s in left_out] == [int(drops)] * 4
+    if drops:
+        assert len(set().union(*left_out)) > 1  # a different item each epoch, not one item for good

@@ -81,12 +81,12 @@ def _collate(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch
 
 
 def batch_sampler(view: Any, settings: Any, *, train: bool, rank: int = 0, world_size: int = 1) -> EpochBatchSampler:
-    """The batches of one split, for either loader path: shuffled with foreground oversampling when
-    training, in order without it for validation and test."""
+    """The batches of one split, for either loader path: shuffled with foreground oversampling (and no
+    last batch of a single item) when training, in order without it for validation and test."""
     items = EpochSampler(len(view), settings.seed, shuffle=train, rank=rank, world_size=world_size)
     fraction = settings.foreground_fraction if train else 0.0
     lesion = view.index["has_lesion"].astype(bool).tolist() if fraction > 0 else None
-    return EpochBatchSampler(items, settings.batch_size, lesion=lesion, foreground_fraction=fraction)
+    return EpochBatchSampler(items, settings.batch_size, lesion=lesion, foreground_fraction=fraction, drop_single=train)
 
 
 def build_data(
