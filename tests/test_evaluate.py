@@ -18,7 +18,7 @@ from clihelp import segkit
 from segkit.cli import cli
 from segkit.data import SegmentationDataset, build_transform
 from segkit.evaluation.evaluate import EvaluationData, build_metric_set, evaluate_predictor
-from segkit.inference.predictor import Member, Predictor, load_predictor, resize_images
+from segkit.inference.predictor import Member, Predictor, load_predictor, resize_images, trained_flips
 from segkit.components.registry import get_registry
 
 
@@ -208,3 +208,20 @@ def test_bad_runs_and_splits_are_clear_errors(trained_run: Path, tmp_path: Path)
     result = invoke(str(no_test))
     assert result.exit_code == 2
     assert "has no test split" in result.output and "--split val" in result.output
+
+
+@pytest.mark.parametrize(("augment", "flips"), [("light", 2), ("heavy", 4), ("none", 1), (None, 4)])
+def test_tta_averages_over_the_flips_the_model_was_trained_with(augment: str | None, flips: int) -> None:
+    """A 'model' that sees where it is (logits = the row index): each flip it is averaged over shows in the output.
+    light trains with horizontal flips only, heavy with both, none with none; unknown training (no config): all four."""
+
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        return torch.arange(x.shape[-2], dtype=torch.float32).view(1, 1, -1, 1).expand(x.shape[0], 1, *x.shape[-2:]) - 1.5
+
+    info = {} if augment is None else {"config": {"train": {"augment": augment}}}
+    predictor = Predictor([Member("rows", "rows", 0, 1, 0.5, run=rows, info=info)], tta=True)
+    got = predictor.probabilities(torch.zeros(1, 1, 4, 4))[0, 0, :, 0]
+    up = torch.sigmoid(torch.arange(4.0) - 1.5)
+    expected = up if flips < 3 else (up + up.flip(0)) / 2  # vertical flips mirror the rows
+    torch.testing.assert_close(got, expected)
+    assert len(trained_flips(predictor.members[0])) == flips

@@ -72,8 +72,9 @@ def inference_options(postprocess_help: str, device_help: str) -> Callable[[Call
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         options = [
             click.option("--tta/--no-tta", default=None,
-                         help="Average over horizontal, vertical and both flips. Default: off, or a cross-validation's "
-                              "choice (see 'segkit cv')."),
+                         help="Average over the flips the model was trained with (augment light: horizontal; heavy: "
+                              "horizontal, vertical and both; volumes: the three axes). Default: off, or a "
+                              "cross-validation's choice (see 'segkit cv')."),
             click.option("--postprocess", type=HintedChoice(["none", "lcc"]), default=None,
                          help=postprocess_help + " Default: none, or a cross-validation's choice."),
             click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),

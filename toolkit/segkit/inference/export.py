@@ -210,6 +210,7 @@ def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[
         "source_run": str(run_dir.resolve()),
         "checkpoint": checkpoint_path.name,
         "epoch": str(payload.get("epoch", "")),
+        "augment": str((config.get("train") or {}).get("augment", "")),  # which flips test-time augmentation may use
         "segkit_version": __version__,
         "input": "images (N, C, H, W) float32 = pixels / scale; any N, H, W; resize to image_size first when it "
                  "is not 0" + _stacking_note(context) + _normalize_note(normalize),
