@@ -11,6 +11,9 @@ read, so a memory-mapped case is never loaded whole.
 DataLoader expects items: ``(image float32 (C, *P), mask float32 (1, *P) label values, index)``,
 the 2D datasets' triple with one more spatial axis. Patch ``i`` of epoch ``e`` comes from case
 ``cases[i % len(cases)]`` and is the same for the same seed, epoch and ``i`` (resume, workers).
+The trainer addresses it as ``data[(i, seed)]`` instead, with the per-item seed its epoch
+sampler draws (:class:`segkit.train.sampling.EpochBatchSampler`), so DDP shards and resumed runs
+draw the same patches as 2D runs draw the same augmentations.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from segkit.errors import ConfigError
 
@@ -136,6 +140,10 @@ class PatchDataset:
         self.patches_per_epoch = patches_per_epoch
         self.seed = int(seed)
         self.epoch = 0
+        # As the trainer reads every dataset: the case of item ``i`` (``item_cases[i]``) and an index table.
+        self.item_cases = [self.case_of(i) for i in range(patches_per_epoch)]
+        self.index = pd.DataFrame({"item": [f"patch_{i}" for i in range(patches_per_epoch)], "case": self.item_cases,
+                                   "has_lesion": True})
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the patches of ``epoch`` from now on."""
@@ -148,17 +156,21 @@ class PatchDataset:
         """The case patch ``i`` is cut from."""
         return self.cases[i % len(self.cases)]
 
-    def patch(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Patch ``i`` of the current epoch as numpy arrays ``(image (C, *P) float32, label (*P) uint8)``."""
+    def patch(self, i: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Patch ``i`` as numpy arrays ``(image (C, *P) float32, label (*P) uint8)``, drawn with ``seed``
+        (by default from the dataset's seed, the current epoch and ``i``)."""
         if not 0 <= i < self.patches_per_epoch:
             raise IndexError(f"patch {i} of {self.patches_per_epoch}")
         case = self.case_of(i)
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, self.epoch, i] if seed is None else seed)
         # read per item, nothing kept: memory stays one patch however many cases there are
         return self.sampler.sample(self.cache.image(case), self.cache.label(case), self.cache.foreground(case), rng)
 
-    def __getitem__(self, i: int) -> tuple[Any, Any, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, Any, int]:
+        """Item ``i`` of the current epoch, or ``(i, seed)``: the patch drawn with that seed."""
         import torch
 
-        image, label = self.patch(int(i))
-        return torch.from_numpy(image), torch.from_numpy(label.astype(np.float32)[None]), int(i)
+        i, seed = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
+        image, label = self.patch(i, seed)
+        return (torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+                torch.from_numpy(label.astype(np.float32)[None]), i)

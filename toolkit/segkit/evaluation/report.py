@@ -173,7 +173,8 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
     if headline:
         missed = summary.get("lesion_slices_empty_prediction")
         lesions = summary.get("lesion_slices")
-        note = f"; {missed} of {lesions} validation lesion slices got an empty prediction" if lesions else ""
+        items = summary.get("validation_items", "slices")
+        note = f"; {missed} of {lesions} validation lesion {items} got an empty prediction" if lesions else ""
         parts.append(f'<p class="headline">best {html.escape(str(headline.get("name")))} '
                      f'<b>{float(headline["value"]):.4f}</b> at epoch {html.escape(str(headline.get("epoch")))}'
                      f"{html.escape(note)}</p>")

@@ -12,7 +12,7 @@ import torch
 from segkit.config import monitored_metric
 from segkit.train.loop import Trainer
 
-__all__ = ["prediction_samples", "case_samples", "final_validation", "headline", "per_image_note"]
+__all__ = ["prediction_samples", "case_samples", "final_validation", "headline", "missed_note", "per_image_note"]
 
 
 def prediction_samples(trainer: Trainer, view: Any, count: int = 6) -> list[tuple]:
@@ -93,7 +93,13 @@ def headline(summary: dict[str, Any], best_row: dict[str, Any], monitor: str, ro
     others = [f"{label} {best_row[key]:.4f}" for label, key in
               (("per-case", f"val_{metric}_case"), ("per-image", f"val_{metric}"), ("pooled", f"val_{metric}_global"))
               if key in best_row and key != f"val_{monitor}"]
-    missed, lesions = summary["lesion_slices_empty_prediction"], summary["lesion_slices"]
     return (f"best val_{monitor} {summary['headline']['value']:.4f} at epoch {summary['best_epoch']}"
             + (f" ({metric}: {', '.join(others)})" if others else "")
-            + f"; {missed} of {lesions} validation lesion slices got an empty prediction; outputs in {root}")
+            + f"; {missed_note(summary)}; outputs in {root}")
+
+
+def missed_note(summary: dict[str, Any]) -> str:
+    """"M of N validation lesion slices got an empty prediction" (volumes, in a 3D run: "lesion volumes")."""
+    items = summary.get("validation_items", "slices")
+    return (f"{summary['lesion_slices_empty_prediction']} of {summary['lesion_slices']} validation lesion {items} "
+            "got an empty prediction")

@@ -349,6 +349,7 @@ def _train(
         "headline": {"name": f"val_{monitor}", "value": stopper.best_value, "epoch": stopper.best_epoch},
         "lesion_slices": lesion_slices,
         "lesion_slices_empty_prediction": missed,
+        "validation_items": "volumes" if volumes else "slices",  # what lesion_slices counts: a 3D run's items are volumes
         "loader": {"path": loader.path, "reason": loader.reason},
         "epochs_planned": total_epochs,
         "best_epoch": stopper.best_epoch,

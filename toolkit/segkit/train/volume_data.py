@@ -29,7 +29,7 @@ from segkit.errors import ConfigError, DataError
 from segkit.train.assemble import DataParts
 from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
 
-__all__ = ["VolumeView", "PatchItems", "AugmentedBatches", "VolumeParts", "build_volume_data", "is_volume_run",
+__all__ = ["VolumeView", "AugmentedBatches", "VolumeParts", "build_volume_data", "is_volume_run",
            "volume_cache_for", "volume_cache_of", "data_preprocessing"]
 
 
@@ -54,29 +54,6 @@ class VolumeView(Dataset):
         image = torch.from_numpy(np.array(self.cache.image(case), dtype=np.float32))
         mask = torch.from_numpy(np.array(self.cache.label(case), dtype=np.float32))[None]
         return image, mask
-
-
-class PatchItems(Dataset):
-    """Random training patches addressed by ``(index, seed)``: case ``index % len(cases)``, drawn with ``seed``."""
-
-    def __init__(self, cache: Any, cases: Sequence[str], sampler: Any, count: int) -> None:
-        self.cache, self.cases, self.sampler, self.count = cache, [str(c) for c in cases], sampler, int(count)
-        # The trainer reads the case of item ``i`` from this list (``cases[i]``), as for 2D items.
-        self.item_cases = [self.cases[i % len(self.cases)] for i in range(self.count)]
-        self.index = pd.DataFrame({"item": [f"patch_{i}" for i in range(self.count)], "case": self.item_cases,
-                                   "has_lesion": True})
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        index, seed = key
-        case = self.item_cases[index]
-        rng = np.random.default_rng(seed)
-        image, label = self.sampler.sample(self.cache.image(case), self.cache.label(case), self.cache.foreground(case),
-                                           rng)
-        return (torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
-                torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32))[None], index)
 
 
 class AugmentedBatches:
@@ -139,7 +116,7 @@ def _split_cases(dataset: Any, split: pd.Series) -> dict[str, list[str]]:
 def build_volume_data(config: RunConfig, dataset: Any, split: pd.Series, cache: Any, *, device: torch.device,
                       rank: int = 0, world_size: int = 1) -> VolumeParts:
     """Patch loader for training, whole-volume loaders for validation and test, from ``cache``."""
-    from segkit.data.patches import PatchSampler, check_patch_size
+    from segkit.data.patches import PatchDataset, PatchSampler, check_patch_size
 
     t = config.train
     by_split = _split_cases(dataset, split)
@@ -154,9 +131,9 @@ def build_volume_data(config: RunConfig, dataset: Any, split: pd.Series, cache: 
         raise ConfigError(f"train.batch_size {t.batch_size} is more than the {count} patches of an epoch"
                           + (f" ({-(-count // world_size)} per process)" if world_size > 1 else "")
                           + "; use a smaller --batch-size or a larger train.patches_per_epoch.")
-    patches = PatchItems(cache, by_split["train"], sampler, count)
+    patches = PatchDataset(cache, by_split["train"], sampler, count, seed=t.seed)  # addressed by (index, seed)
     train_batches = EpochBatchSampler(EpochSampler(count, t.seed, shuffle=True, rank=rank, world_size=world_size),
-                                      t.batch_size)
+                                      t.batch_size, drop_single=True)
     train_loader = DataLoader(patches, batch_sampler=train_batches, num_workers=t.workers,
                               collate_fn=_collate_volumes, persistent_workers=t.workers > 0)
     views: dict[str, Any] = {"train": patches}
