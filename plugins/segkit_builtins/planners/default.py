@@ -33,6 +33,8 @@ FORWARD_SHARE = 1 / 3
 EPOCH_HEADROOM = 1.5
 """train.epochs is the measured estimate times this: the run re-plans its epochs after the first one."""
 SMALLEST_IMAGE = 64
+MAX_PLANNED_EPOCHS = 1000
+"""nnU-Net's epochs: more than this is not planned, however short an epoch is."""
 
 
 def _accepts(request: PlanRequest, parameter: str) -> bool:
@@ -69,11 +71,8 @@ class DefaultPlanner:
         plan = Plan()
         self._data(plan, request, dims)
         self._task(plan, request)
-        if dims == "3d":
-            self._network_3d(plan, request)
-        else:
-            self._network_2d(plan, request)
-        self._training(plan, request, dims)
+        timing = self._network_3d(plan, request) if dims == "3d" else self._network_2d(plan, request)
+        self._training(plan, request, dims, timing)
         return plan
 
     # --- the data ---------------------------------------------------------------------------------------
@@ -100,6 +99,12 @@ class DefaultPlanner:
             schemes = ", ".join(f"{c['channel']}: {c.get('scheme_3d', 'zscore')}" for c in fp["intensity"])
             plan.note("Normalisation: 2D slices of volumes are scaled per case by their 0.5th-99.5th percentiles, "
                       f"and 3D runs normalise each channel by its scheme ({schemes}); segkit has no setting to add.")
+        if fp["kind"] == "volumes":
+            spacing, spread = fp["spacing"]["median"], fp["spacing"]
+            plan.note(f"Target spacing: nnU-Net resamples every case to the median spacing "
+                      f"{[round(s, 3) for s in spacing]} mm; segkit runs have no resampling setting and keep each "
+                      f"case's own spacing (here from {[round(s, 3) for s in spread['min']]} to "
+                      f"{[round(s, 3) for s in spread['max']]} mm).")
         if dims == "2d" and _accepts(request, "cache") and "cache" not in request.dataset_params:
             pixels = sum(int(k.split("x")[0]) * int(k.split("x")[1]) * n for k, n in fp["image_sizes"].items())
             stored = pixels * (fp["in_channels"] + 1)
@@ -145,7 +150,8 @@ class DefaultPlanner:
         wanted = max(2, min(64, round(BATCH_PIXELS[request.device] / pixels)))
         cap = max(2, int(MAX_BATCH_SHARE * fp["items"] * (1 - VAL_FRACTION - TEST_FRACTION)))
         batch = min(wanted, cap)
-        why = f"about {BATCH_PIXELS[request.device] // pixels if pixels else 0} slices of {shape[0]}x{shape[1]}"
+        why = (f"{BATCH_PIXELS[request.device]:,} pixels per batch, about {BATCH_PIXELS[request.device] // pixels} "
+               f"slices of {shape[0]}x{shape[1]}" + (" (at most 64)" if wanted == 64 else ""))
         if batch < wanted:
             why += f", capped at 5% of the ~{int(fp['items'] * 0.75)} training slices (nnU-Net's cap)"
         classes = 1 if len(fp["labels"]) == 2 else len(fp["labels"])
@@ -161,7 +167,8 @@ class DefaultPlanner:
                 why += f"; memory (train/footprint.py's estimate) holds {fits}"
         return batch, why
 
-    def _network_2d(self, plan: Plan, request: PlanRequest) -> None:
+    def _network_2d(self, plan: Plan, request: PlanRequest) -> StepTiming:
+        """The model, image size and batch; returns the timing of the chosen ones."""
         fp = request.fingerprint
         plan.set("model", "name", MODEL_2D["name"], "segkit's cross-validated 2D recipes' model: batch norm learns "
                  "from scratch in few epochs")
@@ -197,7 +204,7 @@ class DefaultPlanner:
         plan.set("train", "batch_size", batch, why)
         plan.epoch_seconds = epoch
         plan.fitting_hint = self._hint(timing, epoch, request)
-        self._timing = timing
+        return timing
 
     def _epoch_2d(self, fp: dict[str, Any], timing: StepTiming) -> float:
         """One epoch: the training steps plus a forward pass over the validation items."""
@@ -208,26 +215,35 @@ class DefaultPlanner:
 
     # --- 3D ---------------------------------------------------------------------------------------------
 
-    def _network_3d(self, plan: Plan, request: PlanRequest) -> None:
+    def _network_3d(self, plan: Plan, request: PlanRequest) -> StepTiming:
+        """unet3d's stages, the patch and the batch; returns the timing of the chosen ones."""
         fp = request.fingerprint
         spacing = [float(s) for s in fp["spacing"]["median"]]
         median = [int(round(s)) for s in fp["shape"]["median"]]
         width = 32 if request.device == "cuda" else 16
         classes = 1 if len(fp["labels"]) == 2 else len(fp["labels"])
         patch = list(median)
+        largest = [int(s) for s in fp["shape"]["max"]]
         while True:
             net = topology(patch, spacing)
-            fitted = fit_patch(patch, net.total_stride, [int(s) for s in fp["shape"]["max"]])
+            fitted = fit_patch(patch, net.total_stride, largest)
             params = {"spatial_dims": 3, "width": width, "max_width": 320, "stages": net.stages,
                       "kernel_sizes": net.kernels, "strides": net.strides, "deep_supervision": True}
             footprint = self._footprint_3d(params, fp["in_channels"], classes, fitted, request)
-            if footprint is None or footprint <= MEMORY_SHARE * request.free_bytes:
+            if footprint is None or footprint.total(2) <= MEMORY_SHARE * request.free_bytes:
                 break
             smaller = shrink_patch(patch, spacing, median)
             if smaller is None:
                 break
             patch = smaller
-        batch = 2
+        batch, batch_why = 2, "nnU-Net's smallest batch, 2 patches per step"
+        if request.device == "cuda" and footprint is not None:
+            voxels = fp["cases"] * math.prod(median)
+            cap = max(2, int(MAX_BATCH_SHARE * voxels / math.prod(fitted)))
+            while batch < cap and footprint.total(batch + 1) <= MEMORY_SHARE * request.free_bytes:
+                batch += 1
+            batch_why = (f"as many patches as half the GPU's free memory holds (train/footprint.py's estimate), at "
+                         f"most 5% of the dataset's voxels ({cap} patches), as nnU-Net sizes its batch")
         plan.set("model", "name", "unet3d", "nnU-Net's 3D U-Net: instance norm, LeakyReLU, per-axis kernels and strides")
         plan.set("model", "spatial_dims", 3, "a 3D model on patches of the volumes")
         plan.set("model", "width", width, "channels of the first stage: nnU-Net's 32 on a GPU" if width == 32
@@ -240,9 +256,11 @@ class DefaultPlanner:
         plan.set("model", "strides", net.strides, "stride 2 on axes not coarser than twice the finest spacing, so thick "
                  "slices are pooled last")
         plan.set("model", "deep_supervision", True, "a loss at every decoder resolution, as nnU-Net trains")
-        plan.set("train", "patch_size", fitted, f"the median case ({'x'.join(map(str, median))} voxels) rounded to the "
-                 f"network's strides{', shrunk to fit memory' if fitted != fit_patch(median, net.total_stride, median) else ''}")
-        plan.set("train", "batch_size", batch, "nnU-Net's 2 patches per step")
+        shrunk = patch != median
+        plan.set("train", "patch_size", fitted, f"the median case ({'x'.join(map(str, median))} voxels) "
+                 + ("shrunk until a step fits half the free memory, then " if shrunk else "")
+                 + f"rounded to the network's total stride {net.total_stride}, within the largest case")
+        plan.set("train", "batch_size", batch, batch_why)
         timing = request.time_steps({**plan.document(), "train": {"device": request.device, "patch_size": fitted}},
                                     batch, tuple(fitted))
         train_cases = max(1, round(fp["cases"] * (1 - VAL_FRACTION - TEST_FRACTION)))
@@ -251,17 +269,12 @@ class DefaultPlanner:
         plan.epoch_seconds = timing.seconds_per_step * (math.ceil(train_cases / batch)
                                                          + FORWARD_SHARE * val_cases * windows / batch)
         plan.fitting_hint = self._hint(timing, plan.epoch_seconds, request)
-        self._timing = timing
-        spread = fp["spacing"]
-        plan.note(f"Target spacing: nnU-Net resamples every case to the median spacing "
-                  f"{[round(s, 3) for s in spacing]} mm; segkit runs have no resampling setting and keep each case's "
-                  f"own spacing (here from {[round(s, 3) for s in spread['min']]} to "
-                  f"{[round(s, 3) for s in spread['max']]} mm).")
+        return timing
 
     @staticmethod
     def _footprint_3d(params: dict[str, Any], channels: int, classes: int, patch: list[int],
-                      request: PlanRequest) -> int | None:
-        """Bytes of one 3D training step of batch 2, by train/footprint.py's estimate (None when it cannot tell)."""
+                      request: PlanRequest) -> Any:
+        """One 3D training step's memory by train/footprint.py's estimate (None when it cannot tell)."""
         from segkit.train.footprint import training_footprint
 
         footprint = training_footprint(
@@ -269,7 +282,7 @@ class DefaultPlanner:
             channels, patch[1], patch[2], depth=patch[0])
         if footprint is None or footprint.activation_bytes_per_image is None:
             return None
-        return footprint.total(2)
+        return footprint
 
     # --- training ---------------------------------------------------------------------------------------
 
@@ -279,9 +292,8 @@ class DefaultPlanner:
         return (f"one epoch takes about {epoch:.0f} s here ({timing.seconds_per_step:.2f} s per step of "
                 f"{timing.batch_size}, measured); --minutes {minutes} or more would fit one")
 
-    def _training(self, plan: Plan, request: PlanRequest, dims: str) -> None:
+    def _training(self, plan: Plan, request: PlanRequest, dims: str, timing: StepTiming) -> None:
         fp = request.fingerprint
-        timing: StepTiming = self._timing
         budget = request.minutes * 60
         fits = max(0, int(budget // plan.epoch_seconds)) if plan.epoch_seconds else 0
         share = 1 - fp["empty"]["items_share"]
@@ -304,9 +316,11 @@ class DefaultPlanner:
         plan.set("train", "weight_decay", 1e-4, "light regularisation")
         plan.set("train", "scheduler", "cosine", "decays to 0 as the budget ends (the run re-plans after epoch 1)")
         plan.set("train", "warmup_epochs", 0.5, "half an epoch of warm-up (at most 10% of the run)")
-        plan.set("train", "epochs", max(1, math.ceil(fits * EPOCH_HEADROOM)),
-                 f"~{fits} epochs of {plan.epoch_seconds:.0f} s fit in {request.minutes:g} min ({timing.steps} steps "
-                 f"timed, {timing.seconds_per_step:.3f} s each); x{EPOCH_HEADROOM} headroom, the budget decides")
+        epochs = max(1, min(MAX_PLANNED_EPOCHS, math.ceil(fits * EPOCH_HEADROOM)))
+        plan.set("train", "epochs", epochs,
+                 f"~{fits} epochs of {plan.epoch_seconds:.1f} s fit in {request.minutes:g} min ({timing.steps} steps "
+                 f"timed, {timing.seconds_per_step:.3f} s each); x{EPOCH_HEADROOM} headroom, the budget decides"
+                 + (f", at most nnU-Net's {MAX_PLANNED_EPOCHS}" if epochs == MAX_PLANNED_EPOCHS else ""))
         plan.set("train", "max_minutes", float(request.minutes), "the time budget given to segkit plan")
         plan.set("train", "device", request.device, "the device the steps were timed on")
         plan.set("train", "workers", 0 if request.device == "cpu" else 2,

@@ -63,11 +63,13 @@ def topology(patch: Sequence[int], spacing: Sequence[float], max_stages: int = M
 
 
 def fit_patch(patch: Sequence[int], total_stride: Sequence[int], largest: Sequence[int]) -> list[int]:
-    """``patch`` rounded down to a multiple of each axis's total stride (kept when smaller than it), at most ``largest``."""
+    """``patch`` rounded to a multiple of each axis's total stride: up while that stays within ``largest`` (the
+    largest case), else down (kept as it is when smaller than the stride)."""
     fitted = []
     for size, stride, limit in zip(patch, total_stride, largest, strict=True):
-        size = min(int(size), int(limit))
-        fitted.append(size // stride * stride if size >= stride else size)
+        up = -(-int(size) // stride) * stride
+        down = int(size) // stride * stride
+        fitted.append(up if up <= limit else down if down >= stride else min(int(size), int(limit)))
     return fitted
 
 

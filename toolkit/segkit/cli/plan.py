@@ -80,7 +80,7 @@ def plan_command(dataset_name: str, data_root: str | None, sets: tuple[str, ...]
     shape = train.get("patch_size") or (f"image size {train.get('image_size')}" if train.get("image_size")
                                         else "the slices' own size")
     click.echo(f"plan: model {document['model']['name']}, {shape}, batch {train.get('batch_size')}, "
-               f"about {outcome.plan.epoch_seconds:.0f} s per epoch, epochs {train.get('epochs')} in "
+               f"about {outcome.plan.epoch_seconds:.1f} s per epoch, epochs {train.get('epochs')} in "
                f"{minutes:g} min")
     click.echo(f"wrote {outcome.plan_path} and {outcome.fingerprint_path}")
 

@@ -94,6 +94,29 @@ class _ImageSampler:
         return result
 
 
+def _stored_channels(dataset: Any) -> dict[int, list[str]]:
+    """Channel counts as stored in the image files (read from their headers), with up to 3 items each.
+
+    A reader may convert every image to the first one's channels; the files still tell when cases differ.
+    Empty for datasets without ``image_path`` or files Pillow cannot open.
+    """
+    if "image_path" not in dataset.index.columns:
+        return {}
+    from PIL import Image, UnidentifiedImageError
+
+    found: dict[int, list[str]] = {}
+    for item, path in zip(dataset.index["item"].astype(str), dataset.index["image_path"], strict=True):
+        try:
+            with Image.open(path) as image:
+                bands = len([band for band in image.getbands() if band != "A"])  # alpha is not a channel
+        except (OSError, UnidentifiedImageError):
+            continue
+        items = found.setdefault(bands, [])
+        if len(items) < 3:
+            items.append(item)
+    return found
+
+
 def _empty_cases(dataset: Any) -> int:
     """Cases none of whose items holds a label."""
     table = dataset.index[["case", "has_lesion"]].astype({"has_lesion": bool})
@@ -136,6 +159,7 @@ def fingerprint_dataset(dataset: Any, name: str, progress: bool = False) -> dict
         empty={"items": summary["empty_slices"], "items_share": summary["empty_slices"] / items if items else 0.0,
                "cases": _empty_cases(dataset)},
         copied_channels=summary["copied_channels"],
+        stored_channels=_stored_channels(dataset),
     )
     fingerprint["flags"] = _flags(fingerprint)
     return fingerprint
@@ -160,9 +184,12 @@ def check_fingerprint(fingerprint: dict[str, Any], name: str) -> None:
     """A one-line :class:`DataError` for data no run can learn from: empty, mixed channel counts, labels absent or out of range."""
     if fingerprint["items"] == 0:
         raise DataError(f"dataset {name!r} has no items: nothing to plan for. Check --data-root and its parameters.")
-    if len(fingerprint["channels"]) > 1:
-        raise DataError(f"dataset {name!r}: items have different channel counts {fingerprint['channels']}; store "
-                        "every case with the same channels (see 'segkit inspect').")
+    stored = fingerprint.get("stored_channels") or {}
+    if len(fingerprint["channels"]) > 1 or len(stored) > 1:
+        shown = "; ".join(f"{count} in {', '.join(items)}" for count, items in sorted(stored.items())) \
+            if len(stored) > 1 else f"{fingerprint['channels']}"
+        raise DataError(f"dataset {name!r}: items have different channel counts ({shown}); store every case with "
+                        "the same channels.")
     labels = fingerprint["labels"]
     allowed = set(range(len(labels))) | ({255} if len(labels) == 2 else set())
     outside = [v for v in fingerprint["mask_values"] if v not in allowed]

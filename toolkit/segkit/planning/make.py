@@ -75,7 +75,10 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
     if len(dataset) == 0:
         raise DataError(f"dataset {dataset_name!r} has no items: nothing to plan for. Check --data-root and its "
                         "parameters.")
-    verify_dataset(dataset)
+    try:
+        verify_dataset(dataset)
+    except DataError as error:  # its list of bad items, on one line
+        raise DataError(" ".join(line.strip() for line in str(error).splitlines())) from None
     fingerprint = fingerprint_dataset(dataset, dataset_name, progress=progress)
     check_fingerprint(fingerprint, dataset_name)
     fingerprint["device"] = {"name": device, "free_bytes": available_bytes(torch_device)}

@@ -1,4 +1,4 @@
-"""``plan.toml``: the plan as a run configuration, every setting preceded by the reason it was chosen.
+"""``plan.toml``: the plan as a run configuration, every setting preceded by a one-line reason.
 
 The file is plain TOML that ``segkit run --config`` and ``segkit cv --config`` read as it is; the
 reasons and notes are comments. Written atomically (:func:`segkit.fileio.atomic_write_text`).
@@ -39,7 +39,7 @@ def plan_text(plan: Plan, header: Sequence[str] = ()) -> str:
             continue
         lines += ["", f"[{_key(section)}]"]
         for setting in settings:
-            lines += _comment(setting.reason)
+            lines.append(f"# {' '.join(setting.reason.split())}")  # one line, however long
             lines.append(f"{_key(setting.key)} = {_scalar(setting.value)}")
     return "\n".join(lines) + "\n"
 
