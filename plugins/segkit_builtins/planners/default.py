@@ -86,11 +86,8 @@ class DefaultPlanner:
         if dims == "3d":
             plan.note("3D: the model trains on patches of the volumes (train.patch_size); 2.5D context does not apply.")
         elif _accepts(request, "context") and per_case > 1 and "context" not in request.dataset_params:
-            if request.dataset_name == "folder" and not request.dataset_params.get("case_pattern"):
-                pass  # without case_pattern every image is its own case: no neighbours to stack
-            else:
-                plan.set("dataset", "context", 1, f"2.5D: cases hold {per_case:g} slices (median), so each slice "
-                         "comes with its neighbours above and below as channels")
+            plan.set("dataset", "context", 1, f"2.5D: cases hold {per_case:g} slices (median), so each slice "
+                     "comes with its neighbours above and below as channels")
         if _accepts(request, "normalize") and "normalize" not in request.dataset_params:
             ratios = [c["case_p99"]["ratio"] for c in fp["intensity"] if (c.get("case_p99") or {}).get("ratio")]
             spread = f"the cases' 99th percentiles differ up to x{max(ratios):.2f}" if ratios else "as nnU-Net does"
@@ -184,7 +181,7 @@ class DefaultPlanner:
             shape = (h, w) if side == 0 else (side, side)
             batch, why = self._batch_2d(request, MODEL_2D, channels, shape)
             document = {**plan.document(), "train": {"device": request.device, "image_size": side}}
-            timing = request.time_steps(document, batch, shape)
+            timing = request.time_steps(document, batch, shape, self.timing_seconds)
             epoch = self._epoch_2d(fp, timing)
             best = (side, shape, batch, why, timing, epoch)
             smaller = (side or max(h, w)) // 2
@@ -262,7 +259,7 @@ class DefaultPlanner:
                  + f"rounded to the network's total stride {net.total_stride}, within the largest case")
         plan.set("train", "batch_size", batch, batch_why)
         timing = request.time_steps({**plan.document(), "train": {"device": request.device, "patch_size": fitted}},
-                                    batch, tuple(fitted))
+                                    batch, tuple(fitted), self.timing_seconds)
         train_cases = max(1, round(fp["cases"] * (1 - VAL_FRACTION - TEST_FRACTION)))
         val_cases = max(1, round(fp["cases"] * VAL_FRACTION))
         windows = math.prod(math.ceil(max(0, m - p) / (p * 0.5)) + 1 for m, p in zip(median, fitted, strict=True))

@@ -79,9 +79,10 @@ class PlanRequest:
     ``fingerprint``: :func:`segkit.planning.fingerprint.fingerprint_dataset`'s dict; ``dataset``: the
     dataset object it was taken from; ``dataset_name`` and ``dataset_params``: how to build it again
     (the plan's ``[dataset]``); ``minutes``: the time budget; ``device``: ``cpu`` or ``cuda``;
-    ``free_bytes``: the device's free memory; ``time_steps(document, batch_size, shape)`` runs a
-    few real training steps of the run ``document`` describes on inputs of ``shape`` (spatial
-    sizes, 2 or 3) and returns a :class:`StepTiming`; ``registry``: the component registry.
+    ``free_bytes``: the device's free memory; ``time_steps(document, batch_size, shape, seconds=2.0)``
+    runs a few real training steps (for about ``seconds``) of the run ``document`` describes on
+    inputs of ``shape`` (spatial sizes, 2 or 3) and returns a :class:`StepTiming`; ``registry``: the
+    component registry.
     """
 
     fingerprint: Mapping[str, Any]
@@ -91,5 +92,5 @@ class PlanRequest:
     minutes: float
     device: str
     free_bytes: int
-    time_steps: Callable[[dict[str, dict[str, Any]], int, tuple[int, ...]], StepTiming]
+    time_steps: Callable[..., StepTiming]
     registry: Any

@@ -82,12 +82,11 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
     fingerprint = fingerprint_dataset(dataset, dataset_name, progress=progress)
     check_fingerprint(fingerprint, dataset_name)
     fingerprint["device"] = {"name": device, "free_bytes": available_bytes(torch_device)}
-    seconds = float(planner_params.get("timing_seconds", 2.0))
     request = PlanRequest(
         fingerprint=fingerprint, dataset=dataset, dataset_name=dataset_name, dataset_params=dict(dataset_params),
         minutes=float(minutes), device=device, free_bytes=available_bytes(torch_device), registry=registry,
-        time_steps=lambda document, batch, shape: time_training_steps(document, dataset, registry, device, batch,
-                                                                      shape, seconds))
+        time_steps=lambda document, batch, shape, seconds=2.0: time_training_steps(
+            document, dataset, registry, device, batch, shape, seconds))
     plan = planner.plan(request)
     _check_plan(plan, registry, planner_name)
     if plan.epoch_seconds > minutes * 60:
