@@ -53,7 +53,8 @@ def test_synthetic_plan_is_commented_and_runs_as_written(tmp_path: Path) -> None
                                "normalize": "case", "cache": True}
     assert plan["task"]["mode"] == "binary" and plan["loss"]["name"] == "bce_dice"
     assert plan["model"]["name"] == "smp_unet"
-    assert plan["train"]["max_minutes"] == 5 and plan["train"]["image_size"] == 0
+    assert plan["train"]["max_minutes"] == 5
+    assert plan["train"]["image_size"] == 64  # 32x32 would leave the encoder a 1x1 deepest map
     assert 2 <= plan["train"]["batch_size"] <= 64 and plan["train"]["epochs"] >= 1
     fingerprint = json.loads((out / "fingerprint.json").read_text())
     assert fingerprint["cases"] == 6 and fingerprint["items"] == 24
@@ -123,7 +124,8 @@ def test_folder_of_pngs_of_two_sizes_is_resized_to_one(tmp_path: Path) -> None:
     run_in_process("plan", "--dataset", "folder", "--data-root", str(root), *QUICK, "--out", str(out))
     plan, lines = read_plan(out)
     assert_every_setting_has_a_reason(lines)
-    assert plan["train"]["image_size"] == 32  # most are 40x40: resized to the nearest multiple of 32
+    assert plan["train"]["image_size"] == 64  # most are 40x40: a multiple of 32, at least 64
+    assert "modality_dropout" not in plan["train"]  # every image is grey in RGB: no sequence is missing
     assert "context" not in plan["dataset"]  # every image is its own case
     assert plan["train"]["batch_size"] == 2  # 5% of 6 training images, but at least 2
     fingerprint = json.loads((out / "fingerprint.json").read_text())

@@ -33,6 +33,7 @@ FORWARD_SHARE = 1 / 3
 EPOCH_HEADROOM = 1.5
 """train.epochs is the measured estimate times this: the run re-plans its epochs after the first one."""
 SMALLEST_IMAGE = 64
+"""The smallest planned 2D size: smp's encoders divide by 32, and batch norm needs more than one value per channel."""
 MAX_PLANNED_EPOCHS = 1000
 """nnU-Net's epochs: more than this is not planned, however short an epoch is."""
 
@@ -105,7 +106,7 @@ class DefaultPlanner:
         if dims == "2d" and _accepts(request, "cache") and "cache" not in request.dataset_params:
             pixels = sum(int(k.split("x")[0]) * int(k.split("x")[1]) * n for k, n in fp["image_sizes"].items())
             stored = pixels * (fp["in_channels"] + 1)
-            if stored < 0.25 * request.free_bytes or request.device == "cuda":
+            if stored < 0.25 * request.free_bytes:
                 plan.set("dataset", "cache", True, f"decoded slices kept in memory: about {stored / 2**20:.0f} MiB")
 
     def _task(self, plan: Plan, request: PlanRequest) -> None:
@@ -174,7 +175,8 @@ class DefaultPlanner:
                  "steps, docs/benchmarks.md), 16 at the last stage")
         channels = self._channels_2d(plan, request)
         h, w, same = self._native_2d(request)
-        side = 0 if same else max(32, round(max(h, w) / 32) * 32)
+        tiny = min(-(-h // 32), -(-w // 32)) < 2  # padded to 32: the encoder's deepest map would be 1 pixel
+        side = 0 if same and not tiny else max(SMALLEST_IMAGE, round(max(h, w) / 32) * 32)
         budget = request.minutes * 60
         best = None
         while True:
@@ -192,11 +194,15 @@ class DefaultPlanner:
         native = f"{h}x{w}"
         if side == 0:
             size_why = f"the slices' own size, {native}" + (" (padded to the model's multiple)" if h % 32 or w % 32 else "")
+        elif same and side == SMALLEST_IMAGE and tiny:
+            size_why = (f"{native} enlarged to {side}x{side}: smp's encoder divides by 32, and a 1x1 deepest map makes "
+                        "batch norm fail on a batch of one slice (an epoch's last batch can be one)")
         elif same:
             size_why = (f"{native} halved until the budget holds {self.min_epochs} epochs "
                         f"({timing.seconds_per_step:.2f} s per step of {batch} at {side}x{side}, measured)")
         else:
-            size_why = f"the images differ in size (most are {native}): all resized to {side}x{side}"
+            size_why = (f"the images differ in size (most are {native}): all resized to {side}x{side}, at least "
+                        f"{SMALLEST_IMAGE} so the encoder's deepest map keeps 2x2 pixels")
         plan.set("train", "image_size", side, size_why)
         plan.set("train", "batch_size", batch, why)
         plan.epoch_seconds = epoch
@@ -302,9 +308,10 @@ class DefaultPlanner:
         else:
             fraction, why = 0.33, f"nnU-Net's 0.33 ({share:.0%} of the slices hold a label)"
         plan.set("train", "foreground_fraction", fraction, why)
-        if fp["copied_channels"] and dims == "2d":
-            plan.set("train", "modality_dropout", 0.15, f"{len(fp['copied_channels'])} case(s) store a missing "
-                     "sequence as a copy of another: training slices lose a sequence now and then")
+        copied = len(fp["copied_channels"])
+        if 0 < copied < fp["cases"] and dims == "2d":  # in every case it is the format (grey in RGB files), not a gap
+            plan.set("train", "modality_dropout", 0.15, f"{copied} of {fp['cases']} cases store a missing sequence "
+                     "as a copy of another: training slices lose a sequence now and then (configs/lgg-cpu.toml)")
         plan.set("train", "augment", "light" if fits < 100 else "heavy",
                  "nnU-Net-like rotations, scaling, flips and intensity changes" if fits < 100 else
                  "many epochs: elastic deformation as well")

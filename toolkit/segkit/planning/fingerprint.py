@@ -169,8 +169,10 @@ def _flags(fingerprint: dict[str, Any]) -> list[str]:
     """What ``segkit inspect`` warns about, as sentences: missing sequences, intensity scales that differ."""
     flags = []
     copied = fingerprint["copied_channels"]
-    if copied:
+    if copied and len(copied) < fingerprint["cases"]:
         flags.append(f"{len(copied)} case(s) store a channel as a copy of another (a missing sequence)")
+    elif copied:
+        flags.append("every case stores its channels as copies of one another (grey images in colour files?)")
     for channel in fingerprint["intensity"]:
         scale = channel.get("scale") or channel.get("case_p99") or {}
         if scale.get("differs"):
