@@ -10,7 +10,7 @@ from clihelp import segkit
 def test_list_groups_every_kind_with_summary_and_plugin() -> None:
     result = segkit("list")
     assert result.returncode == 0, result.stderr
-    for heading in ("dataset (", "model (", "loss (", "metric ("):
+    for heading in ("dataset (", "model (", "loss (", "metric (", "planner ("):
         assert heading in result.stdout
     for name in ("unet", "smp_unet", "smp_deeplabv3plus", "bce_dice", "jaccard", "focal", "dice", "iou", "synthetic", "lgg"):
         assert f"  {name} " in result.stdout
@@ -22,7 +22,7 @@ def test_list_json_has_the_documented_keys() -> None:
     rows = json.loads(result.stdout)
     assert all({"kind", "name", "summary", "plugin"} <= set(row) for row in rows)
     kinds = {row["kind"] for row in rows}
-    assert kinds == {"dataset", "model", "loss", "metric"}
+    assert kinds == {"dataset", "model", "loss", "metric", "planner"}
 
 
 def test_list_one_kind_with_a_filter() -> None:

@@ -98,7 +98,7 @@ def test_core_top_folder_holds_only_the_shared_modules() -> None:
     top = {p.stem for p in ROOTS["segkit"].glob("*.py")}
     assert top <= TOP_MODULES, f"move these into the package of their stage: {sorted(top - TOP_MODULES)}"
     packages = {p.name for p in ROOTS["segkit"].iterdir() if (p / "__init__.py").is_file()}
-    assert packages == {"components", "data", "train", "evaluation", "inference", "cli"}
+    assert packages == {"components", "data", "train", "evaluation", "inference", "planning", "cli"}
 
 
 def test_long_modules_say_why_in_their_docstring() -> None:

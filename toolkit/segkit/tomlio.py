@@ -17,7 +17,7 @@ from typing import Any
 from segkit.errors import ConfigError
 from segkit.fileio import atomic_write_text  # re-exported: run directories write TOML with it
 
-__all__ = ["read_toml", "dumps_toml", "parse_toml_value", "atomic_write_text"]
+__all__ = ["read_toml", "dumps_toml", "parse_toml_value", "atomic_write_text", "toml_key", "toml_value"]
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -66,6 +66,16 @@ def _scalar(value: Any) -> str:
 
 def _key(key: str) -> str:
     return key if key.replace("_", "").replace("-", "").isalnum() else _scalar(key)
+
+
+def toml_value(value: Any) -> str:
+    """One value as TOML text (strings quoted, lists and inline tables written out)."""
+    return _scalar(value)
+
+
+def toml_key(key: str) -> str:
+    """A key as TOML text: bare where it can be, else quoted."""
+    return _key(key)
 
 
 def dumps_toml(document: Mapping[str, Any]) -> str:

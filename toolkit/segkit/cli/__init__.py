@@ -141,9 +141,9 @@ def cli() -> None:
 
 def _register_commands() -> None:
     """Add every command; the command modules import nothing heavy at module level."""
-    from segkit.cli import catalog, evaluate, export, inspect, predict, report, train
+    from segkit.cli import catalog, evaluate, export, inspect, plan, predict, report, train
 
-    for module in (catalog, train, evaluate, predict, export, inspect, report):
+    for module in (catalog, train, evaluate, predict, export, inspect, plan, report):
         for command in module.COMMANDS:
             cli.add_command(command)
 

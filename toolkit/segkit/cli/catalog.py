@@ -60,7 +60,7 @@ def _report_broken(registry: Registry) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @plugin_option
 def list_command(kind: str | None, pattern: str | None, as_json: bool) -> None:
-    """List components: every KIND, or one of dataset, model, loss, metric, encoders, plugins."""
+    """List components: every KIND, or one of dataset, model, loss, metric, planner, encoders, plugins."""
     kind = normalize_kind(kind, EXTRA_LISTS) if kind else None
     if kind == "encoder":
         from segkit_builtins.models.smp_models import list_encoders

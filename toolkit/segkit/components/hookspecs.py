@@ -24,7 +24,7 @@ def segkit_components() -> list[dict[str, Any]]:
 
     Return a list of mappings, one per component, with the keys
 
-    - ``kind``: one of ``dataset``, ``model``, ``loss``, ``metric``;
+    - ``kind``: one of ``dataset``, ``model``, ``loss``, ``metric``, ``planner``;
     - ``name``: the name users type (``--model NAME``), unique within its kind;
     - ``target``: ``"package.module:attr"``, the callable that builds the component
       from keyword parameters; it is imported only when the component is used;

@@ -1,4 +1,4 @@
-"""The component registry: datasets, models, losses and metrics by kind and name.
+"""The component registry: datasets, models, losses, metrics and planners by kind and name.
 
 Components are declared by plugins (see :mod:`segkit.components.hookspecs`) as
 ``"module:attr"`` targets; a target is imported only when its component is
@@ -23,7 +23,8 @@ from segkit.components.plugins import AUTOLOAD_ENV, PLUGINS_ENV, LoadedPlugins, 
 
 __all__ = ["KINDS", "Component", "Registry", "get_registry", "normalize_kind"]
 
-KINDS: tuple[str, ...] = ("dataset", "model", "loss", "metric")
+KINDS: tuple[str, ...] = ("dataset", "model", "loss", "metric", "planner")
+"""The kinds of component; a ``planner`` turns a dataset's fingerprint into a run configuration (``segkit plan``)."""
 
 
 def normalize_kind(kind: str, extra: Iterable[str] = ()) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,12 @@ from segkit.data.io import raw_mask_values
 
 __all__ = ["summarize", "sample_grid"]
 
-def summarize(dataset: SegmentationDataset, progress: bool = False) -> dict[str, Any]:
+def summarize(dataset: SegmentationDataset, progress: bool = False,
+              on_item: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> dict[str, Any]:
     """Read every item once and count what is there (reporting how far it got with ``progress``).
+
+    ``on_item(i, image, mask)`` sees each item as it is read, so a caller that needs more from the
+    pixels (``segkit plan``'s fingerprint) does not read the dataset a second time.
 
     Returns a dict with ``cases``, ``images``, ``lesion_slices``, ``empty_slices``,
     ``image_sizes`` (``"HxW"`` -> count), ``channels`` (channel counts found),
@@ -40,6 +45,8 @@ def summarize(dataset: SegmentationDataset, progress: bool = False) -> dict[str,
 
     for i, case in track(enumerate(cases), total=len(cases), desc="inspect", enabled=progress):
         image, mask = dataset.read(i)
+        if on_item is not None:
+            on_item(i, image, mask)
         pairs = _equal_channel_pairs(image, getattr(dataset, "slice_channels", image.shape[2]))
         equal_pairs[case] = equal_pairs[case] & pairs if case in equal_pairs else pairs
         sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1

@@ -49,8 +49,10 @@ def _tensor_bytes(value: Any) -> int:
 
 
 def training_footprint(build: Callable[[], torch.nn.Module], channels: int, height: int,
-                       width: int) -> Footprint | None:
+                       width: int, depth: int | None = None) -> Footprint | None:
     """The footprint of the model ``build`` returns on images of ``channels x height x width``.
+
+    With ``depth``, on volumes of ``channels x depth x height x width`` (a 3D model).
 
     None when the model cannot be built on the meta device (then nothing is checked).
     """
@@ -69,7 +71,8 @@ def training_footprint(build: Callable[[], torch.nn.Module], channels: int, heig
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
     try:
-        image = torch.empty((1, channels, height, width), device="meta")
+        spatial = (height, width) if depth is None else (depth, height, width)
+        image = torch.empty((1, channels, *spatial), device="meta")
         model(image)
         per_image: int | None = total[0] + image.numel() * image.element_size()
     except Exception:  # an operation without a meta kernel, or a size the model rejects (it says so later)

@@ -1,0 +1,1 @@
+"""The built-in planner (``segkit plan --planner default``) and its pure helpers."""

@@ -1,0 +1,229 @@
+"""segkit plan: the fingerprint, the built-in planner's decisions, plan.toml as segkit run takes it, bad input."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from clihelp import run_in_process, write_plugin
+from volumes import write_msd
+
+#: Short measurements: the planner times 2 steps after a warm-up, whatever the budget.
+QUICK = ("--set", "planner.timing_seconds=0.1", "--quiet")
+SMALL_SYNTHETIC = ("--set", "count=24", "--set", "size=32", "--set", "slices_per_case=4")
+
+
+def invoke(*args: str):
+    """``segkit ARGS`` in this process; the click result (exit code, output)."""
+    from segkit.cli import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+def read_plan(out: Path) -> tuple[dict, list[str]]:
+    text = (out / "plan.toml").read_text()
+    return tomllib.loads(text), text.splitlines()
+
+
+def assert_every_setting_has_a_reason(lines: list[str]) -> None:
+    for k, line in enumerate(lines):
+        if line and not line.startswith(("#", "[")):
+            assert lines[k - 1].startswith("# ") and len(lines[k - 1]) > 4, f"no reason above {line!r}"
+
+
+@pytest.fixture(scope="module")
+def msd_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four synthetic Decathlon cases of 20x24x12 voxels, 1 x 1 x 3 mm: thick slices along the last axis."""
+    return write_msd(tmp_path_factory.mktemp("msd") / "data", cases=4, spacing=(1.0, 1.0, 3.0))
+
+
+def test_synthetic_plan_is_commented_and_runs_as_written(tmp_path: Path) -> None:
+    out = tmp_path / "plan"
+    output = run_in_process("plan", *SMALL_SYNTHETIC, *QUICK, "--minutes", "5", "--out", str(out))
+    assert "wrote" in output
+    plan, lines = read_plan(out)
+    assert_every_setting_has_a_reason(lines)
+    assert plan["dataset"] == {"name": "synthetic", "count": 24, "size": 32, "slices_per_case": 4, "context": 1,
+                               "normalize": "case", "cache": True}
+    assert plan["task"]["mode"] == "binary" and plan["loss"]["name"] == "bce_dice"
+    assert plan["model"]["name"] == "smp_unet"
+    assert plan["train"]["max_minutes"] == 5
+    assert plan["train"]["image_size"] == 64  # 32x32 would leave the encoder a 1x1 deepest map
+    assert 2 <= plan["train"]["batch_size"] <= 64 and plan["train"]["epochs"] >= 1
+    fingerprint = json.loads((out / "fingerprint.json").read_text())
+    assert fingerprint["cases"] == 6 and fingerprint["items"] == 24
+    assert fingerprint["image_sizes"] == {"32x32": 24} and fingerprint["labels"] == ["background", "lesion"]
+    assert fingerprint["intensity"][0]["foreground"]["voxels"] > 0
+    assert fingerprint["object_sizes"]["lesion"]["count"] >= fingerprint["label_items"]["lesion"]
+    # the plan unchanged, one epoch shorter: segkit run takes it
+    run = tmp_path / "run"
+    run_in_process("run", "--config", str(out / "plan.toml"), "--epochs", "1", "--quiet", "--out", str(run))
+    config = tomllib.loads((run / "config.toml").read_text())
+    assert config["model"]["decoder_channels"] == [128, 64, 32, 16, 16] and config["dataset"]["context"] == 1
+    assert (run / "summary.json").is_file()
+
+
+def test_volumes_3d_plan_pools_thick_slices_last_and_runs(msd_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plan"
+    run_in_process("plan", "--dataset", "msd", "--data-root", str(msd_root), "--set", "planner.dims=3d", *QUICK,
+                   "--out", str(out))
+    plan, lines = read_plan(out)
+    assert_every_setting_has_a_reason(lines)
+    model, train = plan["model"], plan["train"]
+    assert model["name"] == "unet3d" and model["spatial_dims"] == 3
+    # by hand: 3 mm > 2 x 1 mm, so the last axis gets kernel 1 and no stride until the others are at 2 mm
+    assert model["kernel_sizes"][0] == [3, 3, 1] and model["strides"][1] == [2, 2, 1]
+    assert model["kernel_sizes"][1] == [3, 3, 3]
+    total = np.prod(np.array(model["strides"]), axis=0)
+    assert [p % s for p, s in zip(train["patch_size"], total, strict=True)] == [0, 0, 0]
+    assert all(p <= m for p, m in zip(train["patch_size"], (20, 24, 12), strict=True))
+    assert plan["task"]["mode"] == "multiclass" and plan["loss"]["name"] == "ce_dice"
+    assert "context" not in plan["dataset"]
+    text = "\n".join(lines)
+    assert "resamples every case to the median spacing [1.0, 1.0, 3.0] mm" in text
+    fingerprint = json.loads((out / "fingerprint.json").read_text())
+    assert fingerprint["spacing"]["median"] == [1.0, 1.0, 3.0] and fingerprint["anisotropy"] == 3.0
+    run = tmp_path / "run"
+    run_in_process("run", "--config", str(out / "plan.toml"), "--epochs", "1", "--quiet", "--out", str(run))
+    assert json.loads((run / "summary.json").read_text())
+
+
+def test_volumes_on_a_cpu_get_slices_with_context(msd_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plan"
+    run_in_process("plan", "--dataset", "msd", "--data-root", str(msd_root), *QUICK, "--out", str(out))
+    plan, _ = read_plan(out)
+    assert plan["model"]["name"] == "smp_unet" and plan["dataset"]["context"] == 1
+    assert "patch_size" not in plan["train"] and plan["train"]["device"] == "cpu"
+
+
+def _write_pngs(root: Path, sizes: list[tuple[int, int]], channels: list[int], lesion: bool = True,
+                value: int = 255) -> Path:
+    """PNG images (grey or RGB) and masks in ``root/images`` and ``root/masks``; every other mask holds ``value``."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for k, ((h, w), c) in enumerate(zip(sizes, channels, strict=True)):
+        image = np.full((h, w, c) if c > 1 else (h, w), 40, np.uint8)
+        mask = np.zeros((h, w), np.uint8)
+        if lesion and k % 2 == 0:
+            mask[h // 4: h // 2, w // 4: w // 2] = value
+            image[h // 4: h // 2, w // 4: w // 2] = 220
+        cv2.imwrite(str(root / "images" / f"img{k}.png"), image)
+        cv2.imwrite(str(root / "masks" / f"img{k}.png"), mask)
+    return root
+
+
+def test_folder_of_pngs_of_two_sizes_is_resized_to_one(tmp_path: Path) -> None:
+    root = _write_pngs(tmp_path / "pngs", [(40, 40)] * 5 + [(48, 24)] * 3, [3] * 8)
+    out = tmp_path / "plan"
+    run_in_process("plan", "--dataset", "folder", "--data-root", str(root), *QUICK, "--out", str(out))
+    plan, lines = read_plan(out)
+    assert_every_setting_has_a_reason(lines)
+    assert plan["train"]["image_size"] == 64  # most are 40x40: a multiple of 32, at least 64
+    assert "modality_dropout" not in plan["train"]  # every image is grey in RGB: no sequence is missing
+    assert "context" not in plan["dataset"]  # every image is its own case
+    assert plan["train"]["batch_size"] == 2  # 5% of 6 training images, but at least 2
+    fingerprint = json.loads((out / "fingerprint.json").read_text())
+    assert fingerprint["image_sizes"] == {"40x40": 5, "48x24": 3} and fingerprint["empty"]["items"] == 4
+
+
+def test_lgg_patients_plan_with_context_and_normalisation(lgg_small: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plan"
+    run_in_process("plan", "--dataset", "lgg", "--data-root", str(lgg_small), *QUICK, "--out", str(out))
+    plan, _ = read_plan(out)
+    assert plan["dataset"]["context"] == 1 and plan["dataset"]["normalize"] == "case"
+    assert plan["train"]["foreground_fraction"] in (0.33, 0.67)
+    fingerprint = json.loads((out / "fingerprint.json").read_text())
+    assert fingerprint["cases"] == 3 and fingerprint["channel_names"] == ["pre-contrast", "FLAIR", "post-contrast"]
+
+
+def _refused(out: Path, *args: str) -> str:
+    """The error of ``segkit plan ARGS``: exit status 2, one line on stderr, no traceback, nothing written."""
+    result = invoke("plan", *args, *QUICK, "--out", str(out))
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not out.exists()
+    return result.stderr
+
+
+def test_bad_input_is_refused_in_one_line_and_nothing_written(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    assert "error:" in _refused(tmp_path / "a", "--dataset", "folder", "--data-root", str(empty))
+    mixed = _write_pngs(tmp_path / "mixed", [(32, 32)] * 4, [1, 3, 1, 3])
+    assert "different channel counts (1 in img0, img2; 3 in img1, img3)" in _refused(
+        tmp_path / "b", "--dataset", "folder", "--data-root", str(mixed))
+    unlabelled = _write_pngs(tmp_path / "unlabelled", [(32, 32)] * 4, [3] * 4, lesion=False)
+    assert "no item holds a label" in _refused(tmp_path / "c", "--dataset", "folder", "--data-root", str(unlabelled))
+    three = _write_pngs(tmp_path / "three", [(32, 32)] * 4, [3] * 4, value=1)
+    assert "label(s) class_2 appear in no item" in _refused(tmp_path / "d", "--dataset", "folder", "--data-root",
+                                                         str(three), "--set", "classes=3")
+    bad = _write_pngs(tmp_path / "bad", [(32, 32)] * 4, [3] * 4, value=1)
+    cv2.imwrite(str(bad / "masks" / "img1.png"), np.full((32, 32), 7, np.uint8))
+    assert "img1" in _refused(tmp_path / "g", "--dataset", "folder", "--data-root", str(bad), "--set", "classes=3")
+    message = _refused(tmp_path / "e", *SMALL_SYNTHETIC, "--minutes", "0.001")
+    assert "holds no epoch" in message and "--minutes 1 or more would fit" in message
+    assert "Did you mean 'default'" in _refused(tmp_path / "f", "--planner", "defualt")
+
+
+TINY_PLANNER = '''
+from segkit import hookimpl
+from segkit.planning import Plan
+
+
+class TinyPlanner:
+    """Always the tutorial U-Net at width 4, one epoch."""
+
+    def __init__(self, width: int = 4) -> None:
+        self.width = width
+
+    def plan(self, request):
+        plan = Plan(epoch_seconds=0.0)
+        plan.set("dataset", "name", request.dataset_name, "the data")
+        for key, value in request.dataset_params.items():
+            plan.set("dataset", key, value, "as given")
+        plan.set("model", "name", "unet", "the tutorial's")
+        plan.set("model", "width", self.width, f"{request.fingerprint['items']} items: small")
+        plan.set("train", "epochs", 1, "a test")
+        return plan
+
+
+@hookimpl
+def segkit_components():
+    return [{"kind": "planner", "name": "tiny_planner", "target": "tiny_plugin:TinyPlanner",
+             "summary": "a planner from a test"}]
+'''
+
+
+def test_a_plugin_planner_is_listed_and_picked_with_planner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plugin = write_plugin(tmp_path, "tiny_plugin", TINY_PLANNER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    listed = invoke("list", "planner", "-p", str(plugin))
+    assert listed.exit_code == 0 and "default" in listed.output and "tiny_planner" in listed.output
+    out = tmp_path / "plan"
+    result = invoke("plan", "-p", str(plugin), "--planner", "tiny_planner", "--set", "planner.width=6",
+                    *SMALL_SYNTHETIC, "--quiet", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    plan, lines = read_plan(out)
+    assert plan["model"] == {"name": "unet", "width": 6} and plan["train"] == {"epochs": 1}
+    assert "# 24 items: small" in lines
+
+
+def test_network_topology_by_hand() -> None:
+    from segkit_builtins.planners.network3d import fit_patch, topology
+
+    # nnU-Net's Hippocampus 3d_fullres plan: patch 40x56x40 at 1 mm, 4 stages pooling every axis
+    net = topology([40, 56, 40], [1.0, 1.0, 1.0])
+    assert net.strides == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]] and net.total_stride == [8, 8, 8]
+    assert fit_patch([35, 50, 36], net.total_stride, [42, 59, 46]) == [40, 56, 40]
+    assert fit_patch([35, 50, 36], net.total_stride, [36, 59, 46]) == [32, 56, 40]  # 40 > the largest case
+    # 3 mm slices of 0.5 mm pixels: the slice axis waits (kernel 1, stride 1) until the others reach 1-2 mm
+    net = topology([20, 160, 160], [3.0, 0.5, 0.5])
+    assert net.kernels == [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
+    assert net.strides == [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]
