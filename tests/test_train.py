@@ -110,7 +110,9 @@ def test_resume_of_a_finished_run_is_refused(tiny_run: Path) -> None:
 
 def test_ctrl_c_keeps_last_checkpoint_and_prints_the_resume_command(tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
-    process = subprocess.Popen([sys.executable, "-m", "segkit", "run", *KILLABLE, "--out", str(out)],
+    # 60 epochs, not 6: on a loaded CI machine this test's polling can stall long enough for 6 short epochs to
+    # finish before the signal is sent (seen once: the run ended normally, exit status 0)
+    process = subprocess.Popen([sys.executable, "-m", "segkit", "run", *KILLABLE, "--epochs", "60", "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
