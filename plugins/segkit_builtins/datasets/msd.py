@@ -32,12 +32,8 @@ LAYOUT = ("DATASET/dataset.json, DATASET/imagesTr/CASE.nii.gz (or CASE_0000.nii.
           "channel) and DATASET/labelsTr/CASE.nii.gz")
 
 
-def _case_name(path: Path) -> str:
-    return volume_stem(path)
-
-
 def _suffix(path: Path) -> str:
-    return path.name[len(_case_name(path)):]
+    return path.name[len(volume_stem(path)):]
 
 
 def _read_description(root: Path) -> dict[str, Any]:
@@ -91,7 +87,7 @@ def _channel_files(image: Path, channels: int) -> tuple[str, ...] | None:
     """``image`` itself, or its ``_0000``, ``_0001``, ... files; None when neither exists."""
     if image.is_file():
         return (str(image),)
-    stem, suffix = _case_name(image), _suffix(image)
+    stem, suffix = volume_stem(image), _suffix(image)
     files = [image.with_name(f"{stem}_{c:04d}{suffix}") for c in range(channels)]
     if files and all(f.is_file() for f in files):
         return tuple(str(f) for f in files)
@@ -109,12 +105,12 @@ def _listed_cases(root: Path, description: dict[str, Any], channels: int, path: 
             files = _channel_files(image, channels)
             if files is None:
                 raise DataError(f"{path} lists the image {entry['image']}, which is not there ({image}, nor one "
-                                f"{_case_name(image)}_0000{_suffix(image)} file per channel); restore it or remove "
+                                f"{volume_stem(image)}_0000{_suffix(image)} file per channel); restore it or remove "
                                 "its entry")
             if not label.is_file():
                 raise DataError(f"{path} lists the label {entry['label']}, which is not there ({label}); restore it "
                                 "or remove its entry")
-            rows.append({"case": _case_name(label), "image_paths": files, "label_path": str(label)})
+            rows.append({"case": volume_stem(label), "image_paths": files, "label_path": str(label)})
     else:
         ending = description.get("file_ending")
         suffixes = (ending.lower(),) if isinstance(ending, str) and ending else VOLUME_SUFFIXES
@@ -123,9 +119,9 @@ def _listed_cases(root: Path, description: dict[str, Any], channels: int, path: 
         for label in labels:
             files = _channel_files(root / "imagesTr" / label.name, channels)
             if files is None:
-                raise DataError(f"{label} has no image: expected {root / 'imagesTr'}/{_case_name(label)}_0000"
+                raise DataError(f"{label} has no image: expected {root / 'imagesTr'}/{volume_stem(label)}_0000"
                                 f"{_suffix(label)} (one file per channel) or {root / 'imagesTr' / label.name}")
-            rows.append({"case": _case_name(label), "image_paths": files, "label_path": str(label)})
+            rows.append({"case": volume_stem(label), "image_paths": files, "label_path": str(label)})
     if not rows:
         raise DataError(f"{root} lists no training cases (no 'training' entries in dataset.json and no files in "
                         f"labelsTr/). Expected the Decathlon layout: {LAYOUT}")

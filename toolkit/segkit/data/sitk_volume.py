@@ -88,11 +88,12 @@ def read_sitk(path: str | Path, dtype: type = np.float32) -> Any:
 
     path = Path(path)
     sitk = require_simpleitk()
-    _information(path)  # a clear error for a missing or unreadable file
+    if not path.is_file():
+        raise DataError(f"volume file not found: {path}")
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise DataError(f"cannot read the voxels of {path}: {str(exc).strip().splitlines()[-1]}") from None
+        raise DataError(f"cannot read {path} as a volume: {str(exc).strip().splitlines()[-1]}") from None
     if image.GetDimension() != 3:
         raise DataError(f"{path} is a {image.GetDimension()}D image of size {image.GetSize()}; this dataset reads "
                         "3D volumes (channels as vector components, or one file per channel)")
