@@ -79,6 +79,7 @@ class TrainSettings:
     patch_size: list[int] = field(default_factory=list)
     patches_per_epoch: int = 0
     window_overlap: float = 0.5
+    target_spacing: list[float] = field(default_factory=list)
 
 
 MONITOR_SUFFIXES = ("_case", "_global")
@@ -320,6 +321,14 @@ def _check_ranges(config: RunConfig) -> None:
                                                          for p in t.patch_size)):
         problems.append(f"train.patch_size must be empty (2D training) or three positive integers, the size of the "
                         f"3D patches a volume model trains on, e.g. [40, 56, 40]; got {t.patch_size}")
+    if t.target_spacing and (len(t.target_spacing) != 3 or any(not math.isfinite(v) or v <= 0
+                                                                for v in t.target_spacing)):
+        problems.append(f"train.target_spacing must be empty (each case keeps its own spacing) or three positive "
+                        f"voxel sizes in mm, e.g. [1.0, 1.0, 1.0]; got {t.target_spacing}")
+    elif t.target_spacing and not t.patch_size:
+        problems.append(f"train.target_spacing = {t.target_spacing} resamples the volumes of a 3D run; set "
+                        "train.patch_size too, or leave train.target_spacing out (a 2D run trains on the slices as "
+                        "stored)")
     if t.patches_per_epoch < 0:
         problems.append(f"train.patches_per_epoch must be 0 (one patch per training case) or positive, got "
                         f"{t.patches_per_epoch}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,9 @@ __all__ = [
     "foreground_stats",
     "normalize_case",
     "resample_case",
+    "resample_image",
     "resampled_shape",
+    "resize_probabilities",
 ]
 
 SCHEMES: tuple[str, ...] = ("zscore", "ct", "none")
@@ -144,6 +147,39 @@ def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target_spaci
     return tuple(max(1, int(np.rint(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing, strict=True))
 
 
+def resample_image(image: np.ndarray, spacing: Sequence[float], target_spacing: Sequence[float] | None) -> np.ndarray:
+    """``image`` ``(C, X, Y, Z)`` float32 resampled trilinearly to ``target_spacing`` (unchanged when None or equal)."""
+    image = np.asarray(image, dtype=np.float32)
+    if target_spacing is None or np.allclose(spacing, target_spacing, rtol=0, atol=1e-4):
+        return image
+    size = resampled_shape(image.shape[1:], spacing, target_spacing)
+    if size == tuple(image.shape[1:]):
+        return image
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
+        return F.interpolate(tensor, size=size, mode="trilinear", align_corners=False)[0].numpy()
+
+
+def resize_probabilities(probabilities: Any, size: Sequence[int]) -> Any:
+    """Probabilities ``(K, X, Y, Z)`` (a torch tensor) interpolated trilinearly to the spatial ``size``.
+
+    How a model trained on resampled volumes is brought back to a case's own grid, as nnU-Net does:
+    interpolating probabilities rather than labels gives smooth boundaries, and a trilinear weight sums
+    to one, so softmax probabilities still sum to one per voxel.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    size = tuple(int(n) for n in size)
+    if tuple(probabilities.shape[1:]) == size:
+        return probabilities
+    with torch.no_grad():
+        return F.interpolate(probabilities[None].float(), size=size, mode="trilinear", align_corners=False)[0]
+
+
 def resample_case(image: np.ndarray, label: np.ndarray, spacing: Sequence[float],
                   target_spacing: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
     """``(image (C, X, Y, Z) float32, label (X, Y, Z) uint8)`` resampled to ``target_spacing``.
@@ -162,9 +198,8 @@ def resample_case(image: np.ndarray, label: np.ndarray, spacing: Sequence[float]
     size = resampled_shape(label.shape, spacing, target_spacing)
     if size == tuple(label.shape):
         return np.asarray(image, dtype=np.float32), np.asarray(label, dtype=np.uint8)
+    out = resample_image(image, spacing, target_spacing)
     with torch.no_grad():
-        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
-        out = F.interpolate(tensor, size=size, mode="trilinear", align_corners=False)[0].numpy()
         source = torch.from_numpy(np.ascontiguousarray(label))
         best = np.zeros(size, dtype=np.float32)
         result = np.zeros(size, dtype=np.uint8)

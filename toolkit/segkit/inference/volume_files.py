@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from segkit.data.volume_io import volume_stem
 from segkit.errors import ConfigError, DataError
 from segkit.fileio import atomic_write_bytes
 from segkit.inference.output_names import claim_outputs, file_safe
@@ -45,12 +46,6 @@ class VolumeCase:
     paths: tuple[Path, ...]
 
 
-def _stem(path: Path) -> str:
-    from segkit.data.volume_io import volume_stem
-
-    return volume_stem(path)
-
-
 def _output_suffix(path: Path) -> str:
     """``.nii.gz`` for NIfTI inputs; the single-file form of the input's format for the others."""
     from segkit.data.sitk_volume import is_sitk_volume, sitk_output_suffix
@@ -67,9 +62,9 @@ def group_cases(files: Sequence[Path]) -> list[VolumeCase]:
     groups: dict[tuple[Path, str], dict[int, Path]] = {}
     singles: list[VolumeCase] = []
     for path in files:
-        match = _CHANNEL_FILE.match(_stem(path))
+        match = _CHANNEL_FILE.match(volume_stem(path))
         if match is None:
-            singles.append(VolumeCase(_stem(path), (path,)))
+            singles.append(VolumeCase(volume_stem(path), (path,)))
         else:
             groups.setdefault((path.parent, match["case"]), {})[int(match["channel"])] = path
     cases = list(singles)
@@ -195,11 +190,11 @@ def predict_volumes(
     for case, names in track(list(zip(cases, outputs, strict=True)), total=len(cases), desc="predict",
                              unit="volumes", enabled=progress):
         try:
-            image, reference = read_case(case.paths, settings.channels)
+            image, reference, spacing = read_case(case.paths, settings.channels)
         except DataError as error:
             summary.failures.append((str(case.paths[0]), str(error)))
             continue
-        probabilities = predict_volume(predictor, image, settings, batch_size=batch_size)
+        probabilities = predict_volume(predictor, image, settings, batch_size=batch_size, spacing=spacing)
         label_map = label_volume(probabilities, labels, threshold, settings.slice_axis, postprocess)
         write_volume_like(names["labels"], label_map, reference, intent="label")
         for k, label in enumerate(labels.foreground):

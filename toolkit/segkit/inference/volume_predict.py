@@ -141,8 +141,9 @@ def volume_settings(predictor: Any, registry: Any) -> VolumeSettings:
     return next(iter(found.values()))
 
 
-def read_case(paths: Sequence[str | Path], channels: int) -> tuple[np.ndarray, Path]:
-    """A case's image as float32 ``(C, X, Y, Z)`` and the file whose header (grid) the outputs take.
+def read_case(paths: Sequence[str | Path], channels: int) -> tuple[np.ndarray, Path, tuple[float, ...]]:
+    """A case's image as float32 ``(C, X, Y, Z)``, the file whose header (grid) the outputs take, and its
+    voxel spacing (mm per spatial axis, from that header).
 
     ``paths``: one 3D or 4D (channels last) file, or one 3D file per channel. A channel count
     other than ``channels``, a file that is not a 3D/4D volume, or NaN/infinite voxels are a
@@ -169,7 +170,7 @@ def read_case(paths: Sequence[str | Path], channels: int) -> tuple[np.ndarray, P
     if image.shape[0] != channels:
         raise DataError(f"{paths[0]} gives {image.shape[0]} channel(s) but the model takes {channels}; pass a case with "
                         f"{channels} channel(s) (one 4D file, or {channels} files CASE_0000, CASE_0001, ...).")
-    return image, Path(paths[0])
+    return image, Path(paths[0]), tuple(float(s) for s in volumes[0].spacing[:3])
 
 
 def _stacked_slice(image: np.ndarray, axis: int, number: int, context: int) -> np.ndarray:
@@ -188,20 +189,20 @@ def normalized_volume(predictor: Any, image: np.ndarray) -> np.ndarray:
         raise ConfigError("the 3D models of an ensemble must normalise volumes the same way: "
                           + ", ".join(m.source for m in predictor.members))
     record = (predictor.members[0].info.get("preprocessing") or {}).get("volume") or {}
-    if record.get("target_spacing"):
-        raise ConfigError(f"{predictor.members[0].source} was trained on volumes resampled to "
-                          f"{record['target_spacing']} mm; predicting resampled volumes is not supported yet.")
     schemes = record.get("schemes") or ["zscore"] * image.shape[0]
     stats = [ChannelStats(**s) for s in record["stats"]] if record.get("stats") else None
     return normalize_case(image, schemes, stats)
 
 
-def predict_volume(predictor: Any, image: np.ndarray, settings: VolumeSettings, batch_size: int = 8) -> np.ndarray:
+def predict_volume(predictor: Any, image: np.ndarray, settings: VolumeSettings, batch_size: int = 8,
+                   spacing: Sequence[float] | None = None) -> np.ndarray:
     """Probabilities of every voxel of a case: float32 ``(channels, X, Y, Z)``, the model's output channels.
 
     ``image`` is the case as :func:`read_case` gives it (float, ``(C, X, Y, Z)``); it is scaled
-    and sliced as the run's training data was. The channels are :attr:`Labels.out_channels`: one
-    (binary), background and each label (multiclass), or each label (multilabel).
+    and sliced as the run's training data was (a 3D model trained on resampled volumes sees it
+    resampled from ``spacing``, its voxel size in mm, and the probabilities come back on its grid).
+    The channels are :attr:`Labels.out_channels`: one (binary), background and each label
+    (multiclass), or each label (multilabel).
     """
     import torch
 
@@ -210,7 +211,7 @@ def predict_volume(predictor: Any, image: np.ndarray, settings: VolumeSettings, 
 
     if volume_window(predictor) is not None:  # a 3D model: the whole volume, normalised as in training
         return volume_probabilities(predictor, torch.from_numpy(normalized_volume(predictor, image)),
-                                    batch_size=batch_size).numpy()
+                                    spacing=spacing, batch_size=batch_size).numpy()
     axis = settings.slice_axis
     scaled = scale_to_uint8(image)
     spatial = scaled.shape[1:]

@@ -163,16 +163,22 @@ def volume_cache_for(config: RunConfig, dataset: Any, say: Any, *, quiet: bool =
     if int(config.dataset.params.get("context", 0)):
         raise ConfigError("dataset.context (2.5D slices as channels) does not apply to a 3D run, which sees the "
                           "volume itself: leave dataset.context out, or train.patch_size for a 2.5D run.")
-    cache = volume_cache_of(dataset, quiet=quiet)
-    say(f"volume cache: {len(dataset.cases_table)} cases in {cache.directory}")
+    target = config.train.target_spacing or None
+    cache = volume_cache_of(dataset, target_spacing=target, quiet=quiet)
+    resampled = f", resampled to {' x '.join(f'{t:g}' for t in target)} mm" if target else ""
+    say(f"volume cache: {len(dataset.cases_table)} cases{resampled} in {cache.directory}")
     return cache
 
 
-def volume_cache_of(dataset: Any, *, quiet: bool = False) -> Any:
-    """The volume cache of ``dataset`` with the preprocessing 3D runs train with (built where it is missing)."""
+def volume_cache_of(dataset: Any, *, target_spacing: Any = None, quiet: bool = False) -> Any:
+    """The volume cache of ``dataset`` with the preprocessing 3D runs train with (built where it is missing).
+
+    ``target_spacing``: every case resampled to it (``train.target_spacing``); None keeps each case's grid,
+    the grid evaluation scores on.
+    """
     from segkit.data.volume_cache import VolumeCache
 
-    return VolumeCache(dataset, progress=not quiet).build()
+    return VolumeCache(dataset, target_spacing=target_spacing, progress=not quiet).build()
 
 
 def data_preprocessing(config: RunConfig, dataset: Any, cache: Any = None) -> dict[str, Any]:
