@@ -86,7 +86,8 @@ def test_volumes_3d_plan_pools_thick_slices_last_and_runs(msd_root: Path, tmp_pa
     assert plan["task"]["mode"] == "multiclass" and plan["loss"]["name"] == "ce_dice"
     assert "context" not in plan["dataset"]
     text = "\n".join(lines)
-    assert "resamples every case to the median spacing [1.0, 1.0, 3.0] mm" in text
+    assert "every case has the spacing [1.0, 1.0, 3.0] mm (within 1%): no resampling" in text
+    assert "target_spacing" not in train
     fingerprint = json.loads((out / "fingerprint.json").read_text())
     assert fingerprint["spacing"]["median"] == [1.0, 1.0, 3.0] and fingerprint["anisotropy"] == 3.0
     run = tmp_path / "run"
@@ -227,3 +228,19 @@ def test_network_topology_by_hand() -> None:
     net = topology([20, 160, 160], [3.0, 0.5, 0.5])
     assert net.kernels == [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
     assert net.strides == [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]
+
+
+def test_target_spacing_by_hand() -> None:
+    from segkit_builtins.planners.network3d import target_spacing
+
+    same = target_spacing([[35, 50, 36], [40, 52, 30]], [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    assert same.target is None and same.shape == [38, 51, 33] and same.largest == [40, 52, 36]
+    # mixed voxel sizes: the median per axis, and the shapes as they will be once resampled
+    mixed = target_spacing([[100, 100, 50], [80, 80, 40], [50, 50, 20]], [[0.8, 0.8, 2.0], [1.0, 1.0, 2.5],
+                                                                           [1.6, 1.6, 5.0]])
+    assert mixed.target == [1.0, 1.0, 2.5] and mixed.shape == [80, 80, 40] and mixed.largest == [80, 80, 40]
+    # thick slices (5 mm against 0.7 mm, few of them): the slice axis takes its 10th percentile, not the median
+    spacings = [[0.7, 0.7, 5.0]] * 8 + [[0.7, 0.7, 3.0]] * 2
+    thick = target_spacing([[256, 256, 24]] * 10, spacings)
+    assert thick.target == [0.7, 0.7, pytest.approx(3.0)] and "thick slices along axis 2" in thick.why
+    assert thick.shape == [256, 256, 40]

@@ -15,7 +15,7 @@ from segkit.config import task_loss
 from segkit.errors import ConfigError
 from segkit.planning.contract import Plan, PlanRequest, StepTiming
 
-from segkit_builtins.planners.network3d import fit_patch, shrink_patch, topology
+from segkit_builtins.planners.network3d import Resampling, fit_patch, shrink_patch, target_spacing, topology
 
 __all__ = ["DefaultPlanner"]
 
@@ -98,16 +98,31 @@ class DefaultPlanner:
             plan.note("Normalisation: 2D slices of volumes are scaled per case by their 0.5th-99.5th percentiles, "
                       f"and 3D runs normalise each channel by its scheme ({schemes}); segkit has no setting to add.")
         if fp["kind"] == "volumes":
-            spacing, spread = fp["spacing"]["median"], fp["spacing"]
-            plan.note(f"Target spacing: nnU-Net resamples every case to the median spacing "
-                      f"{[round(s, 3) for s in spacing]} mm; segkit runs have no resampling setting and keep each "
-                      f"case's own spacing (here from {[round(s, 3) for s in spread['min']]} to "
-                      f"{[round(s, 3) for s in spread['max']]} mm).")
+            grid = self._grid(fp)
+            if dims == "3d" and grid.target is not None:
+                plan.set("train", "target_spacing", [round(t, 4) for t in grid.target], "every case resampled to "
+                         f"{grid.why}, as nnU-Net resamples; predictions come back on each case's own grid")
+            elif dims == "3d":
+                plan.note(f"Target spacing: {grid.why}.")
+            else:
+                plan.note(f"Target spacing: slices are taken as stored (a 2D run has no resampling; a 3D plan would "
+                          f"resample to {grid.why if grid.target is not None else 'nothing: ' + grid.why}).")
         if dims == "2d" and _accepts(request, "cache") and "cache" not in request.dataset_params:
             pixels = sum(int(k.split("x")[0]) * int(k.split("x")[1]) * n for k, n in fp["image_sizes"].items())
             stored = pixels * (fp["in_channels"] + 1)
             if stored < 0.25 * request.free_bytes:
                 plan.set("dataset", "cache", True, f"decoded slices kept in memory: about {stored / 2**20:.0f} MiB")
+
+    @staticmethod
+    def _grid(fp: dict[str, Any]) -> Resampling:
+        """The voxel grid a 3D run of this dataset trains on: a target spacing and the cases' shapes there."""
+        geometry = fp.get("case_geometry")
+        if geometry:
+            return target_spacing(geometry["shape"], geometry["spacing"])
+        # a fingerprint without per-case geometry (written by an older segkit): the medians as they are
+        spacing = [float(s) for s in fp["spacing"]["median"]]
+        return Resampling(None, spacing, [int(round(s)) for s in fp["shape"]["median"]],
+                          [int(s) for s in fp["shape"]["max"]], "the cases' own spacing (no per-case geometry)")
 
     def _task(self, plan: Plan, request: PlanRequest) -> None:
         labels = request.fingerprint["labels"]
@@ -221,12 +236,11 @@ class DefaultPlanner:
     def _network_3d(self, plan: Plan, request: PlanRequest) -> StepTiming:
         """unet3d's stages, the patch and the batch; returns the timing of the chosen ones."""
         fp = request.fingerprint
-        spacing = [float(s) for s in fp["spacing"]["median"]]
-        median = [int(round(s)) for s in fp["shape"]["median"]]
+        grid = self._grid(fp)
+        spacing, median, largest = grid.spacing, grid.shape, grid.largest
         width = 32 if request.device == "cuda" else 16
         classes = 1 if len(fp["labels"]) == 2 else len(fp["labels"])
         patch = list(median)
-        largest = [int(s) for s in fp["shape"]["max"]]
         while True:
             net = topology(patch, spacing)
             fitted = fit_patch(patch, net.total_stride, largest)
@@ -255,12 +269,13 @@ class DefaultPlanner:
         plan.set("model", "stages", net.stages, f"pooling while every pooled axis keeps at least 4 voxels of the "
                  f"{fitted} patch")
         plan.set("model", "kernel_sizes", net.kernels, "3 along an axis, 1 while its spacing is more than twice the "
-                 f"finest (median spacing {[round(s, 3) for s in spacing]} mm)")
+                 f"finest ({'target' if grid.target else 'median'} spacing {[round(s, 3) for s in spacing]} mm)")
         plan.set("model", "strides", net.strides, "stride 2 on axes not coarser than twice the finest spacing, so thick "
                  "slices are pooled last")
         plan.set("model", "deep_supervision", True, "a loss at every decoder resolution, as nnU-Net trains")
         shrunk = patch != median
-        plan.set("train", "patch_size", fitted, f"the median case ({'x'.join(map(str, median))} voxels) "
+        plan.set("train", "patch_size", fitted, f"the median case ({'x'.join(map(str, median))} voxels"
+                 + (" once resampled) " if grid.target else ") ")
                  + ("shrunk until a step fits half the free memory, then " if shrunk else "")
                  + f"rounded to the network's total stride {net.total_stride}, within the largest case")
         plan.set("train", "batch_size", batch, batch_why)

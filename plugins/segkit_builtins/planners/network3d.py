@@ -12,13 +12,31 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Topology", "topology", "fit_patch", "shrink_patch", "MIN_FEATURE_MAP", "MAX_STAGES", "ANISOTROPY_FACTOR"]
+__all__ = ["Topology", "Resampling", "topology", "fit_patch", "shrink_patch", "target_spacing", "MIN_FEATURE_MAP",
+           "MAX_STAGES", "ANISOTROPY_FACTOR", "THICK_SLICE_FACTOR"]
 
 MIN_FEATURE_MAP = 4
 """The smallest feature map size an axis is pooled down to (nnU-Net's 4)."""
 MAX_STAGES = 6
 ANISOTROPY_FACTOR = 2.0
 """An axis counts as coarse while its spacing is more than this many times the finest axis's."""
+THICK_SLICE_FACTOR = 3.0
+"""A dataset has thick slices when one axis's median spacing is more than this many times the others' (and that
+axis holds a third of their voxels or fewer): its target along that axis is then the 10th percentile."""
+SPACING_TOLERANCE = 0.01
+"""Cases whose spacings differ by at most this share along every axis are on one grid: nothing to resample."""
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """Where a 3D plan puts its voxels: ``target`` (mm per axis; None when the cases already share one spacing),
+    the cases' median ``shape`` and largest ``largest`` on that grid, and ``why`` in one line."""
+
+    target: list[float] | None
+    spacing: list[float]
+    shape: list[int]
+    largest: list[int]
+    why: str
 
 
 @dataclass(frozen=True)
@@ -85,3 +103,60 @@ def shrink_patch(patch: Sequence[int], spacing: Sequence[float], median_shape: S
             smaller[axis] = max(2 * MIN_FEATURE_MAP, int(patch[axis] * 7 / 8))
             return smaller
     return None
+
+
+def target_spacing(shapes: Sequence[Sequence[int]], spacings: Sequence[Sequence[float]]) -> Resampling:
+    """The voxel size a 3D run resamples every case to, from the cases' shapes and spacings (file axis order).
+
+    The median spacing per axis, so most cases change little. When one axis is much coarser than the others
+    (over :data:`THICK_SLICE_FACTOR` times, with a third of their voxels or fewer), the median along it would
+    blur the fine axes' detail into thick slices for many cases; that axis takes the 10th percentile of its
+    spacings instead (nnU-Net's published rule for anisotropic data). Cases that already share one spacing
+    (within :data:`SPACING_TOLERANCE`) are not resampled at all.
+    """
+    shape_table = [[int(n) for n in shape] for shape in shapes]
+    spacing_table = [[float(s) for s in spacing] for spacing in spacings]
+    axes = range(len(spacing_table[0]))
+    median = [_median([row[a] for row in spacing_table]) for a in axes]
+    lowest = [min(row[a] for row in spacing_table) for a in axes]
+    highest = [max(row[a] for row in spacing_table) for a in axes]
+    if all(hi <= lo * (1 + SPACING_TOLERANCE) for lo, hi in zip(lowest, highest, strict=True)):
+        return Resampling(None, median, [int(round(_median([row[a] for row in shape_table]))) for a in axes],
+                          [max(row[a] for row in shape_table) for a in axes],
+                          f"every case has the spacing {_rounded(median)} mm (within 1%): no resampling")
+    target = list(median)
+    why = f"the median spacing of the cases (from {_rounded(lowest)} to {_rounded(highest)} mm)"
+    coarse = max(axes, key=lambda a: target[a])
+    others = [a for a in axes if a != coarse]
+    if others:
+        voxels = [_median([row[a] * sp[a] / target[a] for row, sp in zip(shape_table, spacing_table, strict=True)])
+                  for a in axes]
+        finest_other = min(target[a] for a in others)
+        if (target[coarse] > THICK_SLICE_FACTOR * finest_other
+                and voxels[coarse] * THICK_SLICE_FACTOR <= min(voxels[a] for a in others)):
+            tenth = _percentile([row[coarse] for row in spacing_table], 10)
+            target[coarse] = max(tenth, finest_other)
+            why += f"; thick slices along axis {coarse}: its 10th percentile {target[coarse]:.3g} mm there"
+    resampled = [[max(1, round(n * s / t)) for n, s, t in zip(row, sp, target, strict=True)]
+                 for row, sp in zip(shape_table, spacing_table, strict=True)]
+    return Resampling(target, target, [int(round(_median([row[a] for row in resampled]))) for a in axes],
+                      [max(row[a] for row in resampled) for a in axes], why)
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return float(ordered[middle]) if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``th percentile with linear interpolation between the closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(math.floor(position))
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
+
+
+def _rounded(values: Sequence[float]) -> list[float]:
+    return [round(float(v), 3) for v in values]

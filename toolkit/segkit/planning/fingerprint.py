@@ -4,7 +4,9 @@ It reuses ``segkit inspect``'s summaries (:func:`segkit.data.inspect.summarize` 
 :func:`segkit.data.volume_summary.summarize_volumes` for volumes) and adds, from the same reads,
 per-channel intensity statistics of 2D data (all pixels and foreground ones), object sizes (2D:
 connected regions per slice; volumes: each label's voxels per case), the share of empty items and
-cases, and the flags inspect raises. :func:`check_fingerprint` refuses data a run cannot learn from.
+cases, and the flags inspect raises. Volumes also keep each case's shape and spacing
+(``case_geometry``), from which a planner derives a target spacing and the shapes after resampling,
+as nnU-Net's fingerprint keeps them. :func:`check_fingerprint` refuses data a run cannot learn from.
 """
 
 from __future__ import annotations
@@ -143,7 +145,10 @@ def fingerprint_dataset(dataset: Any, name: str, progress: bool = False) -> dict
                            slice_size=list(dataset.slice_shape), intensity=volumes["intensity"]["channels"],
                            object_sizes={label: entry["voxels"] for label, entry in volumes["label_volumes"].items()},
                            object_sizes_unit="voxels of the label per case holding it",
-                           label_cases={label: entry["cases"] for label, entry in volumes["label_volumes"].items()})
+                           label_cases={label: entry["cases"] for label, entry in volumes["label_volumes"].items()},
+                           case_geometry={"shape": [[int(n) for n in shape] for shape in dataset.cases_table["shape"]],
+                                          "spacing": [[float(s) for s in spacing]
+                                                      for spacing in dataset.cases_table["spacing"]]})
     else:
         sampler = _ImageSampler(dataset, labels)
         summary = summarize(dataset, progress=progress, on_item=sampler)
