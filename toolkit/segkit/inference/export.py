@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkit.errors import CheckpointError, ConfigError, unknown_name
+from segkit.errors import CheckpointError, unknown_name
 from segkit.fileio import atomic_write_bytes
 from segkit.labels import Labels
 from segkit.inference.onnx_file import ONNX_FORMAT, _require, load_onnx_predictor, read_onnx_metadata
@@ -85,6 +85,8 @@ class ExportWrapper(nn.Module):
         self.min_size = int(getattr(model, "min_size", 0) or 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 5:  # a 3D patch model: its sliding windows always have the patch size, nothing to pad
+            return self.model(x)
         height, width = x.shape[2], x.shape[3]
         if not isinstance(height, torch.Tensor):  # eager: the model pads and crops itself
             return self.model(x)
@@ -107,9 +109,6 @@ def _load(source: str | os.PathLike[str], checkpoint: str,
         raise CheckpointError(f"{str(path)!r} is not a segkit run directory (no config.toml, no checkpoints/).")
     checkpoint_path = resolve_checkpoint(path, checkpoint)
     payload = load_checkpoint(checkpoint_path)
-    if (payload.get("preprocessing") or {}).get("patch_size"):
-        raise ConfigError(f"{checkpoint_path} is a 3D model (trained on patches of volumes); exporting 3D models "
-                          "is not supported yet. Predict and evaluate with the run directory itself.")
     return build_model_from_checkpoint(payload, registry).float().eval(), payload, checkpoint_path
 
 
@@ -206,6 +205,7 @@ def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[
         "threshold": repr(float(prep.get("threshold", config["metrics"]["threshold"]))),
         "scale": repr(float(prep.get("scale", 255.0))),
         "model": str(config["model"]["name"]),
+        "dataset": str((config.get("dataset") or {}).get("name", "")),
         "model_params": json.dumps({k: v for k, v in config["model"].items() if k != "name"}),
         "source_run": str(run_dir.resolve()),
         "checkpoint": checkpoint_path.name,
@@ -218,6 +218,28 @@ def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[
         "mode": labels.mode,
         **({"regions": json.dumps(labels.to_dict()["regions"])} if labels.regions else {}),
         "output": _output_note(labels),
+        **_volume_metadata(prep),
+    }
+
+
+def _volume_metadata(prep: dict[str, Any]) -> dict[str, str]:
+    """What a 3D model's export must carry beyond the 2D keys: its patch (the input's fixed spatial size), the
+    window overlap, the volume preprocessing (intensity schemes and statistics, target spacing) and the slicing
+    of its training volumes; empty for 2D models."""
+    patch = prep.get("patch_size")
+    if not patch:
+        return {}
+    volume = prep.get("volume") or {}
+    return {
+        "patch_size": json.dumps([int(p) for p in patch]),
+        "window_overlap": repr(float(prep.get("window_overlap", 0.5))),
+        "volume": json.dumps(volume),
+        "slice_axis": str(int(prep.get("slice_axis", 2))),
+        "slice_shape": json.dumps([int(n) for n in prep.get("slice_shape") or [0, 0]]),
+        "input": (f"patches (N, C, {', '.join(map(str, patch))}) float32 of a volume normalised per channel by its "
+                  f"scheme ({', '.join(volume.get('schemes') or ['zscore'])}; the statistics in 'volume') after "
+                  "resampling to volume.target_spacing when it is set; segkit predicts a whole volume by "
+                  f"Gaussian-weighted sliding windows of this size, overlap window_overlap"),
     }
 
 
@@ -268,6 +290,9 @@ def _output_note(labels: Labels) -> str:
 
 def _example(model: nn.Module, metadata: dict[str, str]) -> torch.Tensor:
     channels = int(metadata["in_channels"] or 3)
+    if metadata.get("patch_size"):  # a 3D model: one patch
+        patch = json.loads(metadata["patch_size"])
+        return torch.rand(1, channels, *patch, generator=torch.Generator().manual_seed(0))
     size = int(metadata["image_size"]) or 64
     multiple = int(getattr(model, "size_multiple", 1) or 1)
     size = max(size, int(getattr(model, "min_size", 0) or 0))
@@ -276,7 +301,10 @@ def _example(model: nn.Module, metadata: dict[str, str]) -> torch.Tensor:
 
 
 def _check_sizes(example: torch.Tensor) -> list[tuple[int, ...]]:
-    """Two input shapes unlike the example (batch, height and width all change) to verify an export."""
+    """Two input shapes unlike the example (batch, height and width all change; for a 3D patch model, whose
+    windows always have the patch size, the batch) to verify an export."""
+    if example.dim() == 5:
+        return [(2, *example.shape[1:]), (3, *example.shape[1:])]
     n, c, h, w = example.shape
     return [(2, c, h + 5, w + 3), (1, c, max(h // 2 + 1, 9), w + 11)]
 
@@ -291,6 +319,9 @@ def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], che
                 note: Callable[[str], None] = lambda _message: None) -> dict[str, Any]:
     """Export a run's model to ONNX with dynamic batch, height and width and segkit metadata.
 
+    A 3D model (a run with ``train.patch_size``) is exported for windows of its patch size (any batch);
+    segkit's predictor runs the sliding-window loop around it, as it does around the checkpoint.
+
     Uses the TorchScript-based exporter (``dynamo=False``): it needs no extra
     package and records the padding arithmetic of :class:`ExportWrapper`.
     With ``verify`` (and onnxruntime installed) the export is run at two other
@@ -304,7 +335,7 @@ def export_onnx(source: str | os.PathLike[str], out: str | os.PathLike[str], che
     wrapper = ExportWrapper(model).eval()
     example = _example(model, metadata)
     buffer = io.BytesIO()
-    axes = {0: "batch", 2: "height", 3: "width"}
+    axes = {0: "batch"} if example.dim() == 5 else {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's and the legacy exporter's notices
         torch.onnx.export(wrapper, (example,), buffer, dynamo=False, opset_version=opset,

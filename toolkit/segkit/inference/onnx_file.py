@@ -86,8 +86,12 @@ def _graph_dims(value_info: Any) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
 
-def check_graph_shapes(proto_or_session: Any, labels: Labels, in_channels: int | None, path: Any) -> None:
-    """A CheckpointError when the graph's input or output does not have the shape its segkit metadata describes."""
+def check_graph_shapes(proto_or_session: Any, labels: Labels, in_channels: int | None, path: Any,
+                       patch: list[int] | None = None) -> None:
+    """A CheckpointError when the graph's input or output does not have the shape its segkit metadata describes.
+
+    ``patch``: a 3D model's patch size from its metadata; its graph maps ``(N, C, *patch)`` to ``(N, K, *patch)``.
+    """
     outputs = list(proto_or_session.graph.output)
     inputs = [i for i in proto_or_session.graph.input
               if i.name not in {t.name for t in proto_or_session.graph.initializer}]
@@ -95,7 +99,12 @@ def check_graph_shapes(proto_or_session: Any, labels: Labels, in_channels: int |
         raise CheckpointError(f"{str(path)!r} has {len(inputs)} input(s) and {len(outputs)} output(s); a segkit "
                               "export has one image input and one logits output.")
     out, inp = _graph_dims(outputs[0]), _graph_dims(inputs[0])
-    if len(out) != 4 or len(inp) != 4:
+    if patch:
+        if len(out) != 5 or len(inp) != 5 or any(d is not None and d != p for d, p in zip(inp[2:], patch, strict=True)):
+            raise CheckpointError(f"{str(path)!r} maps an input of shape {inp} to {out}, but its metadata describes a "
+                                  f"3D model of patches {patch}: (N, C, {', '.join(map(str, patch))}) to logits of that "
+                                  "size. The file was edited; export the run again with 'segkit export'.")
+    elif len(out) != 4 or len(inp) != 4:
         raise CheckpointError(f"{str(path)!r} maps a {len(inp)}-D input to a {len(out)}-D output; a segkit export "
                               "maps images (N, C, H, W) to logits (N, channels, H, W).")
     if out[1] is not None and out[1] != labels.out_channels:
@@ -147,8 +156,10 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
     metadata = read_onnx_metadata(path)
     labels = _metadata_labels(metadata, path)
     in_channels = _metadata_number(metadata, "in_channels", "", int, path, lambda v: v >= 1, "an integer >= 1")
+    volume_info = _volume_info(metadata, path)
     onnx = _require("onnx", "reading an ONNX file")
-    check_graph_shapes(onnx.load(str(path), load_external_data=False), labels, in_channels, path)
+    check_graph_shapes(onnx.load(str(path), load_external_data=False), labels, in_channels, path,
+                       (volume_info or {}).get("config", {}).get("train", {}).get("patch_size"))
     onnxruntime = _require("onnxruntime", "running an ONNX model")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
@@ -167,12 +178,37 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
         in_channels=in_channels,
         threshold=threshold,
         run=run,
-        info={"metadata": metadata, "session": session},
+        info={"metadata": metadata, "session": session, **({**volume_info, "model": run} if volume_info else {})},
         context=_metadata_context(metadata, path),
         normalize=_metadata_normalize(metadata, path),
         labels=labels,
     )
     return Predictor([member], tta=tta, threshold=threshold, batch_size=batch_size)
+
+
+def _volume_info(metadata: dict[str, str], path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A 3D export's member info, as a checkpoint gives it: ``config`` (the patch, overlap and augmentation the
+    sliding-window loop needs) and ``preprocessing`` (slicing, normalisation, target spacing); None for 2D."""
+    if not metadata.get("patch_size"):
+        return None
+    try:
+        patch = json.loads(metadata["patch_size"])
+        volume = json.loads(metadata.get("volume") or "{}")
+        slice_shape = json.loads(metadata.get("slice_shape") or "[0, 0]")
+        overlap = float(metadata.get("window_overlap", "0.5"))
+        axis = int(metadata.get("slice_axis", "2"))
+        valid = (isinstance(patch, list) and len(patch) == 3 and all(isinstance(p, int) and p > 0 for p in patch)
+                 and isinstance(volume, dict) and 0 <= overlap < 1 and axis in (0, 1, 2))
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:
+        raise CheckpointError(f"{str(path)!r} has 3D metadata (patch_size {metadata.get('patch_size')!r}, "
+                              f"window_overlap {metadata.get('window_overlap')!r}) that segkit cannot use; the file's "
+                              "metadata was edited. Export the run again with 'segkit export'.")
+    train = {"patch_size": patch, "window_overlap": overlap, "augment": metadata.get("augment", "")}
+    return {"config": {"train": train, "dataset": {"name": metadata.get("dataset", "volumes")}},
+            "preprocessing": {"patch_size": patch, "window_overlap": overlap, "volume": volume,
+                              "slice_axis": axis, "slice_shape": slice_shape}}
 
 
 def _metadata_labels(metadata: dict[str, str], path: str | os.PathLike[str]) -> Labels:
