@@ -84,15 +84,18 @@ def test_a_3d_run_resumes_where_it_stopped(patch_run: tuple[Path, Path], tmp_pat
     assert len(pd.read_csv(out / "metrics.csv")) == 3
 
 
-@pytest.mark.parametrize("how", ["2d data", "context", "patch too large"])
+@pytest.mark.parametrize("how", ["2d data", "context", "patch too large", "memory"])
 def test_settings_a_3d_run_cannot_use_are_refused_before_anything_is_written(tmp_path: Path, how: str) -> None:
     root = write_msd(tmp_path / "data", cases=4, shape=(20, 24, 12))
     args = ["--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "1"]
-    expected = {"2d data": "serves 2D images", "context": "2.5D", "patch too large": "patch"}[how]
+    expected = {"2d data": "serves 2D images", "context": "2.5D", "patch too large": "patch",
+                "memory": "of activations per 16x16x8 patch times a batch of 100000000"}[how]
     if how == "2d data":
         args = ["--dataset", "synthetic", *TINY_3D, "--epochs", "1"]
     elif how == "context":
         args += ["--set", "dataset.context=1"]
+    elif how == "memory":  # checked from the model's footprint on the meta device, before any cache is built
+        args += ["--batch-size", "100000000"]
     else:
         args += ["--set", "train.patch_size=[32,32,32]"]
     out = tmp_path / "run"
@@ -130,3 +133,28 @@ def test_predict_writes_a_3d_models_label_map_with_the_inputs_header(patch_run: 
     assert written.shape == original.shape[:3]
     assert np.allclose(written.affine, original.affine)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2}
+
+
+def test_a_3d_model_exported_to_onnx_predicts_the_same_label_map(patch_run: tuple[Path, Path], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    from segkit.inference.export import export_onnx, read_onnx_metadata
+
+    root, out = patch_run
+    exported = tmp_path / "model.onnx"
+    report = export_onnx(out, exported)  # checked against PyTorch at two other batch sizes
+    assert report["max_abs_diff"] < 1e-3
+    metadata = read_onnx_metadata(exported)
+    assert json.loads(metadata["patch_size"]) == [16, 16, 8] and metadata["window_overlap"] == "0.25"
+    assert json.loads(metadata["volume"])["schemes"] == ["zscore"]
+    source = root / "imagesTr" / "vol_001.nii.gz"
+    maps = {}
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name, model in (("run", out), ("onnx", exported)):
+        run_in_process("predict", str(model), str(source), "--out", str(tmp_path / name), "--save-probs", "--quiet")
+        maps[name] = np.asarray(nib.load(str(tmp_path / name / "vol_001.nii.gz")).dataobj)
+        maps[name + "_prob"] = np.asarray(nib.load(str(tmp_path / name / "vol_001_prob_front.nii.gz")).dataobj)
+    assert np.abs(maps["run_prob"] - maps["onnx_prob"]).max() < 1e-3
+    assert (maps["run"] != maps["onnx"]).mean() < 1e-3

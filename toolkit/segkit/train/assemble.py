@@ -234,6 +234,17 @@ def check_memory(config: RunConfig, dataset: Any, registry: Any, device: torch.d
     check_training_fits(footprint, config.train.batch_size, (int(height), int(width)), device, config.model.name)
 
 
+def check_volume_memory(config: RunConfig, dataset: Any, registry: Any, device: torch.device) -> None:
+    """:func:`check_memory` for a 3D run: one step on ``train.batch_size`` patches of ``train.patch_size``."""
+    from segkit.train.footprint import check_training_fits, training_footprint
+
+    patch = tuple(int(p) for p in config.train.patch_size)
+    channels = int(config.model.params.get("in_channels", len(getattr(dataset, "channel_names", ())) or 1))
+    footprint = training_footprint(lambda: build_model(config, registry), channels, patch[1], patch[2],
+                                   depth=patch[0])
+    check_training_fits(footprint, config.train.batch_size, patch, device, config.model.name)
+
+
 def build_model(config: RunConfig, registry: Any) -> torch.nn.Module:
     return registry.build("model", config.model.name, **config.model.params)
 

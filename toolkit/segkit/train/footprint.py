@@ -83,9 +83,12 @@ def training_footprint(build: Callable[[], torch.nn.Module], channels: int, heig
     return Footprint(parameters, state, per_image)
 
 
-def check_training_fits(footprint: Footprint | None, batch_size: int, size: tuple[int, int], device: Any,
+def check_training_fits(footprint: Footprint | None, batch_size: int, size: tuple[int, ...], device: Any,
                         model_name: str) -> None:
-    """A :class:`ConfigError` saying what would fit when one training step clearly needs more than ``device`` has."""
+    """A :class:`ConfigError` saying what would fit when one training step clearly needs more than ``device`` has.
+
+    ``size``: the image's height and width, or a 3D patch's three sizes.
+    """
     if footprint is None:
         return
     free = available_bytes(device)
@@ -93,12 +96,13 @@ def check_training_fits(footprint: Footprint | None, batch_size: int, size: tupl
     if needed <= free:
         return
     where = "GPU" if getattr(device, "type", "cpu") == "cuda" else "host"
-    shape = f"{size[0]}x{size[1]}"
+    shape = "x".join(str(n) for n in size)
+    item = "patch" if len(size) == 3 else "image"
     parts = [f"one training step of model {model_name!r} needs at least {format_bytes(needed)}: "
              f"{format_bytes(footprint.state_bytes)} for {footprint.parameters:,} weights with their gradients and "
              "optimizer state"]
     if footprint.activation_bytes_per_image:
-        parts.append(f" and {format_bytes(footprint.activation_bytes_per_image)} of activations per {shape} image "
+        parts.append(f" and {format_bytes(footprint.activation_bytes_per_image)} of activations per {shape} {item} "
                      f"times a batch of {batch_size}")
     parts.append(f"; this machine has {format_bytes(free)} of {where} memory free.")
     room = free - footprint.state_bytes
@@ -108,6 +112,8 @@ def check_training_fits(footprint: Footprint | None, batch_size: int, size: tupl
         fits = room // footprint.activation_bytes_per_image
         if fits >= 1:
             parts.append(f" At {shape}, --batch-size {int(fits)} or less would fit.")
+        elif len(size) == 3:
+            parts.append(f" Not even one {shape} patch fits; use a smaller train.patch_size or model.width.")
         else:
             side = int(math.sqrt(room / footprint.activation_bytes_per_image * size[0] * size[1])) // 32 * 32
             parts.append(f" Not even one {shape} image fits" + (

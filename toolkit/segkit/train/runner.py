@@ -156,13 +156,19 @@ def _train(
     assemble.fill_model_defaults(config, dataset, registry)
     assemble.fill_dataset_defaults(config, registry)
     assemble.fill_monitor(config, dataset)
-    if not (volumes := is_volume_run(config)):  # a 3D run's memory is its patches': not estimated yet
+    if volumes := is_volume_run(config):  # a 3D run's memory is its patches'
+        assemble.check_volume_memory(config, dataset, registry, device)
+    else:
         assemble.check_memory(config, dataset, registry, device)
     from segkit.data import read_splits, write_splits
 
     split = read_splits(run.splits, dataset.index) if resume else assemble.make_split(config, dataset)
     if volumes:  # 3D: patches of the preprocessed volumes for training, whole volumes for validation
+        if not dist.is_main:  # rank 0 builds the cache (below) while the others wait, then they reuse it
+            dist.barrier()
         cache = volume_cache_for(config, dataset, say, quiet=quiet or not dist.is_main)
+        if dist.is_main:
+            dist.barrier()
         parts = build_volume_data(config, dataset, split, cache, device=device, rank=dist.rank,
                                   world_size=dist.world_size)
         loader, cases = LoaderChoice("workers", "3D patches read from the memory-mapped volume cache"), parts.cases
