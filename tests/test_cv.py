@@ -280,3 +280,17 @@ def test_cross_validations_of_one_split_score_as_one_ensemble_per_fold(cv_dir: P
     splits.to_csv(other / "fold-1" / "splits.csv", index=False)
     with pytest.raises(CheckpointError, match="fold-1 validated other cases"):
         out_of_fold_tables([cv_dir, other], FOLDS, registry, device="cpu")
+
+
+def test_a_cross_validation_from_before_a_new_setting_can_still_be_continued() -> None:
+    """cv.json written before a setting existed counts it at its default, the value that run used."""
+    from segkit.components.registry import get_registry
+    from segkit.config import resolve_config, validate_config
+    from segkit.evaluation.cv import _comparable
+
+    current = validate_config(resolve_config(), get_registry()).to_dict()
+    older = json.loads(json.dumps(current))
+    del older["train"]["target_spacing"], older["split"]["seed"]
+    assert _comparable(older) == _comparable(current)
+    older["train"]["lr"] = 0.5
+    assert _comparable(older) != _comparable(current)

@@ -147,10 +147,21 @@ def _fold_document(document: dict[str, dict[str, Any]], folds: int, fold: int) -
 
 
 def _comparable(document: dict[str, Any]) -> dict[str, Any]:
-    """A configuration without the settings a continued cross-validation may change (device, workers)."""
+    """A configuration without the settings a continued cross-validation may change (device, workers).
+
+    Settings a later segkit added (absent from an older ``cv.json``) count as their defaults, which is
+    what the older segkit ran with, so a cross-validation stays continuable across versions.
+    """
+    import dataclasses
+
+    from segkit.config import RunConfig
+
     document = copy.deepcopy(document)
+    for section in ("task", "metrics", "split", "train"):
+        defaults = dataclasses.asdict(RunConfig.__dataclass_fields__[section].default_factory())
+        document[section] = {**defaults, **document.get(section, {})}
     for key in ("device", "workers"):
-        document.get("train", {}).pop(key, None)
+        document["train"].pop(key, None)
     return document
 
 
