@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["Topology", "Resampling", "topology", "fit_patch", "shrink_patch", "target_spacing", "MIN_FEATURE_MAP",
            "MAX_STAGES", "ANISOTROPY_FACTOR", "THICK_SLICE_FACTOR"]
 
@@ -117,11 +119,11 @@ def target_spacing(shapes: Sequence[Sequence[int]], spacings: Sequence[Sequence[
     shape_table = [[int(n) for n in shape] for shape in shapes]
     spacing_table = [[float(s) for s in spacing] for spacing in spacings]
     axes = range(len(spacing_table[0]))
-    median = [_median([row[a] for row in spacing_table]) for a in axes]
+    median = [float(np.median([row[a] for row in spacing_table])) for a in axes]
     lowest = [min(row[a] for row in spacing_table) for a in axes]
     highest = [max(row[a] for row in spacing_table) for a in axes]
     if all(hi <= lo * (1 + SPACING_TOLERANCE) for lo, hi in zip(lowest, highest, strict=True)):
-        return Resampling(None, median, [int(round(_median([row[a] for row in shape_table]))) for a in axes],
+        return Resampling(None, median, [int(round(np.median([row[a] for row in shape_table]))) for a in axes],
                           [max(row[a] for row in shape_table) for a in axes],
                           f"every case has the spacing {_rounded(median)} mm (within 1%): no resampling")
     target = list(median)
@@ -129,33 +131,18 @@ def target_spacing(shapes: Sequence[Sequence[int]], spacings: Sequence[Sequence[
     coarse = max(axes, key=lambda a: target[a])
     others = [a for a in axes if a != coarse]
     if others:
-        voxels = [_median([row[a] * sp[a] / target[a] for row, sp in zip(shape_table, spacing_table, strict=True)])
+        voxels = [np.median([row[a] * sp[a] / target[a] for row, sp in zip(shape_table, spacing_table, strict=True)])
                   for a in axes]
         finest_other = min(target[a] for a in others)
         if (target[coarse] > THICK_SLICE_FACTOR * finest_other
                 and voxels[coarse] * THICK_SLICE_FACTOR <= min(voxels[a] for a in others)):
-            tenth = _percentile([row[coarse] for row in spacing_table], 10)
+            tenth = float(np.percentile([row[coarse] for row in spacing_table], 10))
             target[coarse] = max(tenth, finest_other)
             why += f"; thick slices along axis {coarse}: its 10th percentile {target[coarse]:.3g} mm there"
     resampled = [[max(1, round(n * s / t)) for n, s, t in zip(row, sp, target, strict=True)]
                  for row, sp in zip(shape_table, spacing_table, strict=True)]
-    return Resampling(target, target, [int(round(_median([row[a] for row in resampled]))) for a in axes],
+    return Resampling(target, target, [int(round(np.median([row[a] for row in resampled]))) for a in axes],
                       [max(row[a] for row in resampled) for a in axes], why)
-
-
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return float(ordered[middle]) if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``th percentile with linear interpolation between the closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(math.floor(position))
-    high = min(low + 1, len(ordered) - 1)
-    return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
 def _rounded(values: Sequence[float]) -> list[float]:
