@@ -244,3 +244,23 @@ def test_target_spacing_by_hand() -> None:
     thick = target_spacing([[256, 256, 24]] * 10, spacings)
     assert thick.target == [0.7, 0.7, pytest.approx(3.0)] and "thick slices along axis 2" in thick.why
     assert thick.shape == [256, 256, 40]
+
+
+def test_cpu_batch_is_the_smallest_within_a_tenth_of_the_best_throughput() -> None:
+    from segkit.planning import StepTiming
+    from segkit_builtins.planners.default import candidate_batches, efficient_batch
+
+    assert candidate_batches(64) == [8, 16, 32, 64] and candidate_batches(16) == [8, 16]
+    assert candidate_batches(6) == [6] and candidate_batches(12) == [12]
+
+    def timed(batch: int, images_per_second: float) -> StepTiming:
+        return StepTiming(batch / images_per_second, 5, batch, (48, 64))
+
+    # images/s 60, 95, 100, 104: 32 is within 10% of the best (64's), 16 is not
+    timings = [timed(8, 60), timed(16, 85), timed(32, 100), timed(64, 104)]
+    assert efficient_batch(timings).batch_size == 32
+    assert efficient_batch(timings, share=0.8).batch_size == 16
+    # throughput that falls with the batch (a cache-bound CPU): the smallest is also the fastest
+    assert efficient_batch([timed(8, 50), timed(16, 40)]).batch_size == 8
+    with pytest.raises(ValueError):
+        efficient_batch([])

@@ -17,7 +17,7 @@ from segkit.planning.contract import Plan, PlanRequest, StepTiming
 
 from segkit_builtins.planners.network3d import Resampling, fit_patch, shrink_patch, target_spacing, topology
 
-__all__ = ["DefaultPlanner"]
+__all__ = ["DefaultPlanner", "efficient_batch", "candidate_batches"]
 
 #: The 2D model of segkit's CPU recipes: batch norm learns from scratch, the narrow decoder is fast.
 MODEL_2D = {"name": "smp_unet", "encoder_name": "resnet18", "decoder_channels": [128, 64, 32, 16, 16]}
@@ -36,6 +36,30 @@ SMALLEST_IMAGE = 64
 """The smallest planned 2D size: smp's encoders divide by 32, and batch norm needs more than one value per channel."""
 MAX_PLANNED_EPOCHS = 1000
 """nnU-Net's epochs: more than this is not planned, however short an epoch is."""
+SMALLEST_CPU_BATCH = 8
+"""The smallest 2D batch the CPU rule times: batch norm's statistics get noisy below it."""
+THROUGHPUT_SHARE = 0.9
+"""On a CPU the smallest timed batch whose images per second reach this share of the best is planned."""
+
+
+def efficient_batch(timings: list[StepTiming], share: float = THROUGHPUT_SHARE) -> StepTiming:
+    """The timing of the smallest batch within ``share`` of the best measured images per second.
+
+    In a time budget a smaller batch gives more optimizer steps for the same images; on a CPU it
+    costs little until the per-step overhead shows, which the measured throughput tells.
+    """
+    if not timings:
+        raise ValueError("efficient_batch needs at least one timing")
+    best = max(t.batch_size / t.seconds_per_step for t in timings)
+    return min((t for t in timings if t.batch_size / t.seconds_per_step >= share * best), key=lambda t: t.batch_size)
+
+
+def candidate_batches(largest: int, smallest: int = SMALLEST_CPU_BATCH) -> list[int]:
+    """``largest`` and its halvings down to ``smallest`` (just ``largest`` when it is smaller already)."""
+    batches = [largest]
+    while batches[-1] // 2 >= smallest:
+        batches.append(batches[-1] // 2)
+    return sorted(batches)
 
 
 def _accepts(request: PlanRequest, parameter: str) -> bool:
@@ -198,7 +222,16 @@ class DefaultPlanner:
             shape = (h, w) if side == 0 else (side, side)
             batch, why = self._batch_2d(request, MODEL_2D, channels, shape)
             document = {**plan.document(), "train": {"device": request.device, "image_size": side}}
-            timing = request.time_steps(document, batch, shape, self.timing_seconds)
+            if request.device == "cpu":
+                timings = [request.time_steps(document, b, shape, self.timing_seconds) for b in candidate_batches(batch)]
+                timing = efficient_batch(timings)
+                if len(timings) > 1:
+                    rates = ", ".join(f"{t.batch_size}: {t.batch_size / t.seconds_per_step:.0f}" for t in timings)
+                    why = (f"the smallest batch within {1 - THROUGHPUT_SHARE:.0%} of the best measured images/s "
+                           f"(batch: images/s {rates}), so the budget holds more optimizer steps; at most {why}")
+                batch = timing.batch_size
+            else:
+                timing = request.time_steps(document, batch, shape, self.timing_seconds)
             epoch = self._epoch_2d(fp, timing)
             best = (side, shape, batch, why, timing, epoch)
             smaller = (side or max(h, w)) // 2
