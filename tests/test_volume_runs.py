@@ -84,6 +84,17 @@ def test_a_3d_run_resumes_where_it_stopped(patch_run: tuple[Path, Path], tmp_pat
     assert len(pd.read_csv(out / "metrics.csv")) == 3
 
 
+def test_a_3d_run_trains_with_the_channels_last_setting_cuda_runs_get(tmp_path: Path) -> None:
+    """Channels-last is a 4D format: a CUDA run (train.channels_last = "cuda", the default) of a 3D model
+    once failed on its first batch; "always" takes the same path on a CPU."""
+    root = write_msd(tmp_path / "data", cases=4, shape=(20, 24, 12))
+    out = tmp_path / "run"
+    result = segkit("run", "--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "1",
+                    "--set", 'train.channels_last="always"', "--out", str(out), env=_environment(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["epochs_run"] == 1
+
+
 @pytest.mark.parametrize("how", ["2d data", "context", "patch too large", "memory"])
 def test_settings_a_3d_run_cannot_use_are_refused_before_anything_is_written(tmp_path: Path, how: str) -> None:
     root = write_msd(tmp_path / "data", cases=4, shape=(20, 24, 12))

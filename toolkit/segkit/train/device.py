@@ -6,7 +6,7 @@ import torch
 
 from segkit.errors import ConfigError, unknown_name
 
-__all__ = ["select_device", "describe_device", "autocast_dtype", "use_channels_last"]
+__all__ = ["select_device", "describe_device", "autocast_dtype", "use_channels_last", "has_volume_weights"]
 
 
 def select_device(name: str) -> torch.device:
@@ -70,3 +70,9 @@ def use_channels_last(setting: bool | str, device: torch.device) -> bool:
     if setting == "always":
         return True
     return bool(setting) and device.type == "cuda"
+
+
+def has_volume_weights(model: torch.nn.Module) -> bool:
+    """Whether ``model`` holds 3D convolution weights (5D tensors): channels-last, a 4D memory
+    format, does not apply to it or to its 5D inputs, so 3D models train in the default format."""
+    return any(p.dim() == 5 for p in model.parameters())
