@@ -38,7 +38,8 @@ for _v in "${_variants[@]}"; do VARIANT_NAMES+=("${_v%%:*}"); VARIANT_OPTIONS+=(
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 RES=$(mktemp -d /tmp/lgg-gpu.XXXX)
 mkdir -p "$OUT"
-export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1 SEGKIT_CACHE_DIR=$RES/cache
+# SEGKIT_CACHE_DIR may be set by a caller so that several invocations share the decoded slices.
+export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1 SEGKIT_CACHE_DIR=${SEGKIT_CACHE_DIR:-$RES/cache}
 started=$(date +%s)
 
 elapsed() { echo $(( $(date +%s) - started )); }
