@@ -44,11 +44,7 @@ pack() { tar czf "$OUT/hippocampus.tgz" --exclude='*.pt' --exclude=xdg --exclude
 
 if [[ -z ${SKIP_INSTALL:-} ]]; then
   step "0. install"
-  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-  $PY -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/seg . || exit 1
-  export PYTHONPATH=/tmp/seg:/tmp/site
-  $PY .device/unpack.py .device/lgg.pkl /tmp/data > /dev/null || exit 1
+  source benchmarks/device_install.sh || exit 1
 fi
 DATA=${DATA:-/tmp/data/lgg/kaggle_3m}
 HIPPO=$(cd "$HIPPO" && pwd)

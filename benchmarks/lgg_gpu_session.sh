@@ -52,11 +52,7 @@ left() {  # seconds a step may take: its own limit, or what is left before the d
 
 if [[ -z ${SKIP_INSTALL:-} ]]; then
   step "install"
-  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-  $PY -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/seg . || exit 1
-  export PYTHONPATH=/tmp/seg:/tmp/site
-  $PY .device/unpack.py .device/lgg.pkl /tmp/data > /dev/null || exit 1
+  source benchmarks/device_install.sh || exit 1
 fi
 DATA=${DATA:-/tmp/data/lgg/kaggle_3m}
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
