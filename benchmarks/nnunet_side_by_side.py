@@ -82,6 +82,11 @@ def segkit_fold_cases(segkit_cv: Path, fold: int) -> tuple[list[str], list[str]]
 def write_splits(segkit_cv: Path, folds: int, preprocessed: Path) -> None:
     """nnU-Net's splits_final.json with segkit's folds (every fold, so fold numbers agree)."""
     splits = []
+    missing = [fold for fold in range(folds) if not (segkit_cv / f"fold-{fold}" / "splits.csv").is_file()]
+    if missing:  # nnU-Net indexes splits_final.json by fold number, so every fold's cases are needed
+        sys.exit(f"error: {segkit_cv} has no splits.csv for fold(s) {', '.join(map(str, missing))}: nnU-Net needs "
+                 "every fold's cases. Train those folds, or copy splits.csv from a short run of the same config "
+                 "and split (e.g. segkit cv --config C --folds N --fold K --epochs 1 --out elsewhere)")
     for fold in range(folds):
         train, val = segkit_fold_cases(segkit_cv, fold)
         splits.append({"train": train, "val": val})
