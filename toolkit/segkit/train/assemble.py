@@ -272,13 +272,13 @@ def build_trainer(
 ) -> Any:
     """A :class:`~segkit.train.loop.Trainer` with the model (seeded, on ``device``, channels-last where ``train.channels_last`` says),
     loss, metrics, optimizer and a schedule of ``steps_per_epoch`` optimizer steps per epoch."""
-    from segkit.train.device import has_volume_weights, use_channels_last
+    from segkit.train.device import use_channels_last
     from segkit.train.loop import Trainer
     from segkit.train.schedule import build_optimizer, build_scheduler
 
     torch.manual_seed(config.train.seed)
     model = build_model(config, registry).to(device)
-    if use_channels_last(config.train.channels_last, device) and not has_volume_weights(model):
+    if use_channels_last(config.train.channels_last, device, model):
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, steps_per_epoch)

@@ -6,7 +6,7 @@ import torch
 
 from segkit.errors import ConfigError, unknown_name
 
-__all__ = ["select_device", "describe_device", "autocast_dtype", "use_channels_last", "has_volume_weights"]
+__all__ = ["select_device", "describe_device", "autocast_dtype", "use_channels_last"]
 
 
 def select_device(name: str) -> torch.device:
@@ -59,20 +59,18 @@ def autocast_dtype(device: torch.device, amp: bool, amp_dtype: str) -> torch.dty
     return torch.float16
 
 
-def use_channels_last(setting: bool | str, device: torch.device) -> bool:
+def use_channels_last(setting: bool | str, device: torch.device, model: torch.nn.Module | None = None) -> bool:
     """Whether to train in channels-last memory format, from ``train.channels_last``.
 
     ``"cuda"`` (the default, and ``true``, its spelling before ``"always"`` existed): on CUDA only,
     where tensor cores want it. ``"always"``: on every device; on CPU it helps some models and
     hurts others (measured on 2 EPYC cores: 1.2x faster for smp's ResNet-18 and RegNetX U-Nets,
-    0.8x for the tutorial U-Net). ``false``: never.
+    0.8x for the tutorial U-Net). ``false``: never. Whatever the setting, never for a ``model``
+    with 3D convolution weights (5D tensors): channels-last is a 4D format, so 3D models and their
+    5D inputs train in the default format.
     """
+    if model is not None and any(p.dim() == 5 for p in model.parameters()):
+        return False
     if setting == "always":
         return True
     return bool(setting) and device.type == "cuda"
-
-
-def has_volume_weights(model: torch.nn.Module) -> bool:
-    """Whether ``model`` holds 3D convolution weights (5D tensors): channels-last, a 4D memory
-    format, does not apply to it or to its 5D inputs, so 3D models train in the default format."""
-    return any(p.dim() == 5 for p in model.parameters())

@@ -121,11 +121,11 @@ class Trainer:
         self.metrics = metrics
         self.loaders, self.samplers, self.cases = loaders, samplers, cases
         self.optimizer, self.scheduler = optimizer, scheduler
-        from segkit.train.device import autocast_dtype, has_volume_weights, use_channels_last
+        from segkit.train.device import autocast_dtype, use_channels_last
 
         self.amp_dtype = autocast_dtype(device, self.settings.amp, self.settings.amp_dtype)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.channels_last = use_channels_last(self.settings.channels_last, device) and not has_volume_weights(model)
+        self.channels_last = use_channels_last(self.settings.channels_last, device, model)
         self.progress = progress and self.dist.is_main
         self.log_every = max(1, log_every)
         #: 3D runs: the patch size the model trained on; validation then predicts each whole volume by
