@@ -27,6 +27,7 @@ FOLD_MINUTES=${FOLD_MINUTES:-3.5}
 DEADLINE=${DEADLINE:-540}
 HIPPO=${HIPPO:-.device/hippocampus}
 LGG_EXTRA=${LGG_EXTRA:-}
+FALLBACK_PLAN=${FALLBACK_PLAN:-.device/hippo3d-cpu-plan.toml}  # used only if the GPU plan fails
 PARTS=${PARTS:-tests lgg hippo throughput}  # which parts run, e.g. PARTS=hippo for the volumes alone
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$OUT"
@@ -74,10 +75,10 @@ if has lgg; then
   lgg=$!
 fi
 HCONFIG=$RES/plan/plan.toml; HSET=()
-if [[ ! -f $HCONFIG && -f ${FALLBACK_PLAN:-.device/hippo3d-cpu-plan.toml} ]]; then
+if [[ ! -f $HCONFIG && -f $FALLBACK_PLAN ]]; then
   # the GPU plan failed: the CPU plan with nnU-Net's GPU width, a batch of 6 and two loader processes
-  step "no GPU plan: falling back to ${FALLBACK_PLAN:-.device/hippo3d-cpu-plan.toml} on $DEVICE"
-  HCONFIG=${FALLBACK_PLAN:-.device/hippo3d-cpu-plan.toml}
+  step "no GPU plan: falling back to $FALLBACK_PLAN on $DEVICE"
+  HCONFIG=$FALLBACK_PLAN
   HSET=(--set train.device="$DEVICE" --set model.width=32 --set train.batch_size=6 --set train.workers=2)
 fi
 HCV=(cv --config "$HCONFIG" --data-root "$HIPPO" --folds 5 --set train.max_minutes="$FOLD_MINUTES" "${HSET[@]}"
