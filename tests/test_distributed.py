@@ -120,6 +120,39 @@ def test_torchrun_launch_killed_then_resumed_matches_an_uninterrupted_run(launch
     assert metrics.read_text() == (launched_run / "metrics.csv").read_text()
 
 
+#: A 3D run whose global batch of 4 patches two processes split 2 + 2: instance norm is per patch, cross-entropy
+#: a mean over voxels and patches are drawn from (seed, index), so the shards sum to the one-process batch; no
+#: augmentation (each process would draw its own) and no deep supervision (one loss to compare).
+VOLUME_RUN = ["--dataset", "msd", "--model", "unet3d", "--set", "model.width=4", "--set", "model.stages=3",
+              "--set", "model.deep_supervision=false", "--loss", "ce", "--set", "train.patch_size=[16,16,8]",
+              "--set", 'train.augment="none"', "--set", "train.patches_per_epoch=8", "--set", "train.window_overlap=0.25",
+              "--set", "split.val_fraction=0.34", "--set", "split.test_fraction=0", "--lr", "0.01", "--epochs", "2",
+              "--device", "cpu", "--quiet"]
+
+
+def test_a_3d_run_on_two_processes_matches_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
+    from volumes import write_msd
+
+    root = write_msd(tmp_path / "data", cases=6, shape=(20, 24, 12))
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    one, two = tmp_path / "one", tmp_path / "two"
+    result = segkit("run", "--data-root", str(root), *VOLUME_RUN, "--batch-size", "4", "--out", str(one), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = segkit("run", "--data-root", str(root), *VOLUME_RUN, "--batch-size", "2", "--nproc-per-node", "2",
+                    "--out", str(two), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows_one, rows_two = metric_rows(one), metric_rows(two)
+    assert [row["epoch"] for row in rows_two] == ["1", "2"]
+    assert float(rows_one[-1]["train_loss"]) < float(rows_one[0]["train_loss"]), "the runs should actually learn"
+    for a, b in zip(rows_one, rows_two, strict=True):
+        assert a.keys() == b.keys()
+        for column in a:  # the validation volumes are split between the processes and their scores gathered
+            tolerance = {"rel": 2e-5} if column.endswith("loss") else {"abs": 1e-5}
+            assert float(b[column]) == pytest.approx(float(a[column]), **tolerance), (a["epoch"], column)
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["global_batch_size"] == 4
+
+
 def test_launcher_refuses_a_taken_run_directory_before_starting_processes(launched_run: Path) -> None:
     result = segkit("run", *TWO_PROCESSES, "--nproc-per-node", "2", "--out", str(launched_run))
     assert result.returncode == 2 and "already holds a run" in result.stderr
