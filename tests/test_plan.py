@@ -56,6 +56,8 @@ def test_synthetic_plan_is_commented_and_runs_as_written(tmp_path: Path) -> None
     assert plan["train"]["max_minutes"] == 5
     assert plan["train"]["image_size"] == 64  # 32x32 would leave the encoder a 1x1 deepest map
     assert 2 <= plan["train"]["batch_size"] <= 64 and plan["train"]["epochs"] >= 1
+    reason = lines[lines.index(f"epochs = {plan['train']['epochs']}") - 1]  # what the estimate rests on, measured
+    assert "s per batch" in reason and "a validation forward of" in reason and "a fold of segkit cv --folds 5" in reason
     fingerprint = json.loads((out / "fingerprint.json").read_text())
     assert fingerprint["cases"] == 6 and fingerprint["items"] == 24
     assert fingerprint["image_sizes"] == {"32x32": 24} and fingerprint["labels"] == ["background", "lesion"]
@@ -264,3 +266,38 @@ def test_cpu_batch_is_the_smallest_within_a_tenth_of_the_best_throughput() -> No
     assert efficient_batch([timed(8, 50), timed(16, 40)]).batch_size == 8
     with pytest.raises(ValueError):
         efficient_batch([])
+
+
+def test_the_epoch_estimate_adds_the_data_path_and_the_validation_forwards_by_hand() -> None:
+    from segkit.planning import StepTiming
+    from segkit_builtins.planners.epoch_time import CV_SHARES, epoch_2d, epoch_3d, sliding_windows
+
+    timing = StepTiming(0.2, 5, 5, (64, 64), seconds_per_forward=0.05, forward_batch=5, seconds_per_load=0.1)
+    # a run: 75 of 100 items train, 15 batches of 0.2 + 0.1 s; 10 validate, 2 batches of 0.05 + 0.1 s
+    assert epoch_2d(100, timing) == pytest.approx(15 * 0.3 + 2 * 0.15)
+    # a fold of cv --folds 5: 80 items in 16 batches, 20 in 4
+    assert epoch_2d(100, timing, CV_SHARES) == pytest.approx(16 * 0.3 + 4 * 0.15)
+    # a timing without the forward and the data path (a plugin's time_steps): a forward is a third of a step
+    assert epoch_2d(100, StepTiming(0.3, 5, 5, (64, 64))) == pytest.approx(15 * 0.3 + 2 * 0.1)
+    # 3D: 15 of 20 cases train, 8 batches of 2 patches (0.5 s step + 0.05 s augmentation); 2 cases validate,
+    # each a 56x40x40 case in 40^3 windows at overlap 0.5: 2 windows, one forward of 2
+    assert sliding_windows([56, 40, 40], [40, 40, 40]) == 2 and sliding_windows([100, 40, 30], [40, 40, 40]) == 4
+    volume = StepTiming(0.5, 3, 2, (40, 40, 40), seconds_per_forward=0.3, forward_batch=2, seconds_per_load=0.05)
+    assert epoch_3d(20, volume, [56, 40, 40]) == pytest.approx(8 * 0.55 + 2 * 0.3)
+
+
+def test_the_data_path_is_timed_as_the_run_builds_it(msd_root: Path) -> None:
+    from segkit.components.registry import get_registry
+    from segkit.planning.timing import time_loading
+
+    registry = get_registry()
+    slices = {"dataset": {"name": "synthetic", "count": 24, "size": 32},
+              "train": {"device": "cpu", "batch_size": 4, "image_size": 64}}
+    assert time_loading(slices, registry, "cpu", seconds=0.05) > 0  # albumentations per item, in this process
+    device_path = {**slices, "train": {**slices["train"], "loader": "device"}}
+    assert time_loading(device_path, registry, "cpu", seconds=0.05) > 0  # decoded once, augmented per batch
+    volumes = {"dataset": {"name": "msd", "root": str(msd_root)}, "model": {"name": "unet3d", "spatial_dims": 3},
+               "loss": {"name": "ce_dice"}, "train": {"device": "cpu", "batch_size": 2, "patch_size": [16, 16, 8]}}
+    assert time_loading(volumes, registry, "cpu", seconds=0.05) > 0  # the 3D augmentation of random patches
+    unaugmented = {**volumes, "train": {**volumes["train"], "augment": "none"}}
+    assert time_loading(unaugmented, registry, "cpu", seconds=0.05) == 0.0

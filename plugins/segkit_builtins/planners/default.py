@@ -8,6 +8,7 @@ line; docs/plan.md explains the rules and where they follow or depart from nnU-N
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from segkit.config import task_loss
 from segkit.errors import ConfigError
 from segkit.planning.contract import Plan, PlanRequest, StepTiming
 
+from segkit_builtins.planners.epoch_time import CV_FOLDS, CV_SHARES, RUN_SHARES, epoch_2d, epoch_3d, sliding_windows
 from segkit_builtins.planners.network3d import Resampling, fit_patch, shrink_patch, target_spacing, topology
 
 __all__ = ["DefaultPlanner", "efficient_batch", "candidate_batches"]
@@ -27,9 +29,6 @@ MAX_BATCH_SHARE = 0.05
 """A batch holds at most this share of the training items (nnU-Net's 5% cap), but at least 2."""
 MEMORY_SHARE = 0.5
 """The share of the device's free memory one training step may take, by train/footprint.py's estimate."""
-VAL_FRACTION, TEST_FRACTION = 0.1, 0.15
-FORWARD_SHARE = 1 / 3
-"""A forward pass (validation) costs about a third of a training step (forward, backward, update)."""
 EPOCH_HEADROOM = 1.5
 """train.epochs is the measured estimate times this: the run re-plans its epochs after the first one."""
 SMALLEST_IMAGE = 64
@@ -185,7 +184,7 @@ class DefaultPlanner:
         fp = request.fingerprint
         pixels = shape[0] * shape[1]
         wanted = max(2, min(64, round(BATCH_PIXELS[request.device] / pixels)))
-        cap = max(2, int(MAX_BATCH_SHARE * fp["items"] * (1 - VAL_FRACTION - TEST_FRACTION)))
+        cap = max(2, int(MAX_BATCH_SHARE * fp["items"] * RUN_SHARES[0]))
         batch = min(wanted, cap)
         why = (f"{BATCH_PIXELS[request.device]:,} pixels per batch, about {BATCH_PIXELS[request.device] // pixels} "
                f"slices of {shape[0]}x{shape[1]}" + (" (at most 64)" if wanted == 64 else ""))
@@ -232,7 +231,9 @@ class DefaultPlanner:
                 batch = timing.batch_size
             else:
                 timing = request.time_steps(document, batch, shape, self.timing_seconds)
-            epoch = self._epoch_2d(fp, timing)
+            timing = self._with_loading(request, {**document, "train": {**document["train"], "batch_size": batch}},
+                                        timing)
+            epoch = epoch_2d(fp["items"], timing)
             best = (side, shape, batch, why, timing, epoch)
             smaller = (side or max(h, w)) // 2
             if budget / epoch >= self.min_epochs or smaller < SMALLEST_IMAGE:
@@ -257,12 +258,11 @@ class DefaultPlanner:
         plan.fitting_hint = self._hint(timing, epoch, request)
         return timing
 
-    def _epoch_2d(self, fp: dict[str, Any], timing: StepTiming) -> float:
-        """One epoch: the training steps plus a forward pass over the validation items."""
-        train_items = max(1, round(fp["items"] * (1 - VAL_FRACTION - TEST_FRACTION)))
-        val_items = max(1, round(fp["items"] * VAL_FRACTION))
-        steps = math.ceil(train_items / timing.batch_size)
-        return timing.seconds_per_step * (steps + FORWARD_SHARE * math.ceil(val_items / timing.batch_size))
+    def _with_loading(self, request: PlanRequest, document: dict[str, Any], timing: StepTiming) -> StepTiming:
+        """``timing`` with the seconds per batch of the run's data path, where the request can measure them."""
+        if request.time_loading is None:
+            return timing
+        return dataclasses.replace(timing, seconds_per_load=request.time_loading(document, self.timing_seconds / 2))
 
     # --- 3D ---------------------------------------------------------------------------------------------
 
@@ -312,13 +312,11 @@ class DefaultPlanner:
                  + ("shrunk until a step fits half the free memory, then " if shrunk else "")
                  + f"rounded to the network's total stride {net.total_stride}, within the largest case")
         plan.set("train", "batch_size", batch, batch_why)
-        timing = request.time_steps({**plan.document(), "train": {"device": request.device, "patch_size": fitted}},
-                                    batch, tuple(fitted), self.timing_seconds)
-        train_cases = max(1, round(fp["cases"] * (1 - VAL_FRACTION - TEST_FRACTION)))
-        val_cases = max(1, round(fp["cases"] * VAL_FRACTION))
-        windows = math.prod(math.ceil(max(0, m - p) / (p * 0.5)) + 1 for m, p in zip(median, fitted, strict=True))
-        plan.epoch_seconds = timing.seconds_per_step * (math.ceil(train_cases / batch)
-                                                         + FORWARD_SHARE * val_cases * windows / batch)
+        document = {**plan.document(), "train": {"device": request.device, "patch_size": fitted, "batch_size": batch}}
+        windows = sliding_windows(median, fitted)
+        timing = request.time_steps(document, batch, tuple(fitted), self.timing_seconds, min(batch, windows))
+        timing = self._with_loading(request, document, timing)
+        plan.epoch_seconds = epoch_3d(fp["cases"], timing, median)
         plan.fitting_hint = self._hint(timing, plan.epoch_seconds, request)
         return timing
 
@@ -340,8 +338,18 @@ class DefaultPlanner:
     @staticmethod
     def _hint(timing: StepTiming, epoch: float, request: PlanRequest) -> str:
         minutes = math.ceil(epoch * 1.2 / 60)
-        return (f"one epoch takes about {epoch:.0f} s here ({timing.seconds_per_step:.2f} s per step of "
+        return (f"one epoch takes about {epoch:.0f} s here ({timing.seconds_per_batch:.2f} s per batch of "
                 f"{timing.batch_size}, measured); --minutes {minutes} or more would fit one")
+
+    @staticmethod
+    def _measured(timing: StepTiming) -> str:
+        """What the epoch estimate rests on, for the epochs reason."""
+        parts = [f"{timing.steps} steps timed, {timing.seconds_per_step:.3f} s each"]
+        if timing.seconds_per_load is not None:
+            parts.append(f"data {timing.seconds_per_load:.3f} s per batch")
+        if timing.seconds_per_forward is not None:
+            parts.append(f"a validation forward of {timing.forward_batch} {timing.seconds_per_forward:.3f} s")
+        return "; ".join(parts)
 
     def _training(self, plan: Plan, request: PlanRequest, dims: str, timing: StepTiming) -> None:
         fp = request.fingerprint
@@ -369,9 +377,12 @@ class DefaultPlanner:
         plan.set("train", "scheduler", "cosine", "decays to 0 as the budget ends (the run re-plans after epoch 1)")
         plan.set("train", "warmup_epochs", 0.5, "half an epoch of warm-up (at most 10% of the run)")
         epochs = max(1, min(MAX_PLANNED_EPOCHS, math.ceil(fits * EPOCH_HEADROOM)))
+        plan.cv_epoch_seconds = (epoch_3d(fp["cases"], timing, self._grid(fp).shape, CV_SHARES) if dims == "3d"
+                                 else epoch_2d(fp["items"], timing, CV_SHARES))
+        cv_fits = int(budget // plan.cv_epoch_seconds)
         plan.set("train", "epochs", epochs,
-                 f"~{fits} epochs of {plan.epoch_seconds:.1f} s fit in {request.minutes:g} min ({timing.steps} steps "
-                 f"timed, {timing.seconds_per_step:.3f} s each); x{EPOCH_HEADROOM} headroom, the budget decides"
+                 f"~{fits} epochs of {plan.epoch_seconds:.1f} s fit in {request.minutes:g} min ({self._measured(timing)}"
+                 f"; a fold of segkit cv --folds {CV_FOLDS}: ~{cv_fits}); x{EPOCH_HEADROOM} headroom, the budget decides"
                  + (f", at most nnU-Net's {MAX_PLANNED_EPOCHS}" if epochs == MAX_PLANNED_EPOCHS else ""))
         plan.set("train", "max_minutes", float(request.minutes), "the time budget given to segkit plan")
         plan.set("train", "device", request.device, "the device the steps were timed on")

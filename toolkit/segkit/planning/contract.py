@@ -33,7 +33,11 @@ class StepTiming:
     """Training steps of one model, batch and input shape, timed on the planning machine.
 
     ``seconds_per_step``: the median of the timed steps (after one untimed warm-up step);
-    ``peak_bytes``: the device's peak memory during them (CUDA only, else None).
+    ``peak_bytes``: the device's peak memory during them (CUDA only, else None);
+    ``seconds_per_forward``: the median of timed inference forwards (eval mode, no gradients) of
+    ``forward_batch`` inputs of the same shape, what validation costs per batch;
+    ``seconds_per_load``: what the run's data path takes per training batch (reading, augmentation),
+    set by a planner from ``PlanRequest.time_loading``; None where it was not measured.
     """
 
     seconds_per_step: float
@@ -41,6 +45,14 @@ class StepTiming:
     batch_size: int
     shape: tuple[int, ...]
     peak_bytes: int | None = None
+    seconds_per_forward: float | None = None
+    forward_batch: int | None = None
+    seconds_per_load: float | None = None
+
+    @property
+    def seconds_per_batch(self) -> float:
+        """A training batch: its step, plus its loading where that was measured (a CPU does both in turn)."""
+        return self.seconds_per_step + (self.seconds_per_load or 0.0)
 
 
 @dataclass
@@ -50,7 +62,11 @@ class Plan:
     settings: list[Setting] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     epoch_seconds: float = 0.0
-    """One epoch (training and validation) as measured; more than the budget is refused with what would fit."""
+    """One epoch (training and validation) of a ``segkit run`` of the plan, as measured; more than the budget
+    is refused with what would fit."""
+    cv_epoch_seconds: float | None = None
+    """The same for a fold of ``segkit cv --folds 5`` (80% of the cases train, 20% validate), where the
+    planner estimates it."""
     fitting_hint: str = ""
     """What would fit in the budget, for the refusal when one epoch does not (e.g. ``--set train.image_size=64``)."""
 
@@ -79,10 +95,13 @@ class PlanRequest:
     ``fingerprint``: :func:`segkit.planning.fingerprint.fingerprint_dataset`'s dict; ``dataset``: the
     dataset object it was taken from; ``dataset_name`` and ``dataset_params``: how to build it again
     (the plan's ``[dataset]``); ``minutes``: the time budget; ``device``: ``cpu`` or ``cuda``;
-    ``free_bytes``: the device's free memory; ``time_steps(document, batch_size, shape, seconds=2.0)``
-    runs a few real training steps (for about ``seconds``) of the run ``document`` describes on
-    inputs of ``shape`` (spatial sizes, 2 or 3) and returns a :class:`StepTiming`; ``registry``: the
-    component registry.
+    ``free_bytes``: the device's free memory; ``time_steps(document, batch_size, shape, seconds=2.0,
+    forward_batch=None)`` runs a few real training steps (for about ``seconds``) of the run ``document``
+    describes on inputs of ``shape`` (spatial sizes, 2 or 3), then inference forwards of
+    ``forward_batch`` inputs (default ``batch_size``), and returns a :class:`StepTiming`;
+    ``time_loading(document, seconds=1.0)`` returns the seconds per training batch of the data path
+    ``segkit run`` builds for ``document`` (see :func:`segkit.planning.timing.time_loading`);
+    ``registry``: the component registry.
     """
 
     fingerprint: Mapping[str, Any]
@@ -94,3 +113,4 @@ class PlanRequest:
     free_bytes: int
     time_steps: Callable[..., StepTiming]
     registry: Any
+    time_loading: Callable[..., float] | None = None

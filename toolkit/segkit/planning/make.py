@@ -62,7 +62,7 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
     from segkit.memory import available_bytes
     from segkit.planning.fingerprint import check_fingerprint, fingerprint_dataset
     from segkit.planning.plan_file import write_plan
-    from segkit.planning.timing import time_training_steps
+    from segkit.planning.timing import time_loading, time_training_steps
     from segkit.train.device import select_device
 
     out = Path(out)
@@ -85,8 +85,9 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
     request = PlanRequest(
         fingerprint=fingerprint, dataset=dataset, dataset_name=dataset_name, dataset_params=dict(dataset_params),
         minutes=float(minutes), device=device, free_bytes=available_bytes(torch_device), registry=registry,
-        time_steps=lambda document, batch, shape, seconds=2.0: time_training_steps(
-            document, dataset, registry, device, batch, shape, seconds))
+        time_steps=lambda document, batch, shape, seconds=2.0, forward_batch=None: time_training_steps(
+            document, dataset, registry, device, batch, shape, seconds, forward_batch),
+        time_loading=lambda document, seconds=1.0: time_loading(document, registry, device, seconds))
     plan = planner.plan(request)
     _check_plan(plan, registry, planner_name)
     if plan.epoch_seconds > minutes * 60:

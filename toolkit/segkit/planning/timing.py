@@ -1,9 +1,13 @@
-"""A few real training steps of a planned run, timed on this machine.
+"""A few real training steps of a planned run, and its data path, timed on this machine.
 
-The run's configuration is completed as ``segkit run`` completes it (labels, loss mode, model
-channels), its model, loss and optimizer are built, and steps (forward, loss, backward, optimizer
-step) run on random inputs of the planned batch and shape: the model's cost, not data loading.
-One warm-up step is not timed; then steps run until about ``seconds`` have passed (at least two).
+:func:`time_training_steps`: the run's configuration is completed as ``segkit run`` completes it
+(labels, loss mode, model channels), its model, loss, optimizer and metrics are built, and steps
+(forward, loss, backward, optimizer step, the batch's metric counts, as the trainer does each
+step) run on random inputs of the planned batch and shape: the model's cost. One warm-up step is not timed; then steps run until about ``seconds`` have passed (at least
+two). Inference forwards of the same inputs (validation's cost) are timed after them.
+
+:func:`time_loading`: the training batches of the data path ``segkit run`` builds for the same
+configuration (reading, transforms, augmentation), timed in their steady state.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import torch
 
 from segkit.planning.contract import StepTiming
 
-__all__ = ["time_training_steps", "MAX_TIMED_STEPS"]
+__all__ = ["time_training_steps", "time_loading", "MAX_TIMED_STEPS"]
 
 MAX_TIMED_STEPS = 10
+FORWARD_SHARE_OF_TIME = 0.25
+"""The share of ``seconds`` spent timing inference forwards after the training steps."""
 
 
 def _sync(device: torch.device) -> None:
@@ -26,11 +32,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _timed(call: Any, device: torch.device, seconds: float) -> tuple[float, int]:
+    """The median seconds of ``call()`` after one untimed warm-up, over about ``seconds`` (2 to 10 calls)."""
+
+    def once() -> float:
+        _sync(device)
+        start = time.perf_counter()
+        call()
+        _sync(device)
+        return time.perf_counter() - start
+
+    once()  # warm-up: allocations, kernel choice, first reads
+    timed = [once()]
+    started = time.perf_counter()
+    while len(timed) < 2 or (time.perf_counter() - started < seconds and len(timed) < MAX_TIMED_STEPS):
+        timed.append(once())
+    return statistics.median(timed), len(timed)
+
+
 def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, registry: Any, device_name: str,
-                        batch_size: int, shape: tuple[int, ...], seconds: float = 2.0) -> StepTiming:
-    """Time training steps of ``document``'s model and loss on ``batch_size`` random inputs of ``shape``."""
+                        batch_size: int, shape: tuple[int, ...], seconds: float = 2.0,
+                        forward_batch: int | None = None) -> StepTiming:
+    """Time training steps of ``document``'s model and loss on ``batch_size`` random inputs of ``shape``,
+    then inference forwards of ``forward_batch`` (default ``batch_size``) such inputs."""
     from segkit.config import resolve_config, validate_config
-    from segkit.train.assemble import build_loss, build_model, fill_labels, fill_model_defaults
+    from segkit.evaluation.metrics import MetricAccumulator
+    from segkit.train.assemble import build_loss, build_metrics, build_model, fill_labels, fill_model_defaults
     from segkit.train.deep_supervision import supervised_loss
     from segkit.train.device import autocast_dtype, select_device
     from segkit.train.schedule import build_optimizer
@@ -51,21 +78,91 @@ def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, regis
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def step() -> float:
-        _sync(device)
-        start = time.perf_counter()
+    metrics = build_metrics(config, registry)
+    cases = [str(k) for k in range(batch_size)]
+
+    def step() -> None:  # as the trainer's: the update, then the batch's metric counts
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss, _ = supervised_loss(loss_fn, model(images), target)
+            loss, logits = supervised_loss(loss_fn, model(images), target)
         loss.backward()
         optimizer.step()
-        _sync(device)
-        return time.perf_counter() - start
+        accumulator = MetricAccumulator(metrics, threshold=config.metrics.threshold, labels=labels)
+        accumulator.update(logits.detach(), masks, cases)
 
-    step()  # warm-up: allocations, kernel choice
-    timed = [step()]
-    started = time.perf_counter()
-    while len(timed) < 2 or (time.perf_counter() - started < seconds and len(timed) < MAX_TIMED_STEPS):
-        timed.append(step())
+    seconds_per_step, steps = _timed(step, device, seconds)
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
-    return StepTiming(statistics.median(timed), len(timed), batch_size, tuple(shape), peak)
+    forward_batch = batch_size if forward_batch is None else max(1, int(forward_batch))
+    inputs = images[:forward_batch] if forward_batch <= batch_size else torch.rand(
+        (forward_batch, *images.shape[1:]), device=device)
+    model.eval()
+
+    @torch.inference_mode()
+    def forward() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            model(inputs)
+
+    seconds_per_forward, _ = _timed(forward, device, seconds * FORWARD_SHARE_OF_TIME)
+    return StepTiming(seconds_per_step, steps, batch_size, tuple(shape), peak,
+                      seconds_per_forward=seconds_per_forward, forward_batch=forward_batch)
+
+
+def time_loading(document: dict[str, dict[str, Any]], registry: Any, device_name: str,
+                 seconds: float = 1.0) -> float:
+    """Seconds per training batch of the data path ``segkit run`` builds for ``document``, in steady state.
+
+    2D: the run's own training loader (the loader path it would choose, its transforms, augmentation
+    and modality dropout) over the first batches of an epoch: a first pass warms it (decoding into
+    the dataset's cache, starting workers), a second pass over the same batches is timed, as later
+    epochs read them. 3D: the run's batched augmentation of random patches of the planned batch and
+    size on the device; reading patches from the memory-mapped cache is not timed (no cache exists
+    before the run preprocesses the volumes).
+    """
+    from segkit.config import resolve_config, validate_config
+    from segkit.train import assemble
+    from segkit.train.device import select_device
+    from segkit.train.volume_data import is_volume_run
+
+    config = validate_config(resolve_config(None, document), registry)
+    device = select_device(device_name)
+    dataset = assemble.build_dataset(config, registry)
+    labels = assemble.fill_labels(config, dataset, registry)
+    assemble.fill_dataset_defaults(config, registry)
+    if is_volume_run(config):
+        return _time_volume_augmentation(config, int(dataset.in_channels), labels.classes, device, seconds)
+    from segkit.train.device_loader import choose_loader
+
+    choice = choose_loader(config, dataset, device)
+    parts = assemble.build_data(config, dataset, assemble.make_split(config, dataset), loader=choice.path,
+                                device=device)
+    loader = parts.loaders["train"]
+    parts.samplers["train"].set_epoch(1)
+    count, started = 0, time.perf_counter()
+    for _batch in loader:  # the warm pass decides how many batches the timed pass reads
+        count += 1
+        if count >= MAX_TIMED_STEPS + 1 or (count >= 3 and time.perf_counter() - started >= seconds):
+            break
+    _sync(device)
+    started = time.perf_counter()
+    for timed, _batch in enumerate(loader, start=1):
+        if timed >= count:
+            break
+    _sync(device)  # batches made on a GPU (the device path) are done
+    return (time.perf_counter() - started) / count
+
+
+def _time_volume_augmentation(config: Any, channels: int, classes: int, device: torch.device,
+                              seconds: float) -> float:
+    """Seconds per batch of a 3D run's augmentation (:mod:`segkit.data.augment3d`) on ``device``."""
+    from segkit.data.augment3d import augment_volumes
+    from segkit.train.volume_data import augmentation_for
+
+    settings = augmentation_for(config.train.augment)
+    if settings.is_identity:
+        return 0.0
+    shape = (config.train.batch_size, 1, *config.train.patch_size)
+    images = torch.rand((shape[0], channels, *shape[2:]), device=device)
+    masks = torch.randint(0, max(2, classes), shape, device=device).float()
+    generator = torch.Generator().manual_seed(0)
+    seconds_per_batch, _ = _timed(lambda: augment_volumes(images, masks, generator, settings), device, seconds)
+    return seconds_per_batch

@@ -1,0 +1,61 @@
+"""How long one epoch of a planned run takes, from the timings measured on the planning machine.
+
+An epoch is its training batches (each a timed step plus the timed data path) and then its
+validation: 2D, forwards over the validation items in training-size batches, each read like a
+training batch (an upper bound: validation is not augmented); 3D, every validation case's sliding
+windows at the runs' default overlap of one half, forwarded in batches of the training batch size.
+The shares say which split: ``segkit run``'s default (75% training, 10% validation) or a fold of
+``segkit cv --folds 5`` (80% and 20%).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from segkit.planning.contract import StepTiming
+
+__all__ = ["VAL_FRACTION", "TEST_FRACTION", "CV_FOLDS", "RUN_SHARES", "CV_SHARES", "FORWARD_SHARE",
+           "forward_seconds", "sliding_windows", "epoch_2d", "epoch_3d"]
+
+VAL_FRACTION, TEST_FRACTION = 0.1, 0.15
+"""segkit's default split, which a planned ``segkit run`` uses."""
+CV_FOLDS = 5
+RUN_SHARES = (1 - VAL_FRACTION - TEST_FRACTION, VAL_FRACTION)
+"""(training, validation) shares of a ``segkit run`` with the default split."""
+CV_SHARES = (1 - 1 / CV_FOLDS, 1 / CV_FOLDS)
+"""(training, validation) shares of a fold of ``segkit cv --folds 5``."""
+FORWARD_SHARE = 1 / 3
+"""Where a timing has no measured forward (a plugin's ``time_steps``): a forward pass taken as a
+third of a training step (forward, backward, update)."""
+
+
+def forward_seconds(timing: StepTiming) -> float:
+    """One validation batch's forward: measured, or :data:`FORWARD_SHARE` of a step where it was not."""
+    if timing.seconds_per_forward is None:
+        return FORWARD_SHARE * timing.seconds_per_step
+    return timing.seconds_per_forward
+
+
+def sliding_windows(shape: Sequence[int], patch: Sequence[int]) -> int:
+    """Sliding windows of ``patch`` over a volume of ``shape`` at an overlap of one half."""
+    return math.prod(math.ceil(max(0, m - p) / (p * 0.5)) + 1 for m, p in zip(shape, patch, strict=True))
+
+
+def epoch_2d(items: int, timing: StepTiming, shares: tuple[float, float] = RUN_SHARES) -> float:
+    """Seconds per epoch of a 2D run over ``items`` slices, ``shares`` of them training and validating."""
+    train_items = max(1, round(items * shares[0]))
+    val_batches = math.ceil(max(1, round(items * shares[1])) / timing.batch_size)
+    return (timing.seconds_per_batch * math.ceil(train_items / timing.batch_size)
+            + (forward_seconds(timing) + (timing.seconds_per_load or 0.0)) * val_batches)
+
+
+def epoch_3d(cases: int, timing: StepTiming, median_shape: Sequence[int],
+             shares: tuple[float, float] = RUN_SHARES) -> float:
+    """Seconds per epoch of a 3D run over ``cases`` volumes of about ``median_shape``: a patch of
+    ``timing.shape`` per training case, then each validation case's sliding windows."""
+    train_cases = max(1, round(cases * shares[0]))
+    val_cases = max(1, round(cases * shares[1]))
+    windows = sliding_windows(median_shape, timing.shape)
+    return (timing.seconds_per_batch * math.ceil(train_cases / timing.batch_size)
+            + forward_seconds(timing) * val_cases * math.ceil(windows / timing.batch_size))
