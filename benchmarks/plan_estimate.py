@@ -24,28 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from common import REPO, describe_machine, machine, markdown_table
-
-
-def parse_sets(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``--set key=value`` pairs as segkit plan takes them: ``planner.KEY`` to the planner, the rest to the dataset."""
-    import tomllib
-
-    dataset: dict[str, Any] = {}
-    planner: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, text = pair.partition("=")
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        if key.startswith("planner."):
-            planner[key.removeprefix("planner.")] = value
-        else:
-            dataset[key.removeprefix("dataset.")] = value
-    return dataset, planner
 
 
 def measured_epochs(run: Path) -> dict[str, float]:
@@ -70,13 +50,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from segkit.planning.make import make_plan
+    from segkit.cli.plan import split_sets
     from segkit.components.registry import get_registry
+    from segkit.planning.make import make_plan
 
-    dataset_params, planner_params = parse_sets(args.sets)
+    dataset_params, planner_params = split_sets(tuple(args.sets))  # as segkit plan reads --set
     registry = get_registry()
     if args.data_root:
-        dataset_params[registry.get("dataset", args.dataset).data_root_parameter()] = args.data_root
+        dataset_params[registry.get("dataset", args.dataset).data_root_parameter()] = str(Path(args.data_root).resolve())
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     plan_dir = args.out / f"plan-{stamp}"

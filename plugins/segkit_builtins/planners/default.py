@@ -255,6 +255,7 @@ class DefaultPlanner:
         plan.set("train", "image_size", side, size_why)
         plan.set("train", "batch_size", batch, why)
         plan.epoch_seconds = epoch
+        plan.cv_epoch_seconds = epoch_2d(fp["items"], timing, CV_SHARES)
         plan.fitting_hint = self._hint(timing, epoch, request)
         return timing
 
@@ -317,6 +318,7 @@ class DefaultPlanner:
         timing = request.time_steps(document, batch, tuple(fitted), self.timing_seconds, min(batch, windows))
         timing = self._with_loading(request, document, timing)
         plan.epoch_seconds = epoch_3d(fp["cases"], timing, median)
+        plan.cv_epoch_seconds = epoch_3d(fp["cases"], timing, median, CV_SHARES)
         plan.fitting_hint = self._hint(timing, plan.epoch_seconds, request)
         return timing
 
@@ -377,8 +379,6 @@ class DefaultPlanner:
         plan.set("train", "scheduler", "cosine", "decays to 0 as the budget ends (the run re-plans after epoch 1)")
         plan.set("train", "warmup_epochs", 0.5, "half an epoch of warm-up (at most 10% of the run)")
         epochs = max(1, min(MAX_PLANNED_EPOCHS, math.ceil(fits * EPOCH_HEADROOM)))
-        plan.cv_epoch_seconds = (epoch_3d(fp["cases"], timing, self._grid(fp).shape, CV_SHARES) if dims == "3d"
-                                 else epoch_2d(fp["items"], timing, CV_SHARES))
         cv_fits = int(budget // plan.cv_epoch_seconds)
         plan.set("train", "epochs", epochs,
                  f"~{fits} epochs of {plan.epoch_seconds:.1f} s fit in {request.minutes:g} min ({self._measured(timing)}"

@@ -3,8 +3,9 @@
 :func:`time_training_steps`: the run's configuration is completed as ``segkit run`` completes it
 (labels, loss mode, model channels), its model, loss, optimizer and metrics are built, and steps
 (forward, loss, backward, optimizer step, the batch's metric counts, as the trainer does each
-step) run on random inputs of the planned batch and shape: the model's cost. One warm-up step is not timed; then steps run until about ``seconds`` have passed (at least
-two). Inference forwards of the same inputs (validation's cost) are timed after them.
+step) run on random inputs of the planned batch and shape: the model's cost. One warm-up step is
+not timed; then steps run until about ``seconds`` have passed (at least two). Inference forwards
+of the same inputs (validation's cost) are timed after them.
 
 :func:`time_loading`: the training batches of the data path ``segkit run`` builds for the same
 configuration (reading, transforms, augmentation), timed in their steady state.
