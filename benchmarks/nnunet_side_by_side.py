@@ -15,6 +15,11 @@ nnU-Net is never installed into segkit's environment: give the Python of a separ
         --segkit-cv runs/hippo-cv --nnunet-python /work/nnunet-venv/bin/python \\
         --work runs/nnunet-sbs --folds 0 --configurations 2d 3d_fullres --minutes 15
 
+When the fold models are gone but their ``segkit evaluate FOLD --split val [--tta]`` tables were kept
+(benchmarks/results/), ``--segkit-tables PATTERN`` pairs nnU-Net against those instead: each fold's
+held-out cases are its table's rows, and its Dice per label is the one scored here (checked equal
+to 1e-6 on folds 3-4 of the 3D plan).
+
 Steps are skipped when their output exists (``--work`` keeps nnU-Net's raw, preprocessed and
 results folders), so an interrupted benchmark resumes. Writes ``per-case.csv`` (one row per case
 and method) and ``summary.json`` into ``--work`` and prints markdown tables. Run it on a quiet
@@ -29,7 +34,9 @@ import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -79,18 +86,57 @@ def segkit_fold_cases(segkit_cv: Path, fold: int) -> tuple[list[str], list[str]]
     return sorted(by_case[by_case != "val"].index), sorted(by_case[by_case == "val"].index)
 
 
-def write_splits(segkit_cv: Path, folds: int, preprocessed: Path) -> None:
+def table_path(pattern: str, fold: int, tta: bool) -> Path:
+    """A kept per-case table of one fold: ``{fold}`` and ``{tta}`` (``-tta`` or nothing) filled in."""
+    return Path(pattern.format(fold=fold, tta="-tta" if tta else ""))
+
+
+def table_fold_cases(pattern: str, fold: int, cases: list[str]) -> tuple[list[str], list[str]]:
+    """(training cases, held-out cases) of one fold whose held-out cases are the rows of its kept table."""
+    held_out = sorted(pd.read_csv(table_path(pattern, fold, False))["case"])
+    unknown = sorted(set(held_out) - set(cases))
+    if unknown:
+        sys.exit(f"error: {table_path(pattern, fold, False)} scores cases the dataset does not list: {unknown[:3]}")
+    return sorted(set(cases) - set(held_out)), held_out
+
+
+def write_splits(fold_cases: Callable[[int], tuple[list[str], list[str]]], folds: int, preprocessed: Path) -> None:
     """nnU-Net's splits_final.json with segkit's folds (every fold, so fold numbers agree)."""
-    splits = []
+    splits = [dict(zip(("train", "val"), fold_cases(fold))) for fold in range(folds)]
+    seen = [case for split in splits for case in split["val"]]
+    if len(seen) != len(set(seen)):
+        sys.exit("error: the folds' held-out cases overlap: they are not the folds of one cross-validation")
+    (preprocessed / DATASET_NAME / "splits_final.json").write_text(json.dumps(splits, indent=1))
+
+
+def check_cv_folds(segkit_cv: Path, folds: int) -> None:
+    """Exit with what to do when a fold of the cross-validation has no splits.csv."""
     missing = [fold for fold in range(folds) if not (segkit_cv / f"fold-{fold}" / "splits.csv").is_file()]
     if missing:  # nnU-Net indexes splits_final.json by fold number, so every fold's cases are needed
         sys.exit(f"error: {segkit_cv} has no splits.csv for fold(s) {', '.join(map(str, missing))}: nnU-Net needs "
                  "every fold's cases. Train those folds, or copy splits.csv from a short run of the same config "
                  "and split (e.g. segkit cv --config C --folds N --fold K --epochs 1 --out elsewhere)")
-    for fold in range(folds):
-        train, val = segkit_fold_cases(segkit_cv, fold)
-        splits.append({"train": train, "val": val})
-    (preprocessed / DATASET_NAME / "splits_final.json").write_text(json.dumps(splits, indent=1))
+
+
+def check_tables(pattern: str, folds: int, tta: bool) -> None:
+    """Exit with what is missing when a fold's kept table (or its TTA table) is not there."""
+    missing = [str(table_path(pattern, fold, flips)) for fold in range(folds) for flips in ((False, True) if tta else (False,))
+               if not table_path(pattern, fold, flips).is_file()]
+    if missing:
+        sys.exit(f"error: no kept per-case table {', '.join(missing[:4])}: --segkit-tables needs one per fold "
+                 "(segkit evaluate FOLD --split val writes it; --no-segkit-tta drops the -tta ones)")
+
+
+def table_rows(pattern: str, fold: int, tta: bool, names: dict[int, str]) -> list[dict]:
+    """Rows of per-case Dice from a kept ``segkit evaluate`` table (its ``dice`` is the mean over the labels)."""
+    table = pd.read_csv(table_path(pattern, fold, tta))
+    method = "segkit" + ("_tta" if tta else "")
+    columns = ["dice", *[f"dice_{name}" for name in names.values()]]
+    absent = [c for c in columns if c not in table.columns]
+    if absent:
+        sys.exit(f"error: {table_path(pattern, fold, tta)} has no column {', '.join(absent)}")
+    return [{"case": row["case"], "fold": fold, "method": method, **{c: float(row[c]) for c in columns}}
+            for _, row in table.iterrows()]
 
 
 def dice_per_label(prediction: np.ndarray, truth: np.ndarray, labels: list[int]) -> dict[int, float]:
@@ -147,7 +193,13 @@ def nnunet_env(work: Path, threads: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data" / "hippocampus")
-    parser.add_argument("--segkit-cv", type=Path, required=True, help="a finished 'segkit cv' directory of the recipe")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--segkit-cv", type=Path, help="a finished 'segkit cv' directory of the recipe")
+    source.add_argument("--segkit-tables", metavar="PATTERN",
+                        help="score segkit from kept per-case tables of its fold models instead (segkit evaluate FOLD "
+                             "--split val [--tta]), e.g. benchmarks/results/hippocampus/plan3d-fold{fold}-last{tta}.csv; "
+                             "each fold's held-out cases are its table's rows")
+    parser.add_argument("--total-folds", type=int, default=5, help="with --segkit-tables: the folds of the cross-validation")
     parser.add_argument("--nnunet-python", type=Path, required=True, help="Python of a venv with nnunetv2")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "nnunet-sbs")
     parser.add_argument("--folds", type=int, nargs="+", default=[0])
@@ -165,8 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     files = case_files(args.data_root)
     listing = json.loads((args.data_root / "dataset.json").read_text())
     names = {int(value): name for value, name in listing["labels"].items() if int(value) != 0}
-    cv_settings = json.loads((args.segkit_cv / "cv.json").read_text())
-    total_folds = int(cv_settings["folds"])
+    if args.segkit_cv is not None:
+        total_folds = int(json.loads((args.segkit_cv / "cv.json").read_text())["folds"])
+        check_cv_folds(args.segkit_cv, total_folds)
+        fold_cases = partial(segkit_fold_cases, args.segkit_cv)
+    else:
+        total_folds = args.total_folds
+        check_tables(args.segkit_tables, total_folds, not args.no_segkit_tta)
+        fold_cases = partial(table_fold_cases, args.segkit_tables, cases=sorted(files))
     bin_dir = args.nnunet_python.parent
     timings: dict[str, dict] = {}
 
@@ -181,12 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         run([str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", *configurations,
              "-np", str(args.threads), "--verify_dataset_integrity"], env, work / "plan_and_preprocess.log")
         timings["nnunet_preprocess_seconds"] = round(time.monotonic() - started, 1)
-    write_splits(args.segkit_cv, total_folds, work / "nnUNet_preprocessed")
+    write_splits(fold_cases, total_folds, work / "nnUNet_preprocessed")
 
     rows: list[dict] = []
     runs: list[dict] = []
     for fold in args.folds:
-        _, held_out = segkit_fold_cases(args.segkit_cv, fold)
+        _, held_out = fold_cases(fold)
         for variant in args.configurations:
             configuration, _, batch = variant.partition(":")
             method = f"nnunet_{configuration}" + (f"_b{batch}" if batch else "")
@@ -203,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({"method": method, "fold": fold, **info})
             rows += score_folder(Path(info["output_folder"]) / "validation", held_out, files, names, method, fold)
 
+        if args.segkit_tables is not None:
+            for tta in (False,) if args.no_segkit_tta else (False, True):
+                rows += table_rows(args.segkit_tables, fold, tta, names)
+            continue
         fold_run = args.segkit_cv / f"fold-{fold}"
         summary = json.loads((fold_run / "summary.json").read_text())
         timing = pd.read_csv(fold_run / "timing.csv")
