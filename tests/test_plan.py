@@ -250,7 +250,7 @@ def test_target_spacing_by_hand() -> None:
 
 def test_cpu_batch_is_the_smallest_within_a_tenth_of_the_best_throughput() -> None:
     from segkit.planning import StepTiming
-    from segkit_builtins.planners.default import candidate_batches, efficient_batch
+    from segkit_builtins.planners.cpu_batch import candidate_batches, efficient_batch
 
     assert candidate_batches(64) == [8, 16, 32, 64] and candidate_batches(16) == [8, 16]
     assert candidate_batches(6) == [6] and candidate_batches(12) == [12]
@@ -266,6 +266,34 @@ def test_cpu_batch_is_the_smallest_within_a_tenth_of_the_best_throughput() -> No
     assert efficient_batch([timed(8, 50), timed(16, 40)]).batch_size == 8
     with pytest.raises(ValueError):
         efficient_batch([])
+
+
+def test_cpu_batch_candidates_are_timed_there_and_back_so_a_drifting_machine_favours_none() -> None:
+    from segkit.planning import StepTiming
+    from segkit_builtins.planners.cpu_batch import interleaved_timings
+
+    calls: list[int] = []
+
+    def time_batch(batch: int) -> StepTiming:  # every image costs the same, on a machine slowing 5% per timing
+        calls.append(batch)
+        slowdown = 1 + 0.05 * (len(calls) - 1)
+        return StepTiming(0.01 * batch * slowdown, 3, batch, (48, 64), seconds_per_forward=0.004 * batch * slowdown)
+
+    batches = [8, 16, 32, 64]
+    there_and_back = interleaved_timings(time_batch, batches, rounds=2)
+    assert calls == [8, 16, 32, 64, 64, 32, 16, 8]
+    rates = [t.batch_size / t.seconds_per_step for t in there_and_back]
+    assert max(rates) / min(rates) == pytest.approx(1.0)
+    assert [t.steps for t in there_and_back] == [6] * 4
+    assert there_and_back[0].seconds_per_forward == pytest.approx(0.004 * 8 * (1 + 0.05 * 3.5))
+
+    calls.clear()
+    once = interleaved_timings(time_batch, batches, rounds=1)  # one pass: the last timed looks 15% slower
+    assert calls == batches
+    rates = [t.batch_size / t.seconds_per_step for t in once]
+    assert rates[0] / rates[-1] == pytest.approx(1.15)
+    with pytest.raises(ValueError):
+        interleaved_timings(time_batch, batches, rounds=0)
 
 
 def test_the_epoch_estimate_adds_the_data_path_and_the_validation_forwards_by_hand() -> None:

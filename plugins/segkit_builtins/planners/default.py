@@ -16,10 +16,11 @@ from segkit.config import task_loss
 from segkit.errors import ConfigError
 from segkit.planning.contract import Plan, PlanRequest, StepTiming
 
+from segkit_builtins.planners.cpu_batch import THROUGHPUT_SHARE, candidate_batches, efficient_batch, interleaved_timings
 from segkit_builtins.planners.epoch_time import CV_FOLDS, CV_SHARES, RUN_SHARES, epoch_2d, epoch_3d, sliding_windows
 from segkit_builtins.planners.network3d import Resampling, fit_patch, shrink_patch, target_spacing, topology
 
-__all__ = ["DefaultPlanner", "efficient_batch", "candidate_batches"]
+__all__ = ["DefaultPlanner"]
 
 #: The 2D model of segkit's CPU recipes: batch norm learns from scratch, the narrow decoder is fast.
 MODEL_2D = {"name": "smp_unet", "encoder_name": "resnet18", "decoder_channels": [128, 64, 32, 16, 16]}
@@ -35,32 +36,6 @@ SMALLEST_IMAGE = 64
 """The smallest planned 2D size: smp's encoders divide by 32, and batch norm needs more than one value per channel."""
 MAX_PLANNED_EPOCHS = 1000
 """nnU-Net's epochs: more than this is not planned, however short an epoch is."""
-SMALLEST_CPU_BATCH = 8
-"""The smallest 2D batch the CPU rule times: batch norm's statistics get noisy below it."""
-THROUGHPUT_SHARE = 0.9
-"""On a CPU the smallest timed batch whose images per second reach this share of the best is planned."""
-
-
-def efficient_batch(timings: list[StepTiming], share: float = THROUGHPUT_SHARE) -> StepTiming:
-    """The timing of the smallest batch within ``share`` of the best measured images per second.
-
-    In a time budget a smaller batch gives more optimizer steps for the same images; on a CPU it
-    costs little until the per-step overhead shows, which the measured throughput tells.
-    """
-    if not timings:
-        raise ValueError("efficient_batch needs at least one timing")
-    best = max(t.batch_size / t.seconds_per_step for t in timings)
-    return min((t for t in timings if t.batch_size / t.seconds_per_step >= share * best), key=lambda t: t.batch_size)
-
-
-def candidate_batches(largest: int, smallest: int = SMALLEST_CPU_BATCH) -> list[int]:
-    """``largest`` and its halvings down to ``smallest`` (just ``largest`` when it is smaller already)."""
-    batches = [largest]
-    while batches[-1] // 2 >= smallest:
-        batches.append(batches[-1] // 2)
-    return sorted(batches)
-
-
 def _accepts(request: PlanRequest, parameter: str) -> bool:
     return any(p.name == parameter for p in request.registry.get("dataset", request.dataset_name).parameters())
 
@@ -72,15 +47,18 @@ class DefaultPlanner:
         dims: ``auto`` (3D on patches for volumes on a GPU, else 2.5D or 2D slices), ``2d`` or ``3d``.
         timing_seconds: how long each measurement of training steps runs (a few seconds).
         min_epochs: a 2D image size is halved (down to 64) until the budget holds this many epochs.
+        timing_rounds: on a CPU, how many times each candidate 2D batch is timed, in alternating order.
     """
 
     def __init__(self, dims: Literal["auto", "2d", "3d"] = "auto", timing_seconds: float = 2.0,
-                 min_epochs: int = 8) -> None:
+                 min_epochs: int = 8, timing_rounds: int = 2) -> None:
         if dims not in ("auto", "2d", "3d"):
             raise ConfigError(f"planner default: dims must be auto, 2d or 3d, got {dims!r}")
-        if not 0 < timing_seconds <= 60 or min_epochs < 1:
-            raise ConfigError("planner default: timing_seconds must be in (0, 60] and min_epochs at least 1")
+        if not 0 < timing_seconds <= 60 or min_epochs < 1 or timing_rounds < 1:
+            raise ConfigError("planner default: timing_seconds must be in (0, 60], min_epochs and timing_rounds at "
+                              "least 1")
         self.dims, self.timing_seconds, self.min_epochs = dims, timing_seconds, min_epochs
+        self.timing_rounds = timing_rounds
 
     def plan(self, request: PlanRequest) -> Plan:
         """The plan for ``request`` (see the module docstring)."""
@@ -222,7 +200,8 @@ class DefaultPlanner:
             batch, why = self._batch_2d(request, MODEL_2D, channels, shape)
             document = {**plan.document(), "train": {"device": request.device, "image_size": side}}
             if request.device == "cpu":
-                timings = [request.time_steps(document, b, shape, self.timing_seconds) for b in candidate_batches(batch)]
+                timings = interleaved_timings(lambda b: request.time_steps(document, b, shape, self.timing_seconds),
+                                              candidate_batches(batch), self.timing_rounds)
                 timing = efficient_batch(timings)
                 if len(timings) > 1:
                     rates = ", ".join(f"{t.batch_size}: {t.batch_size / t.seconds_per_step:.0f}" for t in timings)
