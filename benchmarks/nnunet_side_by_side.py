@@ -118,10 +118,10 @@ def check_cv_folds(segkit_cv: Path, folds: int) -> None:
                  "and split (e.g. segkit cv --config C --folds N --fold K --epochs 1 --out elsewhere)")
 
 
-def check_tables(pattern: str, folds: int, tta: bool) -> None:
-    """Exit with what is missing when a fold's kept table (or its TTA table) is not there."""
-    missing = [str(table_path(pattern, fold, flips)) for fold in range(folds) for flips in ((False, True) if tta else (False,))
-               if not table_path(pattern, fold, flips).is_file()]
+def check_tables(pattern: str, folds: int, variants: tuple[bool, ...]) -> None:
+    """Exit with what is missing when a fold's kept table of one of ``variants`` (TTA or not) is not there."""
+    missing = [str(table_path(pattern, fold, tta)) for fold in range(folds) for tta in variants
+               if not table_path(pattern, fold, tta).is_file()]
     if missing:
         sys.exit(f"error: no kept per-case table {', '.join(missing[:4])}: --segkit-tables needs one per fold "
                  "(segkit evaluate FOLD --split val writes it; --no-segkit-tta drops the -tta ones)")
@@ -217,13 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     files = case_files(args.data_root)
     listing = json.loads((args.data_root / "dataset.json").read_text())
     names = {int(value): name for value, name in listing["labels"].items() if int(value) != 0}
+    segkit_variants = (False,) if args.no_segkit_tta else (False, True)  # segkit scored without, then with TTA
     if args.segkit_cv is not None:
         total_folds = int(json.loads((args.segkit_cv / "cv.json").read_text())["folds"])
         check_cv_folds(args.segkit_cv, total_folds)
         fold_cases = partial(segkit_fold_cases, args.segkit_cv)
     else:
         total_folds = args.total_folds
-        check_tables(args.segkit_tables, total_folds, not args.no_segkit_tta)
+        check_tables(args.segkit_tables, total_folds, segkit_variants)
         fold_cases = partial(table_fold_cases, args.segkit_tables, cases=sorted(files))
     bin_dir = args.nnunet_python.parent
     timings: dict[str, dict] = {}
@@ -262,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
             rows += score_folder(Path(info["output_folder"]) / "validation", held_out, files, names, method, fold)
 
         if args.segkit_tables is not None:
-            for tta in (False,) if args.no_segkit_tta else (False, True):
+            for tta in segkit_variants:
                 rows += table_rows(args.segkit_tables, fold, tta, names)
             continue
         fold_run = args.segkit_cv / f"fold-{fold}"
         summary = json.loads((fold_run / "summary.json").read_text())
         timing = pd.read_csv(fold_run / "timing.csv")
-        for tta in (False,) if args.no_segkit_tta else (False, True):
+        for tta in segkit_variants:
             method = "segkit" + ("_tta" if tta else "")
             out_dir = work / f"{method}-fold{fold}"
             if not all((out_dir / f"{case}.nii.gz").is_file() for case in held_out):

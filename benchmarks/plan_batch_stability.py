@@ -56,14 +56,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from segkit.cli.plan import split_sets
+    from segkit.cli.plan import plan_parameters
     from segkit.components.registry import get_registry
     from segkit.planning.make import make_plan
 
-    dataset_params, planner_params = split_sets(tuple(args.sets))
     registry = get_registry()
-    if args.data_root:
-        dataset_params[registry.get("dataset", args.dataset).data_root_parameter()] = str(Path(args.data_root).resolve())
+    dataset_params, planner_params = plan_parameters(registry, args.dataset, args.data_root, tuple(args.sets))
     plans = []
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):

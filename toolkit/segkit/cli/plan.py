@@ -36,6 +36,19 @@ def split_sets(sets: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     return dataset, planner
 
 
+def plan_parameters(registry: Any, dataset_name: str, data_root: str | None,
+                    sets: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(dataset parameters, planner parameters) as ``segkit plan`` takes them: ``--set`` split by
+    :func:`split_sets`, and ``--data-root`` (made absolute) under the dataset's data-root parameter."""
+    import os
+
+    dataset_params, planner_params = split_sets(sets)
+    if data_root is not None:
+        parameter = registry.get("dataset", dataset_name).data_root_parameter()
+        dataset_params[parameter] = os.path.abspath(os.path.expanduser(data_root))
+    return dataset_params, planner_params
+
+
 @click.command("plan")
 @click.option("--dataset", "dataset_name", default="synthetic", show_default=True,
               help="Dataset name (see 'segkit list dataset').")
@@ -60,15 +73,10 @@ def plan_command(dataset_name: str, data_root: str | None, sets: tuple[str, ...]
     are timed on --device, so sizes, batch and epochs fit the machine and the --minutes budget.
     'segkit run --config OUT/plan.toml' and 'segkit cv --config OUT/plan.toml' take the plan as it is.
     """
-    import os
-
     from segkit.planning.make import make_plan
 
     registry = registry_from_context()
-    dataset_params, planner_params = split_sets(sets)
-    if data_root is not None:
-        parameter = registry.get("dataset", dataset_name).data_root_parameter()
-        dataset_params[parameter] = os.path.abspath(os.path.expanduser(data_root))
+    dataset_params, planner_params = plan_parameters(registry, dataset_name, data_root, sets)
     outcome = make_plan(registry, dataset_name, dataset_params, planner_name, planner_params, minutes, device, out,
                         overwrite=overwrite, progress=not quiet)
     fp = outcome.fingerprint
