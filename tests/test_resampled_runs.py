@@ -13,7 +13,7 @@ import torch
 from clihelp import run_in_process, segkit
 from segkit.data.preprocess import resample_image, resize_probabilities
 from segkit.errors import CheckpointError
-from segkit.evaluation.volume_evaluate import volume_probabilities
+from segkit.inference.whole_volume import volume_probabilities
 from segkit.inference.predictor import Member, Predictor
 from volumes import write_msd
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from segkit.cli import HintedChoice, plugin_option, registry_from_context
+from segkit.inference.window import WindowSettings
 
 
 @click.command("export")
@@ -59,8 +60,16 @@ def export_command(run: str, checkpoint: str | None, fmt: str | None, out: str, 
     if members:
         click.echo(f"  the cross-validation recommends: tta {meta['recommended_tta']}, postprocess "
                    f"{meta['recommended_postprocess']} (segkit predict applies them to this file by default)")
-    click.echo(f"  input: (N, {meta['in_channels']}, H, W) float32 = pixels / {meta['scale']}, "
-               f"image_size {meta['image_size']} (0: any), threshold {meta['threshold']}")
+    window = WindowSettings.from_metadata(meta, report["path"])
+    if window is not None and window.dims == 3:
+        click.echo(f"  input: patches (N, {meta['in_channels']}, {', '.join(map(str, window.patch_size))}) of a "
+                   f"normalised volume; segkit slides {window.describe()}, threshold {meta['threshold']}")
+    elif window is not None:
+        click.echo(f"  input: (N, {meta['in_channels']}, H, W) float32 = pixels / {meta['scale']} at their own size; "
+                   f"segkit slides {window.describe()}, threshold {meta['threshold']}")
+    else:
+        click.echo(f"  input: (N, {meta['in_channels']}, H, W) float32 = pixels / {meta['scale']}, "
+                   f"image_size {meta['image_size']} (0: any), threshold {meta['threshold']}")
     if meta.get("mode", "binary") != "binary":
         click.echo(f"  output: {meta['output']}")
     if "max_abs_diff" in report:

@@ -29,11 +29,12 @@ from segkit.errors import ConfigError
 __all__ = ["PatchDataset", "PatchSampler", "check_patch_size"]
 
 
-def _patch_size(patch_size: Sequence[int]) -> tuple[int, int, int]:
+def _patch_size(patch_size: Sequence[int], dims: int = 3) -> tuple[int, ...]:
     size = tuple(patch_size)
-    if len(size) != 3 or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in size):
-        raise ConfigError(f"the patch size must be three positive integers (voxels), got {patch_size!r}")
-    return tuple(int(n) for n in size)  # type: ignore[return-value]
+    if len(size) != dims or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in size):
+        count, unit = ("three", "voxels") if dims == 3 else ("two", "pixels")
+        raise ConfigError(f"the patch size must be {count} positive integers ({unit}), got {patch_size!r}")
+    return tuple(int(n) for n in size)
 
 
 def check_patch_size(patch_size: Sequence[int], shapes: Mapping[str, Sequence[int]]) -> None:
@@ -58,12 +59,14 @@ class PatchSampler:
     """Cuts random patches of ``patch_size`` voxels, a share ``foreground_fraction`` centred on foreground.
 
     Args:
-        patch_size: voxels per axis, ``(X, Y, Z)`` in the volume's axis order.
+        patch_size: voxels per axis, ``(X, Y, Z)`` in the volume's axis order (``dims = 2``: pixels,
+            ``(H, W)``, for 2D patches of images).
         foreground_fraction: the probability that a patch is placed on a voxel of a foreground label.
+        dims: spatial axes of the patch, 3 (volumes) or 2 (images).
     """
 
-    def __init__(self, patch_size: Sequence[int], foreground_fraction: float = 0.33) -> None:
-        self.patch_size = _patch_size(patch_size)
+    def __init__(self, patch_size: Sequence[int], foreground_fraction: float = 0.33, dims: int = 3) -> None:
+        self.patch_size = _patch_size(patch_size, dims)
         if isinstance(foreground_fraction, bool) or not 0.0 <= float(foreground_fraction) <= 1.0:
             raise ConfigError(f"foreground_fraction must be in [0, 1], got {foreground_fraction!r}")
         self.foreground_fraction = float(foreground_fraction)
@@ -94,10 +97,11 @@ class PatchSampler:
 
     def sample(self, image: np.ndarray, label: np.ndarray, foreground: Mapping[int, np.ndarray],
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One patch: ``(image (C, *P) float32, label (*P) uint8)``; reads only the patch's region.
+        """One patch: ``(image (C, *P), label (*P) uint8)``, the image in its own dtype; reads only the patch's region.
 
         ``image`` (C, X, Y, Z) and ``label`` (X, Y, Z) may be memory-mapped; ``foreground`` maps each
-        foreground label to voxel coordinates ``(n, 3)`` (as :meth:`VolumeCache.foreground` gives).
+        foreground label to voxel coordinates ``(n, 3)`` (as :meth:`VolumeCache.foreground` gives). With
+        ``dims = 2``: ``image`` (C, H, W), ``label`` (H, W), coordinates ``(n, 2)``.
         """
         shape = tuple(label.shape)
         if tuple(image.shape[1:]) != shape:
@@ -108,7 +112,7 @@ class PatchSampler:
             lo, hi = max(0, s - b), min(n, s - b + p)  # the part of the volume inside the patch
             source.append(slice(lo, hi))
             target.append(slice(lo - (s - b), hi - (s - b)))
-        image_patch = np.zeros((image.shape[0], *self.patch_size), dtype=np.float32)
+        image_patch = np.zeros((image.shape[0], *self.patch_size), dtype=image.dtype)
         label_patch = np.zeros(self.patch_size, dtype=np.uint8)
         image_patch[(slice(None), *target)] = image[(slice(None), *source)]
         label_patch[tuple(target)] = label[tuple(source)]

@@ -381,14 +381,14 @@ def out_of_fold_tables(roots: Sequence[str | Path], folds: int, registry: Any, *
                        progress: bool = False) -> dict[str, pd.DataFrame]:
     """Each inference variant's per-case table, every case scored by the fold model(s) that never saw it."""
     from segkit.evaluation.evaluate import build_metric_set, evaluate_predictor
-    from segkit.evaluation.volume_evaluate import evaluate_volumes, volume_window
+    from segkit.evaluation.volume_evaluate import evaluate_volumes
 
     metrics = build_metric_set(registry)
     tables: dict[str, list[pd.DataFrame]] = {name: [] for name, _t, _p in VARIANTS}
     for k, data, predictor in fold_models(roots, folds, registry, device=device):
         for name, tta, postprocess in VARIANTS:
             predictor.tta = tta  # one loaded model serves every variant
-            score = evaluate_volumes if volume_window(predictor) is not None else evaluate_predictor
+            score = evaluate_volumes if predictor.volumetric else evaluate_predictor
             accumulator = score(predictor, data, metrics, threshold=predictor.threshold, postprocess=postprocess,
                                 progress=progress, description=f"scoring fold {k + 1}/{folds} {name}")
             table = accumulator.per_case_table()

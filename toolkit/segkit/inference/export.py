@@ -37,6 +37,7 @@ from segkit.errors import CheckpointError, unknown_name
 from segkit.fileio import atomic_write_bytes
 from segkit.labels import Labels
 from segkit.inference.onnx_file import ONNX_FORMAT, _require, load_onnx_predictor, read_onnx_metadata
+from segkit.inference.window import WindowSettings
 
 __all__ = [
     "FORMATS",
@@ -218,21 +219,27 @@ def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[
         "mode": labels.mode,
         **({"regions": json.dumps(labels.to_dict()["regions"])} if labels.regions else {}),
         "output": _output_note(labels),
-        **_volume_metadata(prep),
+        **_window_metadata(WindowSettings.from_record(prep, config, checkpoint_path), prep, context, normalize),
     }
 
 
-def _volume_metadata(prep: dict[str, Any]) -> dict[str, str]:
-    """What a 3D model's export must carry beyond the 2D keys: its patch (the input's fixed spatial size), the
-    window overlap, the volume preprocessing (intensity schemes and statistics, target spacing) and the slicing
-    of its training volumes; empty for 2D models."""
-    patch = prep.get("patch_size")
-    if not patch:
+def _window_metadata(window: WindowSettings | None, prep: dict[str, Any], context: int,
+                     normalize: str) -> dict[str, str]:
+    """What the export of a model trained on patches carries beyond the whole-image keys: its window (patch size
+    and overlap); for a 3D model also the volume preprocessing (intensity schemes and statistics, target
+    spacing) and the slicing of its training volumes. Empty for models of whole images."""
+    if window is None:
         return {}
+    if window.dims == 2:
+        return {**window.to_metadata(),
+                "input": ("images (N, C, H, W) float32 = pixels / scale, at their own size (any H, W): the model "
+                          f"was trained on {'x'.join(map(str, window.patch_size))} patches, and segkit predicts a whole "
+                          "image by Gaussian-weighted sliding windows of patch_size, overlap window_overlap"
+                          + _stacking_note(context) + _normalize_note(normalize))}
+    patch = window.patch_size
     volume = prep.get("volume") or {}
     return {
-        "patch_size": json.dumps([int(p) for p in patch]),
-        "window_overlap": repr(float(prep.get("window_overlap", 0.5))),
+        **window.to_metadata(),
         "volume": json.dumps(volume),
         "slice_axis": str(int(prep.get("slice_axis", 2))),
         "slice_shape": json.dumps([int(n) for n in prep.get("slice_shape") or [0, 0]]),
@@ -290,10 +297,10 @@ def _output_note(labels: Labels) -> str:
 
 def _example(model: nn.Module, metadata: dict[str, str]) -> torch.Tensor:
     channels = int(metadata["in_channels"] or 3)
-    if metadata.get("patch_size"):  # a 3D model: one patch
-        patch = json.loads(metadata["patch_size"])
-        return torch.rand(1, channels, *patch, generator=torch.Generator().manual_seed(0))
-    size = int(metadata["image_size"]) or 64
+    window = WindowSettings.from_metadata(metadata)
+    if window is not None and window.dims == 3:  # a 3D model: one patch
+        return torch.rand(1, channels, *window.patch_size, generator=torch.Generator().manual_seed(0))
+    size = max(window.patch_size) if window is not None else (int(metadata["image_size"]) or 64)
     multiple = int(getattr(model, "size_multiple", 1) or 1)
     size = max(size, int(getattr(model, "min_size", 0) or 0))
     size += -size % multiple

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from segkit.errors import CheckpointError, ConfigError, SegkitError
+from segkit.inference.window import WindowSettings
 from segkit.labels import Labels
 
 __all__ = ["ONNX_FORMAT", "read_onnx_metadata", "check_graph_shapes", "load_onnx_predictor"]
@@ -156,10 +157,11 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
     metadata = read_onnx_metadata(path)
     labels = _metadata_labels(metadata, path)
     in_channels = _metadata_number(metadata, "in_channels", "", int, path, lambda v: v >= 1, "an integer >= 1")
-    volume_info = _volume_info(metadata, path)
+    window = WindowSettings.from_metadata(metadata, path)
+    volume_info = _volume_info(metadata, path) if window is not None and window.dims == 3 else None
     onnx = _require("onnx", "reading an ONNX file")
     check_graph_shapes(onnx.load(str(path), load_external_data=False), labels, in_channels, path,
-                       (volume_info or {}).get("config", {}).get("train", {}).get("patch_size"))
+                       list(window.patch_size) if volume_info else None)
     onnxruntime = _require("onnxruntime", "running an ONNX model")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
@@ -182,33 +184,28 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
         context=_metadata_context(metadata, path),
         normalize=_metadata_normalize(metadata, path),
         labels=labels,
+        window=window,
     )
     return Predictor([member], tta=tta, threshold=threshold, batch_size=batch_size)
 
 
-def _volume_info(metadata: dict[str, str], path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """A 3D export's member info, as a checkpoint gives it: ``config`` (the patch, overlap and augmentation the
-    sliding-window loop needs) and ``preprocessing`` (slicing, normalisation, target spacing); None for 2D."""
-    if not metadata.get("patch_size"):
-        return None
+def _volume_info(metadata: dict[str, str], path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A 3D export's member info, as a checkpoint gives it: ``config`` (the augmentation test-time mirroring
+    reads) and ``preprocessing`` (slicing, normalisation, target spacing). The window is the member's own."""
     try:
-        patch = json.loads(metadata["patch_size"])
         volume = json.loads(metadata.get("volume") or "{}")
         slice_shape = json.loads(metadata.get("slice_shape") or "[0, 0]")
-        overlap = float(metadata.get("window_overlap", "0.5"))
         axis = int(metadata.get("slice_axis", "2"))
-        valid = (isinstance(patch, list) and len(patch) == 3 and all(isinstance(p, int) and p > 0 for p in patch)
-                 and isinstance(volume, dict) and 0 <= overlap < 1 and axis in (0, 1, 2))
+        valid = isinstance(volume, dict) and axis in (0, 1, 2)
     except (ValueError, TypeError):
         valid = False
     if not valid:
-        raise CheckpointError(f"{str(path)!r} has 3D metadata (patch_size {metadata.get('patch_size')!r}, "
-                              f"window_overlap {metadata.get('window_overlap')!r}) that segkit cannot use; the file's "
+        raise CheckpointError(f"{str(path)!r} has 3D metadata (volume {metadata.get('volume')!r}, slice_axis "
+                              f"{metadata.get('slice_axis')!r}) that segkit cannot use; the file's "
                               "metadata was edited. Export the run again with 'segkit export'.")
-    train = {"patch_size": patch, "window_overlap": overlap, "augment": metadata.get("augment", "")}
+    train = {"augment": metadata.get("augment", "")}
     return {"config": {"train": train, "dataset": {"name": metadata.get("dataset", "volumes")}},
-            "preprocessing": {"patch_size": patch, "window_overlap": overlap, "volume": volume,
-                              "slice_axis": axis, "slice_shape": slice_shape}}
+            "preprocessing": {"volume": volume, "slice_axis": axis, "slice_shape": slice_shape}}
 
 
 def _metadata_labels(metadata: dict[str, str], path: str | os.PathLike[str]) -> Labels:

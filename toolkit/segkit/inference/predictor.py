@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from segkit.errors import CheckpointError, DataError
+from segkit.inference.sliding_window import SlidingWindowInferer
+from segkit.inference.window import WindowSettings
 from segkit.labels import Labels
 
 __all__ = [
@@ -85,6 +87,9 @@ class Member:
     ``context`` is the model's 2.5D context ``k``: ``C`` is then ``2k + 1`` stacked slices.
     ``normalize`` is the per-case intensity rule its inputs went through (``none`` or ``case``,
     :mod:`segkit.data.intensity`); the caller applies it before the images reach :meth:`Predictor.probabilities`.
+    ``window`` is the patch and overlap of a model trained on patches, which predicts whole images (2D) or
+    volumes (3D) by sliding windows; None for a model of whole images. Left out, it is read from the
+    checkpoint's ``info`` (:meth:`WindowSettings.from_record`).
     """
 
     name: str
@@ -98,6 +103,11 @@ class Member:
     context: int = 0
     normalize: str = "none"
     labels: Labels = field(default_factory=Labels)
+    window: WindowSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.window is None:
+            self.window = WindowSettings.from_record(self.info.get("preprocessing"), self.info.get("config"), self.source)
 
 
 def _on_byte_grid(images: torch.Tensor) -> bool:
@@ -173,6 +183,13 @@ class Predictor:
                                   f"not {2 * context + 1} stacked slices of equal channels; its checkpoint is "
                                   "inconsistent.")
         self.context = context
+        dims = {m.window.dims if m.window is not None else 2 for m in members}
+        if len(dims) > 1:
+            listing = ", ".join(f"{m.source} ({m.window.describe() if m.window else 'whole images'})" for m in members)
+            raise CheckpointError("an ensemble must not mix 3D models (trained on 3D patches of volumes) with 2D "
+                                  f"ones, since they predict different inputs: {listing}.")
+        self.volumetric = dims == {3}
+        """3D models: each predicts a whole volume by sliding windows (:mod:`segkit.inference.whole_volume`)."""
         self.members = list(members)
         self.tta = bool(tta)
         self.threshold = float(threshold if threshold is not None else members[0].threshold)
@@ -194,6 +211,8 @@ class Predictor:
         return [m.source for m in self.members]
 
     def _member_probabilities(self, member: Member, images: torch.Tensor) -> torch.Tensor:
+        if member.window is not None:
+            return self._windowed_probabilities(member, images)
         height, width = images.shape[-2:]
         size = (member.image_size, member.image_size) if member.image_size else (height, width)
         x = resize_images(images, size).to(member.device)
@@ -208,6 +227,16 @@ class Predictor:
         if tuple(probability.shape[-2:]) != (height, width):
             probability = F.interpolate(probability, size=(height, width), mode="bilinear", align_corners=False)
         return probability.cpu()
+
+    def _windowed_probabilities(self, member: Member, images: torch.Tensor) -> torch.Tensor:
+        """A model trained on 2D patches: each image at its own size, by sliding windows of the patch
+        (mirrored over the flips the model trained with, with ``tta``)."""
+        flips = trained_flips(member) if self.tta else TTA_FLIPS[:1]
+        axes = sorted({2 + dim for dims in flips for dim in dims})  # (N, C, H, W) flip dims -> spatial axes 0, 1
+        inferer = SlidingWindowInferer(member.window, batch_size=self.batch_size or 8, device=member.device,
+                                       mirror_axes=tuple(axes))
+        logits = inferer(member.run, images.to(member.device)).float()
+        return member.labels.probabilities(logits).cpu()
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Lesion probabilities at the input's size: one channel per output of the models (:attr:`labels`).

@@ -1,5 +1,10 @@
 """Whole-volume (or whole-image) inference by sliding windows: overlapping patches through a patch model.
 
+This is segkit's one implementation of it: :class:`SlidingWindowInferer` (a window, a batch size,
+mirroring, the devices) is what training's validation, ``segkit evaluate``, ``segkit predict`` and
+exported models use, for 2D models trained on patches of images and 3D models trained on patches
+of volumes alike; :func:`sliding_window_logits` is the function behind it.
+
 A model trained on patches predicts an image of any size window by window; the logits of
 overlapping windows are averaged with weights that favour each window's centre (a Gaussian,
 so the less reliable window borders count less), optionally over mirrored copies of each window
@@ -11,7 +16,8 @@ least the requested overlap, spread evenly, the first at 0 and the last flush wi
 An image smaller than the patch along an axis is padded with zeros on both sides (half each,
 the extra voxel after) and cropped back.
 
-    logits = sliding_window_logits(model, volume, (32, 32, 32), overlap=0.5, mirror_axes=(0, 1, 2))
+    inferer = SlidingWindowInferer(WindowSettings((32, 32, 32), overlap=0.5), mirror_axes=(0, 1, 2))
+    logits = inferer(model, volume)   # or sliding_window_logits(model, volume, (32, 32, 32), ...)
 
 Shape:
     image ``(C, *spatial)`` or ``(1, C, *spatial)``, 2 or 3 spatial axes (as many as ``patch_size``);
@@ -20,17 +26,20 @@ Shape:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from segkit.errors import ConfigError
+from segkit.inference.window import WindowSettings
 
-__all__ = ["gaussian_importance", "sliding_window_logits", "window_starts"]
+__all__ = ["SlidingWindowInferer", "gaussian_importance", "sliding_window_logits", "window_starts"]
 
 Progress = Callable[[int, int], None]
 
@@ -138,7 +147,7 @@ def sliding_window_logits(model: Callable[[torch.Tensor], torch.Tensor], image: 
                           patch_size: Sequence[int], *, overlap: float = 0.5, batch_size: int = 4,
                           gaussian: bool = True, sigma_scale: float = 0.125, mirror_axes: Sequence[int] = (),
                           device: torch.device | str | None = None, progress: Progress | None = None,
-                          ) -> torch.Tensor:
+                          stitch_device: torch.device | str | None = None) -> torch.Tensor:
     """The model's logits for the whole ``image``: the weighted average of its overlapping windows.
 
     ``model`` maps a batch of windows ``(B, C, *patch_size)`` to logits ``(B, K, *patch_size)`` (the
@@ -147,12 +156,14 @@ def sliding_window_logits(model: Callable[[torch.Tensor], torch.Tensor], image: 
     ``gaussian`` weights each window by :func:`gaussian_importance` (``sigma_scale``), else uniformly.
     ``mirror_axes`` (spatial axis indices, 0 = the first after channels) averages each window's logits
     over every combination of flips along them (2^k model calls per window). ``progress``, when
-    given, is called as ``progress(windows_done, windows_total)`` after each batch.
+    given, is called as ``progress(windows_done, windows_total)`` after each batch. ``stitch_device``
+    is where the weighted sum of the windows is kept (default: the image's device): the CPU keeps a
+    large volume's logits out of GPU memory while the GPU runs the model.
 
-    Returns float32 logits ``(K, *spatial)`` on the image's device. Bad arguments are a ConfigError.
+    Returns float32 logits ``(K, *spatial)`` on the stitching device. Bad arguments are a ConfigError.
     """
     image, patch, axes = _check(image, patch_size, overlap, batch_size, sigma_scale, mirror_axes)
-    out_device = image.device
+    out_device = torch.device(stitch_device) if stitch_device is not None else image.device
     run_device = torch.device(device) if device is not None else _model_device(model, out_device)
     spatial = tuple(image.shape[1:])
 
@@ -198,3 +209,49 @@ def sliding_window_logits(model: Callable[[torch.Tensor], torch.Tensor], image: 
         return summed
     crop = tuple(slice(b, b + s) for b, s in zip(before, spatial))
     return summed[(slice(None),) + crop].contiguous()  # not a view that keeps the padded sum alive
+
+
+@dataclass(frozen=True)
+class SlidingWindowInferer:
+    """A patch-trained model applied to whole images or volumes by Gaussian-weighted sliding windows.
+
+    Args:
+        window: the patch size (2 or 3 spatial sizes) and the overlap of neighbouring windows.
+        batch_size: windows per model call.
+        mirror_axes: spatial axes (0 = the first after channels) to average mirrored windows over
+            (test-time augmentation; 2^k model calls per window); empty: none.
+        gaussian: weight each window by a Gaussian centred on it (``sigma_scale`` x patch), else uniformly.
+        device: where the model runs (default: the model's parameters' device).
+        stitch_device: where the windows' weighted sum is kept (default: the image's device).
+
+    Shape:
+        one image ``(C, *spatial)`` -> logits ``(K, *spatial)``; a batch ``(N, C, *spatial)`` ->
+        ``(N, K, *spatial)`` (each image slid on its own), float32.
+    """
+
+    window: WindowSettings
+    batch_size: int = 4
+    mirror_axes: tuple[int, ...] = ()
+    gaussian: bool = True
+    sigma_scale: float = 0.125
+    device: torch.device | str | None = None
+    stitch_device: torch.device | str | None = None
+
+    def mirrored(self, axes: Sequence[int]) -> SlidingWindowInferer:
+        """The same inferer averaging over the flips of ``axes`` (test-time augmentation)."""
+        return dataclasses.replace(self, mirror_axes=tuple(axes))
+
+    def __call__(self, model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                 progress: Progress | None = None) -> torch.Tensor:
+        dims = self.window.dims
+        if not isinstance(images, torch.Tensor) or images.dim() not in (dims + 1, dims + 2):
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ConfigError(f"a {self.window.describe()} inferer takes one image (C, {dims} spatial sizes) or a "
+                              f"batch (N, C, {dims} spatial sizes), got {shape}.")
+        options = {"overlap": self.window.overlap, "batch_size": self.batch_size, "gaussian": self.gaussian,
+                   "sigma_scale": self.sigma_scale, "mirror_axes": self.mirror_axes, "device": self.device,
+                   "stitch_device": self.stitch_device, "progress": progress}
+        if images.dim() == dims + 1:
+            return sliding_window_logits(model, images, self.window.patch_size, **options)
+        return torch.stack([sliding_window_logits(model, image, self.window.patch_size, **options)
+                            for image in images])

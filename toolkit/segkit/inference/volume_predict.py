@@ -207,9 +207,9 @@ def predict_volume(predictor: Any, image: np.ndarray, settings: VolumeSettings, 
     import torch
 
     from segkit.data.volume import scale_to_uint8
-    from segkit.evaluation.volume_evaluate import volume_probabilities, volume_window
+    from segkit.inference.whole_volume import volume_probabilities
 
-    if volume_window(predictor) is not None:  # a 3D model: the whole volume, normalised as in training
+    if predictor.volumetric:  # a 3D model: the whole volume, normalised as in training
         return volume_probabilities(predictor, torch.from_numpy(normalized_volume(predictor, image)),
                                     spacing=spacing, batch_size=batch_size).numpy()
     axis = settings.slice_axis

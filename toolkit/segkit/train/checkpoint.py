@@ -78,11 +78,14 @@ def checkpoint_payload(config: Any, epoch: int, trainer: Any, extra: dict[str, A
     """What a checkpoint of ``trainer`` holds; ``snapshot`` copies the weights, for a payload written later.
 
     ``preprocessing`` is what inference must repeat: the image size, channels, threshold, 2.5D
-    context and labels, plus what the data adds (``trainer.data_preprocessing``: a volume dataset's
-    slice axis and slice size; a 3D run's patch, window overlap and intensity schemes).
+    context and labels, the window of a run trained on patches (:class:`~segkit.inference.window.WindowSettings`),
+    plus what the data adds (``trainer.data_preprocessing``: a volume dataset's slice axis and slice size;
+    a 3D run's intensity schemes and target spacing).
     """
     from segkit import __version__
+    from segkit.inference.window import WindowSettings
 
+    window = WindowSettings.from_train(config.train)
     state = trainer.inference_module.state_dict()  # the EMA of the weights when there is one
     if snapshot:
         state = {name: tensor.detach().clone() for name, tensor in state.items()}
@@ -92,6 +95,7 @@ def checkpoint_payload(config: Any, epoch: int, trainer: Any, extra: dict[str, A
                           "scale": 255.0, "threshold": config.metrics.threshold,
                           "context": int(config.dataset.params.get("context", 0)),
                           "labels": trainer.labels.to_dict(),
+                          **(window.to_record() if window is not None else {}),
                           **(getattr(trainer, "data_preprocessing", None) or {})},
         "epoch": epoch,
         "model_state": state,

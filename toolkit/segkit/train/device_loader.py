@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from segkit.errors import DataError
+from segkit.errors import ConfigError, DataError
+from segkit.labels import IGNORE
 
 __all__ = ["CUDA_CACHE_SHARE", "LoaderChoice", "DeviceCache", "DeviceBatches", "choose_loader", "cache_bytes"]
 
@@ -71,6 +72,12 @@ def choose_loader(config: Any, dataset: Any, device: torch.device) -> LoaderChoi
     asked = config.train.loader
     if asked == "workers":
         return LoaderChoice("workers", "train.loader = workers")
+    if len(getattr(config.train, "patch_size", ())) == 2:  # images at their own sizes: nothing of one size to cache
+        if asked == "device":
+            raise ConfigError(f"train.loader = device keeps the dataset resized to one size on the device, and "
+                              f"train.patch_size = {config.train.patch_size} trains on patches of the images at their "
+                              "own sizes; use train.loader = workers (or auto).")
+        return LoaderChoice("workers", "auto: a run on 2D patches crops each image at its own size")
     needed = cache_bytes(dataset, config.train.image_size)
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
@@ -123,7 +130,8 @@ class DeviceCache:
                     f"{width}x{height}: train.loader = device needs one size; set --image-size."
                 )
             self.images[i] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(device)
-            mask = (mask > 0) if len(getattr(dataset, "labels", ())) <= 2 else mask
+            if len(getattr(dataset, "labels", ())) <= 2:  # binary: {0, 1}, ignored pixels kept as IGNORE
+                mask = np.where(mask == IGNORE, IGNORE, mask > 0) if getattr(dataset, "ignores", False) else mask > 0
             self.masks[i, 0] = torch.from_numpy(np.asarray(mask, dtype=np.uint8)).to(device)
 
     def __len__(self) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from segkit.config import monitored_metric
+from segkit.labels import valid_pixels
 from segkit.train.loop import Trainer
 
 __all__ = ["prediction_samples", "case_samples", "final_validation", "headline", "missed_note", "per_image_note"]
@@ -29,14 +30,19 @@ def _predict_items(trainer: Trainer, view: Any, chosen: list[int], titles: list[
     Truth and prediction are ``(H, W)`` for one foreground label, ``(K, H, W)`` (one per label) for several.
     """
     items = [view[i] for i in chosen]
+    images = [image for image, _ in items]
     trainer.module.eval()
-    with torch.inference_mode():  # one batch, not one forward pass per sample
-        logits = trainer.module(torch.stack([image for image, _ in items]).to(trainer.device)).float()
+    with torch.inference_mode():
+        if trainer.inferer is None and len({tuple(image.shape) for image in images}) == 1:
+            logits = list(trainer.module(torch.stack(images).to(trainer.device)).float())  # one batch
+        else:  # images at their own sizes, each whole by sliding windows (a run on 2D patches)
+            logits = [trainer.infer(trainer.module, image[None].to(trainer.device))[0].float() for image in images]
     labels = trainer.labels
-    predictions = labels.class_masks(logits, trainer.config.metrics.threshold).cpu()
-    truths = labels.truth_masks(torch.stack([mask for _, mask in items]))
+    threshold = trainer.config.metrics.threshold
+    predictions = [labels.class_masks(item[None], threshold)[0].cpu() for item in logits]
+    truths = [labels.truth_masks(mask[None])[0] & valid_pixels(mask) for _, mask in items]
     if not labels.several:
-        predictions, truths = predictions.any(dim=1), truths.any(dim=1)
+        predictions, truths = [p.any(dim=0) for p in predictions], [t.any(dim=0) for t in truths]
     per_slice = int(getattr(view, "slice_channels", items[0][0].shape[0]))
     centre = int(getattr(view, "context", 0)) * per_slice  # with 2.5D context, show the slice being segmented
     return [

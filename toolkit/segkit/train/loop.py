@@ -20,8 +20,10 @@ import torch
 
 from segkit.config import RunConfig
 from segkit.errors import TrainingError
-from segkit.labels import Labels
+from segkit.labels import Labels, neutral_outputs
 from segkit.evaluation.metrics import MetricAccumulator
+from segkit.inference.sliding_window import SlidingWindowInferer
+from segkit.inference.window import WindowSettings
 from segkit.train.deep_supervision import supervised_loss
 from segkit.train.distributed import DistContext
 
@@ -128,9 +130,12 @@ class Trainer:
         self.channels_last = use_channels_last(self.settings.channels_last, device, model)
         self.progress = progress and self.dist.is_main
         self.log_every = max(1, log_every)
-        #: 3D runs: the patch size the model trained on; validation then predicts each whole volume by
-        #: sliding windows of it (:meth:`infer`).
-        self.window: tuple[int, ...] | None = tuple(self.settings.patch_size) or None
+        #: Runs trained on patches (``train.patch_size``): validation predicts each whole image or volume by
+        #: sliding windows of the patch (:meth:`infer`); None for runs on whole images.
+        window = WindowSettings.from_train(self.settings)
+        self.inferer = SlidingWindowInferer(window, batch_size=self.settings.batch_size) if window else None
+        #: Whether masks may hold ignored pixels (a dataset's ignore_label or region of interest): see :meth:`loss`.
+        self.ignores = False
         self.deadline: float | None = None  # time.monotonic() after which training stops at the next step
         self.out_of_time = False
         from segkit.train.ema import WeightAverage
@@ -149,15 +154,16 @@ class Trainer:
             self.ema.module.load_state_dict(state)
 
     def infer(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Logits of a validation batch: the model on the batch, or for a 3D run on each whole volume by
-        Gaussian-weighted sliding windows of the training patch size."""
-        if self.window is None:
-            return model(images)
-        from segkit.inference.sliding_window import sliding_window_logits
+        """Logits of a validation batch: the model on the batch, or for a run trained on patches on each whole
+        image or volume by Gaussian-weighted sliding windows of the training patch size."""
+        return model(images) if self.inferer is None else self.inferer(model, images)
 
-        return torch.stack([sliding_window_logits(model, image, self.window, overlap=self.settings.window_overlap,
-                                                  batch_size=self.settings.batch_size)
-                            for image in images])
+    def loss(self, outputs: Any, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of the model's outputs (logits, or a deep-supervision tuple) against label-value masks, and the
+        main logits; with :attr:`ignores`, ignored pixels (:data:`~segkit.labels.IGNORE`) count for nothing."""
+        if self.ignores:
+            outputs, masks = neutral_outputs(outputs, masks, self.labels)
+        return supervised_loss(self.loss_fn, outputs, self.labels.loss_target(masks))
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -195,7 +201,7 @@ class Trainer:
             images, masks = self._to_device(images, masks)
             sync = (step + 1) % accumulate == 0 or step + 1 == steps
             with self.dist.no_sync(self.model, skip=not sync), self._autocast():
-                loss, logits = supervised_loss(self.loss_fn, self.model(images), self.labels.loss_target(masks))
+                loss, logits = self.loss(self.model(images), masks)
             self.scaler.scale(loss / accumulate).backward() if self.scaler.is_enabled() else (loss / accumulate).backward()
             if sync:
                 self._step_optimizer()
@@ -258,7 +264,7 @@ class Trainer:
             images, masks = self._to_device(images, masks)
             with self._autocast():
                 logits = self.infer(model, images)
-                loss = self.loss_fn(logits, self.labels.loss_target(masks))
+                loss, _ = self.loss(logits, masks)
             loss_sum += loss.double() * images.shape[0]
             seen += images.shape[0]
             accumulator.update(logits, masks, [self.cases[split][i] for i in indices.tolist()])

@@ -34,8 +34,8 @@ __all__ = ["VolumeView", "AugmentedBatches", "VolumeParts", "build_volume_data",
 
 
 def is_volume_run(config: RunConfig) -> bool:
-    """A run that trains a 3D model on patches of volumes: ``train.patch_size`` is set."""
-    return bool(config.train.patch_size)
+    """A run that trains a 3D model on patches of volumes: ``train.patch_size`` of three numbers."""
+    return len(config.train.patch_size) == 3
 
 
 class VolumeView(Dataset):
@@ -120,6 +120,8 @@ def build_volume_data(config: RunConfig, dataset: Any, split: pd.Series, cache: 
 
     t = config.train
     by_split = _split_cases(dataset, split)
+    if config.split.by == "none":  # nothing held out: validate on the training cases
+        by_split["val"] = list(by_split["train"])
     for name in ("train", "val"):
         if not by_split[name]:
             raise DataError(f"the {name} split is empty: the dataset has {len(dataset.cases_table)} volumes. "
@@ -185,9 +187,10 @@ def data_preprocessing(config: RunConfig, dataset: Any, cache: Any = None) -> di
     """What a checkpoint records of how the data reached the model, beyond the 2D settings.
 
     A volume dataset's ``slice_axis`` and ``slice_shape`` (the padded slice), so predict slices new
-    volumes as training did without the training data; for a 3D run (``cache`` given) also the
-    patch size, the window overlap and ``volume``: each channel's intensity scheme, the dataset's
-    foreground statistics (CT) and the target spacing.
+    volumes as training did without the training data; for a 3D run (``cache`` given) also
+    ``volume``: each channel's intensity scheme, the dataset's foreground statistics (CT) and the
+    target spacing. (The window, patch and overlap, is the checkpoint's own: every run trained on
+    patches records it, 2D or 3D.)
     """
     from segkit.data.volume import VolumeDataset
 
@@ -196,8 +199,7 @@ def data_preprocessing(config: RunConfig, dataset: Any, cache: Any = None) -> di
     found: dict[str, Any] = {"slice_axis": int(dataset.slice_axis), "slice_shape": [int(s) for s in dataset.slice_shape]}
     if cache is not None:
         stats = getattr(cache, "stats", None)
-        found.update({"patch_size": list(config.train.patch_size), "window_overlap": config.train.window_overlap,
-                      "volume": {"schemes": list(cache.settings["schemes"]),
+        found.update({"volume": {"schemes": list(cache.settings["schemes"]),
                                  "stats": [s.to_dict() for s in stats] if stats else None,
                                  "target_spacing": cache.settings.get("target_spacing")}})
     return found
