@@ -116,12 +116,15 @@ def test_mixed_one_and_255_mask_is_rejected(tmp_path):
         read_mask(tmp_path / "mixed.png")
 
 
-def test_jpeg_mask_error_suggests_png(tmp_path):
+def test_a_jpeg_mask_is_snapped_to_its_labels_and_an_ambiguous_one_suggests_png(tmp_path):
     noisy = np.zeros((32, 32), np.uint8)
     noisy[8:20, 5:17] = 255
     cv2.imwrite(str(tmp_path / "m.jpg"), noisy, [cv2.IMWRITE_JPEG_QUALITY, 50])
-    with pytest.raises(DataError, match="save masks as PNG"):
-        read_mask(tmp_path / "m.jpg")
+    assert np.array_equal(read_mask(tmp_path / "m.jpg"), (noisy > 0).astype(np.uint8))
+    ramp = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (32, 1))  # a photograph, not a mask
+    cv2.imwrite(str(tmp_path / "ramp.jpg"), ramp, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    with pytest.raises(DataError, match="ramp.jpg: a lossy .JPEG. mask .* ambiguous. Save masks as PNG"):
+        read_mask(tmp_path / "ramp.jpg")
 
 
 def test_colour_mask_is_rejected(tmp_path):

@@ -14,6 +14,10 @@ A dataset's masks hold label values ``0 .. C-1`` (0 is background); binary data 
 
 :class:`Labels` turns masks into the target a loss of that mode expects, and logits and
 masks into one boolean mask per foreground label, from which every metric is counted.
+
+A mask pixel holding :data:`IGNORE` (a dataset's ``ignore_label``, or outside its region of
+interest) neither trains nor scores: :func:`neutral_outputs` makes a loss see nothing there,
+and the metrics count only :func:`valid_pixels`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,13 @@ import torch
 
 from segkit.errors import ConfigError
 
-__all__ = ["MODES", "BINARY_NAMES", "Labels", "check_classes", "check_regions", "label_names", "resolve_labels"]
+__all__ = ["MODES", "BINARY_NAMES", "IGNORE", "Labels", "check_classes", "check_regions", "label_names",
+           "resolve_labels", "valid_pixels", "neutral_outputs"]
+
+IGNORE = 255
+"""The mask value of pixels that neither train nor score; label values stay below it."""
+NEUTRAL_LOGIT = 30.0
+"""How sure the logits :func:`neutral_outputs` puts on ignored pixels are: a loss there is ~0 (exp(-30))."""
 
 MODES: tuple[str, ...] = ("binary", "multiclass", "multilabel")
 BINARY_NAMES: tuple[str, str] = ("background", "lesion")
@@ -220,3 +230,34 @@ def resolve_labels(dataset: Any, mode: str = "auto", regions: Any = None) -> Lab
     if mode == "auto":
         mode = "multilabel" if checked else "binary" if len(names) == 2 else "multiclass"
     return Labels(names, mode, checked)
+
+
+def valid_pixels(masks: torch.Tensor) -> torch.Tensor:
+    """Where ``masks`` (label values, any shape) hold a label, not :data:`IGNORE`: a bool tensor of that shape."""
+    return masks != IGNORE
+
+
+def neutral_outputs(outputs: Any, masks: torch.Tensor, labels: Labels) -> tuple[Any, torch.Tensor]:
+    """Outputs and masks with every ignored pixel made neutral for any loss: the mask set to background and the
+    logits to a confident background (``-30`` per sigmoid channel; for a softmax, ``+30`` on background and
+    ``-30`` elsewhere), so a pixel-wise loss there is about 0 and no gradient flows from it.
+
+    ``outputs`` is logits ``(N, K, *spatial)`` or a deep-supervision tuple of them at decreasing sizes (the valid
+    pixels are brought to each size by nearest neighbour); ``masks`` ``(N, 1, *spatial)`` label values.
+    """
+    valid = valid_pixels(masks)
+    clean = torch.where(valid, masks, torch.zeros_like(masks))
+
+    def neutral(logits: torch.Tensor) -> torch.Tensor:
+        here = valid
+        if tuple(logits.shape[2:]) != tuple(masks.shape[2:]):
+            here = torch.nn.functional.interpolate(valid.float(), size=logits.shape[2:], mode="nearest") > 0.5
+        fill = torch.full((1, logits.shape[1], *[1] * (logits.ndim - 2)), -NEUTRAL_LOGIT, dtype=logits.dtype,
+                          device=logits.device)
+        if labels.mode == "multiclass":
+            fill[:, 0] = NEUTRAL_LOGIT
+        return torch.where(here, logits, fill)
+
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(neutral(o) for o in outputs), clean
+    return neutral(outputs), clean

@@ -4,6 +4,11 @@
       images/  a.png  b.tif  ...
       masks/   a.png  b.tif  ...      (or a_mask.png with mask_suffix="_mask")
 
+Names that differ by more than a suffix pair by ``pair_pattern``, a regular expression whose group
+``key`` (or first group) is the same in an image's name and its mask's (``21_training.tif`` and
+``21_manual1.gif``: ``'^(\\d+)_'``). An optional third folder, ``roi``, holds a region of interest per
+image (a retina's field of view), paired the same way: pixels outside it neither train nor score.
+
 For 2.5D context the slice number comes from the file stem: ``slice_pattern``'s group
 ``slice`` (or first group), or a ``case_pattern`` with named groups ``case`` and
 ``slice``, e.g. ``^(?P<case>.+)_(?P<slice>\\d+)$`` for ``patient3_17.png``.
@@ -37,6 +42,32 @@ def _listing(folder: Path) -> dict[str, Path]:
                                 f"{path.stem!r}; keep one file per image")
             found[path.stem] = path
     return found
+
+
+def _pair(images: list[str], files: dict[str, Path], folder: Path, pair_pattern: str | None,
+          suffix: str) -> dict[str, Path | None]:
+    """The file of ``files`` (by stem) each image stem pairs with: ``stem + suffix``, or the same ``pair_pattern``
+    key; None where there is none. A DataError when the pattern matches no name, or two files share a key."""
+    if pair_pattern is None:
+        return {stem: files.get(stem + suffix) for stem in images}
+    image_keys = _group_texts(images, pair_pattern, "key", "pair_pattern")
+    file_keys = _group_texts(list(files), pair_pattern, "key", "pair_pattern")
+    for what, names, keys in (("image", images, image_keys), ("file", list(files), file_keys)):
+        if names and all(key is None for key in keys):
+            where = "the images" if what == "image" else str(folder)
+            raise DataError(f"pair_pattern {pair_pattern!r} matches none of the {len(names)} names in {where} "
+                            f"(e.g. {', '.join(names[:3])}); give a regular expression whose group 'key' (or first "
+                            "group) is the part an image's name shares with its mask's, e.g. '^(\\d+)_' for "
+                            "21_training.tif and 21_manual1.gif")
+    by_key: dict[str, Path] = {}
+    for stem, key in zip(files, file_keys, strict=True):
+        if key is None:
+            continue
+        if key in by_key:
+            raise DataError(f"{by_key[key].name} and {files[stem].name} in {folder} both match pair_pattern "
+                            f"{pair_pattern!r} with the key {key!r}; keep one file per key")
+        by_key[key] = files[stem]
+    return {stem: by_key.get(key) if key is not None else None for stem, key in zip(images, image_keys, strict=True)}
 
 
 def _group_texts(names: list[str], pattern_text: str, group_name: str, option: str) -> list[str | None]:
@@ -121,13 +152,23 @@ class FolderDataset(FilePairDataset):
         spacing: optional physical pixel size, ``[row, column]`` or ``[slice, row, column]``
             (e.g. millimetres): ``segkit evaluate`` then gives boundary distances in those
             units instead of pixels.
+        pair_pattern: a regex whose group ``key`` (or first group) pairs an image with the mask (and
+            region of interest) whose name holds the same key, e.g. ``'^(\\d+)_'``; None pairs by
+            ``stem + mask_suffix``.
+        roi: a folder (relative to ``root``) of region-of-interest images, one per image, paired like the
+            masks (``stem + roi_suffix``, or ``pair_pattern``): pixels outside (0) neither train nor score.
+        roi_suffix: what a region of interest's stem adds to the image's stem.
+        ignore_label: a value stored in the masks for pixels that neither train nor score (partial
+            annotations), e.g. 128; it must not be one of the label values.
     """
 
     def __init__(self, root: str, images: str = "images", masks: str = "masks", case_pattern: str | None = None,
                  mask_suffix: str = "", cache: bool = False, on_missing: str = "error",
                  slice_pattern: str | None = None, context: int = 0,
                  normalize: str = "none", classes: int = 2,
-                 labels: list[str] | dict[str, str] | None = None, spacing: list[float] | None = None) -> None:
+                 labels: list[str] | dict[str, str] | None = None, spacing: list[float] | None = None,
+                 pair_pattern: str | None = None, roi: str | None = None, roi_suffix: str = "",
+                 ignore_label: int | None = None) -> None:
         context = check_context(context)
         names = label_names(check_classes(classes, "folder dataset"), labels, "folder dataset")
         spacing = check_spacing(spacing, "folder dataset")
@@ -146,7 +187,9 @@ class FolderDataset(FilePairDataset):
                               "'slice', e.g. '^(?P<case>.+)_(?P<slice>\\d+)$'.")
         base = Path(root).expanduser()
         image_dir, mask_dir = base / images, base / masks
-        for name, folder in (("image", image_dir), ("mask", mask_dir)):
+        roi_dir = base / roi if roi is not None else None
+        for name, folder in (("image", image_dir), ("mask", mask_dir)) + ((("region-of-interest", roi_dir),)
+                                                                          if roi_dir is not None else ()):
             if not folder.is_dir():
                 raise DataError(f"{name} folder not found: {folder}. Expected {base}/{images}/ and "
                                 f"{base}/{masks}/ with files paired by name (png, jpg, tif)")
@@ -155,7 +198,7 @@ class FolderDataset(FilePairDataset):
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
         mask_files = _listing(mask_dir)
         stems = list(image_files)
-        paired = {stem: mask_files.get(stem + mask_suffix) for stem in stems}
+        paired = _pair(stems, mask_files, mask_dir, pair_pattern, mask_suffix)
         unused = len(mask_files) - sum(p is not None for p in paired.values())
         if unused:
             warnings.warn(f"{unused} file(s) in {mask_dir} match no image", UserWarning, stacklevel=2)
@@ -167,9 +210,19 @@ class FolderDataset(FilePairDataset):
             "image_path": [str(image_files[s]) for s in stems],
             "mask_path": [str(paired[s]) if paired[s] is not None else None for s in stems],
         })
-        hint = f" (looked for <stem>{mask_suffix}.<ext> in {mask_dir})"
+        if roi_dir is not None:
+            regions = _pair(stems, _listing(roi_dir), roi_dir, pair_pattern, roi_suffix)
+            absent = [s for s in stems if regions[s] is None]
+            if absent:
+                raise DataError(f"{len(absent)} image(s) have no region of interest in {roi_dir}, e.g. "
+                                f"{', '.join(absent[:3])} (looked for "
+                                + (f"pair_pattern {pair_pattern!r}'s key" if pair_pattern else f"<stem>{roi_suffix}.<ext>")
+                                + "); give every image one, or leave roi out")
+            index["roi_path"] = [str(regions[s]) for s in stems]
+        looked = f"pair_pattern {pair_pattern!r}'s key" if pair_pattern else f"<stem>{mask_suffix}.<ext>"
+        hint = f" (looked for {looked} in {mask_dir})"
         index = drop_missing(index, index["mask_path"].isna(), on_missing, f"{image_dir}{hint}")
         self.root = base
         super().__init__(index, cache=cache, context=context, normalize=normalize,
-                         labels=names)
+                         labels=names, ignore_label=ignore_label)
         self.spacing = spacing

@@ -89,13 +89,18 @@ class TableDataset(FilePairDataset):
         spacing: optional physical pixel size, ``[row, column]`` or ``[slice, row, column]``
             (e.g. millimetres): ``segkit evaluate`` then gives boundary distances in those
             units instead of pixels.
+        roi_column: a column of region-of-interest images, one per row: pixels outside (0) neither
+            train nor score (a retina's field of view).
+        ignore_label: a value stored in the masks for pixels that neither train nor score (partial
+            annotations), e.g. 128; it must not be one of the label values.
     """
 
     def __init__(self, path: str, image_column: str = "image", mask_column: str = "mask",
                  case_column: str | None = None, root: str | None = None, cache: bool = False,
                  on_missing: str = "error", slice_column: str | None = None, context: int = 0,
                  normalize: str = "none", classes: int = 2,
-                 labels: list[str] | dict[str, str] | None = None, spacing: list[float] | None = None) -> None:
+                 labels: list[str] | dict[str, str] | None = None, spacing: list[float] | None = None,
+                 roi_column: str | None = None, ignore_label: int | None = None) -> None:
         context = check_context(context)
         names = label_names(check_classes(classes, "csv dataset"), labels, "csv dataset")
         spacing = check_spacing(spacing, "csv dataset")
@@ -110,12 +115,13 @@ class TableDataset(FilePairDataset):
         table = _read_table(table_path)
         columns = [str(c) for c in table.columns]
         for option, column in (("image_column", image_column), ("mask_column", mask_column),
-                               ("case_column", case_column), ("slice_column", slice_column)):
+                               ("case_column", case_column), ("slice_column", slice_column),
+                               ("roi_column", roi_column)):
             if column is not None and column not in table.columns:
                 raise unknown_name(f"{option} of {table_path.name}", column, columns)
         if table.empty:
             raise DataError(f"table {table_path} has no rows")
-        for column in (image_column, case_column, slice_column):
+        for column in (image_column, case_column, slice_column, roi_column):
             if column is not None and table[column].isna().any():
                 row = int(table[column].isna().to_numpy().argmax())
                 raise DataError(f"table {table_path}: row {row + 2} has an empty {column!r} cell")
@@ -142,9 +148,15 @@ class TableDataset(FilePairDataset):
             **({"slice": _slice_numbers(table, slice_column, table_path)} if slice_column else {}),
             "image_path": image_paths,
             "mask_path": mask_paths,
+            **({"roi_path": [resolve(v) for v in table[roi_column]]} if roi_column else {}),
         })
+        if roi_column:
+            absent = [p for p in index["roi_path"] if not Path(p).is_file()]
+            if absent:
+                raise DataError(f"{len(absent)} region-of-interest image(s) listed in {table_path} do not exist, "
+                                f"e.g. {', '.join(absent[:3])} (relative paths start at {base})")
         index = drop_missing(index, index["mask_path"].isna(), on_missing, str(table_path))
         self.path = table_path
         super().__init__(index, cache=cache, context=context, normalize=normalize,
-                         labels=names)
+                         labels=names, ignore_label=ignore_label)
         self.spacing = spacing

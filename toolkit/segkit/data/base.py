@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from segkit.data.intensity import apply_factors, case_factors, check_normalize
-from segkit.data.io import read_image, read_mask, read_pair
+from segkit.data.io import IGNORE, decode_mask, read_image, read_pair
 from segkit.errors import ConfigError, DataError, unknown_name
 from segkit.labels import BINARY_NAMES
 
@@ -135,6 +135,10 @@ class SegmentationDataset(Dataset):
     missing_channel_fill: int | None = None
     """The channel (of a slice) this dataset stores in place of a missing one, as LGG stores FLAIR; None: missing
     channels are zeros. ``train.modality_dropout`` fills the channels it drops with it (:mod:`segkit.data.modality`)."""
+
+    ignores: bool = False
+    """Whether masks may hold :data:`~segkit.data.io.IGNORE` (255): pixels that neither train nor score (an
+    ``ignore_label``, outside a region of interest). Binary masks then come as {0, 1, 255}."""
 
     display_channel: int = 0
     """The channel (of a slice) that figures draw in grey under coloured outlines and masks: the one a reader
@@ -301,7 +305,11 @@ class SegmentationDataset(Dataset):
         if image.ndim == 2:
             image = image[:, :, None]
         mask = np.asarray(mask)
-        mask = (mask > 0).astype(np.float32) if len(self.labels) == 2 else mask.astype(np.float32)
+        if len(self.labels) == 2:
+            lesion = (mask > 0).astype(np.float32)
+            mask = np.where(mask == IGNORE, np.float32(IGNORE), lesion) if self.ignores else lesion
+        else:
+            mask = mask.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(mask[None])
 
     def subset(self, indices: Sequence[int], transform: Transform | None = None) -> SegmentationSubset:
@@ -331,6 +339,7 @@ class SegmentationSubset(SegmentationDataset):
                          labels=parent.labels)
         self.context = parent.context  # reads go through the parent, which stacks
         self.display_channel = parent.display_channel
+        self.ignores = getattr(parent, "ignores", False)
         self.parent = parent
         self.positions = positions
 
@@ -395,20 +404,34 @@ def drop_missing(index: pd.DataFrame, missing: pd.Series, on_missing: str, what:
     return index.loc[~missing].reset_index(drop=True)
 
 
-def _lesion_flags(index: pd.DataFrame, classes: int = 2) -> list[bool]:
-    """Whether each item's mask holds lesion (any foreground label), reading every mask.
+def _lesion_flags(index: pd.DataFrame, classes: int = 2, ignore: int | None = None) -> tuple[list[bool], int, int]:
+    """Whether each item's mask holds lesion (any foreground label), reading every mask; and how many lossy
+    (JPEG) masks had pixels snapped to their label values, and how many pixels.
 
     An unreadable mask counts as no lesion here, so that the index can still be built:
     the data check before training (:mod:`segkit.data.verify`) then lists it with every
     other problem, and reading that item raises its :class:`DataError`.
     """
-    flags = []
+    flags, files, pixels = [], 0, 0
     for path in index["mask_path"]:
         try:
-            flags.append(bool(read_mask(path, classes).any()))
+            reading = decode_mask(path, classes, ignore)
         except DataError:
             flags.append(False)
-    return flags
+            continue
+        flags.append(bool(((reading.mask > 0) & (reading.mask != IGNORE)).any()))
+        files += reading.snapped > 0
+        pixels += reading.snapped
+    return flags, files, pixels
+
+
+def _inside(roi_path: str, shape: tuple[int, ...], mask_path: str) -> np.ndarray:
+    """The region of interest a mask is scored inside: a binary image (any non-zero pixel is inside) of its size."""
+    roi = read_image(roi_path, channels=1)[:, :, 0] > 0
+    if roi.shape != shape[:2]:
+        raise DataError(f"the region-of-interest mask {roi_path} is {roi.shape[1]}x{roi.shape[0]} (WxH) but the mask "
+                        f"{mask_path} is {shape[1]}x{shape[0]}; a region of interest must have its image's size")
+    return roi
 
 
 class FilePairDataset(SegmentationDataset):
@@ -420,22 +443,49 @@ class FilePairDataset(SegmentationDataset):
     (the index then needs a ``slice`` column); ``normalize`` its per-case intensity rule.
     ``labels`` names the mask's label values (background first; None: binary 0/1 or 0/255 masks);
     with more than two, masks store the label values themselves.
+
+    ``ignore_label``: a value stored in the masks for pixels that neither train nor score (partial
+    annotations). An index column ``roi_path`` names a region-of-interest image per item (a retina's
+    field of view): pixels outside it are ignored the same way. Both come back as
+    :data:`~segkit.data.io.IGNORE` in the masks (``ignores`` is then true).
+    Masks stored lossy (JPEG) are snapped to their label values; :attr:`mask_note` says how many pixels moved.
     """
 
     def __init__(self, index: pd.DataFrame, in_channels: int | None = None, cache: bool = False,
-                 context: int = 0, normalize: str = "none", labels: Sequence[str] | None = None) -> None:
+                 context: int = 0, normalize: str = "none", labels: Sequence[str] | None = None,
+                 ignore_label: int | None = None) -> None:
         if index.empty:
             raise DataError("no images found")
         classes = len(labels) if labels is not None else 2
+        if ignore_label is not None and (isinstance(ignore_label, bool) or not isinstance(ignore_label, int)
+                                         or not 0 <= ignore_label <= 65535 or ignore_label < classes):
+            raise ConfigError(f"ignore_label must be a whole number stored in the masks that is not one of the "
+                              f"{classes} label values 0..{classes - 1} (e.g. 128, or 255 for masks with several "
+                              f"labels), got {ignore_label!r}")
+        self.ignore_label = ignore_label
+        self.mask_note: str | None = None
+        """One line on the lossy masks snapped to their label values, or None."""
         if "has_lesion" not in index.columns:
-            index = index.assign(has_lesion=_lesion_flags(index, classes))
+            flags, files, pixels = _lesion_flags(index, classes, ignore_label)
+            index = index.assign(has_lesion=flags)
+            if files:
+                self.mask_note = (f"note: {files} mask(s) are stored lossy (JPEG): {pixels:,} of their pixels held "
+                                  "values near, not at, a label value and were snapped to the nearest one")
         if in_channels is None:
             in_channels = read_image(index["image_path"].iloc[0]).shape[2]
         super().__init__(index, in_channels, cache=cache, context=context, normalize=normalize, labels=labels)
+        self.ignores = ignore_label is not None or "roi_path" in self.index.columns
 
     def read_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         row = self.index.iloc[i]
-        return read_pair(row["image_path"], row["mask_path"], channels=self.slice_channels, classes=len(self.labels))
+        image, mask = read_pair(row["image_path"], row["mask_path"], channels=self.slice_channels,
+                                classes=len(self.labels), ignore=self.ignore_label)
+        if "roi_path" in self.index.columns and isinstance(row["roi_path"], str):
+            outside = ~_inside(row["roi_path"], mask.shape, row["mask_path"])
+            if outside.any():
+                mask = mask.copy()
+                mask[outside] = IGNORE
+        return image, mask
 
     def read_raw_image(self, i: int) -> np.ndarray:
         return read_image(self.index["image_path"].iloc[i], channels=self.slice_channels)

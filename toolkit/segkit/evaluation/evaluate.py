@@ -219,7 +219,7 @@ def evaluate_predictor(
     """
     from segkit.inference.stream import predict_stream
     from segkit.progress import track
-    from segkit.labels import Labels
+    from segkit.labels import Labels, valid_pixels
     from segkit.evaluation.metrics import MetricAccumulator, label_counts
 
     threshold = predictor.threshold if threshold is None else threshold
@@ -242,15 +242,17 @@ def evaluate_predictor(
         case = cases[prediction.entry]
         predicted = np.asarray(prediction.mask, dtype=bool)
         predicted = predicted if predicted.ndim == 3 else predicted[None]  # (K, H, W)
-        truth = labels.truth_masks(torch.from_numpy(np.asarray(prediction.extra, dtype=np.float32))[None, None])[0]
+        values = torch.from_numpy(np.asarray(prediction.extra, dtype=np.float32))[None, None]
+        truth = labels.truth_masks(values)[0]
         if truth.shape != predicted.shape:
             raise DataError(f"prediction {predicted.shape[1:]} and mask {tuple(truth.shape[1:])} differ in shape")
-        counts.append(label_counts(torch.from_numpy(predicted)[None], truth[None])[0])
+        valid = valid_pixels(values)[0]  # (1, H, W): outside it (ignored) nothing counts
+        counts.append(label_counts(torch.from_numpy(predicted)[None], truth[None], valid[None])[0])
         if surface is not None:
             if case_ids and case != case_ids[-1]:
                 surface.add(case_ids[-1], volume)
                 volume = []
-            volume.append((predicted, truth.numpy()))
+            volume.append((predicted & valid.numpy(), (truth & valid).numpy()))
         case_ids.append(case)
     if surface is not None and volume:
         surface.add(case_ids[-1], volume)
@@ -378,9 +380,9 @@ def evaluate_runs(
     from segkit.evaluation.surface_report import SurfaceScores, dataset_spacing
 
     surface = SurfaceScores(predictor.labels.foreground, tolerance, dataset_spacing(data.dataset))
-    from segkit.evaluation.volume_evaluate import evaluate_volumes, volume_window
+    from segkit.evaluation.volume_evaluate import evaluate_volumes
 
-    if volume_window(predictor) is not None:  # 3D models: each case predicted whole, by sliding windows
+    if predictor.volumetric:  # 3D models: each case predicted whole, by sliding windows
         accumulator = evaluate_volumes(predictor, data, metrics, threshold=used, surface=surface,
                                        postprocess=postprocess, batch_size=batch_size, progress=progress)
     else:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from segkit.labels import valid_pixels
+
 if TYPE_CHECKING:
     import pandas
 
@@ -57,27 +59,38 @@ def confusion_counts(logits: torch.Tensor, target: torch.Tensor, threshold: floa
     """
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
-    return mask_counts(torch.sigmoid(logits.detach().float()) >= threshold, target.detach() > 0.5)
+    target = target.detach()
+    return mask_counts(torch.sigmoid(logits.detach().float()) >= threshold, target > 0.5, valid_pixels(target))
 
 
 @torch.no_grad()
-def mask_counts(predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
-    """Per-image confusion counts of boolean masks: ``(N, ...)`` each, output ``(N, 4)`` int64 ``[tp, fp, fn, tn]``."""
+def mask_counts(predicted: torch.Tensor, actual: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image confusion counts of boolean masks: ``(N, ...)`` each, output ``(N, 4)`` int64 ``[tp, fp, fn, tn]``.
+
+    ``valid`` (bool, the same shape): only those pixels count (the rest are ignored, :data:`segkit.labels.IGNORE`).
+    """
     predicted, actual = predicted.flatten(1), actual.flatten(1)
+    if valid is not None:
+        valid = valid.flatten(1)
+        predicted, actual = predicted & valid, actual & valid
     tp = (predicted & actual).sum(dim=1)
     fp = (predicted & ~actual).sum(dim=1)
     fn = (~predicted & actual).sum(dim=1)
-    tn = (~predicted & ~actual).sum(dim=1)
+    tn = (~predicted & ~actual).sum(dim=1) if valid is None else (~predicted & ~actual & valid).sum(dim=1)
     return torch.stack([tp, fp, fn, tn], dim=1).to(torch.int64)
 
 
 @torch.no_grad()
-def label_counts(predicted: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
-    """Per-image, per-label confusion counts of boolean masks ``(N, K, H, W)``: ``(N, K, 4)`` int64."""
+def label_counts(predicted: torch.Tensor, actual: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image, per-label confusion counts of boolean masks ``(N, K, H, W)``: ``(N, K, 4)`` int64.
+
+    ``valid`` ``(N, 1, H, W)`` bool: only those pixels count."""
     if predicted.shape != actual.shape:
         raise ValueError(f"predicted {tuple(predicted.shape)} and actual {tuple(actual.shape)} masks differ in shape")
     n, k = predicted.shape[:2]
-    return mask_counts(predicted.reshape(n * k, -1), actual.reshape(n * k, -1)).view(n, k, 4)
+    if valid is not None:
+        valid = valid.expand_as(predicted).reshape(n * k, -1)
+    return mask_counts(predicted.reshape(n * k, -1), actual.reshape(n * k, -1), valid).view(n, k, 4)
 
 
 def scores_from_counts(metrics: Mapping[str, Metric], counts: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -142,7 +155,8 @@ class MetricAccumulator:
             counts = confusion_counts(logits, target, self.threshold)
         else:
             predicted = self.labels.class_masks(logits, self.threshold)
-            counts = label_counts(predicted, self.labels.truth_masks(target.detach()))
+            target = target.detach()
+            counts = label_counts(predicted, self.labels.truth_masks(target), valid_pixels(target))
             counts = counts if self.per_label else counts[:, 0]
         self.update_counts(counts, cases)
 
