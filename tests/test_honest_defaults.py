@@ -11,8 +11,7 @@ import torch
 
 from clihelp import segkit
 from segkit.config import resolve_monitor
-from segkit.train.runner import plan_epochs
-from segkit.train.schedule import build_scheduler, lr_factor, plan_schedule, warmup_steps
+from segkit.train.schedule import BudgetPlan, build_scheduler, lr_factor, plan_schedule, warmup_steps
 from segkit.config import TrainSettings
 
 TINY = ["--set", "dataset.count=48", "--set", "dataset.size=32", "--set", "dataset.slices_per_case=4",
@@ -83,22 +82,40 @@ def test_the_warmup_takes_at_most_a_tenth_of_a_short_run() -> None:
     assert factors[3] > 0.95 and sum(f > 0.5 for f in factors) >= 16  # most of one epoch at a useful rate
 
 
-@pytest.mark.parametrize(("budget", "first", "cap", "expected"), [
-    (900, 60, 100, 14),   # 15 minutes, one minute per epoch: 14 epochs with 3% in reserve
-    (900, 60, 10, 10),    # train.epochs caps the plan
-    (900, 1000, 100, 1),  # an epoch longer than the budget: only that one
-    (60, 0.5, 1000, 116),
+@pytest.mark.parametrize(("left", "first", "cap", "expected"), [
+    (840, 60, 100, 15),   # 15 minutes, one minute per epoch, 14 left after the first: 1 + 14
+    (870, 60, 100, 16),   # 14.5 epochs left: one more, which the deadline cuts short
+    (840, 60, 10, 10),    # train.epochs caps the plan
+    (0, 1000, 100, 1),    # an epoch longer than the budget: only that one
+    (59.5, 0.5, 1000, 120),
 ])
-def test_plan_epochs_fills_the_budget(budget: float, first: float, cap: int, expected: int) -> None:
-    assert plan_epochs(budget, first, cap) == expected
+def test_the_budget_plan_fills_the_budget(left: float, first: float, cap: int, expected: int) -> None:
+    plan = BudgetPlan()
+    plan.record(first)
+    assert plan.epochs(1, left, cap) == expected
 
 
-def test_the_second_plan_uses_the_second_epoch_which_holds_no_first_epoch_costs() -> None:
-    # a GPU's first epoch: 20 s of warm-up and 5 s of work; the second takes 5 s
-    assert plan_epochs(300, 20, 1000) == 14  # judged by the first epoch alone
-    assert plan_epochs(300, 25, 1000, epochs_done=2, epoch_seconds=5) == 55  # 2 + (291 - 25) // 5
-    assert plan_epochs(300, 25, 40, epochs_done=2, epoch_seconds=5) == 40  # train.epochs still caps it
-    assert plan_epochs(300, 290, 1000, epochs_done=2, epoch_seconds=50) == 2  # never fewer than trained
+def test_the_plan_follows_the_latest_epochs_leaving_out_the_first() -> None:
+    # a GPU's first epoch: 20 s of warm-up and 5 s of work; later epochs 5 s
+    plan = BudgetPlan()
+    plan.record(25)
+    assert plan.epochs(1, 275, 1000) == 12  # judged by the first epoch alone: 1 + 11
+    plan.record(5)
+    assert plan.epoch_seconds == 5 and plan.epochs(2, 270, 1000) == 56  # 2 + 270 / 5
+    assert plan.epochs(2, 270, 40) == 40  # train.epochs still caps it
+    assert plan.epochs(2, -3, 1000) == 2  # never fewer than trained
+
+
+def test_a_machine_busy_early_gets_its_epochs_back() -> None:
+    # epochs took 90 s while another job shared the cores, then 30 s: the plan follows the recent epochs
+    plan = BudgetPlan()
+    for seconds in (95, 90, 90):
+        plan.record(seconds)
+    assert plan.epochs(3, 600, 1000) == 3 + 7  # 600 / 90 = 6.7: seven more, the last cut by the deadline
+    plan.record(30)
+    assert plan.epoch_seconds == 60  # the mean of the last two
+    plan.record(30)
+    assert plan.epochs(5, 480, 1000) == 5 + 16
 
 
 def test_a_planned_schedule_ends_with_the_plan_and_survives_a_state_dict_round_trip() -> None:

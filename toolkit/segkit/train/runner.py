@@ -28,14 +28,14 @@ from segkit.train.device_loader import LoaderChoice, choose_loader
 from segkit.train.volume_data import build_volume_data, data_preprocessing, is_volume_run, volume_cache_for
 from segkit.train.events import RunEvents
 from segkit.train.loop import EarlyStopping, capture_rng, restore_rng
-from segkit.train.schedule import budget_message, plan_schedule
+from segkit.train.schedule import BudgetPlan, budget_message, plan_schedule, replan_message
 from segkit.train.runlock import RunLock
 
 from segkit.train.volume_figures import volume_case_samples, volume_samples
 from segkit.train.final import case_samples, final_validation, headline, per_image_note, prediction_samples
 from segkit.train.rundir import RunDirectory, existing_run_message, holds_a_run, readable_checkpoint
 
-__all__ = ["train", "seed_everything", "versions", "existing_run_message", "holds_a_run", "plan_epochs", "headline"]
+__all__ = ["train", "seed_everything", "versions", "existing_run_message", "holds_a_run", "headline"]
 
 
 def seed_everything(seed: int) -> None:
@@ -58,20 +58,6 @@ def _batch_description(config: RunConfig, world_size: int) -> str:
         return f"batch {t.batch_size}" + (f"{accumulate} = effective batch {t.batch_size * t.accumulate}" if accumulate else "")
     return (f"batch {t.batch_size} per process x {world_size} processes{accumulate} = global batch "
             f"{t.batch_size * world_size * t.accumulate}")
-
-
-def plan_epochs(budget_seconds: float, elapsed_seconds: float, max_epochs: int, *, epochs_done: int = 1,
-                epoch_seconds: float | None = None) -> int:
-    """Epochs that fit a time budget (3% kept in reserve), at most ``max_epochs``.
-
-    ``epochs_done`` epochs took ``elapsed_seconds``; each further epoch is assumed to take
-    ``epoch_seconds`` (default: the mean so far). After the first epoch that is the first
-    epoch's time; after the second, the second's, which no longer holds the one-off costs of a
-    first epoch (a GPU's kernel selection and memory pool, a cold data cache).
-    """
-    per_epoch = max(epoch_seconds if epoch_seconds is not None else elapsed_seconds / epochs_done, 1e-6)
-    remaining = budget_seconds * 0.97 - elapsed_seconds
-    return max(epochs_done, min(max_epochs, epochs_done + int(remaining // per_epoch)))
 
 
 def train(
@@ -152,6 +138,8 @@ def _train(
     dataset = assemble.build_dataset(config, registry)
     if config.train.verify_data:
         say(verify_dataset(dataset).describe())
+    if getattr(dataset, "mask_note", None):
+        say(dataset.mask_note)
     labels = assemble.fill_labels(config, dataset, registry)
     assemble.fill_model_defaults(config, dataset, registry)
     assemble.fill_dataset_defaults(config, registry)
@@ -163,6 +151,9 @@ def _train(
     from segkit.data import read_splits, write_splits
 
     split = read_splits(run.splits, dataset.index) if resume else assemble.make_split(config, dataset)
+    if config.split.by == "none":
+        say("note: split.by = none holds nothing out: validation scores the training items themselves, so its "
+            "scores say how well the model fits them, not how it does on unseen data")
     if volumes:  # 3D: patches of the preprocessed volumes for training, whole volumes for validation
         if not dist.is_main:  # rank 0 builds the cache (below) while the others wait, then they reuse it
             dist.barrier()
@@ -183,8 +174,11 @@ def _train(
     steps_per_epoch = math.ceil(len(parts.loaders["train"]) / config.train.accumulate)
     trainer = assemble.build_trainer(config, registry, parts.loaders, parts.samplers, cases, device,
                                      steps_per_epoch=steps_per_epoch, dist=dist, progress=show_bars(not quiet),
-                                     labels=labels)
+                                     labels=labels, initialise=not resume)
+    if trainer.init_report is not None:
+        say(trainer.init_report.describe())
     trainer.data_preprocessing = data_preprocessing(config, dataset, getattr(parts, "cache", None))
+    trainer.ignores = bool(getattr(dataset, "ignores", False))
     model, optimizer, scheduler = trainer.module, trainer.optimizer, trainer.scheduler
     metrics = trainer.metrics
     stopper = EarlyStopping(config.train.patience)
@@ -283,22 +277,24 @@ def _train(
     stopped = "completed"
     completed = start_epoch - 1  # the epoch whose state last.pt holds
     loop_started = time.monotonic()
+    budget_plan = BudgetPlan()
     try:
         epoch = start_epoch
         previous_end = loop_started  # when the last epoch's training and validation ended
         while epoch <= total_epochs:
             result = trainer.run_epoch(epoch)
             now = time.monotonic()
-            if budget > 0 and start_epoch == 1 and epoch <= 2 and config.train.epochs > 1 and epoch < total_epochs:
-                # Planned after epoch 1, then once more after epoch 2, whose time is free of first-epoch costs.
-                # An epoch's time runs from the end of the one before, so it holds that one's checkpoint writes.
-                cycle = now - previous_end
-                fits = plan_epochs(budget, now - loop_started, sys.maxsize, epochs_done=epoch, epoch_seconds=cycle)
+            if budget > 0 and config.train.epochs > 1:
+                # Planned again after every epoch from how long epochs take now (train/schedule.py BudgetPlan).
+                budget_plan.record(now - previous_end)
+                fits = budget_plan.epochs(epoch, trainer.deadline - now, cap=sys.maxsize)
                 planned = dist.broadcast(min(fits, config.train.epochs))
-                if epoch == 1 or planned != total_epochs:
+                if epoch == start_epoch or planned != total_epochs:
+                    say(budget_message(config.train.max_minutes, epoch, budget_plan.epoch_seconds, planned,
+                                       config.train.epochs, fits) if epoch == start_epoch else
+                        replan_message(epoch, budget_plan.epoch_seconds, total_epochs, planned, config.train.epochs))
                     total_epochs = planned
                     plan_schedule(trainer.scheduler, config.train, steps_per_epoch, total_epochs)
-                    say(budget_message(config.train.max_minutes, epoch, cycle, total_epochs, config.train.epochs, fits))
             previous_end = now
             history.append(result.row)
             timing.append(result.timing)
@@ -346,6 +342,10 @@ def _train(
             "the effective batch), --amp, a smaller --image-size or a lighter model. The last checkpoint is intact."
         ) from None
 
+    loop_seconds = time.monotonic() - loop_started  # training and validation, this process's share of the run
+    if budget > 0:
+        say(f"time budget {config.train.max_minutes:g} min: {len(history) - start_epoch + 1} epochs trained and "
+            f"validated in {loop_seconds / 60:.1f} min")
     best_row = next(row for row in history if row["epoch"] == stopper.best_epoch)
     dist.barrier()  # best.pt is written; every rank scores the best model on its share of validation
     trainer.load_inference_state(load_checkpoint(run.best, map_location=device)["model_state"])
@@ -366,6 +366,7 @@ def _train(
         "epochs_run": len(history),
         "stopped": stopped,
         "train_seconds": round(train_seconds, 2),
+        "loop_seconds": round(loop_seconds, 2),
         "images_per_second": round(sum(t["train_images_per_second"] for t in timing) / max(len(timing), 1), 2),
         "device": describe_device(device),
         "processes": dist.world_size,

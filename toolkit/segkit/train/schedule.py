@@ -10,7 +10,7 @@ import torch
 from segkit.config import TrainSettings
 
 __all__ = ["build_optimizer", "build_scheduler", "lr_factor", "plan_schedule", "budget_message", "warmup_steps",
-           "MAX_WARMUP_SHARE"]
+           "MAX_WARMUP_SHARE", "BudgetPlan", "replan_message"]
 
 #: The largest share of a run's optimizer steps that the warm-up may take, so a short run
 #: (``--epochs 1``) still trains at its full learning rate for most of it.
@@ -98,3 +98,46 @@ def budget_message(max_minutes: float, epoch: int, epoch_seconds: float, planned
                 f"trains {planned} epochs and its learning-rate schedule ends with them")
     return (f"{start}, so the budget decides: the run trains {planned} of train.epochs = {max_epochs} epochs and its "
             "learning-rate schedule ends with the budget")
+
+
+class BudgetPlan:
+    """The epochs a time budget holds, planned again after every epoch from how long epochs take now.
+
+    A machine that is busy during the first epochs (another job, a cold disk cache) and quiet later
+    would otherwise fix the run's length from its slowest epochs and leave much of the budget unused;
+    one that slows down later would run past the plan into the deadline. After epoch 1 the estimate is
+    that epoch's time; after that the mean of the last two epochs, leaving out the first, which holds
+    one-off costs. An epoch's time runs from the end of the one before, so it holds checkpoint writes.
+
+    The plan rounds to the nearest epoch: when at least half an epoch of the budget is left, it plans one
+    more, and the deadline (the trainer stops at the step where the budget ends) cuts it short, so the
+    budget is used to within half an epoch instead of left unused by up to a whole one.
+    """
+
+    def __init__(self) -> None:
+        self.cycles: list[float] = []
+
+    def record(self, seconds: float) -> None:
+        """One more epoch took ``seconds``."""
+        self.cycles.append(float(seconds))
+
+    @property
+    def epoch_seconds(self) -> float:
+        """The estimate of the next epoch's time."""
+        recent = self.cycles[1:][-2:] or self.cycles[-1:]
+        return sum(recent) / len(recent)
+
+    def epochs(self, done: int, seconds_left: float, cap: int) -> int:
+        """The epochs the run trains in all, ``done`` being trained and ``seconds_left`` of the budget left;
+        never fewer than ``done``, at most ``cap``."""
+        more = max(seconds_left, 0.0) / max(self.epoch_seconds, 1e-6)
+        whole = math.floor(more)
+        extra = whole + (1 if more - whole >= 0.5 else 0)
+        return max(done, min(cap, done + extra))
+
+
+def replan_message(epoch: int, epoch_seconds: float, before: int, after: int, max_epochs: int) -> str:
+    """What a later re-plan of a time budget changed: epochs now take another time, so the run trains another count."""
+    capped = " (train.epochs)" if after == max_epochs else ""
+    return (f"time budget: epochs now take {epoch_seconds:.1f} s (epoch {epoch}), so the run trains {after} epochs "
+            f"instead of {before}{capped}; its learning-rate schedule ends with them")
