@@ -58,6 +58,9 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--logger", "loggers", multiple=True,
                      help="Also log to this tool: tensorboard (RUN_DIR/tensorboard) or mlflow (MLFLOW_TRACKING_URI); repeatable. Plugins can add "
                           "their own through the training hooks (docs/plugins.md)."),
+        click.option("--init-from", "init_from", type=click.Path(),
+                     help="Fine-tune: start from the weights of this run directory (its best.pt) or .pt checkpoint; "
+                          "tensors that do not fit (another number of labels or channels) are re-initialised and named."),
         click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any config key; value parsed as TOML."),
         click.option("--quiet", is_flag=True, help="No progress bars or epoch lines."),
     ]
@@ -81,6 +84,8 @@ def run_document(registry: Any, config_file: str | None, model: str | None, loss
         "split": split or {},
         "train": train_flags,
     }
+    if train_flags.get("init_from"):
+        train_flags["init_from"] = os.path.abspath(os.path.expanduser(train_flags["init_from"]))
     document = resolve_config(config_file, flags, sets)
     if data_root is not None:
         flags["dataset"][registry.get("dataset", document["dataset"]["name"]).data_root_parameter()] = data_root
