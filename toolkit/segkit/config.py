@@ -80,6 +80,7 @@ class TrainSettings:
     patches_per_epoch: int = 0
     window_overlap: float = 0.5
     target_spacing: list[float] = field(default_factory=list)
+    init_from: str = ""
 
 
 MONITOR_SUFFIXES = ("_case", "_global")
@@ -140,9 +141,13 @@ class TaskSettings:
 
 @dataclass
 class SplitSettings:
-    """How items are split into train, validation and test: by case (patient) unless told otherwise."""
+    """How items are split into train, validation and test: by case (patient) unless told otherwise.
 
-    by: Literal["case", "slice"] = "case"
+    ``by = "none"`` holds nothing out: validation scores the training items themselves (a dataset of one
+    image or case has nothing else), so its scores are not unseen-data scores; a run says so.
+    """
+
+    by: Literal["case", "slice", "none"] = "case"
     val_fraction: float = 0.1
     test_fraction: float = 0.15
     folds: int = 0
@@ -317,23 +322,28 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"train.ema_decay must be 0 (off) or between 0 and 1, e.g. 0.999, got {t.ema_decay}")
     if not 0 <= t.modality_dropout <= 1:
         problems.append(f"train.modality_dropout must be between 0 (off) and 1, e.g. 0.2, got {t.modality_dropout}")
-    if t.patch_size and (len(t.patch_size) != 3 or any(isinstance(p, bool) or not isinstance(p, int) or p < 1
-                                                         for p in t.patch_size)):
-        problems.append(f"train.patch_size must be empty (2D training) or three positive integers, the size of the "
-                        f"3D patches a volume model trains on, e.g. [40, 56, 40]; got {t.patch_size}")
+    if t.patch_size and (len(t.patch_size) not in (2, 3) or any(isinstance(p, bool) or not isinstance(p, int)
+                                                                 or p < 1 for p in t.patch_size)):
+        problems.append(f"train.patch_size must be empty (whole images), two positive integers (a 2D model trained on "
+                        f"patches of images at their own size, e.g. [256, 256]) or three (a 3D model trained on patches "
+                        f"of volumes, e.g. [40, 56, 40]); got {t.patch_size}")
+    elif len(t.patch_size) == 2 and t.image_size:
+        problems.append(f"train.patch_size = {t.patch_size} trains on patches of the images at their own size, and "
+                        f"train.image_size = {t.image_size} resizes every image: choose one (leave train.image_size "
+                        "out for patches, or train.patch_size out to train on resized whole images)")
     if t.target_spacing and (len(t.target_spacing) != 3 or any(not math.isfinite(v) or v <= 0
                                                                 for v in t.target_spacing)):
         problems.append(f"train.target_spacing must be empty (each case keeps its own spacing) or three positive "
                         f"voxel sizes in mm, e.g. [1.0, 1.0, 1.0]; got {t.target_spacing}")
-    elif t.target_spacing and not t.patch_size:
-        problems.append(f"train.target_spacing = {t.target_spacing} resamples the volumes of a 3D run; set "
+    elif t.target_spacing and len(t.patch_size) != 3:
+        problems.append(f"train.target_spacing = {t.target_spacing} resamples the volumes of a 3D run; set a 3D "
                         "train.patch_size too, or leave train.target_spacing out (a 2D run trains on the slices as "
                         "stored)")
     if t.patches_per_epoch < 0:
         problems.append(f"train.patches_per_epoch must be 0 (one patch per training case) or positive, got "
                         f"{t.patches_per_epoch}")
     if not 0 <= t.window_overlap < 1:
-        problems.append(f"train.window_overlap (of the sliding windows over a volume) must be in [0, 1), e.g. 0.5, "
+        problems.append(f"train.window_overlap (of the sliding windows over an image or volume) must be in [0, 1), e.g. 0.5, "
                         f"got {t.window_overlap}")
     if t.workers < 0 or t.patience < 0 or t.grad_clip < 0 or t.max_minutes < 0:
         problems.append("train.workers, train.patience, train.grad_clip and train.max_minutes must not be negative")
@@ -341,6 +351,9 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"split.val_fraction must be between 0 and 1, got {s.val_fraction}")
     if not 0 <= s.test_fraction < 1:
         problems.append(f"split.test_fraction must be in [0, 1), got {s.test_fraction}")
+    if s.by == "none" and s.folds:
+        problems.append("split.by = none holds no case out, so it has no folds: use split.by = case for "
+                        "cross-validation")
     if s.folds == 1 or s.folds < 0:
         problems.append(f"split.folds must be 0 (no cross-validation) or at least 2, got {s.folds}")
     if s.folds and not 0 <= s.fold < s.folds:

@@ -17,7 +17,9 @@ from segkit.errors import ConfigError
 from segkit.planning.contract import Plan, PlanRequest, StepTiming
 
 from segkit_builtins.planners.cpu_batch import THROUGHPUT_SHARE, candidate_batches, efficient_batch, interleaved_timings
-from segkit_builtins.planners.epoch_time import CV_FOLDS, CV_SHARES, RUN_SHARES, epoch_2d, epoch_3d, sliding_windows
+from segkit_builtins.planners.epoch_time import (CV_FOLDS, CV_SHARES, FEW_CASES, RUN_SHARES, epoch_2d, epoch_3d, epoch_patches,
+                                                 sliding_windows, training_items, measured_note)
+from segkit_builtins.planners.image_patches import MAX_PATCH, keep_pixels, median_size
 from segkit_builtins.planners.network3d import Resampling, fit_patch, shrink_patch, target_spacing, topology
 
 __all__ = ["DefaultPlanner"]
@@ -36,6 +38,7 @@ SMALLEST_IMAGE = 64
 """The smallest planned 2D size: smp's encoders divide by 32, and batch norm needs more than one value per channel."""
 MAX_PLANNED_EPOCHS = 1000
 """nnU-Net's epochs: more than this is not planned, however short an epoch is."""
+
 def _accepts(request: PlanRequest, parameter: str) -> bool:
     return any(p.name == parameter for p in request.registry.get("dataset", request.dataset_name).parameters())
 
@@ -48,10 +51,12 @@ class DefaultPlanner:
         timing_seconds: how long each measurement of training steps runs (a few seconds).
         min_epochs: a 2D image size is halved (down to 64) until the budget holds this many epochs.
         timing_rounds: on a CPU, how many times each candidate 2D batch is timed, in alternating order.
+        encoder_weights: a local file of weights for the 2D model's ResNet-18 encoder (as smp's
+            ``encoder_weights``; nothing is downloaded): the plan's model starts from them.
     """
 
     def __init__(self, dims: Literal["auto", "2d", "3d"] = "auto", timing_seconds: float = 2.0,
-                 min_epochs: int = 8, timing_rounds: int = 2) -> None:
+                 min_epochs: int = 8, timing_rounds: int = 2, encoder_weights: str | None = None) -> None:
         if dims not in ("auto", "2d", "3d"):
             raise ConfigError(f"planner default: dims must be auto, 2d or 3d, got {dims!r}")
         if not 0 < timing_seconds <= 60 or min_epochs < 1 or timing_rounds < 1:
@@ -59,6 +64,7 @@ class DefaultPlanner:
                               "least 1")
         self.dims, self.timing_seconds, self.min_epochs = dims, timing_seconds, min_epochs
         self.timing_rounds = timing_rounds
+        self.encoder_weights = encoder_weights
 
     def plan(self, request: PlanRequest) -> Plan:
         """The plan for ``request`` (see the module docstring)."""
@@ -88,8 +94,12 @@ class DefaultPlanner:
         if dims == "3d":
             plan.note("3D: the model trains on patches of the volumes (train.patch_size); 2.5D context does not apply.")
         elif _accepts(request, "context") and per_case > 1 and "context" not in request.dataset_params:
-            plan.set("dataset", "context", 1, f"2.5D: cases hold {per_case:g} slices (median), so each slice "
-                     "comes with its neighbours above and below as channels")
+            if fp.get("slice_numbers", True):
+                plan.set("dataset", "context", 1, f"2.5D: cases hold {per_case:g} slices (median), so each slice "
+                         "comes with its neighbours above and below as channels")
+            else:
+                plan.note(f"No 2.5D context: cases hold {per_case:g} images (median) but no slice order (no slice "
+                          "numbers), so each image is segmented on its own.")
         if _accepts(request, "normalize") and "normalize" not in request.dataset_params:
             ratios = [c["case_p99"]["ratio"] for c in fp["intensity"] if (c.get("case_p99") or {}).get("ratio")]
             spread = f"the cases' 99th percentiles differ up to x{max(ratios):.2f}" if ratios else "as nnU-Net does"
@@ -135,7 +145,15 @@ class DefaultPlanner:
         plan.set("loss", "name", loss, ("BCE + Dice" if binary else "cross-entropy + Dice") +
                  ": the task's loss (segkit's loss = auto), nnU-Net's Dice + CE")
         plan.set("metrics", "names", ["dice", "iou"], "Dice and IoU per case, pooled and per image")
+        cases = int(request.fingerprint["cases"])
+        if cases < 2:
+            plan.set("split", "by", "none", "a single case: nothing to hold out, so validation scores the training "
+                     "case itself (not an unseen-data score)")
+            return
         plan.set("split", "by", "case", "no case in two splits: slices of one case are not independent")
+        if cases < FEW_CASES:
+            plan.set("split", "test_fraction", 0.0, f"{cases} cases: too few to hold out a test set as well as a "
+                     "validation set; score the validation cases (segkit evaluate --split val) or new data")
 
     # --- 2D ---------------------------------------------------------------------------------------------
 
@@ -168,6 +186,10 @@ class DefaultPlanner:
                f"slices of {shape[0]}x{shape[1]}" + (" (at most 64)" if wanted == 64 else ""))
         if batch < wanted:
             why += f", capped at 5% of the ~{int(fp['items'] * 0.75)} training slices (nnU-Net's cap)"
+        training = training_items(fp)
+        if training < batch:
+            batch = training
+            why += f"; the training split holds only {training} item(s)"
         classes = 1 if len(fp["labels"]) == 2 else len(fp["labels"])
         params = {k: v for k, v in model.items() if k != "name"}
         footprint = training_footprint(lambda: request.registry.build("model", model["name"], in_channels=channels,
@@ -187,6 +209,9 @@ class DefaultPlanner:
         plan.set("model", "name", MODEL_2D["name"], "segkit's cross-validated 2D recipes' model: batch norm learns "
                  "from scratch in few epochs")
         plan.set("model", "encoder_name", MODEL_2D["encoder_name"], "a small encoder: fast steps, many epochs")
+        if self.encoder_weights:
+            plan.set("model", "encoder_weights", self.encoder_weights, "the local encoder weights given to segkit plan "
+                     "(planner.encoder_weights): the encoder starts from them instead of from scratch")
         plan.set("model", "decoder_channels", MODEL_2D["decoder_channels"], "half smp's decoder width (1.45x faster "
                  "steps, docs/benchmarks.md), 16 at the last stage")
         channels = self._channels_2d(plan, request)
@@ -219,6 +244,9 @@ class DefaultPlanner:
                 break
             side = smaller // 32 * 32
         side, shape, batch, why, timing, epoch = best
+        keep = keep_pixels(fp, side / max(h, w) if side else 1.0) if fp["kind"] == "images" else None
+        if keep is not None:
+            return self._patches_2d(plan, request, channels, keep)
         native = f"{h}x{w}"
         if side == 0:
             size_why = f"the slices' own size, {native}" + (" (padded to the model's multiple)" if h % 32 or w % 32 else "")
@@ -235,6 +263,34 @@ class DefaultPlanner:
         plan.set("train", "batch_size", batch, why)
         plan.epoch_seconds = epoch
         plan.cv_epoch_seconds = epoch_2d(fp["items"], timing, CV_SHARES)
+        plan.fitting_hint = self._hint(timing, epoch, request)
+        return timing
+
+    def _patches_2d(self, plan: Plan, request: PlanRequest, channels: int, keep: str) -> StepTiming:
+        """Patches at the images' own size: the largest square patch (a multiple of 32, at most the median image's
+        shorter side and :data:`MAX_PATCH`) whose epochs the budget holds :attr:`min_epochs` times."""
+        fp = request.fingerprint
+        median = median_size(fp)
+        side = max(SMALLEST_IMAGE, min(MAX_PATCH[request.device], min(median)) // 32 * 32)
+        budget = request.minutes * 60
+        while True:
+            shape = (side, side)
+            batch, why = self._batch_2d(request, MODEL_2D, channels, shape)
+            document = {**plan.document(), "train": {"device": request.device, "patch_size": [side, side]}}
+            timing = request.time_steps(document, batch, shape, self.timing_seconds)
+            timing = self._with_loading(request, {**document, "train": {**document["train"], "batch_size": batch}},
+                                        timing)
+            epoch = epoch_patches(fp["items"], timing, median)
+            if budget / epoch >= self.min_epochs or side // 2 < SMALLEST_IMAGE:
+                break
+            side = side // 2 // 32 * 32
+        plan.set("train", "patch_size", [side, side],
+                 f"patches at the images' own size, since {keep}: the largest multiple of 32 within the median image "
+                 f"({median[0]}x{median[1]}) and {MAX_PATCH[request.device]} whose epochs the budget holds "
+                 f"{self.min_epochs} times; validation slides windows over whole images")
+        plan.set("train", "batch_size", batch, why)
+        plan.epoch_seconds = epoch
+        plan.cv_epoch_seconds = epoch_patches(fp["items"], timing, median, CV_SHARES)
         plan.fitting_hint = self._hint(timing, epoch, request)
         return timing
 
@@ -322,16 +378,6 @@ class DefaultPlanner:
         return (f"one epoch takes about {epoch:.0f} s here ({timing.seconds_per_batch:.2f} s per batch of "
                 f"{timing.batch_size}, measured); --minutes {minutes} or more would fit one")
 
-    @staticmethod
-    def _measured(timing: StepTiming) -> str:
-        """What the epoch estimate rests on, for the epochs reason."""
-        parts = [f"{timing.steps} steps timed, {timing.seconds_per_step:.3f} s each"]
-        if timing.seconds_per_load is not None:
-            parts.append(f"data {timing.seconds_per_load:.3f} s per batch")
-        if timing.seconds_per_forward is not None:
-            parts.append(f"a validation forward of {timing.forward_batch} {timing.seconds_per_forward:.3f} s")
-        return "; ".join(parts)
-
     def _training(self, plan: Plan, request: PlanRequest, dims: str, timing: StepTiming) -> None:
         fp = request.fingerprint
         budget = request.minutes * 60
@@ -360,7 +406,7 @@ class DefaultPlanner:
         epochs = max(1, min(MAX_PLANNED_EPOCHS, math.ceil(fits * EPOCH_HEADROOM)))
         cv_fits = int(budget // plan.cv_epoch_seconds)
         plan.set("train", "epochs", epochs,
-                 f"~{fits} epochs of {plan.epoch_seconds:.1f} s fit in {request.minutes:g} min ({self._measured(timing)}"
+                 f"~{fits} epochs of {plan.epoch_seconds:.1f} s fit in {request.minutes:g} min ({measured_note(timing)}"
                  f"; a fold of segkit cv --folds {CV_FOLDS}: ~{cv_fits}); x{EPOCH_HEADROOM} headroom, the budget decides"
                  + (f", at most nnU-Net's {MAX_PLANNED_EPOCHS}" if epochs == MAX_PLANNED_EPOCHS else ""))
         plan.set("train", "max_minutes", float(request.minutes), "the time budget given to segkit plan")

@@ -22,7 +22,7 @@ from segkit.fileio import atomic_write_text
 
 __all__ = ["SPLIT_MODES", "SPLIT_NAMES", "make_splits", "write_splits", "read_splits"]
 
-SPLIT_MODES: tuple[str, ...] = ("case", "slice")
+SPLIT_MODES: tuple[str, ...] = ("case", "slice", "none")
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 _CANDIDATES = 16  # random case draws compared to stratify a hold-out on has_lesion
 
@@ -107,6 +107,10 @@ def make_splits(index: pd.DataFrame, val_fraction: float = 0.1, test_fraction: f
         raise DataError("cannot split an empty dataset")
     if (folds is None) != (fold is None):
         raise ConfigError("give both folds and fold (e.g. folds=5, fold=0), or neither")
+    if split_by == "none":  # nothing held out: the trainer validates on the training items
+        if folds is not None:
+            raise ConfigError("split_by='none' holds no case out, so it has no folds; use split_by='case'")
+        return pd.Series(["train"] * len(index), index=index.index, name="split", dtype=object)
     if folds is not None:
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
             raise ConfigError(f"folds must be an integer >= 2, got {folds!r}")

@@ -55,6 +55,7 @@ class _ImageSampler:
         self.foreground: list[list[np.ndarray]] = [[] for _ in range(self.channels)]
         self.case_pixels: dict[str, list[list[np.ndarray]]] = defaultdict(lambda: [[] for _ in range(self.channels)])
         self.regions: dict[str, list[int]] = {name: [] for name in labels[1:]}
+        self.widths: dict[str, list[float]] = {name: [] for name in labels[1:]}
 
     def __call__(self, i: int, image: np.ndarray, mask: np.ndarray) -> None:
         import cv2
@@ -71,8 +72,10 @@ class _ImageSampler:
             self.case_pixels[self.cases[i]][c].append(pixels[anywhere, c])
         for value in np.unique(flat[flat > 0]).tolist():
             if 0 < value < len(self.labels):
-                count, _, stats, _ = cv2.connectedComponentsWithStats((np.asarray(mask) == value).astype(np.uint8))
+                binary = (np.asarray(mask) == value).astype(np.uint8)
+                count, _, stats, _ = cv2.connectedComponentsWithStats(binary)
                 self.regions[self.labels[value]].extend(int(a) for a in stats[1:count, cv2.CC_STAT_AREA])
+                self.widths[self.labels[value]].append(structure_width(binary))
 
     def intensity(self, names: list[str]) -> list[dict[str, Any]]:
         """Per channel: stats of all and foreground pixels, and the spread of the cases' 99th percentiles."""
@@ -94,6 +97,24 @@ class _ImageSampler:
                              "ratio": ratio, "differs": bool(ratio is not None and ratio >= SCALE_RATIO_2D)},
             })
         return result
+
+
+def structure_width(binary: np.ndarray) -> float:
+    """How wide a label's structures are, in pixels: twice their area over their boundary pixels.
+
+    A line ``w`` pixels wide gives ``w``; a disk of radius ``r`` gives ``r``; what matters to a planner is
+    how few pixels a structure keeps across when the image is resized (vessels: 2-3, polyps: hundreds).
+    """
+    import cv2
+
+    inside = binary > 0
+    area = int(inside.sum())
+    if not area:
+        return 0.0
+    padded = np.pad(binary, 1)  # the image border is a boundary too
+    eroded = cv2.erode(padded, np.ones((3, 3), np.uint8))[1:-1, 1:-1] > 0
+    boundary = int((inside & ~eroded).sum())
+    return 2.0 * area / max(boundary, 1)
 
 
 def _stored_channels(dataset: Any) -> dict[int, list[str]]:
@@ -154,7 +175,9 @@ def fingerprint_dataset(dataset: Any, name: str, progress: bool = False) -> dict
         summary = summarize(dataset, progress=progress, on_item=sampler)
         fingerprint.update(intensity=sampler.intensity(names),
                            object_sizes={label: _spread(sizes) for label, sizes in sampler.regions.items()},
-                           object_sizes_unit="pixels per connected region of the label in a slice")
+                           object_sizes_unit="pixels per connected region of the label in a slice",
+                           structure_width={label: _spread(widths) for label, widths in sampler.widths.items()},
+                           structure_width_unit="pixels across a label's structures (2 x area / boundary) per slice")
     items = int(summary["images"])
     fingerprint.update(
         cases=int(summary["cases"]), items=items, items_per_case=_spread(per_case),
@@ -165,6 +188,7 @@ def fingerprint_dataset(dataset: Any, name: str, progress: bool = False) -> dict
                "cases": _empty_cases(dataset)},
         copied_channels=summary["copied_channels"],
         stored_channels=_stored_channels(dataset),
+        slice_numbers="slice" in dataset.index.columns,
     )
     fingerprint["flags"] = _flags(fingerprint)
     return fingerprint
@@ -184,19 +208,22 @@ def _flags(fingerprint: dict[str, Any]) -> list[str]:
             flags.append(f"channel {channel['channel']}: the cases' intensity scales differ x{scale['ratio']:.3g}")
     if fingerprint["empty"]["cases"]:
         flags.append(f"{fingerprint['empty']['cases']} case(s) hold no label at all")
+    stored = fingerprint.get("stored_channels") or {}
+    if len(stored) > 1:
+        shown = "; ".join(f"{count} in {', '.join(items)}" for count, items in sorted(stored.items()))
+        flags.append(f"the image files store different channel counts ({shown}); every image is read with "
+                     f"{fingerprint['in_channels']} channel(s), as the first one stores (grey repeated, or colour "
+                     "turned grey)")
     return flags
 
 
 def check_fingerprint(fingerprint: dict[str, Any], name: str) -> None:
-    """A one-line :class:`DataError` for data no run can learn from: empty, mixed channel counts, labels absent or out of range."""
+    """A one-line :class:`DataError` for data no run can learn from: empty, labels absent or out of range.
+
+    Images that store different channel counts are read with the first one's (as ``segkit run`` reads them),
+    which :func:`_flags` says."""
     if fingerprint["items"] == 0:
         raise DataError(f"dataset {name!r} has no items: nothing to plan for. Check --data-root and its parameters.")
-    stored = fingerprint.get("stored_channels") or {}
-    if len(fingerprint["channels"]) > 1 or len(stored) > 1:
-        shown = "; ".join(f"{count} in {', '.join(items)}" for count, items in sorted(stored.items())) \
-            if len(stored) > 1 else f"{fingerprint['channels']}"
-        raise DataError(f"dataset {name!r}: items have different channel counts ({shown}); store every case with "
-                        "the same channels.")
     labels = fingerprint["labels"]
     allowed = set(range(len(labels))) | ({255} if len(labels) == 2 else set())
     outside = [v for v in fingerprint["mask_values"] if v not in allowed]

@@ -1,7 +1,8 @@
 """``segkit plan`` end to end: build the dataset, check it, fingerprint it, ask the planner, write the files.
 
 Every check comes before anything is written: an unknown planner, the data check, the
-fingerprint's refusals, a plan ``segkit run`` would not accept, a budget that holds no epoch.
+fingerprint's refusals, a plan ``segkit run`` would not accept or whose first batch fails
+(:mod:`segkit.planning.first_batch`), a budget that holds no epoch.
 Then ``fingerprint.json`` and ``plan.toml`` are written atomically into the output folder.
 """
 
@@ -61,6 +62,7 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
     from segkit.fileio import atomic_write_text
     from segkit.memory import available_bytes
     from segkit.planning.fingerprint import check_fingerprint, fingerprint_dataset
+    from segkit.planning.first_batch import check_first_batch
     from segkit.planning.plan_file import write_plan
     from segkit.planning.timing import time_loading, time_training_steps
     from segkit.train.device import select_device
@@ -90,6 +92,7 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
         time_loading=lambda document, seconds=1.0: time_loading(document, registry, device, seconds))
     plan = planner.plan(request)
     _check_plan(plan, registry, planner_name)
+    check_first_batch(plan.document(), registry, planner_name)
     if plan.epoch_seconds > minutes * 60:
         raise ConfigError(f"a budget of {minutes:g} min holds no epoch of the planned run: "
                           f"{plan.fitting_hint or f'one epoch takes about {plan.epoch_seconds:.0f} s here'}.")

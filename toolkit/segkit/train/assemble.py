@@ -20,6 +20,8 @@ from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
 __all__ = [
     "DataParts",
     "build_data",
+    "is_image_patch_run",
+    "train_transform",
     "batch_sampler",
     "build_model",
     "build_loss",
@@ -80,13 +82,35 @@ def _collate(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch
     return torch.stack(images), torch.stack(masks), torch.tensor(indices)
 
 
+def is_image_patch_run(config: RunConfig) -> bool:
+    """A 2D model trained on patches of images at their own size: ``train.patch_size`` of two numbers."""
+    return len(config.train.patch_size) == 2
+
+
 def batch_sampler(view: Any, settings: Any, *, train: bool, rank: int = 0, world_size: int = 1) -> EpochBatchSampler:
     """The batches of one split, for either loader path: shuffled with foreground oversampling (and no
-    last batch of a single item) when training, in order without it for validation and test."""
+    last batch of a single item) when training, in order without it for validation and test. A run on 2D
+    patches validates whole images of any size, one at a time."""
     items = EpochSampler(len(view), settings.seed, shuffle=train, rank=rank, world_size=world_size)
     fraction = settings.foreground_fraction if train else 0.0
     lesion = view.index["has_lesion"].astype(bool).tolist() if fraction > 0 else None
-    return EpochBatchSampler(items, settings.batch_size, lesion=lesion, foreground_fraction=fraction, drop_single=train)
+    size = 1 if len(settings.patch_size) == 2 and not train else settings.batch_size
+    return EpochBatchSampler(items, size, lesion=lesion, foreground_fraction=fraction, drop_single=train)
+
+
+def train_transform(config: RunConfig, dataset: Any, dropout: Any = None) -> Any:
+    """The training split's per-item transform: the 2D patch crop (a run on patches), the augmentation preset
+    (after the resize to ``train.image_size`` when set), then modality dropout wraps them."""
+    from segkit.data import build_transform
+    from segkit.data.modality import WithModalityDropout
+
+    t = config.train
+    transform = build_transform(t.augment, t.image_size or None, train=True)
+    if is_image_patch_run(config):
+        from segkit.data.image_patches import WithPatchCrop
+
+        transform = WithPatchCrop(t.patch_size, t.foreground_fraction, transform)
+    return WithModalityDropout(dropout, transform) if dropout is not None else transform
 
 
 def build_data(
@@ -107,7 +131,7 @@ def build_data(
     :mod:`segkit.train.device_loader`). Both draw their batches from the same samplers.
     """
     from segkit.data import build_transform
-    from segkit.data.modality import WithModalityDropout, modality_dropout_for
+    from segkit.data.modality import modality_dropout_for
 
     t = config.train
     image_size = t.image_size or None
@@ -120,14 +144,14 @@ def build_data(
     views, loaders, samplers = {}, {}, {}
     for name in ("train", "val", "test"):
         positions = [i for i, value in enumerate(split.tolist()) if value == name]
+        if name == "val" and config.split.by == "none":  # nothing held out: validate on the training items
+            positions = [i for i, value in enumerate(split.tolist()) if value == "train"]
         if not positions:
             if name in ("train", "val"):
                 raise DataError(f"the {name} split is empty: the dataset has {dataset.index['case'].nunique()} cases. "
                                 "Use more data or change the split fractions.")
             continue
-        transform = build_transform(t.augment if name == "train" else "none", image_size, train=name == "train")
-        if name == "train" and dropout is not None:
-            transform = WithModalityDropout(dropout, transform)
+        transform = train_transform(config, dataset, dropout) if name == "train" else build_transform("none", image_size)
         view = dataset.subset(positions, transform=transform)
         views[name] = view
         sampler = batch_sampler(view, t, train=name == "train", rank=rank, world_size=world_size)
@@ -223,12 +247,16 @@ def fill_monitor(config: RunConfig, dataset: Any) -> None:
 def check_memory(config: RunConfig, dataset: Any, registry: Any, device: torch.device) -> None:
     """A :class:`ConfigError` when one training step clearly needs more memory than ``device`` has free.
 
-    The images' size is ``train.image_size`` or the first item's (read without 2.5D context).
+    The images' size is the 2D ``train.patch_size``, else ``train.image_size`` or the first item's (read without
+    2.5D context).
     """
     from segkit.train.footprint import check_training_fits, training_footprint
 
     size = config.train.image_size
-    height, width = (size, size) if size else np.asarray(dataset.read_raw(0)[0]).shape[:2]
+    if is_image_patch_run(config):
+        height, width = config.train.patch_size
+    else:
+        height, width = (size, size) if size else np.asarray(dataset.read_raw(0)[0]).shape[:2]
     channels = int(config.model.params.get("in_channels", dataset.in_channels))
     footprint = training_footprint(lambda: build_model(config, registry), channels, int(height), int(width))
     check_training_fits(footprint, config.train.batch_size, (int(height), int(width)), device, config.model.name)
@@ -269,18 +297,30 @@ def build_trainer(
     dist: Any = None,
     progress: bool = True,
     labels: Labels | None = None,
+    initialise: bool = True,
 ) -> Any:
     """A :class:`~segkit.train.loop.Trainer` with the model (seeded, on ``device``, channels-last where ``train.channels_last`` says),
-    loss, metrics, optimizer and a schedule of ``steps_per_epoch`` optimizer steps per epoch."""
+    loss, metrics, optimizer and a schedule of ``steps_per_epoch`` optimizer steps per epoch.
+
+    With ``train.init_from`` (and ``initialise``: not when resuming, whose checkpoint replaces the weights) the
+    model starts from that run's weights; ``trainer.init_report`` says what was loaded."""
     from segkit.train.device import use_channels_last
     from segkit.train.loop import Trainer
     from segkit.train.schedule import build_optimizer, build_scheduler
 
     torch.manual_seed(config.train.seed)
-    model = build_model(config, registry).to(device)
+    model = build_model(config, registry)
+    report = None
+    if config.train.init_from and initialise:
+        from segkit.train.init_from import load_initial_weights
+
+        report = load_initial_weights(model, config.train.init_from, config.model.name)
+    model = model.to(device)
     if use_channels_last(config.train.channels_last, device, model):
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, steps_per_epoch)
-    return Trainer(config, model, build_loss(config, registry), build_metrics(config, registry), loaders, samplers,
-                   cases, device, optimizer, scheduler, dist=dist, progress=progress, labels=labels)
+    trainer = Trainer(config, model, build_loss(config, registry), build_metrics(config, registry), loaders, samplers,
+                      cases, device, optimizer, scheduler, dist=dist, progress=progress, labels=labels)
+    trainer.init_report = report
+    return trainer
