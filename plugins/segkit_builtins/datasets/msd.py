@@ -7,7 +7,8 @@
       labelsTr/CASE.nii.gz              voxel labels 0 .. C-1
 
 ``dataset.json`` gives the channel names, the label names and (Decathlon) the ``training`` list
-of ``{"image", "label"}`` pairs; without a list (nnU-Net v2) every ``labelsTr`` file is a case
+of ``{"image", "label"}`` pairs, each relative to the dataset's folder and refused when it leads
+out of it (:mod:`segkit.data.contained`); without a list (nnU-Net v2) every ``labelsTr`` file is a case
 (of the ``file_ending`` dataset.json names, if it names one). NIfTI is read by nibabel; NRRD and
 MetaImage files (``.nrrd``, ``.mha``, ...) by SimpleITK, the ``segkit[sitk]`` extra.
 Both label forms are read: ``{"0": "background", "1": "tumour"}`` and ``{"background": 0,
@@ -22,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from segkit.data.contained import inside_folder
 from segkit.data.volume_io import VOLUME_SUFFIXES, volume_stem
 from segkit.data.volume import VolumeDataset
 from segkit.errors import DataError
@@ -98,10 +100,11 @@ def _listed_cases(root: Path, description: dict[str, Any], channels: int, path: 
     training = description.get("training")
     rows = []
     if isinstance(training, list) and training:
-        for entry in training:
+        for number, entry in enumerate(training):
             if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
                 raise DataError(f"{path}: every 'training' entry needs 'image' and 'label', got {entry!r}")
-            image, label = root / entry["image"], root / entry["label"]
+            image, label = (inside_folder(entry[key], root, entry=f"training[{number}].{key}", source=path)
+                            for key in ("image", "label"))
             files = _channel_files(image, channels)
             if files is None:
                 raise DataError(f"{path} lists the image {entry['image']}, which is not there ({image}, nor one "

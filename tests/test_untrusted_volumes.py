@@ -1,0 +1,147 @@
+"""Datasets, headers and labels as untrusted input: each hostile or careless file made here, refused in one line.
+
+Every case names the offending file and entry, prints no traceback, exits with status 2 through
+the real CLI where it is a security matter, and writes nothing: no run directory, no volume cache.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from segkit.components import get_registry
+from segkit.errors import DataError
+
+from clihelp import segkit
+from volumes import ellipsoid_case, write_msd
+
+
+def refused(result, *expected: str) -> str:  # noqa: ANN001 - a CompletedProcess or a click Result
+    """The one-line error of a refused command; fails on a traceback, another exit status or a missing phrase."""
+    status = getattr(result, "returncode", getattr(result, "exit_code", None))
+    output = result.stderr if hasattr(result, "returncode") else result.output
+    assert status == 2, (status, output[-2000:])
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output[-2000:]
+    for phrase in expected:
+        assert phrase in errors[0], (phrase, errors[0])
+    return errors[0]
+
+
+def in_process(*args: str, env: dict[str, str] | None = None):  # noqa: ANN201 - a click Result
+    """``segkit ARGS`` in this process (no interpreter start): for the commands a test runs after the subprocess."""
+    from click.testing import CliRunner
+    from segkit.cli import cli
+
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+def hostile_msd(home: Path, named: str | None = None) -> Path:
+    """A tiny Decathlon folder at ``home/a/b/data`` whose first training image is ``named``, and a real NIfTI
+    file at ``home/outside/secret_x.nii.gz`` for it to name."""
+    root = write_msd(home / "a" / "b" / "data", cases=3, shape=(12, 12, 6))
+    (home / "outside").mkdir()
+    shutil.copy(root / "imagesTr" / "vol_000.nii.gz", home / "outside" / "secret_x.nii.gz")
+    description = json.loads((root / "dataset.json").read_text())
+    description["training"][0]["image"] = named or str(home / "outside" / "secret_x.nii.gz")
+    (root / "dataset.json").write_text(json.dumps(description))
+    return root
+
+
+# Paths a dataset file or a header names stay inside its folder -------------------------------------
+
+def test_a_dataset_json_entry_leading_out_of_the_dataset_is_refused_by_run_inspect_and_plan(tmp_path: Path) -> None:
+    root = hostile_msd(tmp_path, "../../../outside/secret_x.nii.gz")
+    environment = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    expected = ("dataset.json: training[0].image names '../../../outside/secret_x.nii.gz'",
+                str(tmp_path / "outside" / "secret_x.nii.gz"), f"outside the dataset's folder {root}")
+    refused(segkit("run", "--dataset", "msd", "--data-root", str(root), "--model", "unet3d", "--set",
+                   "train.patch_size=[8,8,8]", "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet",
+                   env=environment), *expected)
+    refused(in_process("inspect", "--dataset", "msd", "--data-root", str(root), "--quiet"), *expected)
+    refused(in_process("plan", "--dataset", "msd", "--data-root", str(root), "--out", str(tmp_path / "plan"),
+                       "--quiet", env=environment), *expected)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+    assert not (tmp_path / "plan" / "plan.toml").exists()
+
+
+def test_an_absolute_path_in_dataset_json_is_refused_for_a_2d_run(tmp_path: Path) -> None:
+    root = hostile_msd(tmp_path)
+    secret = str(tmp_path / "outside" / "secret_x.nii.gz")
+    refused(in_process("run", "--dataset", "msd", "--data-root", str(root), "--model", "unet", "--epochs", "1",
+                       "--out", str(tmp_path / "run"), "--quiet"), f"training[0].image names '{secret}'", "outside")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_table_may_not_lead_out_of_its_root_with_dotdot_but_may_name_absolute_paths(tmp_path: Path) -> None:
+    import cv2
+
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    image, mask = np.full((16, 16, 3), 90, np.uint8), np.zeros((16, 16), np.uint8)
+    mask[4:9, 4:9] = 255
+    for folder in (tmp_path / "data" / "images", tmp_path / "outside"):
+        cv2.imwrite(str(folder / "a.png"), image)
+        cv2.imwrite(str(folder / "a_mask.png"), mask)
+    table = tmp_path / "data" / "list.csv"
+    table.write_text("image,mask\nimages/a.png,images/a_mask.png\n../outside/a.png,images/a_mask.png\n")
+    with pytest.raises(DataError) as info:
+        get_registry().build("dataset", "csv", path=str(table))
+    message = str(info.value)
+    assert "\n" not in message and f"table {table}: row 3, column 'image', names '../outside/a.png'" in message
+    assert f"outside the table's root folder {tmp_path / 'data'}" in message
+    table.write_text(f"image,mask\nimages/a.png,images/a_mask.png\n{tmp_path / 'outside' / 'a.png'},"
+                     f"{tmp_path / 'outside' / 'a_mask.png'}\n")
+    assert len(get_registry().build("dataset", "csv", path=str(table))) == 2  # written out in full: the author's choice
+    # a root above both folders makes the same '..' table legal
+    table.write_text("image,mask\ndata/images/a.png,data/images/a_mask.png\noutside/a.png,outside/a_mask.png\n")
+    assert len(get_registry().build("dataset", "csv", path=str(table), root=str(tmp_path))) == 2
+
+
+def _sitk_pair(folder: Path, suffix: str) -> Path:
+    """A real MetaImage (.mhd) or detached NRRD (.nhdr) volume in ``folder``: header plus its .raw data file."""
+    sitk = pytest.importorskip("SimpleITK")
+    folder.mkdir(parents=True, exist_ok=True)
+    image, _ = ellipsoid_case((12, 12, 6), seed=1)
+    volume = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(image[..., 0], (2, 1, 0))))
+    volume.SetSpacing((1.0, 1.0, 2.0))
+    path = folder / f"case{suffix}"
+    sitk.WriteImage(volume, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("suffix", "field", "named"), [
+    (".mhd", "ElementDataFile", "../outside/case.raw"),
+    (".mhd", "ElementDataFile", "/etc/passwd"),
+    (".nhdr", "data file", "../outside/case.raw"),
+])
+def test_a_header_naming_a_data_file_outside_its_folder_is_refused_before_simpleitk_reads(
+        tmp_path: Path, suffix: str, field: str, named: str) -> None:
+    from segkit.data.volume_io import header_shape, read_volume
+
+    _sitk_pair(tmp_path / "outside", suffix)
+    header = _sitk_pair(tmp_path / "in", suffix)
+    text = header.read_text()
+    header.write_text(text.replace("case.raw", named))
+    for read in (read_volume, header_shape):
+        with pytest.raises(DataError) as info:
+            read(header)
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"{header}: {field} names '{named}'")
+        assert f"outside the header's folder {tmp_path / 'in'}" in message
+    header.write_text(text)  # the same header naming its own data file reads
+    assert read_volume(header).array.shape == (12, 12, 6)
+
+
+def test_predict_refuses_a_metaimage_naming_etc_passwd_and_writes_nothing(volume_run: Path, tmp_path: Path) -> None:
+    header = _sitk_pair(tmp_path / "in", ".mhd")
+    header.write_text(header.read_text().replace("case.raw", "/etc/passwd"))
+    out = tmp_path / "out"
+    refused(segkit("predict", str(volume_run), str(header), "--out", str(out), "--quiet"),
+            f"{header}: ElementDataFile names '/etc/passwd'", "outside the header's folder")
+    assert not out.exists() or not any(out.iterdir())
