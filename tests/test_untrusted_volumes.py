@@ -145,3 +145,70 @@ def test_predict_refuses_a_metaimage_naming_etc_passwd_and_writes_nothing(volume
     refused(segkit("predict", str(volume_run), str(header), "--out", str(out), "--quiet"),
             f"{header}: ElementDataFile names '/etc/passwd'", "outside the header's folder")
     assert not out.exists() or not any(out.iterdir())
+
+
+# Labels and geometry --------------------------------------------------------------------------------
+
+def _relabel(path: Path, change, dtype=None, affine=None) -> None:  # noqa: ANN001 - a function of the array
+    stored = nib.load(path)
+    array = np.asarray(stored.dataobj)
+    array = change(array.astype(dtype or array.dtype))
+    nib.save(nib.Nifti1Image(array, stored.affine if affine is None else affine), path)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_a_label_value_above_the_declared_labels_is_named_with_its_case_never_wrapped(tmp_path: Path,
+                                                                                       dtype: type) -> None:
+    root = write_msd(tmp_path / "data", cases=3, shape=(12, 12, 6))
+    _relabel(root / "labelsTr" / "vol_001.nii.gz", lambda a: np.where(a == 2, 257, a).astype(dtype), dtype)
+    with pytest.raises(DataError) as info:
+        get_registry().build("dataset", "msd", root=str(root))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("case 'vol_001': ") and "[257]" in message
+    assert "outside 0 .. 2" in message
+
+
+def test_more_labels_than_8_bits_hold_are_refused_in_dataset_json(tmp_path: Path) -> None:
+    root = write_msd(tmp_path / "data", cases=2, shape=(12, 12, 6))
+    description = json.loads((root / "dataset.json").read_text())
+    description["labels"] = {str(v): f"structure_{v}" for v in range(300)}
+    (root / "dataset.json").write_text(json.dumps(description))
+    with pytest.raises(DataError, match=r"dataset\.json declares 300 labels; .* at most 256"):
+        get_registry().build("dataset", "msd", root=str(root))
+
+
+def test_image_and_label_headers_that_disagree_on_spacing_are_refused_naming_both(tmp_path: Path) -> None:
+    root = write_msd(tmp_path / "data", cases=3, shape=(12, 12, 6), spacing=(1.0, 1.0, 2.0))
+    _relabel(root / "labelsTr" / "vol_002.nii.gz", lambda a: a, affine=np.diag([1.0, 1.0, 4.0, 1.0]))
+    _relabel(root / "labelsTr" / "vol_000.nii.gz", lambda a: a[:, :, :5])  # and a shape mismatch in another case
+    with pytest.raises(DataError) as info:
+        get_registry().build("dataset", "msd", root=str(root))
+    lines = str(info.value).splitlines()
+    assert lines[0] == "2 of 3 cases cannot be used:"  # every case's problem, each naming its case
+    assert lines[1].startswith("  - case 'vol_000': ") and "12x12x6 voxels but its label" in lines[1]
+    assert lines[2].startswith("  - case 'vol_002': ") and "voxel spacing 1 x 1 x 2 mm" in lines[2]
+    assert f"{root / 'labelsTr' / 'vol_002.nii.gz'} 1 x 1 x 4 mm" in lines[2]
+
+
+def test_predict_never_writes_into_a_datasets_label_folder(volume_run: Path, tmp_path: Path) -> None:
+    from segkit.errors import ConfigError
+    from segkit.inference.output_names import refuse_label_folder
+
+    root = tmp_path / "data"
+    shutil.copytree(volume_run.parent / "data", root)
+    truth = {p.name: p.read_bytes() for p in (root / "labelsTr").iterdir()}
+    refused(segkit("predict", str(volume_run), str(root / "imagesTr" / "vol_000.nii.gz"), "--out",
+                   str(root / "labelsTr"), "--overwrite", "--quiet"),
+            f"--out {root / 'labelsTr'} is the label folder", "never writes there, even with --overwrite")
+    assert {p.name: p.read_bytes() for p in (root / "labelsTr").iterdir()} == truth  # the ground truth intact
+    # a folder dataset.json lists labels in, under another name, and folders below it; links followed
+    description = json.loads((root / "dataset.json").read_text())
+    (root / "gt").mkdir()
+    description["training"][0]["label"] = "gt/vol_000.nii.gz"
+    (root / "dataset.json").write_text(json.dumps(description))
+    (tmp_path / "link").symlink_to(root / "labelsTr")
+    for out in (root / "gt", root / "labelsTr" / "sub", tmp_path / "link"):
+        with pytest.raises(ConfigError, match="label folder"):
+            refuse_label_folder(out)
+    for out in (root / "predictions", root, tmp_path / "elsewhere"):
+        refuse_label_folder(out)  # beside the labels, or the dataset's folder itself: fine

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from segkit.data.contained import inside_folder
-from segkit.data.volume_io import VOLUME_SUFFIXES, volume_stem
+from segkit.data.volume_io import MAX_LABELS, VOLUME_SUFFIXES, volume_stem
 from segkit.data.volume import VolumeDataset
 from segkit.errors import DataError
 
@@ -82,6 +82,10 @@ def _labels(description: dict[str, Any], path: Path) -> list[str]:
         raise DataError(f"{path}: the label values must be 0 .. {len(by_value) - 1} without gaps, got {sorted(by_value)}")
     if len(by_value) < 2:
         raise DataError(f"{path} declares only the background label; a segmentation needs at least one more")
+    if len(by_value) > MAX_LABELS:
+        raise DataError(f"{path} declares {len(by_value)} labels; segkit keeps label values in 8 bits, so at most "
+                        f"{MAX_LABELS} (0 .. {MAX_LABELS - 1}, background included). Merge or drop labels in the "
+                        "label files and in 'labels'")
     return [by_value[v] for v in range(len(by_value))]
 
 

@@ -222,8 +222,8 @@ def entry_problem(entry: Any, channels: int) -> str | None:
         if not _numbers(entry.get(key), kind, 3):
             return f"has the {key} {entry.get(key)!r}, not three positive numbers"
     counts = entry.get("foreground_counts")
-    if not isinstance(counts, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in counts.items()):
+    if not isinstance(counts, dict) or not all(isinstance(k, str) and _numbers([v], int, 1, False)
+                                               for k, v in counts.items()):
         return f"has the foreground_counts {counts!r}"
     files = entry.get("files")
     if not isinstance(files, dict) or sorted(files) != sorted(CASE_FILES):

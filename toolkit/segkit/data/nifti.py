@@ -14,7 +14,7 @@ import numpy as np
 from segkit.data.volume_io import Volume
 from segkit.errors import DataError
 
-__all__ = ["NIFTI_SUFFIXES", "is_nifti", "read_nifti", "nifti_header_shape"]
+__all__ = ["NIFTI_SUFFIXES", "is_nifti", "read_nifti", "nifti_header_shape", "nifti_header_spacing"]
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 
@@ -39,6 +39,11 @@ def _load(path: Path):  # noqa: ANN202 - a nibabel image
 def nifti_header_shape(path: str | Path) -> tuple[int, ...]:
     """The voxel shape from the header alone (no voxels are read)."""
     return tuple(int(n) for n in _load(Path(path)).shape)
+
+
+def nifti_header_spacing(path: str | Path) -> tuple[float, ...]:
+    """The voxel spacing (the header's first three zooms, mm) from the header alone."""
+    return tuple(float(z) for z in _load(Path(path)).header.get_zooms()[:3])
 
 
 def read_nifti(path: str | Path, dtype: type = np.float32) -> Volume:

@@ -152,9 +152,9 @@ class VolumeCache:
         bad = (array < 0) | (array >= self.classes) | (array != np.round(array)) if array.dtype.kind in "fiu" else None
         outside = array[bad] if bad is not None else array[:0]
         if outside.size:  # a plugin's own read_label unchecked: never wrapped into uint8, never trained on
-            raise DataError(f"case {str(row.case)!r}: its label {row.label_path} holds the label value {outside.max():g}, "
-                            f"outside the {self.classes} labels the dataset declares (0 .. {self.classes - 1}); fix "
-                            "the file or the dataset's labels")
+            raise DataError(f"case {str(row.case)!r}: its label {row.label_path} holds the label value "
+                            f"{outside.max():g}, outside the {self.classes} labels the dataset declares "
+                            f"(0 .. {self.classes - 1}); fix the file or the dataset's labels")
         array = array.astype(np.uint8, copy=False)
         return image, array, tuple(float(s) for s in label.spacing)
 
