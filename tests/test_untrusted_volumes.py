@@ -212,3 +212,52 @@ def test_predict_never_writes_into_a_datasets_label_folder(volume_run: Path, tmp
             refuse_label_folder(out)
     for out in (root / "predictions", root, tmp_path / "elsewhere"):
         refuse_label_folder(out)  # beside the labels, or the dataset's folder itself: fine
+
+
+# dataset.json and compressed volumes validated ------------------------------------------------------
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda d: d["training"][0].update(image=7), "training[0].image is 7 (int); it must be a path"),
+    (lambda d: d["training"][1].update(image=["a", "b"]), "training[1].image is ['a', 'b'] (list)"),
+    (lambda d: d["training"][0].update(label=None), "training[0].label is None (NoneType)"),
+    (lambda d: d["training"][0].pop("label"), "training[0] has no 'label' (it has 'image')"),
+    (lambda d: d["training"].__setitem__(1, "vol_001"), "training[1] is 'vol_001'; each entry is an object"),
+    (lambda d: d.update(training={"image": "x"}), "'training' is a dict; it must be a list"),
+    (lambda d: d.update(modality={"0": None}), "modality['0'] is None; a channel's name is a non-empty string"),
+    (lambda d: d.update(labels={"background": 0, "whole": [1, 2]}), "labels['whole'] is [1, 2]"),
+    (lambda d: d.update(file_ending=3), "'file_ending' is 3"),
+], ids=["int-image", "list-image", "null-label", "missing-label", "string-entry", "dict-training", "null-modality",
+        "region-labels", "int-file-ending"])
+def test_a_malformed_dataset_json_names_the_file_and_the_entry(tmp_path: Path, change, expected: str) -> None:  # noqa: ANN001
+    root = write_msd(tmp_path / "data", cases=2, shape=(8, 8, 4))
+    description = json.loads((root / "dataset.json").read_text())
+    change(description)
+    (root / "dataset.json").write_text(json.dumps(description))
+    result = in_process("inspect", "--dataset", "msd", "--data-root", str(root), "--quiet")
+    refused(result, f"{root / 'dataset.json'}: {expected}")
+
+
+def test_a_compressed_volume_failing_its_checksum_is_named_and_never_trained_on(tmp_path: Path) -> None:
+    from segkit.data.volume_io import read_volume
+
+    root = write_msd(tmp_path / "data", cases=3, shape=(12, 12, 6))
+    path = root / "imagesTr" / "vol_001.nii.gz"
+    original = np.asarray(nib.load(path).dataobj)
+    damaged = bytearray(path.read_bytes())
+    middle = len(damaged) // 2
+    damaged[middle:middle + 64] = bytes(64)  # 64 bytes overwritten in the middle: gzip's CRC no longer holds
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DataError) as info:
+        read_volume(path)
+    assert str(info.value).startswith(f"{path} is a damaged gzip file") and "\n" not in str(info.value)
+    try:  # what nibabel alone reads: no error, and wrong voxels (what used to be trained on)
+        silently = np.asarray(nib.load(path).dataobj)
+        assert (silently != original).any()
+    except Exception:  # noqa: BLE001 - a nibabel that checks the stream itself is fine too
+        pass
+    out = tmp_path / "run"
+    result = in_process("run", "--dataset", "msd", "--data-root", str(root), "--model", "unet3d", "--set",
+                        "train.patch_size=[8,8,8]", "--epochs", "1", "--out", str(out), "--quiet",
+                        env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    refused(result, f"{path} is a damaged gzip file")
+    assert not out.exists() and not (tmp_path / "cache").exists()

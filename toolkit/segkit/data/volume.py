@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from segkit.data.base import SegmentationDataset
+from segkit.data.verify import cases_message
 from segkit.data.volume_io import Volume, check_finite, header_shape, header_spacing, read_label, read_volume
 from segkit.errors import ConfigError, DataError
 
@@ -124,9 +125,7 @@ class VolumeDataset(SegmentationDataset):
             spacings.append(spacing)
             lesion.append(per_axis)
         if problems:
-            raise DataError(problems[0] if len(problems) == 1 else f"{len(problems)} of {len(cases)} cases cannot be "
-                            "used:\n" + "\n".join(f"  - {p}" for p in problems[:20])
-                            + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""))
+            raise DataError(cases_message(problems, len(cases)))
         self.slice_axis = choose_slice_axis(spacings) if slice_axis is None else int(slice_axis)
         in_plane = [tuple(s for axis, s in enumerate(shape) if axis != self.slice_axis) for shape in shapes]
         self.slice_shape = tuple(int(math.ceil(max(sizes) / pad_multiple) * pad_multiple) for sizes in zip(*in_plane))
