@@ -261,3 +261,42 @@ def test_a_compressed_volume_failing_its_checksum_is_named_and_never_trained_on(
                         env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     refused(result, f"{path} is a damaged gzip file")
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+# Labels out of range before training ---------------------------------------------------------------
+
+def test_a_label_value_9_stops_a_3d_run_before_training_in_one_line(tmp_path: Path) -> None:
+    root = write_msd(tmp_path / "data", cases=3, shape=(12, 12, 6))
+    _relabel(root / "labelsTr" / "vol_002.nii.gz", lambda a: np.where(a == 2, 9, a))
+    out = tmp_path / "run"
+    result = in_process("run", "--dataset", "msd", "--data-root", str(root), "--model", "unet3d", "--loss", "ce_dice",
+                        "--set", "train.patch_size=[8,8,8]", "--epochs", "1", "--out", str(out), "--quiet",
+                        env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    refused(result, "case 'vol_002': ", "label value(s) [9], outside 0 .. 2")
+    assert "multiclass target" not in result.output
+    assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_plugin_read_label_that_checks_nothing_is_caught_by_the_dataset_and_the_cache(tmp_path: Path) -> None:
+    from segkit.data.volume import VolumeDataset
+    from segkit.data.volume_cache import VolumeCache
+    from segkit.data.volume_io import Volume
+
+    root = write_msd(tmp_path / "data", cases=2, shape=(12, 12, 6))
+    dataset = get_registry().build("dataset", "msd", root=str(root))
+
+    class Unchecked(VolumeDataset):
+        """A plugin that reads labels its own way and never compares them with its labels."""
+
+        def read_label(self, path: str, classes: int) -> Volume:
+            array = np.asarray(nib.load(path).dataobj).astype(np.int16)
+            return Volume(np.where(array == 2, 9, array), np.eye(4), (1.0, 1.0, 2.0), Path(path))
+
+    table = dataset.cases_table[["case", "image_paths", "label_path"]]
+    with pytest.raises(DataError, match=r"^2 of 2 cases cannot be used:\n  - case 'vol_000': .* label value 9, "):
+        Unchecked(table, channels=dataset.channel_names, labels=dataset.labels)
+    # read_label changed after the dataset was built (a file replaced meanwhile): the cache still refuses it
+    dataset.read_label = Unchecked.read_label.__get__(dataset)
+    with pytest.raises(DataError, match=r"^case 'vol_000': its label .* holds the label value 9, outside the 3 labels"):
+        VolumeCache(dataset, directory=tmp_path / "cache", progress=False).build()
+    assert not list((tmp_path / "cache").glob("*.np?"))  # nothing of it cached
