@@ -138,6 +138,20 @@ def test_a_header_naming_a_data_file_outside_its_folder_is_refused_before_simple
     assert read_volume(header).array.shape == (12, 12, 6)
 
 
+def test_a_dataset_of_metaimages_naming_data_outside_is_refused_before_training(tmp_path: Path) -> None:
+    root = write_msd(tmp_path / "data", cases=3, shape=(12, 12, 6))
+    _sitk_pair(tmp_path / "outside", ".mhd")
+    header = _sitk_pair(root / "imagesTr", ".mhd")  # imagesTr/case.mhd + case.raw, then pointed outside
+    header.write_text(header.read_text().replace("case.raw", "../../outside/case.raw"))
+    description = json.loads((root / "dataset.json").read_text())
+    description["training"][0]["image"] = "./imagesTr/case.mhd"
+    (root / "dataset.json").write_text(json.dumps(description))
+    refused(segkit("run", "--dataset", "msd", "--data-root", str(root), "--model", "unet", "--epochs", "1",
+                   "--out", str(tmp_path / "run"), "--quiet"),
+            f"{header}: ElementDataFile names '../../outside/case.raw'", "outside the header's folder")
+    assert not (tmp_path / "run").exists()
+
+
 def test_predict_refuses_a_metaimage_naming_etc_passwd_and_writes_nothing(volume_run: Path, tmp_path: Path) -> None:
     header = _sitk_pair(tmp_path / "in", ".mhd")
     header.write_text(header.read_text().replace("case.raw", "/etc/passwd"))
