@@ -147,6 +147,27 @@ def test_per_case_table():
     assert table["recall"].tolist() == pytest.approx([1.0, 1 / 4, 1.0])
 
 
+def test_labels_absent_from_truth_and_prediction_do_not_lift_the_case_and_pooled_means():
+    """Five labels declared, two occur: the headline is theirs (nnU-Net leaves the others' NaN out), not 1s."""
+    from segkit.labels import Labels
+
+    labels = Labels(("background", "a", "b", "c", "d", "e"), "multiclass")
+    accumulator = MetricAccumulator({"dice": Dice()}, labels=labels)
+    rows = torch.zeros((3, 5, 4), dtype=torch.int64)
+    rows[..., 3] = 100  # true negatives everywhere
+    rows[0, 0] = torch.tensor([0, 0, 8, 92])  # case X, label a: missed, dice 0
+    rows[0, 1] = torch.tensor([3, 1, 0, 96])  # case X, label b: dice 6/7
+    rows[1, 1] = torch.tensor([0, 4, 0, 96])  # case Y, label b: a false positive only, dice 0
+    # case Z: nothing anywhere, nothing predicted: every label's empty score 1, as binary data
+    accumulator.update_counts(rows, ["X", "Y", "Z"])
+    result = accumulator.compute()
+    assert result["per_case"]["dice"]["mean"] == pytest.approx(((0 + 6 / 7) / 2 + 0 + 1) / 3)
+    assert accumulator.per_case_table()["dice"].tolist() == pytest.approx([3 / 7, 0.0, 1.0])
+    assert result["global"]["dice"] == pytest.approx((0 + 6 / 11) / 2)  # pooled a: (0, 0, 8); b: (3, 5, 0)
+    assert result["per_image"]["dice"]["mean"] == pytest.approx(((0 + 6 / 7 + 3) / 5 + 4 / 5 + 1) / 3)  # unchanged
+    assert result["per_class"]["c"]["per_case"]["dice"]["mean"] == 1.0  # each label alone keeps the binary rule
+
+
 def test_without_cases_there_is_no_per_case_result():
     accumulator = MetricAccumulator({"dice": Dice()})
     accumulator.update_counts(CRAFTED)

@@ -204,11 +204,16 @@ def test_evaluate_reports_each_label_and_the_boundary_metrics(multiclass_run: Pa
     assert result.exit_code == 0, result.output[-3000:]
     report = json.loads(result.stdout)
     assert set(report["per_class"]) == {"non_enhancing", "enhancing"}
-    means = [report["per_class"][label]["per_case"]["dice"]["mean"] for label in report["per_class"]]
-    assert report["per_case"]["dice"]["mean"] == pytest.approx(sum(means) / 2)
     assert set(report["surface"]["per_class"]) == {"non_enhancing", "enhancing"}
     assert report["surface"]["units"] == "pixels" and report["surface"]["tolerance"] == 1.0
     table = pd.read_csv(report["per_case_csv"])
+    # a case's score is the mean over the labels in its truth or prediction (absent from both: left out)
+    labels = ["non_enhancing", "enhancing"]
+    present = pd.DataFrame({k: table[[f"tp_{k}", f"fp_{k}", f"fn_{k}"]].sum(axis=1) > 0 for k in labels})
+    dice = table[[f"dice_{k}" for k in labels]].set_axis(labels, axis=1)
+    expected = dice.where(present).mean(axis=1).fillna(dice.mean(axis=1))
+    assert report["per_case"]["dice"]["mean"] == pytest.approx(expected.mean())
+    assert table["dice"].tolist() == pytest.approx(expected.tolist())
     assert {"dice_non_enhancing", "hd95", "hd95_enhancing", "surface_dice"} <= set(table.columns)
     assert table["case"].nunique() == report["n_cases"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -225,3 +226,125 @@ def test_real_hippocampus_cases_are_cached_at_their_own_shape(tmp_path: Path) ->
         assert abs(float(image.mean())) < 1e-3 and float(image.std()) == pytest.approx(1.0, abs=1e-3)
         assert set(np.unique(label)) == {0, 1, 2} and sorted(cache.foreground(row.case)) == [1, 2]
     assert os.path.getsize(tmp_path / "cache" / "cache.json") > 0
+
+
+# The cache as untrusted input: damaged files are found, noted in one line and rebuilt -------------
+
+def _swap(folder: Path) -> None:
+    """vol_000's label replaced by vol_001's (same shape and dtype: only the fingerprint tells them apart)."""
+    (folder / "vol_000_label.npy").write_bytes((folder / "vol_001_label.npy").read_bytes())
+
+
+def _truncate(folder: Path) -> None:
+    path = folder / "vol_000_image.npy"
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _objects(folder: Path) -> None:
+    np.save(folder / "vol_000_image.npy", np.array([{"x": 1}, "y"], dtype=object), allow_pickle=True)
+
+
+def _garbage_npz(folder: Path) -> None:
+    (folder / "vol_000_foreground.npz").write_bytes(b"PK\x03\x04 not a zip archive at all" * 10)
+
+
+def _string_shape(folder: Path) -> None:
+    import json
+
+    recorded = json.loads((folder / "cache.json").read_text())
+    recorded["cases"]["vol_000"]["shape"] = "20x24x12"
+    (folder / "cache.json").write_text(json.dumps(recorded))
+
+
+def _json_garbage(folder: Path) -> None:
+    (folder / "cache.json").write_bytes(b"\x00\xffnot json")
+
+
+@pytest.fixture(scope="module")
+def built_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A two-case dataset and its built cache, copied by the tests that damage it."""
+    home = tmp_path_factory.mktemp("untrusted-cache")
+    root = write_msd(home / "msd", cases=2, shape=(12, 12, 6))
+    VolumeCache(build(root), directory=home / "cache", progress=False).build()
+    return root, home / "cache"
+
+
+@pytest.mark.parametrize(("damage", "named", "rebuilt"), [
+    (_string_shape, "cache.json entry of case 'vol_000' has the shape '20x24x12'", ["vol_000"]),
+    (_truncate, "vol_000_image.npy has", ["vol_000"]),
+    (_swap, "vol_000_label.npy has other content", ["vol_000"]),
+    (_objects, "vol_000_image.npy", ["vol_000"]),
+    (_garbage_npz, "vol_000_foreground.npz", ["vol_000"]),
+    (_json_garbage, "cache.json is unreadable", ["vol_000", "vol_001"]),
+], ids=["string-shape", "truncated", "swapped", "objects", "garbage-npz", "json-garbage"])
+def test_a_damaged_cache_is_noted_in_one_line_and_rebuilt(built_cache: tuple[Path, Path], tmp_path: Path,
+                                                          damage: Any, named: str, rebuilt: list[str]) -> None:
+    import shutil
+
+    root, reference = built_cache
+    folder = tmp_path / "cache"
+    shutil.copytree(reference, folder)
+    damage(folder)
+    notes: list[str] = []
+    cache = VolumeCache(build(root), directory=folder, progress=False, note=notes.append).build()
+    assert cache.built == rebuilt and cache.notes == notes
+    assert len(notes) == 1 and named in notes[0] and "\n" not in notes[0], notes
+    original = VolumeCache(build(root), directory=reference, progress=False)
+    for case in ("vol_000", "vol_001"):  # the rebuilt cache holds what the undamaged one does
+        np.testing.assert_array_equal(cache.image(case), original.image(case))
+        np.testing.assert_array_equal(cache.label(case), original.label(case))
+        assert {k: v.tolist() for k, v in cache.foreground(case).items()} == {
+            k: v.tolist() for k, v in original.foreground(case).items()}
+    again = VolumeCache(build(root), directory=folder, progress=False, note=notes.append).build()
+    assert again.built == [] and len(notes) == 1  # repaired for good
+
+
+def test_a_file_damaged_after_the_check_is_a_one_line_error_when_read(built_cache: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    import shutil
+
+    root, reference = built_cache
+    shutil.copytree(reference, tmp_path / "cache")
+    cache = VolumeCache(build(root), directory=tmp_path / "cache", progress=False).build()
+    _truncate(tmp_path / "cache")
+    _garbage_npz(tmp_path / "cache")
+    for read in (cache.image, cache.foreground):
+        with pytest.raises(DataError, match=r"vol_000_\w+\.np[yz] changed after it was checked.*rebuilds") as info:
+            read("vol_000")
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("failure", ["short-write", "enospc"])
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(built_cache: tuple[Path, Path], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 failure: str) -> None:
+    import errno
+
+    import segkit.data.cache_files as cache_files
+
+    root, _ = built_cache
+    folder = tmp_path / "cache"
+    real_save = np.save
+    calls = []
+
+    def save_then_fill(handle: Any, array: np.ndarray, allow_pickle: bool = False) -> None:
+        calls.append(array.shape)
+        if len(calls) < 4:  # vol_000's image and label, vol_001's image; then half its label, and the disk is full
+            return real_save(handle, array, allow_pickle=allow_pickle)
+        handle.write(b"\x93NUMPY" + b"\x00" * (array.nbytes // 2))
+        if failure == "enospc":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(f"{array.nbytes} requested and {array.nbytes // 2} written")  # numpy's own short write
+
+    monkeypatch.setattr(cache_files.np, "save", save_then_fill)
+    with pytest.raises(ConfigError) as info:
+        VolumeCache(build(root), directory=folder, progress=False).build()
+    message = str(info.value)
+    assert "\n" not in message and str(folder / "vol_001_label.npy") in message and "Nothing half-written" in message
+    assert ("probably full" if failure == "short-write" else "No space left") in message
+    assert sorted(p.name for p in folder.iterdir()) == ["cache.json", "vol_000_foreground.npz", "vol_000_image.npy",
+                                                        "vol_000_label.npy"]  # no temporary file, nothing of the half-built case
+    monkeypatch.setattr(cache_files.np, "save", real_save)
+    notes: list[str] = []
+    cache = VolumeCache(build(root), directory=folder, progress=False, note=notes.append).build()
+    assert cache.built == ["vol_001"] and notes == []  # the finished case kept, the half one built whole

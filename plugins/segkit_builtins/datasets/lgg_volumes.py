@@ -135,6 +135,10 @@ class LGGVolumes(VolumeDataset):
                                 "the slices of a patient must have one size to form a volume")
         return (first[1], first[0], len(sizes))
 
+    def image_spacing(self, paths: tuple[str, ...]) -> None:
+        """Unknown: TIFF slices carry no voxel spacing (the label's is 1 per axis), so there is nothing to compare."""
+        return None
+
     def read_image(self, paths: tuple[str, ...]) -> np.ndarray:
         """The patient's slices stacked as float32 ``(3, H, W, S)``, channels as the 2D lgg dataset reads them."""
         slices = [read_image(image, channels=3) for image, _ in _pairs(paths)]

@@ -7,7 +7,8 @@
       labelsTr/CASE.nii.gz              voxel labels 0 .. C-1
 
 ``dataset.json`` gives the channel names, the label names and (Decathlon) the ``training`` list
-of ``{"image", "label"}`` pairs; without a list (nnU-Net v2) every ``labelsTr`` file is a case
+of ``{"image", "label"}`` pairs, each relative to the dataset's folder and refused when it leads
+out of it (:mod:`segkit.data.contained`); without a list (nnU-Net v2) every ``labelsTr`` file is a case
 (of the ``file_ending`` dataset.json names, if it names one). NIfTI is read by nibabel; NRRD and
 MetaImage files (``.nrrd``, ``.mha``, ...) by SimpleITK, the ``segkit[sitk]`` extra.
 Both label forms are read: ``{"0": "background", "1": "tumour"}`` and ``{"background": 0,
@@ -22,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from segkit.data.volume_io import VOLUME_SUFFIXES, volume_stem
+from segkit.data.contained import inside_folder
+from segkit.data.volume_io import MAX_LABELS, VOLUME_SUFFIXES, volume_stem
 from segkit.data.volume import VolumeDataset
 from segkit.errors import DataError
 
@@ -62,6 +64,11 @@ def _channels(description: dict[str, Any], path: Path) -> list[str]:
         raise DataError(f"{path}: the channel keys must be 0, 1, ..., got {sorted(table)}") from None
     if [int(k) for k in order] != list(range(len(order))):
         raise DataError(f"{path}: the channel keys must be 0 .. {len(order) - 1} without gaps, got {order}")
+    for key in order:
+        if not isinstance(table[key], str) or not table[key].strip():
+            field = "channel_names" if "channel_names" in description else "modality"
+            raise DataError(f"{path}: {field}[{key!r}] is {table[key]!r}; a channel's name is a non-empty string, "
+                            'e.g. "MRI" or "CT"')
     return [str(table[k]) for k in order]
 
 
@@ -69,17 +76,26 @@ def _labels(description: dict[str, Any], path: Path) -> list[str]:
     table = description.get("labels")
     if not isinstance(table, dict) or not table:
         raise DataError(f"{path} declares no labels: it needs e.g. \"labels\": {{\"0\": \"background\", \"1\": \"tumour\"}}")
-    try:
-        if all(str(k).isdigit() for k in table):  # Decathlon: value -> name
-            by_value = {int(k): str(v) for k, v in table.items()}
-        else:  # nnU-Net v2: name -> value
-            by_value = {int(v): str(k) for k, v in table.items()}
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: labels must map values to names or names to integer values, got {table}") from None
+    decathlon = all(str(k).isdigit() for k in table)  # value -> name; else nnU-Net v2: name -> value
+    for key, value in table.items():
+        if decathlon and (not isinstance(value, str) or not value.strip()):
+            raise DataError(f"{path}: labels[{key!r}] is {value!r}; a label's name is a non-empty string, e.g. "
+                            '"tumour"')
+        if not decathlon and (isinstance(value, bool) or not isinstance(value, int)):
+            raise DataError(f"{path}: labels[{key!r}] is {value!r}; labels map names to integer values (nnU-Net, "
+                            'e.g. "tumour": 1) or values to names (Decathlon, e.g. "1": "tumour"); segkit does not '
+                            "train nnU-Net's region labels (lists of values)")
+    by_value = ({int(k): str(v) for k, v in table.items()} if decathlon else {int(v): str(k) for k, v in table.items()})
+    if len(by_value) != len(table):
+        raise DataError(f"{path}: labels gives one value two names ({table}); each value needs its own name")
     if sorted(by_value) != list(range(len(by_value))):
         raise DataError(f"{path}: the label values must be 0 .. {len(by_value) - 1} without gaps, got {sorted(by_value)}")
     if len(by_value) < 2:
         raise DataError(f"{path} declares only the background label; a segmentation needs at least one more")
+    if len(by_value) > MAX_LABELS:
+        raise DataError(f"{path} declares {len(by_value)} labels; segkit keeps label values in 8 bits, so at most "
+                        f"{MAX_LABELS} (0 .. {MAX_LABELS - 1}, background included). Merge or drop labels in the "
+                        "label files and in 'labels'")
     return [by_value[v] for v in range(len(by_value))]
 
 
@@ -94,14 +110,36 @@ def _channel_files(image: Path, channels: int) -> tuple[str, ...] | None:
     return None
 
 
+def _entry_path(entry: Any, number: int, key: str, path: Path) -> str:
+    """``training[number][key]``: a non-empty path string; a DataError naming the file and the entry otherwise."""
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: training[{number}] is {entry!r}; each entry is an object such as "
+                        '{"image": "./imagesTr/case.nii.gz", "label": "./labelsTr/case.nii.gz"}')
+    if key not in entry:
+        found = ", ".join(map(repr, entry)) or "nothing"
+        raise DataError(f"{path}: training[{number}] has no {key!r} (it has {found}); each entry needs 'image' and "
+                        "'label', paths relative to the dataset's folder")
+    value = entry[key]
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{path}: training[{number}].{key} is {value!r} ({type(value).__name__}); it must be a path "
+                        f"relative to the dataset's folder, e.g. \"./{'imagesTr' if key == 'image' else 'labelsTr'}/"
+                        'case.nii.gz"')
+    return value
+
+
 def _listed_cases(root: Path, description: dict[str, Any], channels: int, path: Path) -> pd.DataFrame:
     training = description.get("training")
+    if training is not None and not isinstance(training, list):
+        raise DataError(f"{path}: 'training' is a {type(training).__name__}; it must be a list of "
+                        '{"image": ..., "label": ...} entries (or left out: then every labelsTr/ file is a case)')
+    ending = description.get("file_ending")
+    if ending is not None and (not isinstance(ending, str) or not ending.startswith(".")):
+        raise DataError(f"{path}: 'file_ending' is {ending!r}; it must be a suffix such as \".nii.gz\"")
     rows = []
-    if isinstance(training, list) and training:
-        for entry in training:
-            if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
-                raise DataError(f"{path}: every 'training' entry needs 'image' and 'label', got {entry!r}")
-            image, label = root / entry["image"], root / entry["label"]
+    if training:
+        for number, entry in enumerate(training):
+            image, label = (inside_folder(_entry_path(entry, number, key, path), root,
+                                          entry=f"training[{number}].{key}", source=path) for key in ("image", "label"))
             files = _channel_files(image, channels)
             if files is None:
                 raise DataError(f"{path} lists the image {entry['image']}, which is not there ({image}, nor one "
@@ -112,8 +150,7 @@ def _listed_cases(root: Path, description: dict[str, Any], channels: int, path: 
                                 "or remove its entry")
             rows.append({"case": volume_stem(label), "image_paths": files, "label_path": str(label)})
     else:
-        ending = description.get("file_ending")
-        suffixes = (ending.lower(),) if isinstance(ending, str) and ending else VOLUME_SUFFIXES
+        suffixes = (ending.lower(),) if ending else VOLUME_SUFFIXES
         labels = sorted(p for p in (root / "labelsTr").glob("*") if p.name.lower().endswith(suffixes)
                         and not p.name.startswith("._")) if (root / "labelsTr").is_dir() else []
         for label in labels:

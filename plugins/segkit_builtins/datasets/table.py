@@ -5,6 +5,10 @@
     ...
 
 CSV (comma-separated, or tab-separated when named ``.tsv``) or parquet (``.parquet``, ``.pq``; needs pyarrow).
+Relative paths start at ``root`` (default: the table's folder) and must stay inside it: a ``..``
+that leads out of it is refused (:mod:`segkit.data.contained`), so a table someone hands you reads
+only files beside it. An absolute path is taken as written: spelling one out is the table's
+author's explicit choice; set ``root`` to a common folder instead to keep the check.
 For 2.5D context add a case column and a column of integer slice numbers
 (``slice_column``).
 """
@@ -19,6 +23,7 @@ import pandas as pd
 from segkit.labels import check_classes, label_names
 from segkit.components.params import check_spacing
 from segkit.data import FilePairDataset, drop_missing
+from segkit.data.contained import inside_folder
 from segkit.data.base import check_context
 from segkit.data.intensity import check_normalize
 from segkit.errors import ConfigError, DataError, unknown_name
@@ -69,7 +74,7 @@ class TableDataset(FilePairDataset):
         image_column: the column of image paths.
         mask_column: the column of mask paths (an empty cell is a missing mask).
         case_column: the column of case ids; None makes every image its own case.
-        root: the folder that relative paths start from; default the table's folder.
+        root: the folder that relative paths start from and stay inside; default the table's folder.
         cache: keep decoded images in memory after the first read.
         on_missing: ``"error"`` for images without a mask (empty cell or no file),
             or ``"skip"`` to warn and leave them out.
@@ -127,18 +132,21 @@ class TableDataset(FilePairDataset):
                 raise DataError(f"table {table_path}: row {row + 2} has an empty {column!r} cell")
         base = Path(root).expanduser() if root is not None else table_path.parent
 
-        def resolve(value: object) -> str | None:
+        def resolve(value: object, row: int, column: str) -> str | None:
             if value is None or pd.isna(value) or str(value).strip() == "":
                 return None
             full = Path(str(value).strip()).expanduser()
-            return str(full if full.is_absolute() else base / full)
+            if full.is_absolute():  # written out in full by whoever made the table: their choice
+                return str(full)
+            return str(inside_folder(full, base, entry=f"row {row + 2}, column {column!r},",
+                                     source=f"table {table_path}", what="the table's root folder"))
 
-        image_paths = [resolve(v) for v in table[image_column]]
+        image_paths = [resolve(v, row, image_column) for row, v in enumerate(table[image_column])]
         absent = [p for p in image_paths if not Path(p).is_file()]
         if absent:
             raise DataError(f"{len(absent)} image(s) listed in {table_path} do not exist, e.g. "
                             f"{', '.join(absent[:3])} (relative paths start at {base})")
-        mask_paths = [resolve(v) for v in table[mask_column]]
+        mask_paths = [resolve(v, row, mask_column) for row, v in enumerate(table[mask_column])]
         mask_paths = [p if p is not None and Path(p).is_file() else None for p in mask_paths]
         stems = [Path(p).stem for p in image_paths]
         items = stems if len(set(stems)) == len(stems) else [str(v).strip() for v in table[image_column]]

@@ -6,11 +6,17 @@ file's (x, y, z) axis order with a RAS affine, as nibabel gives NIfTI. This modu
 ways, so a NRRD or MHA case reads like a NIfTI one: the same axis order, spacing and affine.
 A multi-component image (one vector per voxel) is a 4D array with its channels last, like a
 Decathlon 4D NIfTI.
+
+A header can keep its voxels in other files (MetaImage ``ElementDataFile``, NRRD ``data file``;
+always so for ``.mhd`` and ``.nhdr``). Every file a header names must lie inside the header's own
+folder: it is checked before SimpleITK opens anything (:func:`check_data_files`), so a header
+naming ``../../secret.raw`` or ``/etc/passwd`` is refused in training, inspect, plan and predict.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,12 +25,15 @@ import numpy as np
 
 from segkit.errors import ConfigError, DataError
 
-__all__ = ["SITK_SUFFIXES", "is_sitk_volume", "require_simpleitk", "sitk_output_suffix", "sitk_header_shape", "read_sitk", "write_sitk_like"]
+__all__ = ["SITK_SUFFIXES", "is_sitk_volume", "require_simpleitk", "sitk_output_suffix", "sitk_header_shape",
+           "sitk_header_spacing", "read_sitk", "write_sitk_like", "header_data_files", "check_data_files"]
 
 SITK_SUFFIXES: tuple[str, ...] = (".nrrd", ".nhdr", ".mha", ".mhd")
 """Volume files SimpleITK reads for segkit: NRRD (``.nrrd``, ``.nhdr``) and MetaImage (``.mha``, ``.mhd``)."""
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_HEADER_LIMIT = 1 << 20  # a header naming its data files within its first MiB (MetaIO and NRRD headers are short)
+_PRINTF = re.compile(r"%[-+ #0]*\d*(?:\.\d+)?[a-zA-Z]")
 _SINGLE_FILE = {".nrrd": ".nrrd", ".nhdr": ".nrrd", ".mha": ".mha", ".mhd": ".mha"}
 
 
@@ -52,11 +61,69 @@ def require_simpleitk() -> Any:
     return SimpleITK
 
 
+def _listed(lines: list[str], value: str, key: str) -> list[tuple[str, str]]:
+    """The files one data-file field names: itself, the lines after it (``LIST``) or its pattern's folder."""
+    if value.split()[:1] == ["LIST"]:
+        return [(f"{key} (LIST)", line.strip()) for line in lines if line.strip()]
+    if _PRINTF.search(value):  # "slice%03d.raw 1 40 1": the files differ only by the number
+        return [(f"{key} (pattern)", _PRINTF.sub("0", value.split()[0]))]
+    return [(key, value)]
+
+
+def header_data_files(path: str | Path) -> list[tuple[str, str]]:
+    """``(field, file)`` for every data file a MetaImage or NRRD header names (none when its voxels are inside it).
+
+    A DataError when the header is too long to check (its fields not within its first MiB).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEADER_LIMIT + 1)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    complete = len(head) <= _HEADER_LIMIT
+    lines = head.decode("latin-1").splitlines()
+    metaimage = path.suffix.lower() in (".mha", ".mhd")
+    named: list[tuple[str, str]] | None = None
+    for number, line in enumerate(lines):
+        if metaimage:
+            key, sign, value = line.partition("=")
+            if sign and key.strip().lower() == "elementdatafile":
+                value = value.strip()
+                named = [] if value.upper() == "LOCAL" else _listed(lines[number + 1:], value, "ElementDataFile")
+                break
+        else:
+            if not line.strip():
+                named = []  # the end of an NRRD header (the voxels follow) without a data file
+                break
+            key, colon, value = line.partition(":")
+            if colon and not value.startswith("=") and key.strip().lower() in ("data file", "datafile"):
+                named = _listed(lines[number + 1:], value.strip(), "data file")
+                break
+    if named is None and complete:
+        return []  # not a header SimpleITK can read either; it says so
+    if named is None or (not complete and any("LIST" in field for field, _ in named)):
+        raise DataError(f"{path}: its header does not say within its first {_HEADER_LIMIT >> 20} MiB where its "
+                        "voxels lie, so segkit cannot check that they stay in its folder. Convert it to a "
+                        "single-file .mha, .nrrd or .nii.gz")
+    return named
+
+
+def check_data_files(path: str | Path) -> None:
+    """A DataError when a header names a data file outside its own folder (``..``, an absolute path elsewhere)."""
+    from segkit.data.contained import inside_folder
+
+    path = Path(path)
+    for field, named in header_data_files(path):
+        inside_folder(named, path.parent, entry=field, source=path, what="the header's folder")
+
+
 def _information(path: Path) -> Any:
     """A SimpleITK reader that has read ``path``'s header only."""
     sitk = require_simpleitk()
     if not path.is_file():
         raise DataError(f"volume file not found: {path}")
+    check_data_files(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -72,6 +139,11 @@ def sitk_header_shape(path: str | Path) -> tuple[int, ...]:
     shape = tuple(int(n) for n in reader.GetSize())
     components = int(reader.GetNumberOfComponents())
     return shape + ((components,) if components > 1 else ())
+
+
+def sitk_header_spacing(path: str | Path) -> tuple[float, ...]:
+    """The voxel spacing (mm, x y z) from the header alone."""
+    return tuple(float(v) for v in _information(Path(path)).GetSpacing()[:3])
 
 
 def _affine(spacing: tuple[float, ...], origin: tuple[float, ...], direction: tuple[float, ...]) -> np.ndarray:
@@ -90,6 +162,7 @@ def read_sitk(path: str | Path, dtype: type = np.float32) -> Any:
     sitk = require_simpleitk()
     if not path.is_file():
         raise DataError(f"volume file not found: {path}")
+    check_data_files(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:

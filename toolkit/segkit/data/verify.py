@@ -3,7 +3,10 @@
 A corrupt slice in a test patient used to surface only when evaluate reached it,
 after training. :func:`verify_dataset` reads every item through the dataset's own
 reader (decodable, image and mask sizes equal, mask values 0/1 or 0/255, channels)
-and reports **all** problems in one :class:`~segkit.errors.DataError`.
+and reports **all** problems in one :class:`~segkit.errors.DataError`. A volume dataset
+(one with ``case_volume``) is read case by case instead: a damaged volume is one line naming
+its case (:func:`cases_message`), not one per slice; its labels were checked against the
+declared ones when the dataset was built.
 
 For datasets on disk (an index with ``image_path``/``mask_path``) a passed check is
 remembered: a marker named by a digest of every file's path, size and modification
@@ -23,7 +26,8 @@ from typing import Any
 from segkit.errors import DataError
 from segkit.fileio import atomic_write_text
 
-__all__ = ["VerifyResult", "verify_dataset", "dataset_digest", "cache_dir", "problems_message", "SHOWN_PROBLEMS"]
+__all__ = ["VerifyResult", "verify_dataset", "dataset_digest", "cache_dir", "problems_message", "cases_message",
+           "SHOWN_PROBLEMS"]
 
 SHOWN_PROBLEMS = 20
 """How many problems the error lists one by one (it always gives the total)."""
@@ -84,6 +88,29 @@ def problems_message(problems: list[str], total: int) -> str:
             "Fix or remove these files and run again (nothing was written).")
 
 
+def cases_message(problems: list[str], total: int) -> str:
+    """One problem of a volume dataset as one line (it names its case); several as a list under a count."""
+    if len(problems) == 1:
+        return problems[0]
+    shown = "\n".join(f"  - {p}" for p in problems[:SHOWN_PROBLEMS])
+    more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
+    return f"{len(problems)} of {total} cases cannot be used:\n{shown}{more}"
+
+
+def _verify_volumes(dataset: Any) -> None:
+    """Read every case of a volume dataset once; one DataError naming each case that cannot be read."""
+    cases = [str(c) for c in dataset.cases_table["case"]]
+    problems = []
+    for case in cases:
+        try:
+            dataset.case_volume(case)
+        except DataError as error:
+            problems.append(f"case {case!r}: {error}")
+    if problems:
+        raise DataError(cases_message(problems, len(cases)) + ("\n" if len(problems) > 1 else "; ")
+                        + "nothing was written (train.verify_data = false skips this check)")
+
+
 def verify_dataset(dataset: Any, remember: bool = True) -> VerifyResult:
     """Read every item once and raise one :class:`DataError` listing every item that cannot be used.
 
@@ -97,6 +124,9 @@ def verify_dataset(dataset: Any, remember: bool = True) -> VerifyResult:
     marker = cache_dir() / f"{digest}.ok" if digest else None
     if marker is not None and marker.is_file():
         return VerifyResult(len(dataset), cached=True)
+    if hasattr(dataset, "case_volume") and hasattr(dataset, "cases_table"):
+        _verify_volumes(dataset)
+        return VerifyResult(len(dataset), cached=False)
     names = dataset.index["item"].astype(str).tolist()
     problems: list[str] = []
     for i in range(len(dataset)):

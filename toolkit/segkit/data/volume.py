@@ -16,7 +16,8 @@ names and the label names are all a plugin gives::
 Everything else comes from this class, the same for every volume dataset:
 
 - every label volume is read once to index the slices (``has_lesion`` per slice) and to check
-  it against its image's header: same spatial shape, whole label values within the labels;
+  it against its image's header: same spatial shape and voxel spacing, whole label values
+  within the labels; every case's problems are listed together, each naming its case;
 - 2D models train on the slices along ``slice_axis`` (nnU-Net's ``2d`` configuration): by
   default the axis with the largest voxel spacing (the out-of-plane axis of anisotropic scans),
   the last axis when the spacing is the same along all three;
@@ -29,7 +30,7 @@ Everything else comes from this class, the same for every volume dataset:
 - up to ``cached_volumes`` decoded cases stay in memory (``cache = true`` keeps every slice).
 
 Overriding :meth:`VolumeDataset.read_image` and :meth:`VolumeDataset.image_shape` (and
-:meth:`VolumeDataset.read_label`) reads other formats.
+:meth:`VolumeDataset.read_label`, :meth:`VolumeDataset.image_spacing`) reads other formats.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from segkit.data.base import SegmentationDataset
-from segkit.data.volume_io import Volume, check_finite, header_shape, read_label, read_volume
+from segkit.data.verify import cases_message
+from segkit.data.volume_io import Volume, check_finite, header_shape, header_spacing, read_label, read_volume
 from segkit.errors import ConfigError, DataError
 
 __all__ = ["VolumeDataset", "scale_to_uint8", "choose_slice_axis"]
@@ -59,6 +62,11 @@ def scale_to_uint8(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> n
         span = hi - lo if hi > lo else 1.0
         out[c] = np.rint(np.clip((channel - lo) / span, 0.0, 1.0) * 255.0)
     return out
+
+
+def _mm(spacing: Sequence[float]) -> str:
+    """``1 x 1 x 2.5 mm``."""
+    return " x ".join(f"{float(s):g}" for s in spacing) + " mm"
 
 
 def choose_slice_axis(spacings: Sequence[Sequence[float]]) -> int:
@@ -106,18 +114,18 @@ class VolumeDataset(SegmentationDataset):
             raise ConfigError(f"cached_volumes must be an integer >= 1, got {cached_volumes!r}")
         self.channel_names = tuple(str(c) for c in channels)
         classes = len(labels)
-        shapes, spacings, lesion = [], [], []
+        shapes, spacings, lesion, problems = [], [], [], []
         for row in cases.itertuples(index=False):
-            label = self.read_label(row.label_path, classes)
-            shape = self.image_shape(tuple(row.image_paths))
-            if shape != label.array.shape:
-                raise DataError(f"case {row.case!r}: the image {', '.join(map(str, row.image_paths))} is "
-                                f"{'x'.join(map(str, shape))} voxels but its label {row.label_path} is "
-                                f"{'x'.join(map(str, label.array.shape))}; a label must have its image's shape")
+            try:
+                shape, spacing, per_axis = self._check_case(row, classes)
+            except DataError as error:
+                problems.append(f"case {str(row.case)!r}: {error}")
+                continue
             shapes.append(shape)
-            spacings.append(label.spacing)
-            # per axis, which slices hold a label: the arrays themselves are not kept (memory would grow with cases)
-            lesion.append([label.array.any(axis=tuple(a for a in range(3) if a != axis)) for axis in range(3)])
+            spacings.append(spacing)
+            lesion.append(per_axis)
+        if problems:
+            raise DataError(cases_message(problems, len(cases)))
         self.slice_axis = choose_slice_axis(spacings) if slice_axis is None else int(slice_axis)
         in_plane = [tuple(s for axis, s in enumerate(shape) if axis != self.slice_axis) for shape in shapes]
         self.slice_shape = tuple(int(math.ceil(max(sizes) / pad_multiple) * pad_multiple) for sizes in zip(*in_plane))
@@ -138,6 +146,29 @@ class VolumeDataset(SegmentationDataset):
                           stacklevel=2)
         super().__init__(pd.DataFrame(rows), in_channels=len(self.channel_names), cache=cache, context=context,
                          labels=labels)
+
+    def _check_case(self, row: Any, classes: int) -> tuple[tuple[int, ...], tuple[float, ...], list[np.ndarray]]:
+        """One case's shape, spacing and, per axis, which slices hold a label; a DataError when image and label
+        disagree (shape, spacing) or the label holds a value outside ``0 .. classes - 1``."""
+        label = self.read_label(row.label_path, classes)
+        array = label.array
+        if array.size and (int(array.min()) < 0 or int(array.max()) >= classes):  # a plugin's read_label unchecked
+            value = int(array.max()) if int(array.max()) >= classes else int(array.min())
+            raise DataError(f"its label {row.label_path} holds the label value {value}, outside 0 .. {classes - 1} "
+                            "(the labels the dataset declares); fix the file or the dataset's labels")
+        shape = self.image_shape(tuple(row.image_paths))
+        images = ", ".join(map(str, row.image_paths))
+        if shape != array.shape:
+            raise DataError(f"the image {images} is {'x'.join(map(str, shape))} voxels but its label {row.label_path} "
+                            f"is {'x'.join(map(str, array.shape))}; a label must have its image's shape")
+        spacing = self.image_spacing(tuple(row.image_paths))
+        if spacing is not None and not np.allclose(spacing, label.spacing, rtol=1e-3, atol=1e-6):
+            raise DataError(f"the image {images} has the voxel spacing {_mm(spacing)} but its label {row.label_path} "
+                            f"{_mm(label.spacing)}; a label must lie on its image's grid. Fix the header of the one "
+                            "that is wrong (resample the label onto the image if it was made on another grid)")
+        # per axis, which slices hold a label: the arrays themselves are not kept (memory would grow with cases)
+        per_axis = [array.any(axis=tuple(a for a in range(3) if a != axis)) for axis in range(3)]
+        return shape, tuple(float(s) for s in label.spacing), per_axis
 
     def _ordered_spacing(self, spacing: Sequence[float]) -> tuple[float, float, float]:
         """``spacing`` (file axis order) as (slice, row, column)."""
@@ -170,6 +201,18 @@ class VolumeDataset(SegmentationDataset):
             raise DataError(f"the channel files {', '.join(paths)} differ in shape ({shapes}); each must be one 3D "
                             "volume of the same size")
         return shapes[0]
+
+    def image_spacing(self, paths: tuple[str, ...]) -> tuple[float, ...] | None:
+        """A case's voxel spacing (mm) from its image header(s), compared with its label's; None: unknown.
+
+        Channel files that disagree on their spacing are a DataError.
+        """
+        spacings = [header_spacing(p) for p in paths]
+        for path, spacing in zip(paths[1:], spacings[1:], strict=True):
+            if not np.allclose(spacing, spacings[0], rtol=1e-3, atol=1e-6):
+                raise DataError(f"the channel files {paths[0]} ({_mm(spacings[0])}) and {path} ({_mm(spacing)}) "
+                                "differ in voxel spacing; the channels of a case must share one grid")
+        return spacings[0]
 
     def read_image(self, paths: tuple[str, ...]) -> np.ndarray:
         """A case's image as float32 ``(C, X, Y, Z)``; NaN or infinite voxels are a DataError."""

@@ -4,10 +4,15 @@ Each case becomes ``CASE_image.npy`` (float32 ``(C, X, Y, Z)``, resampled and no
 :mod:`segkit.data.preprocess`), ``CASE_label.npy`` (uint8 ``(X, Y, Z)``) and
 ``CASE_foreground.npz`` (up to ``foreground_voxels`` voxel coordinates per foreground label, for
 oversampling). ``cache.json`` records the settings, the CT foreground stats and, per case, each
-source file's size and modification time with the case's spacing and shapes. A second build
+source file's size and modification time with the case's spacing and shapes, and each cache
+file's size, shape, dtype and content fingerprint (:mod:`segkit.data.cache_files`). A second build
 reads nothing whose sources and settings are unchanged and rebuilds only the cases that changed
-(every case when the CT stats change). Every file is written atomically, and ``cache.json`` after
-each case, so an interrupted build keeps what it finished.
+(every case when the CT stats change). The cache is untrusted input: before reuse every entry of
+``cache.json`` and every file is checked against its record, and a case whose entry or files do not
+match (truncated, swapped for another case's, holding Python objects, not an array at all) is
+rebuilt with a one-line note. Every file is written atomically, and ``cache.json`` after each
+case, so an interrupted build keeps what it finished; a write that fails (a full disk) is one
+line naming the file, and the case's files are removed rather than left half-built.
 
 The default folder is ``$XDG_CACHE_HOME/segkit/volumes/<key>`` (``~/.cache`` when unset), the key a
 hash of the dataset's root and the settings; ``directory`` puts it elsewhere. Arrays are read with
@@ -22,23 +27,27 @@ Typical use::
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import math
 import os
-from collections.abc import Iterator, Sequence
+import sys
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from segkit.data.cache_files import (CASE_FILES, entry_problem, file_problem, foreground_problem, npz_bytes,
+                                     save_bytes, save_npy)
 from segkit.data.preprocess import ChannelStats, channel_schemes, foreground_stats, normalize_case, resample_case
 from segkit.errors import OUTPUT_ERRNOS, ConfigError, DataError
-from segkit.fileio import atomic_write_bytes, atomic_write_text, open_new_private
+from segkit.fileio import atomic_write_text
 from segkit.progress import track
 
 __all__ = ["CACHE_VERSION", "VolumeCache", "default_cache_root"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bumped when the files' layout or the preprocessing changes, so older caches are rebuilt."""
 
 
@@ -58,19 +67,6 @@ def _fingerprint(paths: Sequence[str]) -> list[list[Any]]:
             raise DataError(f"cannot read {path}: {error.strerror}; the dataset lists it") from None
         out.append([str(path), int(stat.st_size), int(stat.st_mtime_ns)])
     return out
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to ``path`` through a temporary file and a rename (no copy of the array in memory)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with os.fdopen(open_new_private(tmp), "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _foreground_coordinates(label: np.ndarray, classes: int, limit: int,
@@ -98,11 +94,16 @@ class VolumeCache:
         schemes: one intensity scheme per channel ("zscore", "ct", "none"); None chooses by channel name.
         foreground_voxels: at most this many voxel coordinates kept per label and case, for oversampling.
         progress: report progress on stderr while building.
+        note: where one-line notes go (a damaged cache file rebuilt); None: stderr when ``progress``.
+
+    Attributes:
+        notes: the notes of the last :meth:`build`, each naming what was rebuilt and why.
     """
 
     def __init__(self, dataset: Any, directory: str | os.PathLike[str] | None = None,
                  target_spacing: Sequence[float] | None = None, schemes: Sequence[str] | None = None,
-                 foreground_voxels: int = 10_000, progress: bool = True) -> None:
+                 foreground_voxels: int = 10_000, progress: bool = True,
+                 note: Callable[[str], None] | None = None) -> None:
         if isinstance(foreground_voxels, bool) or not isinstance(foreground_voxels, int) or foreground_voxels < 1:
             raise ConfigError(f"foreground_voxels must be an integer >= 1, got {foreground_voxels!r}")
         if target_spacing is not None:
@@ -125,6 +126,8 @@ class VolumeCache:
             directory = default_cache_root() / key.hexdigest()[:16]
         self.directory = Path(directory).expanduser()
         self.progress = progress
+        self._note = note
+        self.notes: list[str] = []
         self.cases: tuple[str, ...] = tuple(str(c) for c in dataset.cases_table["case"])
         unsafe = [c for c in self.cases if c in ("", ".", "..") or Path(c).name != c or "\\" in c]
         if unsafe:
@@ -145,14 +148,57 @@ class VolumeCache:
     def _read(self, row: Any) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
         image = self.dataset.read_image(tuple(row.image_paths))
         label = self.dataset.read_label(row.label_path, self.classes)
-        return image, label.array, tuple(float(s) for s in label.spacing)
+        array = np.asarray(label.array)
+        bad = (array < 0) | (array >= self.classes) | (array != np.round(array)) if array.dtype.kind in "fiu" else None
+        outside = array[bad] if bad is not None else array[:0]
+        if outside.size:  # a plugin's own read_label unchecked: never wrapped into uint8, never trained on
+            raise DataError(f"case {str(row.case)!r}: its label {row.label_path} holds the label value "
+                            f"{outside.max():g}, outside the {self.classes} labels the dataset declares "
+                            f"(0 .. {self.classes - 1}); fix the file or the dataset's labels")
+        array = array.astype(np.uint8, copy=False)
+        return image, array, tuple(float(s) for s in label.spacing)
+
+    def _say(self, message: str) -> None:
+        """A one-line note about the cache (a file rebuilt, and why)."""
+        self.notes.append(message)
+        if self._note is not None:
+            self._note(message)
+        elif self.progress:
+            print(f"note: {message}", file=sys.stderr, flush=True)
 
     def _load_json(self) -> dict[str, Any]:
-        try:
-            recorded = json.loads((self.directory / "cache.json").read_text())
-        except (OSError, ValueError):
+        """``cache.json`` when it is an object written with these settings; else ``{}`` (a note when damaged)."""
+        path = self.directory / "cache.json"
+        if not path.is_file():
             return {}
-        return recorded if isinstance(recorded, dict) and recorded.get("settings") == self.settings else {}
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            self._say(f"volume cache: {path} is unreadable ({type(error).__name__}); rebuilding every case")
+            return {}
+        if not isinstance(recorded, dict):
+            self._say(f"volume cache: {path} holds a {type(recorded).__name__}, not an object; rebuilding every case")
+            return {}
+        if recorded.get("settings") != self.settings:
+            return {}  # written with other settings (or by another segkit version): rebuilt without a note
+        if not isinstance(recorded.get("cases"), dict):
+            self._say(f"volume cache: {path} has no table of cases; rebuilding every case")
+            recorded["cases"] = {}
+        return recorded
+
+    def _recorded_stats(self, recorded: dict[str, Any]) -> tuple[ChannelStats, ...] | None:
+        """The CT stats in ``cache.json`` when they are one set of finite numbers per channel; else None."""
+        stats = recorded.get("stats")
+        if stats is None:
+            return None
+        keys = {"low", "high", "mean", "std"}
+        if (isinstance(stats, list) and len(stats) == len(self.settings["channels"]) and all(
+                isinstance(s, dict) and set(s) == keys and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in s.values())
+                for s in stats)):
+            return tuple(ChannelStats(**{k: float(v) for k, v in s.items()}) for s in stats)
+        self._say(f"volume cache: {self.directory / 'cache.json'} holds damaged intensity stats; computing them again")
+        return None
 
     def _write_json(self) -> None:
         stats = [s.to_dict() for s in self.stats] if self.stats is not None else None
@@ -161,12 +207,30 @@ class VolumeCache:
              "cases": self._entries}, indent=1))
 
     def _current(self, case: str, sources: list[list[Any]]) -> bool:
+        """Whether ``case``'s entry and files match its sources and records; a note says why when they do not."""
         entry = self._entries.get(case)
-        return bool(entry) and entry.get("sources") == sources and all(
-            (self.directory / f"{case}_{part}").is_file() for part in ("image.npy", "label.npy", "foreground.npz"))
+        if entry is None:
+            return False
+        problem = entry_problem(entry, len(self.settings["channels"]))
+        if problem:
+            self._say(f"volume cache: the cache.json entry of case {case!r} {problem}; rebuilding the case")
+            return False
+        if entry["sources"] != sources:
+            return False  # its source files changed: rebuilt without a note, as intended
+        for part in CASE_FILES:
+            path = self.directory / f"{case}_{part}"
+            problem = file_problem(path, entry["files"][part])
+            if problem is None and part == "foreground.npz":
+                problem = foreground_problem(path, tuple(entry["shape"]), self.classes)
+            if problem:
+                self._say(f"volume cache: {path.name} {problem}; rebuilding case {case!r}")
+                return False
+        return True
 
     def build(self) -> VolumeCache:
-        """Write every case whose sources or settings changed since the last build; reuse the rest."""
+        """Write every case whose sources or settings changed since the last build, or whose files do not match
+        ``cache.json``; reuse the rest."""
+        self.notes = []
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             return self._build()
@@ -179,18 +243,19 @@ class VolumeCache:
 
     def _build(self) -> VolumeCache:
         recorded = self._load_json()
-        self._entries = {c: e for c, e in recorded.get("cases", {}).items() if isinstance(e, dict)}
+        self._entries = dict(recorded.get("cases", {}))
         table = list(self.dataset.cases_table.itertuples(index=False))
         sources = {str(row.case): self._sources(row) for row in table}
         if "ct" in self.settings["schemes"]:
             stats_sources = {c: sources[c] for c in self.cases}
-            if recorded.get("stats") and recorded.get("stats_sources") == stats_sources:
-                self.stats = tuple(ChannelStats(**s) for s in recorded["stats"])
+            recorded_stats = self._recorded_stats(recorded)
+            if recorded_stats is not None and recorded.get("stats_sources") == stats_sources:
+                self.stats = recorded_stats
             else:
                 pairs = ((image, label) for image, label, _ in (self._read(row) for row in table))
                 stats = foreground_stats(track(pairs, total=len(table), desc="volume cache: CT intensities",
                                                unit="cases", enabled=self.progress))
-                if recorded.get("stats") != [s.to_dict() for s in stats]:
+                if recorded_stats != stats:
                     self._entries = {}  # every case was normalised with other numbers
                 self.stats = stats
             self._stats_sources = stats_sources
@@ -198,6 +263,7 @@ class VolumeCache:
         self.built = []
         for row in track(stale, total=len(stale), desc="volume cache", unit="cases", enabled=self.progress):
             case = str(row.case)
+            self._entries.pop(case, None)
             self._entries[case] = self._build_case(row, sources[case])
             self.built.append(case)
             self._write_json()
@@ -206,7 +272,7 @@ class VolumeCache:
         return self
 
     def _build_case(self, row: Any, sources: list[list[Any]]) -> dict[str, Any]:
-        """Preprocess and write one case; its cache.json entry."""
+        """Preprocess and write one case; its cache.json entry. A failed write removes the case's files."""
         case = str(row.case)
         image, label, spacing = self._read(row)
         original_shape = tuple(int(n) for n in label.shape)
@@ -217,41 +283,57 @@ class VolumeCache:
         seed = int.from_bytes(hashlib.blake2b(case.encode(), digest_size=8).digest(), "little")
         foreground = _foreground_coordinates(label, self.classes, self.settings["foreground_voxels"],
                                              np.random.default_rng(seed))
-        _save_npy(self.directory / f"{case}_image.npy", image)
-        _save_npy(self.directory / f"{case}_label.npy", label)
-        buffer = io.BytesIO()
-        np.savez(buffer, **foreground)
-        atomic_write_bytes(self.directory / f"{case}_foreground.npz", buffer.getvalue())
+        try:
+            files = {"image.npy": save_npy(self.directory / f"{case}_image.npy", image),
+                     "label.npy": save_npy(self.directory / f"{case}_label.npy", label),
+                     "foreground.npz": save_bytes(self.directory / f"{case}_foreground.npz", npz_bytes(foreground))}
+        except ConfigError:  # nothing half-built stays: the case is rebuilt whole next time
+            for part in CASE_FILES:
+                (self.directory / f"{case}_{part}").unlink(missing_ok=True)
+            raise
         return {"sources": sources, "shape": list(label.shape), "spacing": new_spacing,
                 "original_shape": list(original_shape), "original_spacing": list(spacing),
-                "foreground_counts": {k: int(v.shape[0]) for k, v in foreground.items()}}
+                "foreground_counts": {k: int(v.shape[0]) for k, v in foreground.items()}, "files": files}
 
     # Reading --------------------------------------------------------------------------------------
 
     def _entry(self, case: str) -> dict[str, Any]:
         if not self._entries:
-            self._entries = self._load_json().get("cases", {})
+            self._entries = dict(self._load_json().get("cases", {}))
         if case not in self._entries:
             listed = ", ".join(self.cases[:5]) + (", ..." if len(self.cases) > 5 else "")
             raise DataError(f"case {case!r} is not in the volume cache {self.directory}; build it first "
                             f"(VolumeCache.build()); its cases: {listed}")
+        problem = entry_problem(self._entries[case], len(self.settings["channels"]))
+        if problem:
+            raise DataError(f"the volume cache entry of case {case!r} in {self.directory / 'cache.json'} {problem}; "
+                            "run again: segkit checks the cache and rebuilds that case")
         return self._entries[case]
+
+    def _load(self, case: str, part: str) -> Any:
+        """``np.load`` of one of ``case``'s files (arrays memory-mapped, never pickles); a DataError when damaged."""
+        self._entry(case)
+        path = self.directory / f"{case}_{part}"
+        try:
+            if part.endswith(".npz"):
+                with np.load(path, allow_pickle=False) as stored:
+                    return {int(k): stored[k] for k in stored.files}
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise DataError(f"the volume cache file {path} changed after it was checked ({type(error).__name__}: "
+                            f"{error}); run again: segkit checks the cache and rebuilds that case") from None
 
     def image(self, case: str) -> np.ndarray:
         """The preprocessed image of ``case``, float32 ``(C, X, Y, Z)``, memory-mapped read-only."""
-        self._entry(case)
-        return np.load(self.directory / f"{case}_image.npy", mmap_mode="r")
+        return self._load(case, "image.npy")
 
     def label(self, case: str) -> np.ndarray:
         """The label of ``case``, uint8 ``(X, Y, Z)``, memory-mapped read-only."""
-        self._entry(case)
-        return np.load(self.directory / f"{case}_label.npy", mmap_mode="r")
+        return self._load(case, "label.npy")
 
     def foreground(self, case: str) -> dict[int, np.ndarray]:
         """Sampled voxel coordinates ``(n, 3)`` int32 of each foreground label present in ``case``."""
-        self._entry(case)
-        with np.load(self.directory / f"{case}_foreground.npz") as stored:
-            return {int(k): stored[k] for k in stored.files}
+        return self._load(case, "foreground.npz")
 
     def shape(self, case: str) -> tuple[int, int, int]:
         """The spatial shape of ``case`` after resampling."""
@@ -269,6 +351,7 @@ class VolumeCache:
         """Pickled for DataLoader workers without the dataset: reading needs only the folder and cache.json."""
         state = dict(self.__dict__)
         state["dataset"] = None
+        state["_note"] = None
         return state
 
     def __iter__(self) -> Iterator[str]:

@@ -20,10 +20,12 @@ import numpy as np
 from segkit.errors import DataError
 
 __all__ = ["VOLUME_SUFFIXES", "Volume", "is_volume_file", "volume_stem", "read_volume", "header_shape",
-           "read_label", "check_finite"]
+           "header_spacing", "read_label", "check_finite", "MAX_LABELS"]
 
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 """The volume files segkit reads: NIfTI always, NRRD and MetaImage with SimpleITK installed."""
+MAX_LABELS = 256
+"""Label values are kept in 8 bits (0 .. 255), as for 2D masks: at most this many labels, background included."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,17 @@ def header_shape(path: str | Path) -> tuple[int, ...]:
     return nifti_header_shape(path)
 
 
+def header_spacing(path: str | Path) -> tuple[float, ...]:
+    """The voxel spacing (mm per axis) from the header alone (no voxels are read)."""
+    from segkit.data.sitk_volume import is_sitk_volume, sitk_header_spacing
+
+    if is_sitk_volume(path):
+        return sitk_header_spacing(path)
+    from segkit.data.nifti import nifti_header_spacing
+
+    return nifti_header_spacing(path)
+
+
 def check_finite(volume: Volume) -> None:
     """A DataError when ``volume`` holds NaN or infinite voxels."""
     finite = np.isfinite(volume.array)
@@ -85,8 +98,12 @@ def read_label(path: str | Path, classes: int) -> Volume:
     """A label volume as uint8 label values ``0 .. classes - 1``.
 
     Labels stored as floats are accepted when every value is a whole number (some Decathlon files
-    are float32); anything else names the file and the values found.
+    are float32); anything else names the file and the values found. A value is never wrapped into
+    8 bits: more than :data:`MAX_LABELS` labels is refused.
     """
+    if classes > MAX_LABELS:
+        raise DataError(f"{classes} labels are declared; segkit keeps label values in 8 bits, so at most "
+                        f"{MAX_LABELS} labels (0 .. {MAX_LABELS - 1}), background included")
     volume = read_volume(path, dtype=np.float64)  # whole numbers of any stored type are exact in float64
     array = volume.array
     if array.ndim != 3:

@@ -5,7 +5,9 @@ metric is a function of counts, so per-image, per-case (3D, one patient) and glo
 (pooled) values come from the same counts summed differently. With several foreground
 labels (:mod:`segkit.labels`) there is one row of counts per label, ``(N, K, 4)``, each
 label is scored on its own, and the headline values are the mean over the foreground
-labels. See docs/metrics.md.
+labels; per case and pooled, that mean leaves out a label absent from both the truth and the
+prediction (nnU-Net's convention), so declared labels that never occur do not lift it. See
+docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -222,7 +224,7 @@ class MetricAccumulator:
         n_images = counts.shape[0]
         empty = n_images == 0
         per_image = _foreground_mean(scores_from_counts(self.metrics, counts), per_label)
-        pooled = _foreground_mean(scores_from_counts(self.metrics, counts.sum(dim=0)), per_label)
+        pooled = _present_mean(scores_from_counts(self.metrics, counts.sum(dim=0)), counts.sum(dim=0), per_label)
         result: dict[str, Any] = {
             "n_images": n_images,
             "n_cases": None,
@@ -231,7 +233,7 @@ class MetricAccumulator:
         }
         if self._cases is not None:
             names, case_counts, _ = group_counts(counts, self._cases)
-            per_case = _foreground_mean(scores_from_counts(self.metrics, case_counts), per_label)
+            per_case = _present_mean(scores_from_counts(self.metrics, case_counts), case_counts, per_label)
             result["n_cases"] = len(names)
             result["per_case"] = {
                 name: {"mean": _mean(s), "median": _median(s)} for name, s in per_case.items()
@@ -260,8 +262,8 @@ class MetricAccumulator:
         for column, values in zip(COUNT_NAMES, case_counts.sum(dim=1).unbind(1), strict=True):
             table[column] = values.numpy()  # summed over the labels (each pixel once per label)
         scores = scores_from_counts(self.metrics, case_counts)
-        for name, values in scores.items():
-            table[name] = values.double().mean(dim=-1).numpy()
+        for name, values in _present_mean(scores, case_counts, True).items():
+            table[name] = values.numpy()
         for k, label in enumerate(self.labels.foreground):
             for name, values in scores.items():
                 table[f"{name}_{label}"] = values[:, k].double().numpy()
@@ -273,6 +275,25 @@ class MetricAccumulator:
 def _foreground_mean(scores: dict[str, torch.Tensor], per_label: bool) -> dict[str, torch.Tensor]:
     """With ``per_label``, scores ``(..., K)`` averaged over the K foreground labels; else as they are."""
     return {name: s.double().mean(dim=-1) for name, s in scores.items()} if per_label else scores
+
+
+def _present_mean(scores: dict[str, torch.Tensor], counts: torch.Tensor, per_label: bool) -> dict[str, torch.Tensor]:
+    """With ``per_label``, scores ``(..., K)`` averaged over the labels present in the truth or the prediction.
+
+    A label with ``TP + FP + FN = 0`` (absent from both) is left out of the mean, as nnU-Net
+    leaves its NaN out: 300 declared labels of which 2 occur are scored on those 2. Where no label
+    occurs at all, the mean over every label (each its empty score) stands, as for binary data.
+    """
+    if not per_label:
+        return scores
+    present = counts[..., :3].sum(dim=-1) > 0  # (..., K)
+    number = present.sum(dim=-1)
+    out = {}
+    for name, values in scores.items():
+        values = values.double()
+        kept = torch.where(present, values, torch.zeros_like(values)).sum(dim=-1) / number.clamp(min=1)
+        out[name] = torch.where(number > 0, kept, values.mean(dim=-1))
+    return out
 
 
 def _mean(scores: torch.Tensor) -> float:

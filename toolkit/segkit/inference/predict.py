@@ -34,7 +34,7 @@ import numpy as np
 from segkit.errors import ConfigError, DataError
 from segkit.fileio import atomic_write_bytes
 from segkit.inference.inputs import case_of_file
-from segkit.inference.output_names import claim_outputs, file_safe
+from segkit.inference.output_names import claim_outputs, file_safe, refuse_label_folder
 
 __all__ = [
     "PredictSummary",
@@ -225,6 +225,7 @@ def predict_files(
     from segkit.labels import Labels
 
     out = Path(out)
+    refuse_label_folder(out)
     labels = getattr(predictor, "labels", None) or Labels()
     several = labels.masks_per_label  # masks come per label, (K, H, W)
     outputs = output_paths(files, out, overlay, save_probs, labels.foreground if labels.several else None)

@@ -30,7 +30,7 @@ import numpy as np
 from segkit.data.volume_io import volume_stem
 from segkit.errors import ConfigError, DataError
 from segkit.fileio import atomic_write_bytes
-from segkit.inference.output_names import claim_outputs, file_safe
+from segkit.inference.output_names import claim_outputs, file_safe, refuse_label_folder
 
 __all__ = ["VolumeCase", "VolumeSummary", "group_cases", "predict_volumes", "volume_outputs", "write_nifti",
            "write_volume_like"]
@@ -163,6 +163,7 @@ def predict_volumes(
     from segkit.progress import track
 
     out = Path(out)
+    refuse_label_folder(out)
     settings = volume_settings(predictor, registry)
     cases = group_cases(files)
     for case in cases:
