@@ -103,4 +103,4 @@ def test_only_the_sliding_window_module_slides_windows() -> None:
     inferer_users = {path.relative_to(REPO).as_posix() for path in (REPO / "toolkit").rglob("*.py")
                      if "SlidingWindowInferer(" in path.read_text() and path != owner}
     assert inferer_users == {"toolkit/segkit/train/loop.py", "toolkit/segkit/inference/predictor.py",
-                             "toolkit/segkit/inference/whole_volume.py"}
+                             "toolkit/segkit/inference/whole_volume.py", "toolkit/segkit/planning/first_batch.py"}
