@@ -280,8 +280,9 @@ def _train(
         f"{len(parts.views['val'])} val items, {_batch_description(config, dist.world_size)}, "
         f"{describe_device(device)}, {loader.path} loader ({loader.reason}) -> {run.root}")
     if ending_only:
-        say(f"{run.root} finished training ({start_epoch - 1} epochs) but was stopped before its summary was "
-            "written: writing its final validation, figures, summary and report now")
+        epochs = f"{start_epoch - 1} epoch" + ("s" if start_epoch != 2 else "")
+        say(f"{run.root} finished training ({epochs}) but was stopped before its summary was written: writing "
+            "its final validation, figures, summary and report now")
     elif resume and state is None:
         say(f"{run.root} was stopped before its first checkpoint (while it prepared its data): training it from "
             "epoch 1 with its own config and splits")
