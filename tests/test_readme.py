@@ -92,6 +92,8 @@ def test_the_readme_install_without_a_gpu_keeps_the_cpu_torch(tmp_path: Path) ->
     commands = _cpu_install_commands()
     assert len(commands) == 3 and CPU_INDEX in commands[0] and " torch torchvision " in commands[0]
     assert commands[2].endswith(" install . -c constraints.txt") and "> constraints.txt" in commands[1]
+    quickstart = (REPO / "docs" / "quickstart.md").read_text()
+    assert all(f"    {command}\n" in quickstart for command in commands)  # the same advice where users look
     _wheel(tmp_path / "cpu", "torch", "2.0.0+cpu")
     _wheel(tmp_path / "cpu", "torchvision", "0.15.0+cpu", ("torch==2.0.0",))
     _wheel(tmp_path / "pypi", "torch", "2.1.0")  # the newer (CUDA) build

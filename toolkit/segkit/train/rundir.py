@@ -15,7 +15,7 @@ from segkit.errors import CheckpointError
 from segkit.tomlio import atomic_write_text, dumps_toml
 
 __all__ = ["RunDirectory", "holds_a_run", "readable_checkpoint", "existing_run_message", "resume_state",
-           "ended_without_summary", "stopped_reason"]
+           "ended_without_summary", "stopped_reason", "recovery_note"]
 
 _TEMPORARY = re.compile(r"\..+\.tmp-(\d+)")
 
@@ -182,6 +182,17 @@ def stopped_reason(epoch: int, planned_epochs: int, early_stop: bool) -> str:
     if early_stop:
         return "early_stopping"
     return "completed" if epoch >= planned_epochs else "time_limit"
+
+
+def recovery_note(root: str | Path, epochs_trained: int | None) -> str:
+    """What ``--resume`` says of a killed run it recovers: one that trained ``epochs_trained`` epochs to its
+    end but wrote no summary, or (None) one stopped before its first checkpoint."""
+    if epochs_trained is None:
+        return (f"{root} was stopped before its first checkpoint (while it prepared its data): training it from "
+                "epoch 1 with its own config and splits")
+    epochs = f"{epochs_trained} epoch" + ("s" if epochs_trained != 1 else "")
+    return (f"{root} finished training ({epochs}) but was stopped before its summary was written: writing its "
+            "final validation, figures, summary and report now")
 
 
 def readable_checkpoint(path: Path) -> bool:

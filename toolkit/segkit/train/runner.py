@@ -22,7 +22,7 @@ from segkit.progress import show_bars
 from segkit.data.verify import verify_dataset
 from segkit.train import assemble
 from segkit.train.checkpoint import CheckpointPacer, checkpoint_payload, load_checkpoint, save_checkpoint
-from segkit.train.device import describe_device, select_device
+from segkit.train.device import cpu_load_note, describe_device, select_device
 from segkit.train.distributed import DistContext
 from segkit.train.device_loader import LoaderChoice, choose_loader
 from segkit.train.volume_data import build_volume_data, data_preprocessing, is_volume_run, volume_cache_for
@@ -34,7 +34,7 @@ from segkit.train.runlock import RunLock
 from segkit.train.volume_figures import volume_case_samples, volume_samples
 from segkit.train.final import case_samples, final_validation, headline, per_image_note, prediction_samples
 from segkit.train.rundir import (RunDirectory, ended_without_summary, existing_run_message, holds_a_run,
-                                 readable_checkpoint, resume_state, stopped_reason)
+                                 readable_checkpoint, recovery_note, resume_state, stopped_reason)
 
 __all__ = ["train", "seed_everything", "versions", "existing_run_message", "holds_a_run", "plan_epochs", "headline"]
 
@@ -279,13 +279,10 @@ def _train(
     say(f"training {config.model.name} with {config.loss.name} on {config.dataset.name}: {n_train} train / "
         f"{len(parts.views['val'])} val items, {_batch_description(config, dist.world_size)}, "
         f"{describe_device(device)}, {loader.path} loader ({loader.reason}) -> {run.root}")
-    if ending_only:
-        epochs = f"{start_epoch - 1} epoch" + ("s" if start_epoch != 2 else "")
-        say(f"{run.root} finished training ({epochs}) but was stopped before its summary was written: writing "
-            "its final validation, figures, summary and report now")
-    elif resume and state is None:
-        say(f"{run.root} was stopped before its first checkpoint (while it prepared its data): training it from "
-            "epoch 1 with its own config and splits")
+    if note := cpu_load_note(device, dist.world_size):  # threads on shared cores wait for each other
+        say(note)
+    if ending_only or (resume and state is None):
+        say(recovery_note(run.root, start_epoch - 1 if ending_only else None))
     elif state is not None:
         say(f"resuming {run.root} at epoch {start_epoch} of {total_epochs}"
             + (" (extended: the learning-rate schedule now ends there)" if extend_to is not None else ""))
