@@ -161,3 +161,55 @@ def test_segkits_notices_are_one_line_notes(tmp_path: Path, capsys, monkeypatch)
         warnings.warn("not segkit's", UserWarning)  # raised here, outside segkit: shown as Python shows it
     assert capsys.readouterr().err.splitlines() == [f"note: 1 file(s) in {root / 'masks'} match no image"]
     assert others == ["not segkit's"]
+
+
+# --- a set of several image sizes (issue 43): refused before the run folder is made ---------------------------
+
+def _sized_set(root: Path, sizes: list[tuple[int, int]]) -> Path:
+    import cv2
+    import numpy as np
+
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True)
+    for k, (height, width) in enumerate(sizes):
+        cv2.imwrite(str(root / "images" / f"img{k}.png"), np.full((height, width), 80, np.uint8))
+        mask = np.zeros((height, width), np.uint8)
+        mask[2:6, 2:6] = 255
+        cv2.imwrite(str(root / "masks" / f"img{k}.png"), mask)
+    return root
+
+
+def test_images_of_several_sizes_are_refused_before_the_run_folder_exists(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from segkit.cli import cli
+
+    root = _sized_set(tmp_path / "set", [(32, 32)] * 5 + [(48, 40)] * 2)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--dataset", "folder", "--data-root", str(root), "--epochs", "1",
+                                      "--set", "model.width=4", "--out", str(out)])
+    assert result.exit_code == 2, result.output[-2000:]
+    assert "the images have 2 different sizes (32x32 (HxW): 5, e.g. img0; 48x40 (HxW): 2, e.g. img5)" in result.output
+    assert "--image-size 32" in result.output and not out.exists()
+
+
+def test_the_size_check_reads_headers_and_passes_one_size_or_a_size_set(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import pandas as pd
+    import pytest
+
+    from segkit.errors import DataError
+    from segkit.train.sizes import check_one_image_size, image_sizes
+
+    root = _sized_set(tmp_path / "set", [(32, 32), (32, 32), (20, 24)])
+    files = sorted((root / "images").iterdir())
+    dataset = SimpleNamespace(index=pd.DataFrame({"item": [f.stem for f in files], "image_path": list(map(str, files))}))
+    assert image_sizes(dataset) == {(32, 32): ["img0", "img1"], (20, 24): ["img2"]}
+    unsized = SimpleNamespace(train=SimpleNamespace(image_size=0, patch_size=[]))
+    with pytest.raises(DataError, match="2 different sizes"):
+        check_one_image_size(unsized, dataset)
+    for resized in ({"image_size": 32, "patch_size": []}, {"image_size": 0, "patch_size": [16, 16]}):
+        check_one_image_size(SimpleNamespace(train=SimpleNamespace(**resized)), dataset)  # brought to one size
+    check_one_image_size(unsized, SimpleNamespace(index=dataset.index.iloc[:2]))  # one size
+    check_one_image_size(unsized, SimpleNamespace(index=dataset.index[["item"]]))  # no image files to read

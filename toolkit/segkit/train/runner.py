@@ -29,6 +29,7 @@ from segkit.train.volume_data import build_volume_data, data_preprocessing, is_v
 from segkit.train.events import RunEvents
 from segkit.train.loop import EarlyStopping, capture_rng, restore_rng
 from segkit.train.schedule import budget_message, plan_schedule
+from segkit.train.sizes import check_one_image_size
 from segkit.train.runlock import RunLock
 
 from segkit.train.volume_figures import volume_case_samples, volume_samples
@@ -157,6 +158,7 @@ def _train(
     dataset = assemble.build_dataset(config, registry)
     if config.train.verify_data:
         say(verify_dataset(dataset).describe())
+    check_one_image_size(config, dataset)  # a 2D set of several sizes, refused before the run folder is made
     labels = assemble.fill_labels(config, dataset, registry)
     assemble.fill_model_defaults(config, dataset, registry)
     assemble.fill_dataset_defaults(config, registry)
