@@ -31,6 +31,17 @@ def test_ci_runs_the_readme_test_command_word_for_word() -> None:
     assert readme_commands()[1] in [line.strip() for line in ci]
 
 
+def test_the_readme_says_how_long_the_tests_take_and_where_the_report_is() -> None:
+    import re
+
+    lines = (REPO / "README.md").read_text().splitlines()
+    test_command = next(k for k, line in enumerate(lines) if line.strip() == readme_commands()[1])
+    assert re.search(r"about \d+ minutes", " ".join(lines[test_command - 3:test_command]))  # said just before it
+    first = next(k for k, line in enumerate(lines) if line.strip() == readme_commands()[0])
+    after_first = " ".join(lines[first + 1:test_command])
+    assert "report.html" in after_first and "segkit report runs/<run>" in after_first
+
+
 def test_docs_linked_from_the_readme_exist() -> None:
     import re
 
