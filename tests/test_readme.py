@@ -116,3 +116,16 @@ def test_the_readme_install_without_a_gpu_keeps_the_cpu_torch(tmp_path: Path) ->
     # The README's former advice, torch alone from the CPU index then 'pip install .', loses it here too:
     former = [f".venv/bin/pip install torch {CPU_INDEX}", ".venv/bin/pip install . -c /dev/null"]
     assert _installed_torch(former, tmp_path / "former") == "torch==2.1.0"
+
+
+def test_user_facing_files_speak_to_users_not_of_the_tracker() -> None:
+    """configs/, docs/ and the README are read by users: no "the issue asks", "issue 28" or "the tracker"."""
+    import re
+
+    internal = re.compile(r"\bthe issue\b|\bissues?\s+\d+|\bissue's\b|\bthe tracker\b", re.IGNORECASE)
+    found = []
+    for path in [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "configs").glob("*.toml")]:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if internal.search(line) and "kornia issue" not in line:  # an upstream library's issue is a reference
+                found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
