@@ -121,3 +121,15 @@ def test_a_run_refused_while_it_prepares_its_data_leaves_nothing(tmp_path: Path,
                                  "--set", "train.patch_size=[32,32,32]", "--out", str(out))
     assert status == 2 and "patch" in output, output[-2000:]
     assert not out.exists()
+
+
+def test_an_ending_without_best_pt_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    from segkit.errors import CheckpointError
+    from segkit.train.rundir import RunDirectory, ended_without_summary
+
+    run = RunDirectory(tmp_path)
+    assert not ended_without_summary(run, {"epoch": 1, "finished": False}, 3)  # still training: resumed as usual
+    with pytest.raises(CheckpointError, match="best.pt is missing or damaged.*--resume .* --epochs N"):
+        ended_without_summary(run, {"epoch": 3, "finished": True}, 3)
+    (tmp_path / "summary.json").write_text("{}")
+    assert not ended_without_summary(run, {"epoch": 3, "finished": True}, 3)  # ended: 'already finished'

@@ -172,9 +172,19 @@ def resume_state(run: RunDirectory) -> dict[str, Any] | None:
 
 def ended_without_summary(run: RunDirectory, state: Mapping[str, Any], planned_epochs: int) -> bool:
     """Whether the run trained to its end but was stopped before summary.json was written (during the
-    final validation, the figures or the report): ``--resume`` then writes that ending without training."""
+    final validation, the figures or the report): ``--resume`` then writes that ending without training.
+
+    The ending scores best.pt (written before the last last.pt); CheckpointError when it is gone.
+    """
     done = int(state["epoch"]) >= planned_epochs or bool(state.get("finished"))
-    return done and not run.summary.is_file()
+    if not done or run.summary.is_file():
+        return False
+    if not readable_checkpoint(run.best):
+        raise CheckpointError(f"the run in {str(run.root)!r} finished training, but its summary was never written "
+                              f"and {run.best} is missing or damaged, so its best epoch cannot be scored. Train it "
+                              f"on with 'segkit run --resume {run.root} --epochs N' (a new best.pt follows), or use "
+                              "its last checkpoint (--checkpoint last) as it is.")
+    return True
 
 
 def stopped_reason(epoch: int, planned_epochs: int, early_stop: bool) -> str:
