@@ -158,22 +158,36 @@ def test_a_fold_outside_the_folds_is_refused(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and not (tmp_path / "cv").exists()
 
 
-def test_an_interrupted_fold_resumes(cv_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "cv"
-    shutil.copytree(cv_dir, out)
-    reference = (out / "fold-1" / "metrics.csv").read_text()
-    (out / "fold-1" / "summary.json").unlink()  # as if killed after its last epoch was saved
-    import torch
+def test_a_fold_killed_between_its_last_checkpoint_and_its_summary_resumes_and_completes(
+        cv_dir: Path, tmp_path: Path) -> None:
+    """What SIGKILL leaves there (tests/test_killed_runs.py kills a run at that moment): the fold's metrics and
+    checkpoints, no summary.json, figures or report; cv.json still 'training'. This once left the
+    cross-validation stuck: the fold refused to resume ("already finished"), export and predict said rerun cv."""
+    from segkit.errors import CheckpointError
+    from segkit.evaluation.cv import expand_sources
 
-    last = out / "fold-1" / "checkpoints" / "last.pt"
-    state = torch.load(last, weights_only=True)
-    state.update(epoch=0, finished=False, history=[], timing=[])
-    torch.save(state, last)
+    out = tmp_path / "cv"
+    shutil.copytree(cv_dir, out, ignore=shutil.ignore_patterns("cv-report.json", "cv-per-case.csv"))
+    fold = out / "fold-1"
+    reference = (fold / "metrics.csv").read_text()
+    for name in ("summary.json", "report.html", "curves.png", "predictions.png", "cases.png"):
+        (fold / name).unlink(missing_ok=True)
+    shutil.rmtree(fold / "evaluation", ignore_errors=True)
+    info = json.loads((out / "cv.json").read_text())
+    info["status"] = "training"
+    info.pop("chosen", None)
+    (out / "cv.json").write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="Finish it with the same 'segkit cv"):
+        expand_sources([out])  # what export, predict and evaluate say
+
     again = segkit("cv", "--folds", str(FOLDS), *TINY_CV, "--out", str(out))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "fold 2/3: resuming" in again.stderr and again.stderr.count("already trained") == FOLDS - 1
-    assert (out / "fold-1" / "summary.json").is_file()
-    assert len((out / "fold-1" / "metrics.csv").read_text().splitlines()) == len(reference.splitlines())
+    assert (fold / "metrics.csv").read_text() == reference  # nothing trained again
+    assert (fold / "summary.json").is_file() and (fold / "report.html").is_file()
+    assert json.loads((out / "cv.json").read_text())["status"] == "done"
+    assert expand_sources([out])[0] == [str(out / f"fold-{k}") for k in range(FOLDS)]
+    assert (out / "cv-report.json").is_file()
 
 
 def test_the_folds_act_as_one_ensemble_in_evaluate_and_predict(cv_dir: Path, tmp_path: Path) -> None:

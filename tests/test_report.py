@@ -81,3 +81,22 @@ def test_the_report_renders_and_sorts_in_a_real_browser(reported_run: Path, tmp_
     rendered = subprocess.run([browser, *CHROMIUM_FLAGS, *profile, "--window-size=1280,2400",
                                f"--screenshot={shot}", url], capture_output=True, text=True, timeout=120)
     assert rendered.returncode == 0 and shot.is_file() and shot.stat().st_size > 20_000, rendered.stderr[-2000:]
+
+
+@pytest.mark.parametrize("mode", ["binary", "multiclass", "multilabel"])
+def test_the_predictions_caption_says_what_the_colours_mean(tmp_path: Path, mode: str) -> None:
+    """Binary: outcomes (true positive, false positive, missed); several labels: each label's colour
+    (red and blue are then two labels, not false positives and misses)."""
+    import cv2
+    import numpy as np
+
+    from segkit.evaluation.report import build_report
+
+    cv2.imwrite(str(tmp_path / "predictions.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "config.toml").write_text(f'[task]\nmode = "{mode}"\n')
+    page = build_report(tmp_path)
+    outcomes = "true positives yellow, false positives red, missed blue"
+    if mode == "binary":
+        assert outcomes in page
+    else:
+        assert outcomes not in page and "each label in its colour, named in the figure&#x27;s legend" in page

@@ -28,8 +28,9 @@ from segkit.data import IMAGE_SUFFIXES, FilePairDataset, drop_missing
 from segkit.data.base import check_context
 from segkit.data.intensity import check_normalize
 from segkit.errors import ConfigError, DataError
+from segkit.tomlio import parse_toml_value
 
-__all__ = ["FolderDataset", "case_ids", "slice_numbers"]
+__all__ = ["FolderDataset", "case_ids", "slice_numbers", "mask_suffix_advice"]
 
 
 def _listing(folder: Path) -> dict[str, Path]:
@@ -121,6 +122,26 @@ def slice_numbers(names: list[str], slice_pattern: str, option: str = "slice_pat
     return numbers
 
 
+def mask_suffix_advice(unpaired: list[str], mask_files: dict[str, Path], mask_dir: Path) -> str:
+    """What pairs the images ``unpaired`` (stems) with masks: the suffix that most mask stems add to theirs,
+    as the ``--set`` that sets it, naming a mask it pairs; "" when no mask stem extends an image stem."""
+    suffixes: dict[str, list[str]] = {}
+    for stem in unpaired:
+        for mask_stem in mask_files:
+            if mask_stem.startswith(stem) and len(mask_stem) > len(stem):
+                suffixes.setdefault(mask_stem[len(stem):], []).append(mask_stem)
+    if not suffixes:
+        return ""
+    suffix, masks = max(suffixes.items(), key=lambda entry: (len(entry[1]), -len(entry[0])))
+    value = suffix if parse_toml_value(suffix) == suffix else f'"{suffix}"'
+    setting = f"--set dataset.mask_suffix={value}" if value == suffix else f"--set 'dataset.mask_suffix={value}'"
+    rest = len(unpaired) - len(masks)
+    return (f"The masks carry a suffix: {mask_files[masks[0]].name} in {mask_dir} is the mask of image "
+            f"{masks[0][:-len(suffix)]}, and '{suffix}' pairs {len(masks)} of these {len(unpaired)} image(s). "
+            f"Pair them with {setting} (mask_suffix = \"{suffix}\" under [dataset] in a config file)"
+            + (f"; the other {rest} then still need a mask, or on_missing='skip' to leave them out." if rest else "."))
+
+
 class FolderDataset(FilePairDataset):
     """Images and masks in two folders, paired by file stem (png, jpg, jpeg, tif, tiff).
 
@@ -200,7 +221,8 @@ class FolderDataset(FilePairDataset):
         stems = list(image_files)
         paired = _pair(stems, mask_files, mask_dir, pair_pattern, mask_suffix)
         unused = len(mask_files) - sum(p is not None for p in paired.values())
-        if unused:
+        unpaired = [stem for stem in stems if paired[stem] is None]
+        if unused and not unpaired:  # where images lack masks too, the error below says it all
             warnings.warn(f"{unused} file(s) in {mask_dir} match no image", UserWarning, stacklevel=2)
         index = pd.DataFrame({
             "item": stems,
@@ -221,7 +243,8 @@ class FolderDataset(FilePairDataset):
             index["roi_path"] = [str(regions[s]) for s in stems]
         looked = f"pair_pattern {pair_pattern!r}'s key" if pair_pattern else f"<stem>{mask_suffix}.<ext>"
         hint = f" (looked for {looked} in {mask_dir})"
-        index = drop_missing(index, index["mask_path"].isna(), on_missing, f"{image_dir}{hint}")
+        index = drop_missing(index, index["mask_path"].isna(), on_missing, f"{image_dir}{hint}",
+                             None if pair_pattern else mask_suffix_advice(unpaired, mask_files, mask_dir))
         self.root = base
         super().__init__(index, cache=cache, context=context, normalize=normalize,
                          labels=names, ignore_label=ignore_label)

@@ -9,7 +9,9 @@ Heavy libraries (torch, smp) are imported inside the commands that need them.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -151,8 +153,23 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _show_as_note(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """segkit's own notices (a UserWarning raised in segkit or its built-in plugins) as one line, ``note: ...``;
+    any other warning as Python shows it (file, line and source)."""
+    parts = Path(filename).parts
+    if issubclass(category, UserWarning) and ("segkit" in parts or "segkit_builtins" in parts):
+        click.echo(f"note: {message}", err=True)
+        return
+    _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
+    warnings.showwarning = _show_as_note
     cli.main(args=list(argv) if argv is not None else None, prog_name="segkit")
 
 

@@ -90,6 +90,8 @@ def plan_command(dataset_name: str, data_root: str | None, sets: tuple[str, ...]
     click.echo(f"plan: model {document['model']['name']}, {shape}, batch {train.get('batch_size')}, "
                f"about {outcome.plan.epoch_seconds:.1f} s per epoch, epochs {train.get('epochs')} in "
                f"{minutes:g} min")
+    for note in outcome.timing_notes:  # the epochs and batch above rest on timings that may be off
+        click.echo(f"warning: {note}", err=True)
     click.echo(f"wrote {outcome.plan_path} and {outcome.fingerprint_path}")
 
 

@@ -156,6 +156,12 @@ def run_command(
                               "--epochs (to train it longer), --device, --workers, --quiet and --nproc-per-node.")
         run_dir = Path(resume)
         if not (run_dir / "config.toml").is_file():
+            from segkit.train.runlock import LOCK_NAME
+
+            if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
+                raise ConfigError(f"{resume!r} holds no run to resume: the run started there was stopped before it "
+                                  "wrote its config (while it read and checked its data), so nothing was trained. "
+                                  f"Start it again with its own command and --out {resume}.")
             raise ConfigError(f"{resume!r} is not a segkit run directory (no config.toml).")
         allowed = {k: v for k, v in train_flags.items() if k in ("device", "workers") and v is not None}
         extend_to = train_flags.get("epochs")

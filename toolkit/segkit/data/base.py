@@ -384,11 +384,13 @@ class CaseSelection(SegmentationSubset):
         return getattr(parent, name)
 
 
-def drop_missing(index: pd.DataFrame, missing: pd.Series, on_missing: str, what: str) -> pd.DataFrame:
+def drop_missing(index: pd.DataFrame, missing: pd.Series, on_missing: str, what: str,
+                 advice: str = "") -> pd.DataFrame:
     """Handle rows whose mask is missing: DataError (``"error"``) or warn and drop (``"skip"``).
 
     ``missing`` is a boolean Series aligned with ``index``; ``what`` names the source
-    (a folder or table) in the message.
+    (a folder or table) in the message; ``advice``, where the dataset knows better (masks that
+    carry a suffix, say), replaces the error's advice to add the masks or skip those images.
     """
     if on_missing not in ON_MISSING:
         raise unknown_name("on_missing value", on_missing, ON_MISSING)
@@ -398,8 +400,9 @@ def drop_missing(index: pd.DataFrame, missing: pd.Series, on_missing: str, what:
     names = [Path(p).name for p in index.loc[missing, "image_path"]]
     shown = ", ".join(names[:5]) + (f", ... ({count} in all)" if count > 5 else "")
     if on_missing == "error":
-        raise DataError(f"{count} image(s) in {what} have no mask: {shown}. "
-                        f"Add the masks, or pass on_missing='skip' to leave those images out.")
+        raise DataError(f"{count} image(s) in {what} have no mask: {shown}. " + (advice or
+                        "Add the masks, or pass on_missing='skip' (--set dataset.on_missing=skip) to leave those "
+                        "images out."))
     warnings.warn(f"skipping {count} image(s) in {what} without a mask: {shown}", UserWarning, stacklevel=3)
     return index.loc[~missing].reset_index(drop=True)
 

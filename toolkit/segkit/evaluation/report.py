@@ -29,6 +29,9 @@ REPORT_NAME = "report.html"
 FIGURES = (("curves.png", "Learning curves"),
            ("predictions.png", "Validation predictions (true positives yellow, false positives red, missed blue)"),
            ("cases.png", "Best and worst validation patients"))
+#: predictions.png's caption where the run has several labels: the colours are the labels', not outcomes.
+SEVERAL_LABELS_CAPTION = ("Validation predictions (each label in its colour, named in the figure's legend: "
+                          "predicted filled, true outlined)")
 
 _SCRIPT = """
 function sortTable(table, column, descending) {
@@ -157,6 +160,17 @@ def _evaluation_title(name: str) -> str:
     return f"Evaluation: {what}"
 
 
+def _several_labels(config_text: str) -> bool:
+    """Whether the run's config.toml (its text; "" when absent) trains several labels (``task.mode`` not binary)."""
+    import tomllib
+
+    try:
+        task = tomllib.loads(config_text).get("task")
+    except tomllib.TOMLDecodeError:
+        return False
+    return isinstance(task, dict) and task.get("mode", "binary") != "binary"
+
+
 def build_report(run_dir: str | os.PathLike[str]) -> str:
     """The report of ``run_dir`` as one HTML document (nothing is written).
 
@@ -188,6 +202,8 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
     if rows:
         parts.append(f"<h2>Summary</h2><table>{rows}</table>")
     for name, caption in FIGURES:
+        if name == "predictions.png" and _several_labels(config_text):
+            caption = SEVERAL_LABELS_CAPTION
         data = trusted_image(root, name)
         if data is not None:
             parts.append(f"<h2>{html.escape(caption)}</h2>{_figure(name, data)}")

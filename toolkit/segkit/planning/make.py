@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ class PlanOutcome:
     fingerprint: dict[str, Any]
     plan_path: Path
     fingerprint_path: Path
+    timing_notes: list[str] = field(default_factory=list)
+    """Why the timings may not measure this machine at rest (:class:`segkit.planning.timing.TimingWatch`);
+    also among the plan's notes."""
 
 
 def _json_ready(value: Any) -> Any:
@@ -64,7 +67,7 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
     from segkit.planning.fingerprint import check_fingerprint, fingerprint_dataset
     from segkit.planning.first_batch import check_first_batch
     from segkit.planning.plan_file import write_plan
-    from segkit.planning.timing import time_loading, time_training_steps
+    from segkit.planning.timing import TimingWatch, time_loading, time_training_steps
     from segkit.train.device import select_device
 
     out = Path(out)
@@ -84,13 +87,16 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
     fingerprint = fingerprint_dataset(dataset, dataset_name, progress=progress)
     check_fingerprint(fingerprint, dataset_name)
     fingerprint["device"] = {"name": device, "free_bytes": available_bytes(torch_device)}
+    watch = TimingWatch(device)
     request = PlanRequest(
         fingerprint=fingerprint, dataset=dataset, dataset_name=dataset_name, dataset_params=dict(dataset_params),
         minutes=float(minutes), device=device, free_bytes=available_bytes(torch_device), registry=registry,
         time_steps=lambda document, batch, shape, seconds=2.0, forward_batch=None: time_training_steps(
-            document, dataset, registry, device, batch, shape, seconds, forward_batch),
+            document, dataset, registry, device, batch, shape, seconds, forward_batch, watch),
         time_loading=lambda document, seconds=1.0: time_loading(document, registry, device, seconds))
     plan = planner.plan(request)
+    for note in (timing_notes := watch.notes()):
+        plan.note(note)
     _check_plan(plan, registry, planner_name)
     check_first_batch(plan.document(), registry, planner_name)
     if plan.epoch_seconds > minutes * 60:
@@ -106,7 +112,7 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
               f"Run it as it is: segkit run --config {out / PLAN_FILE} --out runs/planned",
               f"or cross-validate it: segkit cv --config {out / PLAN_FILE} --folds 5 --out runs/planned-cv"]
     plan_path = write_plan(out / PLAN_FILE, plan, header)
-    return PlanOutcome(plan, fingerprint, plan_path, fingerprint_path)
+    return PlanOutcome(plan, fingerprint, plan_path, fingerprint_path, timing_notes)
 
 
 def _check_plan(plan: Plan, registry: Any, planner_name: str) -> None:

@@ -9,23 +9,81 @@ of the same inputs (validation's cost) are timed after them.
 
 :func:`time_loading`: the training batches of the data path ``segkit run`` builds for the same
 configuration (reading, transforms, augmentation), timed in their steady state.
+
+:class:`TimingWatch`: whether the timings measured this machine at rest. Other work on the CPU
+makes every timing slower, and a plan built on them degenerate (a plan timed under load once
+measured 811 s an epoch against 88 s quiet, and planned batch 64 for 2 epochs): the watch notes a
+load average that shows other work keeping the cores busy, and steps, or repeated timings of the same
+steps, that disagree by :data:`DISAGREEMENT` or more; ``segkit plan`` prints its notes and writes them
+into plan.toml.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from segkit.planning.contract import StepTiming
+from segkit.train.device import load_average, usable_cores
 
-__all__ = ["time_training_steps", "time_loading", "MAX_TIMED_STEPS"]
+__all__ = ["time_training_steps", "time_loading", "MAX_TIMED_STEPS", "TimingWatch", "DISAGREEMENT"]
 
 MAX_TIMED_STEPS = 10
 FORWARD_SHARE_OF_TIME = 0.25
 """The share of ``seconds`` spent timing inference forwards after the training steps."""
+
+
+DISAGREEMENT = 2.0
+"""Timings this many times apart (the slowest and fastest step of one timing, or two timings of the same
+steps) did not measure one machine at rest: on a quiet machine they stay well within it."""
+
+
+class TimingWatch:
+    """What the timings of one plan saw of the machine: the load average as each ended, and how far timings
+    of the same steps lay apart. :meth:`notes` says, one line each, why they may not measure it at rest.
+
+    ``load`` and ``cores`` are read from the machine unless given (tests give them).
+    """
+
+    def __init__(self, device: str, *, cores: int | None = None, load: Callable[[], float | None] | None = None) -> None:
+        self.device, self.cores, self._load = device, cores or usable_cores(), load or load_average
+        self.loads: list[float] = []  # the load average minus this process's own threads, as each timing ended
+        self.spreads: list[tuple[float, str]] = []  # (slowest / fastest, what was timed)
+        self._medians: dict[str, list[float]] = {}
+
+    def record(self, key: str, what: str, samples: list[float], threads: int) -> None:
+        """One timing of ``what`` (``key`` names the steps: the same key, the same steps) of ``samples`` seconds,
+        made by ``threads`` threads, which the load average counts too."""
+        load = self._load()
+        if load is not None:
+            self.loads.append(max(0.0, load - threads))
+        if min(samples) > 0 and max(samples) / min(samples) >= DISAGREEMENT:
+            self.spreads.append((max(samples) / min(samples), f"the steps of one timing of {what}"))
+        medians = self._medians.setdefault(key, [])
+        medians.append(statistics.median(samples))
+        if len(medians) > 1 and min(medians) > 0 and max(medians) / min(medians) >= DISAGREEMENT:
+            self.spreads.append((max(medians) / min(medians), f"repeated timings of {what}"))
+
+    def notes(self) -> list[str]:
+        """One line per sign that the timings (and so the batch, size and epochs planned from them) are off."""
+        notes = []
+        busy = max(self.loads, default=0.0)
+        if self.device == "cpu" and busy > self.cores / 2:
+            notes.append(f"other work kept this machine busy while the steps were timed (load average {busy:.1f} "
+                         f"beside this plan's own threads, on {self.cores} cores): the times measured, and the "
+                         "batch, image size and epochs planned from them, may be several times off; plan again "
+                         "when the machine is quiet")
+        if self.spreads:
+            ratio, what = max(self.spreads)
+            notes.append(f"{what} lay {ratio:.1f}x apart ({DISAGREEMENT:g}x or more: the machine was not at "
+                         "rest): the batch, image size and epochs planned from them may be off; plan again when "
+                         "the machine is quiet")
+        return notes
 
 
 def _sync(device: torch.device) -> None:
@@ -33,8 +91,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(call: Any, device: torch.device, seconds: float) -> tuple[float, int]:
-    """The median seconds of ``call()`` after one untimed warm-up, over about ``seconds`` (2 to 10 calls)."""
+def _timed(call: Any, device: torch.device, seconds: float, watch: TimingWatch | None = None,
+           key: str = "", what: str = "") -> tuple[float, int]:
+    """The median seconds of ``call()`` after one untimed warm-up, over about ``seconds`` (2 to 10 calls);
+    ``watch`` records the calls' times as ``key`` (the steps) and ``what`` (their description)."""
 
     def once() -> float:
         _sync(device)
@@ -48,14 +108,16 @@ def _timed(call: Any, device: torch.device, seconds: float) -> tuple[float, int]
     started = time.perf_counter()
     while len(timed) < 2 or (time.perf_counter() - started < seconds and len(timed) < MAX_TIMED_STEPS):
         timed.append(once())
+    if watch is not None:
+        watch.record(key, what, timed, torch.get_num_threads() if device.type == "cpu" else 1)
     return statistics.median(timed), len(timed)
 
 
 def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, registry: Any, device_name: str,
                         batch_size: int, shape: tuple[int, ...], seconds: float = 2.0,
-                        forward_batch: int | None = None) -> StepTiming:
+                        forward_batch: int | None = None, watch: TimingWatch | None = None) -> StepTiming:
     """Time training steps of ``document``'s model and loss on ``batch_size`` random inputs of ``shape``,
-    then inference forwards of ``forward_batch`` (default ``batch_size``) such inputs."""
+    then inference forwards of ``forward_batch`` (default ``batch_size``) such inputs; ``watch`` sees them."""
     from segkit.config import resolve_config, validate_config
     from segkit.evaluation.metrics import MetricAccumulator
     from segkit.train.assemble import build_loss, build_metrics, build_model, fill_labels, fill_model_defaults
@@ -91,7 +153,9 @@ def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, regis
         accumulator = MetricAccumulator(metrics, threshold=config.metrics.threshold, labels=labels)
         accumulator.update(logits.detach(), masks, cases)
 
-    seconds_per_step, steps = _timed(step, device, seconds)
+    key = json.dumps([document, batch_size, list(shape)], sort_keys=True, default=str)
+    what = f"{config.model.name} at batch {batch_size}, {'x'.join(map(str, shape))}"
+    seconds_per_step, steps = _timed(step, device, seconds, watch, key, f"training steps of {what}")
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     forward_batch = batch_size if forward_batch is None else max(1, int(forward_batch))
     inputs = images[:forward_batch] if forward_batch <= batch_size else torch.rand(
@@ -103,7 +167,8 @@ def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, regis
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             model(inputs)
 
-    seconds_per_forward, _ = _timed(forward, device, seconds * FORWARD_SHARE_OF_TIME)
+    seconds_per_forward, _ = _timed(forward, device, seconds * FORWARD_SHARE_OF_TIME, watch,
+                                    key + f"-forward-{forward_batch}", f"inference forwards of {what}")
     return StepTiming(seconds_per_step, steps, batch_size, tuple(shape), peak,
                       seconds_per_forward=seconds_per_forward, forward_batch=forward_batch)
 

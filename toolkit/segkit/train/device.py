@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from segkit.errors import ConfigError, unknown_name
 
-__all__ = ["select_device", "describe_device", "autocast_dtype", "use_channels_last"]
+__all__ = ["select_device", "describe_device", "autocast_dtype", "use_channels_last", "usable_cores",
+           "load_average", "busy_cpu_note", "cpu_load_note"]
 
 
 def select_device(name: str) -> torch.device:
@@ -74,3 +77,42 @@ def use_channels_last(setting: bool | str, device: torch.device, model: torch.nn
     if setting == "always":
         return True
     return bool(setting) and device.type == "cuda"
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; all the machine's where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def load_average() -> float | None:
+    """The machine's load average over the last minute (runnable processes), or None where unknown."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):  # Windows
+        return None
+
+
+def busy_cpu_note(threads: int, *, load: float | None, cores: int, what: str = "training") -> str | None:
+    """One line when other work already keeps at least half of the ``cores`` busy (``load``, the load
+    average) and ``threads`` torch threads would share them; None otherwise.
+
+    Threads of one operation wait for each other, so one thread preempted by another process stalls
+    them all: on 2 busy cores a run trained at 2-3 images/s with 2 threads and about 30 with one.
+    """
+    if load is None or threads <= 1 or load + threads <= 1.5 * cores:
+        return None
+    fit = max(1, min(threads - 1, int(cores - load)))
+    return (f"note: this machine is busy (load average {load:.1f} on {cores} cores) and {what} uses {threads} "
+            f"threads, which then wait for each other and can run several times slower: start it with "
+            f"OMP_NUM_THREADS={fit} (e.g. 'OMP_NUM_THREADS={fit} segkit ...'), or when the machine is free.")
+
+
+def cpu_load_note(device: torch.device, processes: int = 1, what: str = "training") -> str | None:
+    """:func:`busy_cpu_note` for work about to run on ``device`` with this process's torch threads; None on a
+    GPU, and under data-parallel training (``processes`` > 1), whose own processes make the load."""
+    if device.type != "cpu" or processes > 1:
+        return None
+    return busy_cpu_note(torch.get_num_threads(), load=load_average(), cores=usable_cores(), what=what)

@@ -14,7 +14,8 @@ from typing import Any
 from segkit.errors import CheckpointError
 from segkit.tomlio import atomic_write_text, dumps_toml
 
-__all__ = ["RunDirectory", "holds_a_run", "readable_checkpoint", "existing_run_message"]
+__all__ = ["RunDirectory", "holds_a_run", "readable_checkpoint", "existing_run_message", "resume_state",
+           "ended_without_summary", "stopped_reason", "recovery_note"]
 
 _TEMPORARY = re.compile(r"\..+\.tmp-(\d+)")
 
@@ -90,6 +91,26 @@ class RunDirectory:
     def create(self) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
 
+    def write_start(self, document: Mapping[str, Any], index: Any, split: Any) -> None:
+        """config.toml and splits.csv, written before the data is prepared: a run killed from here on
+        (while it builds a volume cache, say) is one that ``--resume`` continues."""
+        from segkit.data import write_splits
+
+        self.write_config(document)
+        write_splits(self.splits, index, split)
+
+    def discard_unstarted(self) -> None:
+        """Remove what :meth:`write_start` wrote when the run failed before its first checkpoint, so a run
+        refused while it prepared its data leaves nothing behind; a run with a checkpoint is kept."""
+        if self.last.exists() or self.metrics.exists():
+            return
+        for path in (self.config, self.splits):
+            path.unlink(missing_ok=True)
+        try:
+            self.checkpoints.rmdir()
+        except OSError:
+            pass  # absent, or holds something: leave it
+
     def write_config(self, document: Mapping[str, Any]) -> None:
         atomic_write_text(self.config, dumps_toml(document))
 
@@ -136,6 +157,52 @@ def holds_a_run(root: str | Path) -> bool:
         return int(load_checkpoint(run.last).get("epoch", 0)) > 0
     except CheckpointError:
         return True  # unreadable: keep it, the user decides
+
+
+def resume_state(run: RunDirectory) -> dict[str, Any] | None:
+    """What ``--resume`` continues from: the state last.pt holds, or None for a run that was stopped
+    after writing its config and splits but before its first checkpoint (killed while it prepared its
+    data): that one starts at epoch 1 with its own config and splits."""
+    from segkit.train.checkpoint import load_checkpoint
+
+    if not run.last.exists() and not run.metrics.exists():
+        return None
+    return load_checkpoint(run.last)
+
+
+def ended_without_summary(run: RunDirectory, state: Mapping[str, Any], planned_epochs: int) -> bool:
+    """Whether the run trained to its end but was stopped before summary.json was written (during the
+    final validation, the figures or the report): ``--resume`` then writes that ending without training.
+
+    The ending scores best.pt (written before the last last.pt); CheckpointError when it is gone.
+    """
+    done = int(state["epoch"]) >= planned_epochs or bool(state.get("finished"))
+    if not done or run.summary.is_file():
+        return False
+    if not readable_checkpoint(run.best):
+        raise CheckpointError(f"the run in {str(run.root)!r} finished training, but its summary was never written "
+                              f"and {run.best} is missing or damaged, so its best epoch cannot be scored. Train it "
+                              f"on with 'segkit run --resume {run.root} --epochs N' (a new best.pt follows), or use "
+                              "its last checkpoint (--checkpoint last) as it is.")
+    return True
+
+
+def stopped_reason(epoch: int, planned_epochs: int, early_stop: bool) -> str:
+    """Why a run that trained ``epoch`` of ``planned_epochs`` epochs stopped, as summary.json's ``stopped``."""
+    if early_stop:
+        return "early_stopping"
+    return "completed" if epoch >= planned_epochs else "time_limit"
+
+
+def recovery_note(root: str | Path, epochs_trained: int | None) -> str:
+    """What ``--resume`` says of a killed run it recovers: one that trained ``epochs_trained`` epochs to its
+    end but wrote no summary, or (None) one stopped before its first checkpoint."""
+    if epochs_trained is None:
+        return (f"{root} was stopped before its first checkpoint (while it prepared its data): training it from "
+                "epoch 1 with its own config and splits")
+    epochs = f"{epochs_trained} epoch" + ("s" if epochs_trained != 1 else "")
+    return (f"{root} finished training ({epochs}) but was stopped before its summary was written: writing its "
+            "final validation, figures, summary and report now")
 
 
 def readable_checkpoint(path: Path) -> bool:

@@ -16,24 +16,26 @@ import torch
 
 from segkit import __version__
 from segkit.config import RunConfig, monitored_metric
-from segkit.errors import CheckpointError, ConfigError, TrainingError
+from segkit.errors import CheckpointError, ConfigError, SegkitError, TrainingError
 from segkit.fileio import atomic_write_text
 from segkit.progress import show_bars
 from segkit.data.verify import verify_dataset
 from segkit.train import assemble
 from segkit.train.checkpoint import CheckpointPacer, checkpoint_payload, load_checkpoint, save_checkpoint
-from segkit.train.device import describe_device, select_device
+from segkit.train.device import cpu_load_note, describe_device, select_device
 from segkit.train.distributed import DistContext
 from segkit.train.device_loader import LoaderChoice, choose_loader
 from segkit.train.volume_data import build_volume_data, data_preprocessing, is_volume_run, volume_cache_for
 from segkit.train.events import RunEvents
 from segkit.train.loop import EarlyStopping, capture_rng, restore_rng
 from segkit.train.schedule import BudgetPlan, budget_message, plan_schedule, replan_message
+from segkit.train.sizes import check_one_image_size
 from segkit.train.runlock import RunLock
 
 from segkit.train.volume_figures import volume_case_samples, volume_samples
 from segkit.train.final import case_samples, final_validation, headline, per_image_note, prediction_samples
-from segkit.train.rundir import RunDirectory, existing_run_message, holds_a_run, readable_checkpoint
+from segkit.train.rundir import (RunDirectory, ended_without_summary, existing_run_message, holds_a_run,
+                                 readable_checkpoint, recovery_note, resume_state, stopped_reason)
 
 __all__ = ["train", "seed_everything", "versions", "existing_run_message", "holds_a_run", "headline"]
 
@@ -103,6 +105,10 @@ def train(
             try:
                 return _train(config, run, registry, device, dist, events, resume=resume, extend_to=extend_to,
                               quiet=quiet, echo=echo)
+            except SegkitError:  # refused before its first checkpoint: a new run leaves nothing behind
+                if dist.is_main and not resume:
+                    run.discard_unstarted()
+                raise
             finally:
                 events.close()
         finally:
@@ -128,7 +134,7 @@ def _train(
 
     state: dict[str, Any] | None = None
     if resume:
-        state = load_checkpoint(run.last)
+        state = resume_state(run)  # None: stopped before its first checkpoint, so it starts at epoch 1
     else:  # rank 0 looks before anyone writes; every rank stops if the directory is taken
         taken = dist.broadcast(dist.is_main and holds_a_run(run.root))
         if taken:
@@ -140,6 +146,7 @@ def _train(
         say(verify_dataset(dataset).describe())
     if getattr(dataset, "mask_note", None):
         say(dataset.mask_note)
+    check_one_image_size(config, dataset)  # a 2D set of several sizes, refused before the run folder is made
     labels = assemble.fill_labels(config, dataset, registry)
     assemble.fill_model_defaults(config, dataset, registry)
     assemble.fill_dataset_defaults(config, registry)
@@ -148,12 +155,15 @@ def _train(
         assemble.check_volume_memory(config, dataset, registry, device)
     else:
         assemble.check_memory(config, dataset, registry, device)
-    from segkit.data import read_splits, write_splits
+    from segkit.data import read_splits
 
-    split = read_splits(run.splits, dataset.index) if resume else assemble.make_split(config, dataset)
+    split = (read_splits(run.splits, dataset.index) if resume and (state is not None or run.splits.is_file())
+             else assemble.make_split(config, dataset))
     if config.split.by == "none":
         say("note: split.by = none holds nothing out: validation scores the training items themselves, so its "
             "scores say how well the model fits them, not how it does on unseen data")
+    if state is None and dist.is_main:  # from here on a killed run (a volume cache half built) resumes
+        run.write_start(config.to_dict(), dataset.index, split)
     if volumes:  # 3D: patches of the preprocessed volumes for training, whole volumes for validation
         if not dist.is_main:  # rank 0 builds the cache (below) while the others wait, then they reuse it
             dist.barrier()
@@ -187,6 +197,7 @@ def _train(
     start_epoch = 1
     total_epochs = config.train.epochs  # a time budget replaces it with its plan after the first epoch
     train_seconds = 0.0
+    ending_only = False  # trained to its end, killed before its summary: write the ending, train nothing
 
     if state is not None:
         model.load_state_dict(state.get("train_model_state") or state["model_state"])
@@ -212,6 +223,8 @@ def _train(
             config.train.epochs, config.train.max_minutes = extend_to, 0.0
             if dist.is_main:
                 run.write_config(config.to_dict())
+        elif dist.broadcast(ended_without_summary(run, state, total_epochs)):
+            ending_only = True
         elif start_epoch > total_epochs or state.get("finished"):
             raise CheckpointError(f"the run in {str(run.root)!r} already finished ({state['epoch']} epochs). "
                                   f"Train it longer with 'segkit run --resume {run.root} --epochs N'.")
@@ -220,9 +233,7 @@ def _train(
                 f"({stopper.best_epoch}) are lost; the best of the epochs trained from now on becomes best.pt")
             stopper.best_value, stopper.best_epoch = -math.inf, 0
     elif dist.is_main:
-        run.create()
-        run.write_config(config.to_dict())
-        write_splits(run.splits, dataset.index, split)
+        run.create()  # config.toml and splits.csv are written (write_start, above)
     dist.barrier()  # the run directory exists before any rank goes on
 
     def save_last(epoch: int, finished: bool = False) -> None:
@@ -264,7 +275,11 @@ def _train(
     say(f"training {config.model.name} with {config.loss.name} on {config.dataset.name}: {n_train} train / "
         f"{len(parts.views['val'])} val items, {_batch_description(config, dist.world_size)}, "
         f"{describe_device(device)}, {loader.path} loader ({loader.reason}) -> {run.root}")
-    if state is not None:
+    if note := cpu_load_note(device, dist.world_size):  # threads on shared cores wait for each other
+        say(note)
+    if ending_only or (resume and state is None):
+        say(recovery_note(run.root, start_epoch - 1 if ending_only else None))
+    elif state is not None:
         say(f"resuming {run.root} at epoch {start_epoch} of {total_epochs}"
             + (" (extended: the learning-rate schedule now ends there)" if extend_to is not None else ""))
         trained_with = int(state.get("world_size", 1))
@@ -274,14 +289,14 @@ def _train(
     budget = config.train.max_minutes * 60
     if budget > 0:
         trainer.deadline = time.monotonic() + budget - train_seconds
-    stopped = "completed"
+    stopped = stopped_reason(start_epoch - 1, total_epochs, stopper.should_stop) if ending_only else "completed"
     completed = start_epoch - 1  # the epoch whose state last.pt holds
     loop_started = time.monotonic()
     budget_plan = BudgetPlan()
     try:
         epoch = start_epoch
         previous_end = loop_started  # when the last epoch's training and validation ended
-        while epoch <= total_epochs:
+        while epoch <= total_epochs and not ending_only:
             result = trainer.run_epoch(epoch)
             now = time.monotonic()
             if budget > 0 and config.train.epochs > 1:
