@@ -208,8 +208,10 @@ def predict_volume(predictor: Any, image: np.ndarray, settings: VolumeSettings, 
 
     from segkit.data.volume import scale_to_uint8
     from segkit.evaluation.volume_evaluate import volume_probabilities, volume_window
+    from segkit.inference.volume_limits import check_volume_inference
 
     if volume_window(predictor) is not None:  # a 3D model: the whole volume, normalised as in training
+        check_volume_inference(predictor, [("", image.shape[1:], spacing)], image.shape[0], where="the input volume")
         return volume_probabilities(predictor, torch.from_numpy(normalized_volume(predictor, image)),
                                     spacing=spacing, batch_size=batch_size).numpy()
     axis = settings.slice_axis
