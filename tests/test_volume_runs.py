@@ -116,6 +116,20 @@ def test_settings_a_3d_run_cannot_use_are_refused_before_anything_is_written(tmp
     assert not (out / "checkpoints").exists()
 
 
+def test_evaluating_volumes_of_other_channels_names_the_mismatch(patch_run: tuple[Path, Path], tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from segkit.cli import cli
+
+    two = write_msd(tmp_path / "two", cases=2, shape=(20, 24, 12), channels=2)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    result = CliRunner().invoke(cli, ["evaluate", str(patch_run[1]), "--data-root", str(two), "--quiet"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output[-2000:]
+    assert f"the model takes 1-channel volumes but dataset 'msd' at {two} has 2 channel(s)" in result.output
+    assert not (tmp_path / "cache").exists()  # refused before the volumes were preprocessed
+
+
 @pytest.mark.skipif(not HIPPOCAMPUS.is_dir(), reason="the hippocampus volumes (../shared/data/hippocampus) are absent")
 def test_a_3d_run_on_real_hippocampus_volumes(tmp_path: Path) -> None:
     root = hippocampus_subset(tmp_path / "hippo", count=4)

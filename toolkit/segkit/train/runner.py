@@ -25,6 +25,7 @@ from segkit.train.checkpoint import CheckpointPacer, checkpoint_payload, load_ch
 from segkit.train.device import describe_device, select_device
 from segkit.train.distributed import DistContext
 from segkit.train.device_loader import LoaderChoice, choose_loader
+from segkit.train.volume_checks import check_patch_run
 from segkit.train.volume_data import build_volume_data, data_preprocessing, is_volume_run, volume_cache_for
 from segkit.train.events import RunEvents
 from segkit.train.loop import EarlyStopping, capture_rng, restore_rng
@@ -157,6 +158,7 @@ def _train(
     assemble.fill_dataset_defaults(config, registry)
     assemble.fill_monitor(config, dataset)
     if volumes := is_volume_run(config):  # a 3D run's memory is its patches'
+        check_patch_run(config, dataset, registry, labels)
         assemble.check_volume_memory(config, dataset, registry, device)
     else:
         assemble.check_memory(config, dataset, registry, device)
