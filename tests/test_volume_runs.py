@@ -84,6 +84,32 @@ def test_a_3d_run_resumes_where_it_stopped(patch_run: tuple[Path, Path], tmp_pat
     assert len(pd.read_csv(out / "metrics.csv")) == 3
 
 
+def test_after_the_last_epoch_each_validation_volume_is_predicted_once(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The final validation predicts every validation volume with the best weights; predictions.png and
+    cases.png show slices it kept (each volume was predicted three more times before)."""
+    from segkit.train.loop import Trainer
+
+    predicted: list[int] = []
+    infer = Trainer.infer
+
+    def counting(self: Trainer, model: object, images: object) -> object:
+        predicted.append(images.shape[0])
+        return infer(self, model, images)
+
+    monkeypatch.setattr(Trainer, "infer", counting)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = write_msd(tmp_path / "data", cases=4, shape=(20, 24, 12))
+    out = tmp_path / "run"
+    run_in_process("run", "--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "1",
+                   "--set", "split.val_fraction=0.5", "--set", "split.test_fraction=0", "--out", str(out))
+    splits = pd.read_csv(out / "splits.csv")
+    validation = splits.loc[splits["split"] == "val", "case"].nunique()
+    assert validation == 2
+    assert sum(predicted) == 2 * validation  # epoch 1's validation and the final one; the figures add none
+    assert (out / "predictions.png").is_file() and (out / "cases.png").is_file()
+
+
 def test_a_3d_run_trains_with_the_channels_last_setting_cuda_runs_get(tmp_path: Path) -> None:
     """Channels-last is a 4D format: a CUDA run (train.channels_last = "cuda", the default) of a 3D model
     once failed on its first batch; "always" takes the same path on a CPU."""

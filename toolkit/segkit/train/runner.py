@@ -32,7 +32,7 @@ from segkit.train.loop import EarlyStopping, capture_rng, restore_rng
 from segkit.train.schedule import budget_message, plan_schedule
 from segkit.train.runlock import RunLock
 
-from segkit.train.volume_figures import volume_case_samples, volume_samples
+from segkit.train.volume_figures import KeptSlices, volume_case_samples, volume_samples
 from segkit.train.final import case_samples, final_validation, headline, per_image_note, prediction_samples
 from segkit.train.rundir import RunDirectory, existing_run_message, holds_a_run, readable_checkpoint
 
@@ -351,7 +351,8 @@ def _train(
     best_row = next(row for row in history if row["epoch"] == stopper.best_epoch)
     dist.barrier()  # best.pt is written; every rank scores the best model on its share of validation
     trainer.load_inference_state(load_checkpoint(run.best, map_location=device)["model_state"])
-    missed, lesion_slices, case_table = final_validation(trainer)
+    kept = KeptSlices(trainer) if volumes else None  # each volume is predicted once: the figures reuse its slice
+    missed, lesion_slices, case_table = final_validation(trainer, keep=kept)
     monitor = config.metrics.monitor
     summary = {
         "headline": {"name": f"val_{monitor}", "value": stopper.best_value, "epoch": stopper.best_epoch},
@@ -384,14 +385,15 @@ def _train(
                           "label_names": trainer.labels.foreground}
         plot_curves(history, list(metrics), run.root / "curves.png", monitor=f"val_{monitor}",
                     best_epoch=stopper.best_epoch, label_names=trainer.labels.foreground)
-        sampled = volume_samples if volumes else prediction_samples
-        plot_predictions(sampled(trainer, view), run.root / "predictions.png", **figure_options)
+        samples = volume_samples(trainer, view, kept=kept) if volumes else prediction_samples(trainer, view)
+        plot_predictions(samples, run.root / "predictions.png", **figure_options)
         if case_table is not None and dist.world_size == 1:
             val_table = run.root / "evaluation" / "training-val-per-case.csv"
             val_table.parent.mkdir(exist_ok=True)
             atomic_write_text(val_table, case_table.to_csv(index=False, float_format="%.6g"))
-            samples = (volume_case_samples if volumes else case_samples)(trainer, parts.views["val"], case_table,
-                                                                         monitored_metric(monitor))
+            metric = monitored_metric(monitor)
+            samples = (volume_case_samples(trainer, view, case_table, metric, kept=kept) if volumes
+                       else case_samples(trainer, view, case_table, metric))
             if samples:
                 plot_predictions(samples, run.root / "cases.png", title="best and worst validation patients",
                                  **figure_options)
