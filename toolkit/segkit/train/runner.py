@@ -158,7 +158,7 @@ def _train(
     assemble.fill_dataset_defaults(config, registry)
     assemble.fill_monitor(config, dataset)
     if volumes := is_volume_run(config):  # a 3D run's memory is its patches'
-        check_patch_run(config, dataset, registry, labels)
+        check_patch_run(config, dataset, registry, labels, device)
         assemble.check_volume_memory(config, dataset, registry, device)
     else:
         assemble.check_memory(config, dataset, registry, device)

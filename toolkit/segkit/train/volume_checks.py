@@ -111,59 +111,77 @@ def _validation_bytes(voxels: int, channels: int, classes: int) -> int:
     return memory.volume_inference_bytes(voxels, None, channels, classes) + memory.FLOAT32 * voxels * (1 + 2 * classes)
 
 
-def _check_volumes(config: RunConfig, dataset: Any, classes: int) -> None:
-    """Sliding windows and memory over every case (any may validate), from the shapes and spacings of the headers."""
-    from segkit.data.preprocess import resampled_shape, smallest_target_spacing
+def _check_volumes(config: RunConfig, dataset: Any, classes: int, device: Any = None) -> None:
+    """Sliding windows and memory over every case (any may validate), from the shapes and spacings of the headers.
+
+    Preprocessing and the loaded validation volume are host memory; the validation's sliding windows run on the
+    training ``device`` (host memory too on a CPU).
+    """
+    from segkit.data.preprocess import resampled_shape
     from segkit.inference.volume_limits import check_windows
 
     t = config.train
     patch = tuple(int(p) for p in t.patch_size)
     target = tuple(float(s) for s in t.target_spacing) or None
-    channels = len(dataset.channel_names)
-    worst = None
-    for row in dataset.cases_table.itertuples(index=False):
-        shape, spacing = tuple(int(n) for n in row.shape), tuple(float(s) for s in row.spacing)
+    cases = [(str(row.case), tuple(int(n) for n in row.shape), tuple(float(s) for s in row.spacing))
+             for row in dataset.cases_table.itertuples(index=False)]
+    for case, shape, spacing in cases:
         grid = resampled_shape(shape, spacing, target) if target else shape
-        check_windows(grid, patch, t.window_overlap, what=f"case {row.case!r}"
+        check_windows(grid, patch, t.window_overlap, what=f"case {case!r}"
                       + (" resampled to train.target_spacing" if target else ""))
-        needed = _case_bytes(shape, spacing, target, channels, classes)
-        if worst is None or needed > worst[0]:
-            worst = (needed, str(row.case), shape, spacing)
-    if worst is None or worst[0] <= memory.available_bytes():
+    on_gpu = getattr(device, "type", "cpu") == "cuda"
+    for memory_of in (("host", None), ("GPU", device)) if on_gpu else (("both", None),):
+        _check_case_memory(cases, target, len(dataset.channel_names), classes, *memory_of)
+
+
+def _case_bytes(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float] | None, channels: int,
+                classes: int, part: str) -> float:
+    """What one case needs on the run's grid: ``host`` preprocessing it into the cache and loading it whole for
+    validation, ``GPU`` the validation's sliding windows and loss, ``both`` (a CPU run) the most of either."""
+    from segkit.data.preprocess import resampled_shape
+
+    source = int(np.prod(shape, dtype=np.float64))
+    grid = int(np.prod(resampled_shape(shape, spacing, target), dtype=np.float64)) if target else None
+    loaded = memory.FLOAT32 * (grid or source) * (channels + 1)  # the validation loader's image and mask
+    host = max(memory.volume_preprocess_bytes(source, grid, channels), loaded)
+    validation = _validation_bytes(grid or source, channels, classes)
+    return {"host": host, "GPU": validation}.get(part, max(host, validation))
+
+
+def _check_case_memory(cases: Sequence[tuple[str, tuple[int, ...], tuple[float, ...]]],
+                       target: tuple[float, ...] | None, channels: int, classes: int, part: str, device: Any) -> None:
+    """A refusal naming the largest case and the smallest target spacing that fits when its ``part`` does not fit."""
+    from segkit.data.preprocess import resampled_shape, smallest_target_spacing
+
+    needed, case, shape, spacing = max(((_case_bytes(shape, spacing, target, channels, classes, part), case, shape,
+                                         spacing) for case, shape, spacing in cases), key=lambda found: found[0])
+    if needed <= memory.available_bytes(device):
         return
-    needed, case, shape, spacing = worst
-    coarser = smallest_target_spacing(target or spacing, lambda s: _case_bytes(shape, spacing, s, channels, classes))
+    coarser = smallest_target_spacing(target or spacing, lambda s: _case_bytes(shape, spacing, s, channels, classes,
+                                                                                part), device)
     size = "x".join(map(str, resampled_shape(shape, spacing, target) if target else shape))
+    work = {"host": "preprocessed and loaded whole", "GPU": "validated whole on the GPU"}.get(
+        part, "preprocessed and validated whole")
     what = (f"case {case!r} ({'x'.join(map(str, shape))} voxels of {_mm(spacing)}"
             + (f", {size} once resampled to train.target_spacing = {_mm(target)}" if target else "")
-            + f", {channels} channel(s)), preprocessed and validated whole,")
+            + f", {channels} channel(s)), {work},")
     if coarser is None:
         fits = "not even a much coarser train.target_spacing fits"
     else:
         fits = (f"the smallest train.target_spacing that fits is {_mm(coarser)}"
                 + ("" if target else " (the cases are used at their own spacing now)"))
-    memory.require_memory(needed, what, fits)
-
-
-def _case_bytes(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float] | None, channels: int,
-                classes: int) -> float:
-    """The most one case needs: preprocessed into the cache, or validated whole on the run's grid."""
-    from segkit.data.preprocess import resampled_shape
-
-    source = int(np.prod(shape, dtype=np.float64))
-    grid = int(np.prod(resampled_shape(shape, spacing, target), dtype=np.float64)) if target else None
-    return max(memory.volume_preprocess_bytes(source, grid, channels),
-               _validation_bytes(grid or source, channels, classes))
+    memory.require_memory(needed, what, fits, device)
 
 
 def _mm(spacing: Sequence[float]) -> str:
     return "[" + ", ".join(f"{float(s):.4g}" for s in spacing) + "] mm"
 
 
-def check_patch_run(config: RunConfig, dataset: Any, registry: Any, labels: Any) -> None:
+def check_patch_run(config: RunConfig, dataset: Any, registry: Any, labels: Any, device: Any = None) -> None:
     """Refuse, before any work, the settings of a run with ``train.patch_size`` that cannot work (module docstring).
 
-    Call once the model's channels and classes are filled in (``fill_labels``, ``fill_model_defaults``).
+    Call once the model's channels and classes are filled in (``fill_labels``, ``fill_model_defaults``);
+    ``device`` is the training device (validation's memory is counted there).
     """
     from segkit.data.volume import VolumeDataset
 
@@ -179,4 +197,4 @@ def check_patch_run(config: RunConfig, dataset: Any, registry: Any, labels: Any)
     if model is not None:
         _check_model(model, config, int(chosen or channels))
     if volumes:
-        _check_volumes(config, dataset, int(labels.out_channels))
+        _check_volumes(config, dataset, int(labels.out_channels), device)
