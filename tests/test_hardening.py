@@ -55,6 +55,24 @@ def test_a_relative_data_root_is_stored_absolute(tiny_run: Path, tmp_path: Path)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def test_an_emptied_run_config_is_named_not_a_key_error(tiny_run: Path, tmp_path: Path) -> None:
+    """An empty config.toml once gave evaluate "KeyError: 'dataset'", and resume trained the default run instead."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = sorted(p.name for p in run.rglob("*"))
+    for text, expected in (("", f"{run / 'config.toml'} is empty; a run's config.toml names its model, loss and "
+                                "dataset"),
+                           ("[train]\nepochs = 1\n", "lacks [model], [loss], [dataset], [task], [metrics], [split]")):
+        (run / "config.toml").write_text(text)
+        for args in (["evaluate", str(run), "--split", "val", "--quiet"], ["run", "--resume", str(run), "--quiet"]):
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 2, result.output[-2000:]
+            lines = result.output.strip().splitlines()
+            assert len(lines) == 1 and "Traceback" not in result.output, result.output
+            assert expected in lines[0] and "each checkpoint of the run holds the same configuration" in lines[0]
+    assert sorted(p.name for p in run.rglob("*")) == before  # nothing written
+
+
 def test_a_damaged_checkpoint_is_one_clear_error_everywhere(tiny_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

@@ -69,6 +69,32 @@ def test_a_training_step_beyond_memory_says_what_would_fit(tmp_path: Path) -> No
     assert "model alone does not fit" in message and "dataset.context" in message
 
 
+def test_an_image_size_beyond_any_memory_is_refused_before_opencv_resizes(tmp_path: Path) -> None:
+    # 10^9 x 10^9 pixels: more elements than the meta device describes, so the activations are measured on a
+    # 256x256 image and scaled by area; OpenCV would otherwise be asked for 3e18 bytes mid-epoch
+    message = refused("run", *SMALL, "--image-size", str(10**9), out=tmp_path / "run")
+    assert "EiB of activations per 1000000000x1000000000 image times a batch of 8" in message
+    side = int(message.split("--image-size ")[1].split()[0])
+    assert 32 <= side < 10**9
+
+
+def test_resizing_a_batch_beyond_memory_names_the_batch_that_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import segkit.memory
+    from segkit.errors import ConfigError
+    from segkit.inference.predictor import resize_images
+    from segkit.memory import image_batch_bytes
+
+    free = image_batch_bytes(2, 3, 64, 64) + 1  # by hand: 2 x 3 x 64 x 64 x (1 + 4 + 4) bytes
+    assert free == 221_185
+    monkeypatch.setattr(segkit.memory, "available_bytes", lambda device=None: free)
+    with pytest.raises(ConfigError, match=r"resizing a batch of 4 image\(s\) of 3 channel\(s\) to the model's 64x64 "
+                                          r"needs at least .*; use --batch-size 2 or less"):
+        resize_images(torch.zeros(4, 3, 8, 8), (64, 64))
+    assert resize_images(torch.zeros(2, 3, 8, 8), (64, 64)).shape == (2, 3, 64, 64)
+
+
 def test_a_context_beyond_every_case_is_refused(tmp_path: Path) -> None:
     message = refused("run", *SMALL, "--set", "dataset.slices_per_case=4", "--set", "dataset.context=100000000",
                       out=tmp_path / "context")

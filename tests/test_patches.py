@@ -152,6 +152,20 @@ def test_workers_draw_the_same_patches_as_the_main_process(cache: VolumeCache) -
     assert all(torch.equal(a, b) for a, b in zip(epoch(0), epoch(2), strict=True))
 
 
+def test_a_patch_only_a_validation_volume_holds_trains_on_padded_training_cases(tmp_path: Path) -> None:
+    """segkit plan fits the patch to the largest case, not knowing the split: on 8 hippocampus cases a patch of 40
+    along axis 0, where the training cases had at most 39 (the run refused its own plan). The run checks every
+    case, as the plan does; training cases smaller along an axis are padded."""
+    root = write_msd(tmp_path / "data", cases=3, shapes=[(20, 24, 12), (20, 24, 12), (24, 24, 12)])
+    dataset = get_registry().build("dataset", "msd", root=str(root))
+    cache = VolumeCache(dataset, directory=tmp_path / "cache", progress=False).build()
+    data = PatchDataset(cache, ["vol_000", "vol_001"], PatchSampler((24, 16, 8)), patches_per_epoch=2)
+    image, mask, _ = data[0]
+    assert image.shape == (1, 24, 16, 8) and mask.shape == (1, 24, 16, 8)
+    with pytest.raises(ConfigError, match="larger than every volume along axis 0: the largest there is 'vol_002'"):
+        PatchDataset(cache, ["vol_000"], PatchSampler((26, 16, 8)), patches_per_epoch=2)
+
+
 def test_bad_patch_dataset_settings_are_refused_before_training(cache: VolumeCache) -> None:
     with pytest.raises(ConfigError, match="larger than every volume along axis 2"):
         PatchDataset(cache, cache.cases, PatchSampler((16, 16, 16)), patches_per_epoch=4)

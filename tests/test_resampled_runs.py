@@ -102,6 +102,32 @@ def test_evaluate_and_predict_answer_on_the_cases_own_grid(resampled_run: tuple[
     assert np.allclose(written.affine, original.affine)
 
 
+def test_evaluate_and_predict_refuse_a_grid_whose_arrays_do_not_fit(resampled_run: tuple[Path, Path, Path],
+                                                                    tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine with 200,000 bytes free: 20x24x12 voxels on the model's 1 mm grid are 20x24x24, whose
+    sliding-window sum, weights and probabilities of 3 channels need 391,680 bytes (segkit.memory)."""
+    from click.testing import CliRunner
+
+    import segkit.memory
+    from segkit.cli import cli
+
+    root, out, cache = resampled_run
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setattr(segkit.memory, "available_bytes", lambda device=None: 200_000)
+    masks = tmp_path / "masks"
+    for args in (["evaluate", str(out), "--split", "test", "--quiet"],
+                 ["predict", str(out), str(root / "imagesTr" / "vol_000.nii.gz"), "--out", str(masks), "--quiet"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output[-2000:]
+        assert "Traceback" not in result.output
+        message = result.output.strip().splitlines()[-1]
+        assert "(20x24x12 voxels) on the model's grid of [1, 1, 1] mm (its train.target_spacing: 20x24x24 voxels) " \
+               "needs at least 0.4 MiB; this machine has 0.2 MiB of host memory available" in message
+        assert "a model trained with train.target_spacing = [" in message
+    assert not list(masks.glob("*")), "predict wrote a file"
+
+
 @pytest.mark.parametrize(("settings", "expected"), [
     (["train.target_spacing=[1,1]", "train.patch_size=[16,16,8]"], "three positive voxel sizes"),
     (["train.target_spacing=[1,0,1]", "train.patch_size=[16,16,8]"], "three positive voxel sizes"),

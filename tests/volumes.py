@@ -27,8 +27,10 @@ def ellipsoid_case(shape: Sequence[int], seed: int, channels: int = 1) -> tuple[
 
 def write_msd(root: Path, cases: int = 3, shape: Sequence[int] = (20, 24, 12), channels: int = 1,
               spacing: Sequence[float] = (1.0, 1.0, 2.0), layout: str = "4d", label_dtype: type = np.uint8,
-              list_training: bool = True) -> Path:
-    """A Decathlon folder of ``cases`` synthetic volumes; ``layout`` "4d" (channels last) or "split" (_0000 files)."""
+              list_training: bool = True, shapes: Sequence[Sequence[int]] = ()) -> Path:
+    """A Decathlon folder of ``cases`` synthetic volumes; ``layout`` "4d" (channels last) or "split" (_0000 files).
+
+    ``shapes``: the shape of each case in turn (the rest have ``shape``)."""
     import nibabel as nib
 
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
@@ -37,7 +39,7 @@ def write_msd(root: Path, cases: int = 3, shape: Sequence[int] = (20, 24, 12), c
     training = []
     for k in range(cases):
         name = f"vol_{k:03d}"
-        image, label = ellipsoid_case(shape, seed=k, channels=channels)
+        image, label = ellipsoid_case(shapes[k] if k < len(shapes) else shape, seed=k, channels=channels)
         if layout == "4d":
             array = image if channels > 1 else image[..., 0]
             nib.save(nib.Nifti1Image(array, affine), root / "imagesTr" / f"{name}.nii.gz")

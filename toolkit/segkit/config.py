@@ -264,6 +264,9 @@ def _settings(cls: type, section: str, values: Mapping[str, Any]) -> Any:
 #: More epochs than any run trains: a typo (``1e23``) or a wish for "until I stop it", which is
 #: ``train.max_minutes`` (a time budget) or ``train.patience`` (stop when it no longer improves).
 MAX_EPOCHS = 100_000
+#: More patches than one epoch of a 3D run draws: the epoch's order and patch table hold each one in memory
+#: (a typo such as ``1e12`` would end in a MemoryError); longer training is more epochs.
+MAX_PATCHES_PER_EPOCH = 1_000_000
 #: Seeds the random generators take: torch up to 2**63 - 1; scikit-learn's splitters below 2**32.
 MAX_TRAIN_SEED = 2**63 - 1
 MAX_SPLIT_SEED = 2**32 - 1
@@ -339,9 +342,10 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"train.target_spacing = {t.target_spacing} resamples the volumes of a 3D run; set a 3D "
                         "train.patch_size too, or leave train.target_spacing out (a 2D run trains on the slices as "
                         "stored)")
-    if t.patches_per_epoch < 0:
-        problems.append(f"train.patches_per_epoch must be 0 (one patch per training case) or positive, got "
-                        f"{t.patches_per_epoch}")
+    if not 0 <= t.patches_per_epoch <= MAX_PATCHES_PER_EPOCH:
+        problems.append(f"train.patches_per_epoch must be 0 (one patch per training case) or up to "
+                        f"{MAX_PATCHES_PER_EPOCH:,} (each patch of an epoch has its place in memory; nnU-Net "
+                        f"draws 250 batches an epoch), got {t.patches_per_epoch}; to train longer, raise train.epochs")
     if not 0 <= t.window_overlap < 1:
         problems.append(f"train.window_overlap (of the sliding windows over an image or volume) must be in [0, 1), e.g. 0.5, "
                         f"got {t.window_overlap}")

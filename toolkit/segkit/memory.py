@@ -1,16 +1,32 @@
-"""How much memory a machine has free, and a one-line refusal when planned work clearly needs more.
+"""How much memory a machine has free, and whether an array segkit is about to make will fit in it.
 
-Checks made before work (a model, a batch, a cached dataset) compare an estimate with
-:func:`available_bytes`, so a size that cannot fit is an error that says what would fit,
-not an allocation traceback minutes later.
+Checks made before work (a model, a batch, a cached dataset, a resampled volume, the buffers of
+sliding-window inference, a batch of resized images) compare an estimate with
+:func:`available_bytes` through :func:`require_memory`, so a size that cannot fit is an error that
+says what would fit, not an allocation traceback minutes later. The estimates here are the bytes of
+the arrays the code allocates (lower bounds: what the code holds at its peak, without the
+allocator's overhead); each names the function whose allocations it counts.
+
+Typical use, before resampling a volume::
+
+    needed = volume_preprocess_bytes(source_voxels, target_voxels, channels)
+    require_memory(needed, "preprocessing case 'la_003' (512x512x300 voxels)", "use a coarser target spacing")
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["available_bytes", "format_bytes"]
+from segkit.errors import ConfigError
+
+__all__ = ["available_bytes", "format_bytes", "require_memory", "smallest_fitting_scale",
+           "volume_preprocess_bytes", "volume_inference_bytes", "image_batch_bytes", "FLOAT32"]
+
+FLOAT32 = 4
+"""Bytes of one float32 value, the type of every volume and probability map segkit computes with."""
 
 _UNKNOWN = 1 << 62  # no limit we can read: never refuse
 
@@ -48,8 +64,82 @@ def available_bytes(device: Any = None) -> int:
 
 
 def format_bytes(n: float) -> str:
-    """A byte count for people: ``512.0 MiB``, ``3.20 GiB``, ``1.5 TiB``."""
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30)):
+    """A byte count for people: ``512.0 MiB``, ``3.20 GiB``, ``1.5 TiB``, ``2.6 EiB``."""
+    for unit, size in (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30)):
         if n >= size:
             return f"{n / size:.2f} {unit}" if unit == "GiB" else f"{n / size:.1f} {unit}"
     return f"{n / 2**20:.1f} MiB"
+
+
+def require_memory(needed: float, what: str, fits: str = "", device: Any = None) -> None:
+    """A :class:`ConfigError` when ``needed`` bytes for ``what`` are more than ``device`` has free.
+
+    The message names the need, the memory available and ``fits`` (what would fit, or how to
+    make it fit): ``{what} needs at least 3.20 GiB; this machine has 1.50 GiB of host memory
+    available; {fits}.``
+    """
+    free = available_bytes(device)
+    if needed <= free:
+        return
+    where = "GPU" if getattr(device, "type", None) == "cuda" else "host"
+    raise ConfigError(f"{what} needs at least {format_bytes(needed)}; this machine has {format_bytes(free)} of "
+                      f"{where} memory available" + (f"; {fits}" if fits else "") + ".")
+
+
+def smallest_fitting_scale(bytes_at: Callable[[float], float], free: float, largest: float = 1e6) -> float | None:
+    """The smallest factor ``f >= 1`` (to 3 significant digits, rounded up) with ``bytes_at(f) <= free``.
+
+    ``bytes_at`` must not grow with ``f`` (a coarser spacing, a smaller image: fewer voxels).
+    None when not even ``largest`` fits.
+    """
+    if bytes_at(largest) > free:
+        return None
+    if bytes_at(1.0) <= free:
+        return 1.0
+    low, high = 1.0, largest
+    for _ in range(200):
+        if high / low < 1 + 1e-4:
+            break
+        middle = math.sqrt(low * high)
+        low, high = (low, middle) if bytes_at(middle) <= free else (middle, high)
+    digits = 2 - int(math.floor(math.log10(high)))
+    rounded = math.ceil(high * 10**digits) / 10**digits
+    return rounded if bytes_at(rounded) <= free else high
+
+
+def volume_preprocess_bytes(source_voxels: int, target_voxels: int | None, channels: int) -> int:
+    """Bytes one case needs at the peak of its preprocessing (:func:`segkit.data.preprocess.resample_case`, then
+    :func:`~segkit.data.preprocess.normalize_case`): ``target_voxels`` None when it is not resampled.
+
+    Resampling holds the case as read (float32 image, uint8 label), the resampled float32 image and, per label
+    value, a float32 indicator of the source and three float32/uint8 maps of the target (weight, best, result);
+    normalising holds the image twice (in and out) and the label.
+    """
+    read = channels * FLOAT32 * source_voxels + source_voxels
+    normalise = 2 * channels * FLOAT32 * (target_voxels or source_voxels) + (target_voxels or source_voxels)
+    if target_voxels is None:
+        return max(read, normalise)
+    resample = read + channels * FLOAT32 * target_voxels + 5 * source_voxels + 14 * target_voxels
+    return max(resample, normalise)
+
+
+def volume_inference_bytes(source_voxels: int, target_voxels: int | None, in_channels: int, out_channels: int) -> int:
+    """Bytes one volume needs while a 3D model predicts it whole by sliding windows
+    (:func:`segkit.evaluation.volume_evaluate.volume_probabilities`): ``target_voxels`` None when the model sees it
+    on its own grid.
+
+    The volume as read (float32, ``in_channels``), its resampled copy, the windows' weighted sum of logits and
+    the sum of their weights (float32 on the model's grid), the probabilities computed from the sum, and the
+    probabilities brought back to the volume's grid.
+    """
+    grid = target_voxels or source_voxels
+    volume = in_channels * FLOAT32 * source_voxels + (in_channels * FLOAT32 * grid if target_voxels else 0)
+    windows = volume + FLOAT32 * grid * (2 * out_channels + 1)
+    back = volume + FLOAT32 * out_channels * (grid + source_voxels) if target_voxels else 0
+    return max(windows, back)
+
+
+def image_batch_bytes(batch: int, channels: int, height: int, width: int) -> int:
+    """Bytes of a batch of images resized to ``height x width`` (:func:`segkit.inference.predictor.resize_images`):
+    8-bit pixels, their float32 copy, and the float32 tensor a model receives."""
+    return batch * channels * height * width * (1 + 2 * FLOAT32)

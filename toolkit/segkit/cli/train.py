@@ -163,6 +163,9 @@ def run_command(
                                   "wrote its config (while it read and checked its data), so nothing was trained. "
                                   f"Start it again with its own command and --out {resume}.")
             raise ConfigError(f"{resume!r} is not a segkit run directory (no config.toml).")
+        from segkit.evaluation.runfiles import read_run_config
+
+        read_run_config(run_dir)  # an emptied config.toml would resume as the default run
         allowed = {k: v for k, v in train_flags.items() if k in ("device", "workers") and v is not None}
         extend_to = train_flags.get("epochs")
         if extend_to is not None:

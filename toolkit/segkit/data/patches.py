@@ -128,7 +128,8 @@ class PatchDataset:
     them (and its foreground coordinates) after, so neither the process nor a DataLoader worker accumulates the dataset.
 
     Raises:
-        ConfigError: a patch larger than every volume along an axis (see :func:`check_patch_size`).
+        ConfigError: a patch larger than every volume of the cache along an axis (see :func:`check_patch_size`;
+            the training cases alone may all be smaller: they are padded).
     """
 
     def __init__(self, cache: Any, cases: Sequence[str], sampler: PatchSampler, patches_per_epoch: int,
@@ -138,7 +139,9 @@ class PatchDataset:
             raise ConfigError("a patch dataset needs at least one case")
         if isinstance(patches_per_epoch, bool) or not isinstance(patches_per_epoch, int) or patches_per_epoch < 1:
             raise ConfigError(f"patches_per_epoch must be an integer >= 1, got {patches_per_epoch!r}")
-        check_patch_size(sampler.patch_size, {case: cache.shape(case) for case in self.cases})
+        # Against every case of the cache, as segkit plan sizes a patch (it does not know the split) and as the
+        # validation volumes are windowed: training cases smaller along an axis are padded to the patch.
+        check_patch_size(sampler.patch_size, {case: cache.shape(case) for case in getattr(cache, "cases", self.cases)})
         self.cache = cache
         self.sampler = sampler
         self.patches_per_epoch = patches_per_epoch

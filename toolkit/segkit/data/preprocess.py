@@ -18,25 +18,28 @@ Typical use::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from segkit.errors import ConfigError, DataError, unknown_name
+from segkit import memory
 
 __all__ = [
     "SCHEMES",
     "ChannelStats",
     "channel_scheme",
     "channel_schemes",
+    "check_resampling_fits",
     "foreground_stats",
     "normalize_case",
     "resample_case",
     "resample_image",
     "resampled_shape",
     "resize_probabilities",
+    "smallest_target_spacing",
 ]
 
 SCHEMES: tuple[str, ...] = ("zscore", "ct", "none")
@@ -147,14 +150,58 @@ def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target_spaci
     return tuple(max(1, int(np.rint(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing, strict=True))
 
 
+def _mm(spacing: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{float(s):.4g}" for s in spacing) + "] mm"
+
+
+def smallest_target_spacing(target_spacing: Sequence[float], bytes_at: Callable[[tuple[float, ...]], float],
+                            device: Any = None) -> tuple[float, ...] | None:
+    """``target_spacing`` made uniformly coarser (every axis times one factor, 3 significant digits) until the
+    arrays ``bytes_at(spacing)`` counts fit in the free memory of ``device``; None when no spacing up to a
+    million times coarser does (the rest of the work alone does not fit)."""
+    target = tuple(float(t) for t in target_spacing)
+    free = memory.available_bytes(device)
+    scale = memory.smallest_fitting_scale(lambda f: bytes_at(tuple(t * f for t in target)), free)
+    if scale is None:
+        return None
+    coarser = tuple(float(f"{t * scale:.3g}") for t in target)
+    return coarser if bytes_at(coarser) <= free else tuple(t * scale for t in target)
+
+
+def check_resampling_fits(shape: Sequence[int], spacing: Sequence[float], target_spacing: Sequence[float], channels: int,
+                          *, what: str = "a volume", setting: str = "the target spacing") -> None:
+    """A :class:`ConfigError` before a volume of ``shape`` (voxels at ``spacing`` mm) resampled to
+    ``target_spacing`` is preprocessed when its arrays (:func:`segkit.memory.volume_preprocess_bytes`) do not
+    fit in memory; the message names the size, the memory available and the smallest target spacing that fits."""
+    source = int(np.prod([int(n) for n in shape], dtype=np.float64))
+
+    def needed(target: Sequence[float]) -> float:
+        voxels = int(np.prod(resampled_shape(shape, spacing, target), dtype=np.float64))
+        return memory.volume_preprocess_bytes(source, voxels, channels)
+
+    if needed(target_spacing) <= memory.available_bytes():
+        return
+    size = "x".join(str(n) for n in resampled_shape(shape, spacing, target_spacing))
+    coarser = smallest_target_spacing(target_spacing, needed)
+    fits = (f"the smallest target spacing that fits is {_mm(coarser)} (or leave it out to keep each case's own)"
+            if coarser is not None else "not even the volume as stored fits")
+    memory.require_memory(needed(target_spacing), f"{setting} {_mm(target_spacing)} resamples {what} "
+                          f"({'x'.join(str(int(n)) for n in shape)} voxels of {_mm(spacing)}, {channels} channel(s)) "
+                          f"to {size} voxels, which", fits)
+
+
 def resample_image(image: np.ndarray, spacing: Sequence[float], target_spacing: Sequence[float] | None) -> np.ndarray:
-    """``image`` ``(C, X, Y, Z)`` float32 resampled trilinearly to ``target_spacing`` (unchanged when None or equal)."""
+    """``image`` ``(C, X, Y, Z)`` float32 resampled trilinearly to ``target_spacing`` (unchanged when None or equal).
+
+    A result that cannot fit in memory is a :class:`ConfigError` before it is allocated (:func:`check_resampling_fits`).
+    """
     image = np.asarray(image, dtype=np.float32)
     if target_spacing is None or np.allclose(spacing, target_spacing, rtol=0, atol=1e-4):
         return image
     size = resampled_shape(image.shape[1:], spacing, target_spacing)
     if size == tuple(image.shape[1:]):
         return image
+    check_resampling_fits(image.shape[1:], spacing, target_spacing, image.shape[0])
     import torch
     import torch.nn.functional as F
 
@@ -188,7 +235,8 @@ def resample_case(image: np.ndarray, label: np.ndarray, spacing: Sequence[float]
     interpolated trilinearly and every voxel takes the label of the largest value (smoother
     boundaries than nearest-neighbour and no shift of half a voxel; tests/test_volume_cache.py compares
     both against an exact sphere). Nothing changes when ``target_spacing`` is None or equals
-    ``spacing`` (within 1e-4 mm).
+    ``spacing`` (within 1e-4 mm). A result that cannot fit in memory is a :class:`ConfigError` before
+    it is allocated (:func:`check_resampling_fits`).
     """
     if target_spacing is None or np.allclose(spacing, target_spacing, rtol=0, atol=1e-4):
         return np.asarray(image, dtype=np.float32), np.asarray(label, dtype=np.uint8)
@@ -198,6 +246,7 @@ def resample_case(image: np.ndarray, label: np.ndarray, spacing: Sequence[float]
     size = resampled_shape(label.shape, spacing, target_spacing)
     if size == tuple(label.shape):
         return np.asarray(image, dtype=np.float32), np.asarray(label, dtype=np.uint8)
+    check_resampling_fits(label.shape, spacing, target_spacing, int(np.shape(image)[0]))
     out = resample_image(image, spacing, target_spacing)
     with torch.no_grad():
         source = torch.from_numpy(np.ascontiguousarray(label))

@@ -229,6 +229,7 @@ def run_cv(
     and the same command without ``only`` scores them once all are trained (returns None).
     """
     from segkit.config import resolve_config, validate_config
+    from segkit.evaluation.runfiles import read_run_config
     from segkit.train import train
 
     if folds < 2:
@@ -267,6 +268,7 @@ def run_cv(
             continue
         echo(f"fold {k + 1}/{folds}: {'resuming' if state == 'partial' else 'training'} -> {fold_dir}")
         if state == "partial":
+            read_run_config(fold_dir)  # an emptied config.toml would resume as the default run
             resumed = resolve_config(fold_dir / "config.toml", {"train": {"device": device}})
             train(validate_config(resumed, registry), fold_dir, registry, resume=True, quiet=quiet, echo=echo)
         else:

@@ -118,7 +118,7 @@ def select_data(
     hold a different number of labels is a :class:`ConfigError`.
     """
     from segkit.data import read_splits
-    from segkit.tomlio import read_toml
+    from segkit.evaluation.runfiles import read_run_config
 
     foreign = dataset_name is not None or data_root is not None
     split = split or ("all" if foreign else "test")
@@ -126,7 +126,7 @@ def select_data(
         from segkit.errors import unknown_name
 
         raise unknown_name("split", split, SPLIT_CHOICES)
-    config = read_toml(run_dir / "config.toml") if run_dir is not None else None
+    config = read_run_config(run_dir) if run_dir is not None else None
     if config is None and dataset_name is None:
         raise CheckpointError("no run directory among the sources to take the data from: "
                               "pass --dataset NAME (and --data-root PATH).")
@@ -335,7 +335,8 @@ def evaluate_runs(
     from segkit.inference.predictor import load_predictor
     from segkit.inference.postprocess import POSTPROCESS_MODES
     from segkit.components.registry import get_registry
-    from segkit.tomlio import atomic_write_text, read_toml
+    from segkit.evaluation.runfiles import read_run_config
+    from segkit.tomlio import atomic_write_text
 
     if not sources:
         raise CheckpointError("name at least one run directory to evaluate.")
@@ -355,7 +356,7 @@ def evaluate_runs(
     predictor = load_predictor(list(sources), checkpoint=checkpoint, device=device, tta=tta, registry=registry)
     data = select_data(first, registry, split, dataset_name, data_root, context=predictor.context,
                        normalize=predictor.normalize, labels=predictor.labels)
-    run_metrics = read_toml(first / "config.toml")["metrics"].get("names", []) if first is not None else []
+    run_metrics = read_run_config(first)["metrics"].get("names", []) if first is not None else []
     metrics = build_metric_set(registry, run_metrics)
     from segkit.evaluation.seen import trained_on, trained_on_message
 

@@ -6,7 +6,8 @@ through:
 
 - ``summary.json`` must be a JSON object; its headline value, where there is one, a number;
 - a per-case CSV must be UTF-8 text whose every row has every column;
-- text files (``config.toml``) must be UTF-8;
+- text files (``config.toml``) must be UTF-8; a run's ``config.toml`` must name its model, loss and
+  dataset (an emptied one is named as such, not a ``KeyError``);
 - a figure is embedded only when it is a regular file (not a symbolic link) that lies inside the
   run directory and starts with the PNG signature.
 
@@ -24,7 +25,12 @@ from typing import Any
 
 from segkit.errors import RunFileError
 
-__all__ = ["read_summary", "read_case_table", "read_text", "regular_file_inside", "trusted_image", "PNG_SIGNATURE"]
+__all__ = ["read_summary", "read_case_table", "read_run_config", "read_text", "regular_file_inside", "trusted_image",
+           "PNG_SIGNATURE"]
+
+#: The tables a run's config.toml holds, as segkit run writes it (segkit.config.SECTIONS); the first three name
+#: their component.
+RUN_SECTIONS = ("model", "loss", "dataset", "task", "metrics", "split", "train")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -70,6 +76,28 @@ def read_summary(path: str | Path) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
             raise RunFileError(f"{path}: field 'headline.value' is {value!r}, not a finite number")
     return summary
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's ``config.toml`` as a dict, checked to be the configuration ``segkit run`` wrote: a table
+    per section, the model, loss and dataset each named. An empty or gutted file is a :class:`RunFileError`
+    naming it and what is missing (a configuration file of your own may leave sections out; a run's never does)."""
+    from segkit.tomlio import read_toml
+
+    path = Path(run_dir) / "config.toml"
+    document = read_toml(path)
+    if not document:
+        raise RunFileError(f"{path} is empty; a run's config.toml names its model, loss and dataset (segkit run "
+                           "writes it whole). Restore it from a copy: each checkpoint of the run holds the same "
+                           "configuration under 'config'")
+    missing = [f"[{name}]" for name in RUN_SECTIONS if not isinstance(document.get(name), dict)]
+    missing += [f"{name}.name" for name in RUN_SECTIONS[:3]
+                if isinstance(document.get(name), dict) and not isinstance(document[name].get("name"), str)]
+    if missing:
+        raise RunFileError(f"{path} lacks {', '.join(missing)}; a run's config.toml names its model, loss and "
+                           "dataset (segkit run writes it whole). Restore it from a copy: each checkpoint of the run "
+                           "holds the same configuration under 'config'")
+    return document
 
 
 def read_case_table(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:

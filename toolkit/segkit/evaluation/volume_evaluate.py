@@ -31,11 +31,13 @@ def evaluate_volumes(predictor: Any, data: Any, metrics: dict[str, Any], *, thre
     ``postprocess = "lcc"`` keeps each label's largest connected component in 3D.
     """
     from segkit.evaluation.metrics import MetricAccumulator, label_counts
+    from segkit.inference.volume_limits import check_evaluation_data
     from segkit.progress import track
     from segkit.train.volume_data import volume_cache_of
 
     labels = predictor.labels
     accumulator = MetricAccumulator(metrics, threshold, labels=labels)
+    check_evaluation_data(predictor, data)  # channels, window count and memory, before the cache is built
     cache = volume_cache_of(data.dataset, quiet=not progress)
     index = data.dataset.index
     cases: list[str] = list(dict.fromkeys(index["case"].astype(str).iloc[list(data.positions)].tolist()))

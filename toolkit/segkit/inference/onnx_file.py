@@ -192,6 +192,7 @@ def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, thresho
 def _volume_info(metadata: dict[str, str], path: str | os.PathLike[str]) -> dict[str, Any]:
     """A 3D export's member info, as a checkpoint gives it: ``config`` (the augmentation test-time mirroring
     reads) and ``preprocessing`` (slicing, normalisation, target spacing). The window is the member's own."""
+    _check_volume_record(metadata, path)
     try:
         volume = json.loads(metadata.get("volume") or "{}")
         slice_shape = json.loads(metadata.get("slice_shape") or "[0, 0]")
@@ -206,6 +207,30 @@ def _volume_info(metadata: dict[str, str], path: str | os.PathLike[str]) -> dict
     train = {"augment": metadata.get("augment", "")}
     return {"config": {"train": train, "dataset": {"name": metadata.get("dataset", "volumes")}},
             "preprocessing": {"volume": volume, "slice_axis": axis, "slice_shape": slice_shape}}
+
+
+def _check_volume_record(metadata: dict[str, str], path: str | os.PathLike[str]) -> None:
+    """A CheckpointError naming the metadata key when a 3D export's slicing or volume preprocessing (intensity
+    schemes and statistics, target spacing) is not what segkit writes (:mod:`segkit.data.preprocess_record`)."""
+    from segkit.data.preprocess_record import volume_record_problem
+
+    decoded: dict[str, Any] = {}
+    for key in ("volume", "slice_axis", "slice_shape"):
+        if key in metadata:
+            try:
+                decoded[key] = json.loads(metadata[key])
+            except ValueError:
+                raise CheckpointError(f"{str(path)!r}: metadata field {key!r} is {metadata[key]!r}, which is not "
+                                      "JSON; the file's metadata was edited. Export the run again with 'segkit "
+                                      "export'.") from None
+    try:
+        channels = int(metadata["in_channels"]) if metadata.get("in_channels") else None
+    except ValueError:
+        channels = None  # reported with the other 2D keys
+    problem = volume_record_problem(decoded, channels)
+    if problem is not None:
+        raise CheckpointError(f"{str(path)!r}: metadata field {problem[0]!r} {problem[1]}; the file's metadata was "
+                              "edited. Export the run again with 'segkit export'.")
 
 
 def _metadata_labels(metadata: dict[str, str], path: str | os.PathLike[str]) -> Labels:

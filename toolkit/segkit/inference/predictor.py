@@ -115,18 +115,34 @@ def _on_byte_grid(images: torch.Tensor) -> bool:
     return bool((scaled - scaled.round()).abs().max() < 1e-3) if images.numel() else True
 
 
+def _check_resize_fits(batch: int, channels: int, height: int, width: int) -> None:
+    """A ConfigError before a batch of images is resized to ``height x width`` when it cannot fit in memory."""
+    from segkit.memory import available_bytes, image_batch_bytes, require_memory
+
+    needed = image_batch_bytes(batch, channels, height, width)
+    if needed <= available_bytes():
+        return
+    one = image_batch_bytes(1, channels, height, width)
+    fits = available_bytes() // one
+    require_memory(needed, f"resizing a batch of {batch} image(s) of {channels} channel(s) to the model's "
+                   f"{height}x{width}", f"use --batch-size {fits} or less" if fits >= 1 else
+                   "not even one image of that size fits: use a model trained at a smaller image size")
+
+
 def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize ``(N, C, H, W)`` images in [0, 1] to ``size`` (height, width) with OpenCV bilinear.
 
     Images that are 8-bit pixels divided by 255 (every image segkit reads) are
     resized as uint8, bit for bit like albumentations' ``Resize`` in validation;
-    others are resized as float32.
+    others are resized as float32. A batch whose resized copies cannot fit in memory is a
+    :class:`~segkit.errors.ConfigError` before any is made.
     """
     import cv2
 
     height, width = size
     if tuple(images.shape[-2:]) == (height, width):
         return images
+    _check_resize_fits(images.shape[0], images.shape[1], height, width)
     source = images.detach().cpu().float()
     as_bytes = _on_byte_grid(source)
     pixels = (source * 255.0).round().clamp(0, 255).to(torch.uint8) if as_bytes else source

@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from segkit.errors import ConfigError
 from segkit.inference.window import WindowSettings
 
-__all__ = ["SlidingWindowInferer", "gaussian_importance", "sliding_window_logits", "window_starts"]
+__all__ = ["SlidingWindowInferer", "axis_window_count", "gaussian_importance", "sliding_window_logits",
+           "window_starts"]
 
 Progress = Callable[[int, int], None]
 
@@ -52,10 +53,17 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     """
     if size <= patch:
         return [0]
-    stride = patch * (1.0 - overlap)
-    count = math.ceil((size - patch) / stride - 1e-9) + 1  # tolerance: 1 - 0.9 is 0.0999... in floating point
+    count = axis_window_count(size, patch, overlap)
     step = (size - patch) / (count - 1)
     return [round(step * index) for index in range(count)]
+
+
+def axis_window_count(size: int, patch: int, overlap: float) -> int:
+    """How many windows :func:`window_starts` places along an axis (counted without making the list, which an
+    overlap near 1 would make enormous)."""
+    if size <= patch:
+        return 1
+    return math.ceil((size - patch) / (patch * (1.0 - overlap)) - 1e-9) + 1  # 1 - 0.9 is 0.0999... in floating point
 
 
 @functools.lru_cache(maxsize=8)

@@ -207,9 +207,11 @@ def predict_volume(predictor: Any, image: np.ndarray, settings: VolumeSettings, 
     import torch
 
     from segkit.data.volume import scale_to_uint8
+    from segkit.inference.volume_limits import check_volume_inference
     from segkit.inference.whole_volume import volume_probabilities
 
     if predictor.volumetric:  # a 3D model: the whole volume, normalised as in training
+        check_volume_inference(predictor, [("", image.shape[1:], spacing)], image.shape[0], where="the input volume")
         return volume_probabilities(predictor, torch.from_numpy(normalized_volume(predictor, image)),
                                     spacing=spacing, batch_size=batch_size).numpy()
     axis = settings.slice_axis

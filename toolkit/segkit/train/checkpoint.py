@@ -170,7 +170,8 @@ def check_payload(payload: dict[str, Any], path: str | os.PathLike[str] = "check
 
     Checks that ``config`` names a model, that ``model_state`` holds weights, and that the
     preprocessing fields inference relies on have their types and ranges and agree with the config
-    the run trained with (image size, input channels, 2.5D context).
+    the run trained with (image size, input channels, 2.5D context; a volume run's slicing, intensity
+    schemes and statistics and target spacing: :mod:`segkit.data.preprocess_record`).
     """
     where = str(path)
 
@@ -208,6 +209,11 @@ def check_payload(payload: dict[str, Any], path: str | os.PathLike[str] = "check
     for field, value in trained.items():
         if field in prep and value is not None and prep[field] is not None and prep[field] != value:
             raise refuse(f"preprocessing.{field}", f"is {prep[field]!r} but the run trained with {value!r}")
+    from segkit.data.preprocess_record import volume_record_problem
+
+    volume = volume_record_problem(prep, prep.get("in_channels"), (config.get("train") or {}).get("target_spacing"))
+    if volume is not None:  # a volume dataset's slicing, a 3D run's intensity schemes, statistics and target spacing
+        raise refuse(f"preprocessing.{volume[0]}", volume[1])
 
 
 def resolve_checkpoint(source: str | os.PathLike[str], which: str = "best") -> Path:

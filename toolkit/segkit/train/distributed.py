@@ -92,7 +92,10 @@ class DistContext:
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, (counts.cpu(), cases))
         all_counts = torch.cat([c for c, _ in gathered]).to(counts.device)
-        all_cases = None if any(c is None for _, c in gathered) else [case for _, c in gathered for case in c]
+        # A rank with no items (one validation volume, two processes) has no case ids to give: it must not drop
+        # the others' (every per-case score, the monitored val_dice_case among them, would be missing).
+        missing = any(c is None and len(n) for n, c in gathered) or all(c is None for _, c in gathered)
+        all_cases = None if missing else [case for _, c in gathered for case in c or []]
         merged = accumulator.empty_like()
         merged.load_state((all_counts, all_cases))
         return merged

@@ -59,9 +59,12 @@ def per_image_note(row: dict[str, Any], monitor: str) -> str:
     return f" (per-image {row[f'val_{metric}']:.4f})"
 
 
-def final_validation(trainer: Trainer) -> tuple[int, int, Any]:
-    """``(lesion slices predicted empty, lesion slices, per-case table)`` on validation with the model as loaded."""
-    _loss, accumulator = trainer.evaluate("val")
+def final_validation(trainer: Trainer, keep: Any = None) -> tuple[int, int, Any]:
+    """``(lesion slices predicted empty, lesion slices, per-case table)`` on validation with the model as loaded.
+
+    ``keep`` sees each batch's images, masks, logits and cases (a 3D run's figures keep their slices from it).
+    """
+    _loss, accumulator = trainer.evaluate("val", keep=keep)
     counts = accumulator.counts().cpu()
     if counts.ndim == 3:  # per label: a lesion slice holds any foreground label
         counts = counts.sum(dim=1)

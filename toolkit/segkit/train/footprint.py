@@ -22,6 +22,9 @@ __all__ = ["Footprint", "training_footprint", "check_training_fits"]
 
 #: Copies of every weight during training: the weights, their gradients and Adam's two moments.
 STATE_COPIES = 4
+#: The side of the image (or volume) a model's activations are measured on when its own size is too large for the
+#: meta device to describe (more elements than an int64 counts): measured there, scaled by area.
+REFERENCE_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,16 @@ class Footprint:
     """Weights, gradients and optimizer state."""
     activation_bytes_per_image: int | None
     """Every module's output for one image (kept for the backward pass); None when the model cannot run on meta."""
+    input_bytes_per_image: int = 0
+    """The float32 image itself: what is known of a step whose activations could not be counted."""
+
+    @property
+    def per_image(self) -> int:
+        """Bytes each image of a batch adds: its activations, or at least the image where they are unknown."""
+        return self.activation_bytes_per_image or self.input_bytes_per_image
 
     def total(self, batch_size: int) -> int:
-        return self.state_bytes + batch_size * (self.activation_bytes_per_image or 0)
+        return self.state_bytes + batch_size * self.per_image
 
 
 def _tensor_bytes(value: Any) -> int:
@@ -70,17 +80,28 @@ def training_footprint(build: Callable[[], torch.nn.Module], channels: int, heig
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
-    try:
-        spatial = (height, width) if depth is None else (depth, height, width)
-        image = torch.empty((1, channels, *spatial), device="meta")
+    spatial = (height, width) if depth is None else (depth, height, width)
+
+    def measure(size: tuple[int, ...]) -> int:
+        total[0] = 0
+        image = torch.empty((1, channels, *size), device="meta")
         model(image)
-        per_image: int | None = total[0] + image.numel() * image.element_size()
-    except Exception:  # an operation without a meta kernel, or a size the model rejects (it says so later)
+        return total[0] + image.numel() * image.element_size()
+
+    try:
+        per_image: int | None = measure(spatial)
+    except Exception:  # no meta kernel, a size the model rejects (it says so later), or too large to describe
         per_image = None
+        reference = tuple(min(n, REFERENCE_SIZE) for n in spatial)
+        if reference != spatial:  # activations grow with the image's area (volume): measured small, scaled up
+            try:
+                per_image = math.ceil(measure(reference) * math.prod(spatial) / math.prod(reference))
+            except Exception:
+                per_image = None
     finally:
         for handle in handles:
             handle.remove()
-    return Footprint(parameters, state, per_image)
+    return Footprint(parameters, state, per_image, channels * math.prod(spatial) * 4)
 
 
 def check_training_fits(footprint: Footprint | None, batch_size: int, size: tuple[int, ...], device: Any,
@@ -101,21 +122,22 @@ def check_training_fits(footprint: Footprint | None, batch_size: int, size: tupl
     parts = [f"one training step of model {model_name!r} needs at least {format_bytes(needed)}: "
              f"{format_bytes(footprint.state_bytes)} for {footprint.parameters:,} weights with their gradients and "
              "optimizer state"]
-    if footprint.activation_bytes_per_image:
-        parts.append(f" and {format_bytes(footprint.activation_bytes_per_image)} of activations per {shape} {item} "
+    if footprint.per_image:
+        kind = "of activations" if footprint.activation_bytes_per_image else "for the float32 image alone"
+        parts.append(f" and {format_bytes(footprint.per_image)} {kind} per {shape} {item} "
                      f"times a batch of {batch_size}")
     parts.append(f"; this machine has {format_bytes(free)} of {where} memory free.")
     room = free - footprint.state_bytes
     if room <= 0:
         parts.append(" The model alone does not fit: make it smaller (model.width, in_channels, dataset.context).")
-    elif footprint.activation_bytes_per_image:
-        fits = room // footprint.activation_bytes_per_image
+    elif footprint.per_image:
+        fits = room // footprint.per_image
         if fits >= 1:
             parts.append(f" At {shape}, --batch-size {int(fits)} or less would fit.")
         elif len(size) == 3:
             parts.append(f" Not even one {shape} patch fits; use a smaller train.patch_size or model.width.")
         else:
-            side = int(math.sqrt(room / footprint.activation_bytes_per_image * size[0] * size[1])) // 32 * 32
+            side = int(math.sqrt(room / footprint.per_image * size[0] * size[1])) // 32 * 32
             parts.append(f" Not even one {shape} image fits" + (
                 f"; try --image-size {side} or less." if side >= 32 else "; use a smaller model or image size."))
     raise ConfigError("".join(parts))

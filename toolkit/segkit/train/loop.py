@@ -12,6 +12,7 @@ import contextlib
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,8 +254,12 @@ class Trainer:
             )
 
     @torch.inference_mode()
-    def evaluate(self, split: str = "val") -> tuple[float, MetricAccumulator]:
-        """Loss and metric counts on a split, without gradients, with :attr:`inference_module`'s weights."""
+    def evaluate(self, split: str = "val", keep: Callable[..., None] | None = None) -> tuple[float, MetricAccumulator]:
+        """Loss and metric counts on a split, without gradients, with :attr:`inference_module`'s weights.
+
+        ``keep``, when given, is called with each batch's images, masks, logits and case names: what the final
+        validation's figures reuse instead of predicting the volumes again.
+        """
         self.model.eval()
         model = self.ema.module if self.ema is not None else self.model
         accumulator = MetricAccumulator(self.metrics, threshold=self.config.metrics.threshold, labels=self.labels)
@@ -267,7 +272,10 @@ class Trainer:
                 loss, _ = self.loss(logits, masks)
             loss_sum += loss.double() * images.shape[0]
             seen += images.shape[0]
-            accumulator.update(logits, masks, [self.cases[split][i] for i in indices.tolist()])
+            cases = [self.cases[split][i] for i in indices.tolist()]
+            accumulator.update(logits, masks, cases)
+            if keep is not None:
+                keep(images, masks, logits, cases)
         total_loss, total_seen = self.dist.sum_scalars(loss_sum, seen)
         return total_loss / max(total_seen, 1), self.dist.gather_accumulator(accumulator)
 

@@ -25,6 +25,7 @@ from segkit.train.checkpoint import CheckpointPacer, checkpoint_payload, load_ch
 from segkit.train.device import cpu_load_note, describe_device, select_device
 from segkit.train.distributed import DistContext
 from segkit.train.device_loader import LoaderChoice, choose_loader
+from segkit.train.volume_checks import check_patch_run
 from segkit.train.volume_data import build_volume_data, data_preprocessing, is_volume_run, volume_cache_for
 from segkit.train.events import RunEvents
 from segkit.train.loop import EarlyStopping, capture_rng, restore_rng
@@ -32,7 +33,7 @@ from segkit.train.schedule import BudgetPlan, budget_message, plan_schedule, rep
 from segkit.train.sizes import check_one_image_size
 from segkit.train.runlock import RunLock
 
-from segkit.train.volume_figures import volume_case_samples, volume_samples
+from segkit.train.volume_figures import KeptSlices, volume_case_samples, volume_samples
 from segkit.train.final import case_samples, final_validation, headline, per_image_note, prediction_samples
 from segkit.train.rundir import (RunDirectory, ended_without_summary, existing_run_message, holds_a_run,
                                  readable_checkpoint, recovery_note, resume_state, stopped_reason)
@@ -152,6 +153,7 @@ def _train(
     assemble.fill_dataset_defaults(config, registry)
     assemble.fill_monitor(config, dataset)
     if volumes := is_volume_run(config):  # a 3D run's memory is its patches'
+        check_patch_run(config, dataset, registry, labels, device)
         assemble.check_volume_memory(config, dataset, registry, device)
     else:
         assemble.check_memory(config, dataset, registry, device)
@@ -364,7 +366,8 @@ def _train(
     best_row = next(row for row in history if row["epoch"] == stopper.best_epoch)
     dist.barrier()  # best.pt is written; every rank scores the best model on its share of validation
     trainer.load_inference_state(load_checkpoint(run.best, map_location=device)["model_state"])
-    missed, lesion_slices, case_table = final_validation(trainer)
+    kept = KeptSlices(trainer) if volumes else None  # each volume is predicted once: the figures reuse its slice
+    missed, lesion_slices, case_table = final_validation(trainer, keep=kept)
     monitor = config.metrics.monitor
     summary = {
         "headline": {"name": f"val_{monitor}", "value": stopper.best_value, "epoch": stopper.best_epoch},
@@ -398,14 +401,15 @@ def _train(
                           "label_names": trainer.labels.foreground}
         plot_curves(history, list(metrics), run.root / "curves.png", monitor=f"val_{monitor}",
                     best_epoch=stopper.best_epoch, label_names=trainer.labels.foreground)
-        sampled = volume_samples if volumes else prediction_samples
-        plot_predictions(sampled(trainer, view), run.root / "predictions.png", **figure_options)
+        samples = volume_samples(trainer, view, kept=kept) if volumes else prediction_samples(trainer, view)
+        plot_predictions(samples, run.root / "predictions.png", **figure_options)
         if case_table is not None and dist.world_size == 1:
             val_table = run.root / "evaluation" / "training-val-per-case.csv"
             val_table.parent.mkdir(exist_ok=True)
             atomic_write_text(val_table, case_table.to_csv(index=False, float_format="%.6g"))
-            samples = (volume_case_samples if volumes else case_samples)(trainer, parts.views["val"], case_table,
-                                                                         monitored_metric(monitor))
+            metric = monitored_metric(monitor)
+            samples = (volume_case_samples(trainer, view, case_table, metric, kept=kept) if volumes
+                       else case_samples(trainer, view, case_table, metric))
             if samples:
                 plot_predictions(samples, run.root / "cases.png", title="best and worst validation patients",
                                  **figure_options)
