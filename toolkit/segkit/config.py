@@ -5,6 +5,10 @@ A configuration is a TOML document with the sections ``[model]``, ``[loss]``,
 ``[task]``, ``[metrics]``, ``[split]`` and ``[train]``. :func:`resolve_config` merges the
 layers; :func:`validate_config` checks every key and type against the
 components' signatures and the settings below, before any work starts.
+
+Why it is long: every setting of a run is declared here, with its type and default, and every range
+check sits beside the others in :func:`_check_ranges`, so one file answers "what can I set, and what
+values does it take" (docs/cli.md mirrors it).
 """
 
 from __future__ import annotations
@@ -339,9 +343,9 @@ def _check_ranges(config: RunConfig) -> None:
         problems.append(f"train.target_spacing must be empty (each case keeps its own spacing) or three positive "
                         f"voxel sizes in mm, e.g. [1.0, 1.0, 1.0]; got {t.target_spacing}")
     elif t.target_spacing and len(t.patch_size) != 3:
-        problems.append(f"train.target_spacing = {t.target_spacing} resamples the volumes of a 3D run; set a 3D "
-                        "train.patch_size too, or leave train.target_spacing out (a 2D run trains on the slices as "
-                        "stored)")
+        problems.append(f"train.target_spacing = {t.target_spacing} resamples the volumes of a 3D run; set "
+                        "train.patch_size too (three sizes), or leave train.target_spacing out (a 2D run trains on the "
+                        "slices as stored)")
     if not 0 <= t.patches_per_epoch <= MAX_PATCHES_PER_EPOCH:
         problems.append(f"train.patches_per_epoch must be 0 (one patch per training case) or up to "
                         f"{MAX_PATCHES_PER_EPOCH:,} (each patch of an epoch has its place in memory; nnU-Net "

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-import platform
-import random
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from segkit import __version__
 from segkit.config import RunConfig, monitored_metric
 from segkit.errors import CheckpointError, ConfigError, SegkitError, TrainingError
 from segkit.fileio import atomic_write_text
@@ -32,6 +28,7 @@ from segkit.train.loop import EarlyStopping, capture_rng, restore_rng
 from segkit.train.schedule import BudgetPlan, budget_message, plan_schedule, replan_message
 from segkit.train.sizes import check_one_image_size
 from segkit.train.runlock import RunLock
+from segkit.train.run_info import batch_description, seed_everything, versions
 
 from segkit.train.volume_figures import KeptSlices, volume_case_samples, volume_samples
 from segkit.train.final import case_samples, final_validation, headline, per_image_note, prediction_samples
@@ -39,28 +36,6 @@ from segkit.train.rundir import (RunDirectory, ended_without_summary, existing_r
                                  readable_checkpoint, recovery_note, resume_state, stopped_reason)
 
 __all__ = ["train", "seed_everything", "versions", "existing_run_message", "holds_a_run", "headline"]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def versions() -> dict[str, str]:
-    import segmentation_models_pytorch as smp
-
-    return {"segkit": __version__, "torch": torch.__version__, "smp": smp.__version__, "python": platform.python_version()}
-
-
-def _batch_description(config: RunConfig, world_size: int) -> str:
-    """``batch 4 per process x 2 processes = global batch 8`` (times accumulation steps where used)."""
-    t = config.train
-    accumulate = f" x {t.accumulate} accumulation steps" if t.accumulate > 1 else ""
-    if world_size == 1:
-        return f"batch {t.batch_size}" + (f"{accumulate} = effective batch {t.batch_size * t.accumulate}" if accumulate else "")
-    return (f"batch {t.batch_size} per process x {world_size} processes{accumulate} = global batch "
-            f"{t.batch_size * world_size * t.accumulate}")
 
 
 def train(
@@ -275,7 +250,7 @@ def _train(
     events.run_start(config.to_dict(), resumed=state is not None)
     n_train = len(parts.views["train"])
     say(f"training {config.model.name} with {config.loss.name} on {config.dataset.name}: {n_train} train / "
-        f"{len(parts.views['val'])} val items, {_batch_description(config, dist.world_size)}, "
+        f"{len(parts.views['val'])} val items, {batch_description(config, dist.world_size)}, "
         f"{describe_device(device)}, {loader.path} loader ({loader.reason}) -> {run.root}")
     if note := cpu_load_note(device, dist.world_size):  # threads on shared cores wait for each other
         say(note)
