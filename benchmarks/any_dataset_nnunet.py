@@ -11,7 +11,7 @@ draws from them, for its log and ``checkpoint_best`` only; the scored model is t
 Training is ``nnunet_budget_train.py`` (nnU-Net's own trainer, stopped by the wall clock, its poly
 schedule fitted to the minutes), with the plan's batch replaced for a CPU: as many patches as hold
 about 262,144 pixels (segkit's CPU batch rule), at least 2 and at most the plan's; the hippocampus
-takes 32, the batch of its side-by-side (docs/benchmarks.md).
+takes 32, the batch of its side-by-side (docs/benchmarks/nnunet-side-by-side.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""nnU-Net v2's own plans for the LGG patients, beside ``segkit plan``'s (docs/benchmarks.md, "segkit plan beside
-nnU-Net's plans").
+"""nnU-Net v2's own plans for the LGG patients, beside ``segkit plan``'s (docs/benchmarks/nnunet-side-by-side.md,
+"segkit plan beside nnU-Net's plans").
 
 The LGG set is 2D: each patient is a folder of 256x256 three-channel FLAIR-centred slices. It goes to nnU-Net
 in the form a user of nnU-Net gives such data, each slice a 2D case (a ``.png`` with the three channels, the

@@ -204,7 +204,7 @@ def task_loss(binary: bool) -> str:
 
 
 #: The default run (the README's first command): the tutorial's U-Net at half its width with batch norm, which
-#: learns from its first epoch and trains twice as fast on a CPU (docs/benchmarks.md, "The first command");
+#: learns from its first epoch and trains twice as fast on a CPU (docs/benchmarks/first-command.md);
 #: ``--model unet`` keeps these, a config file's ``[model] width = 64, batch_norm = false`` is the tutorial's own.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"name": "unet", "width": 32, "batch_norm": True},

@@ -213,7 +213,7 @@ class DefaultPlanner:
             plan.set("model", "encoder_weights", self.encoder_weights, "the local encoder weights given to segkit plan "
                      "(planner.encoder_weights): the encoder starts from them instead of from scratch")
         plan.set("model", "decoder_channels", MODEL_2D["decoder_channels"], "half smp's decoder width (1.45x faster "
-                 "steps, docs/benchmarks.md), 16 at the last stage")
+                 "steps, docs/benchmarks/lgg-recipes.md), 16 at the last stage")
         channels = self._channels_2d(plan, request)
         h, w, same = self._native_2d(request)
         tiny = min(-(-h // 32), -(-w // 32)) < 2  # padded to 32: the encoder's deepest map would be 1 pixel
