@@ -34,14 +34,19 @@ def test_matching_tensors_load_and_a_new_head_and_first_layer_are_named(trained_
 
 
 def test_a_source_of_another_model_is_refused_before_anything_is_written(trained_run: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from segkit.cli import cli
+
     out = tmp_path / "finetune"
-    data = ("--epochs", "1", "--set", "dataset.count=48", "--set", "dataset.size=32", "--batch-size", "8", "--quiet")
-    result = segkit("run", *data, "--model", "smp_unet", "--set", "model.encoder_name=resnet18",
-                    "--init-from", str(trained_run), "--out", str(out))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "holds a 'unet' model, and this run trains 'smp_unet'" in result.stderr and not out.exists()
-    result = segkit("run", *TINY_TRAIN_ARGS, "--init-from", str(tmp_path / "nowhere"), "--out", str(out))
-    assert result.returncode == 2 and "does not exist" in result.stderr and not out.exists()
+    data = ["--epochs", "1", "--set", "dataset.count=48", "--set", "dataset.size=32", "--batch-size", "8", "--quiet"]
+    for extra, expected in (
+            (["--model", "smp_unet", "--set", "model.encoder_name=resnet18", "--init-from", str(trained_run)],
+             "holds a 'unet' model, and this run trains 'smp_unet'"),
+            (["--init-from", str(tmp_path / "nowhere")], "does not exist")):
+        result = CliRunner().invoke(cli, ["run", *data, *extra, "--out", str(out)])
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+        assert result.stderr.startswith("error: ") and expected in result.stderr and not out.exists()
 
 
 def test_a_fine_tuned_run_says_what_it_loaded_and_records_its_source(trained_run: Path, tmp_path: Path) -> None:

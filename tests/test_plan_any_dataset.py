@@ -40,7 +40,7 @@ def write_folder(root: Path, sizes: list[tuple[int, int]], *, channels: list[int
     return root
 
 
-def plan_and_run(root: Path, tmp_path: Path, *dataset_sets: str, minutes: str = "0.1") -> tuple[dict, dict]:
+def plan_and_run(root: Path, tmp_path: Path, *dataset_sets: str, minutes: str = "0.05") -> tuple[dict, dict]:
     """``segkit plan`` then ``segkit run --config plan.toml`` unedited; (the plan, the run's summary)."""
     out = tmp_path / "plan"
     sets = [arg for pair in (("--set", s) for s in dataset_sets) for arg in pair]
@@ -82,7 +82,7 @@ def test_a_label_in_a_thousandth_of_the_pixels_is_planned_and_trained(tmp_path: 
     def speck(k: int, mask: np.ndarray) -> None:
         mask[40 + k: 44 + k, 60:64] = 255  # 16 of 16,384 pixels
 
-    root = write_folder(tmp_path / "specks", [(128, 128)] * 10, draw=speck)
+    root = write_folder(tmp_path / "specks", [(128, 128)] * 6, draw=speck)
     plan, summary = plan_and_run(root, tmp_path)
     assert summary["epochs_run"] >= 1
     assert plan["train"]["foreground_fraction"] > 0
@@ -90,11 +90,11 @@ def test_a_label_in_a_thousandth_of_the_pixels_is_planned_and_trained(tmp_path: 
 
 def test_thin_structures_keep_their_pixels_on_patches(tmp_path: Path) -> None:
     def vessels(k: int, mask: np.ndarray) -> None:
-        mask[60 + k: 62 + k, 8:-8] = 255
-        mask[8:-8, 100 + k: 102 + k] = 255
+        mask[30 + k: 32 + k, 8:-8] = 255
+        mask[8:-8, 70 + k: 72 + k] = 255
 
-    root = write_folder(tmp_path / "vessels", [(256, 256)] * 8, draw=vessels)
-    plan, summary = plan_and_run(root, tmp_path, minutes="0.05")
+    root = write_folder(tmp_path / "vessels", [(128, 128)] * 6, draw=vessels)
+    plan, summary = plan_and_run(root, tmp_path, minutes="0.03")
     fingerprint = json.loads((tmp_path / "plan" / "fingerprint.json").read_text())
     assert fingerprint["structure_width"]["lesion"]["median"] == pytest.approx(2.0, abs=0.2)
     if "image_size" in plan["train"] and plan["train"]["image_size"]:
