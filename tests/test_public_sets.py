@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from clihelp import segkit
-from segkit.data.io import decode_mask, read_image, read_mask
+from segkit.data.io import decode_mask, raw_mask_values, read_image, read_mask
 from segkit.evaluation.metrics import MetricAccumulator, mask_counts
 from segkit.labels import IGNORE, Labels, neutral_outputs
 
@@ -67,6 +67,7 @@ def test_a_jpeg_mask_reports_the_pixels_it_snapped(tmp_path: Path) -> None:
     reading = decode_mask(tmp_path / "m.jpg")
     assert np.array_equal(reading.mask, (mask > 0).astype(np.uint8))
     assert reading.snapped == int(((stored != 0) & (stored != 255)).sum()) > 0
+    assert raw_mask_values(tmp_path / "m.jpg") == [0, 255]  # what inspect and plan see: the labels' stored values
 
 
 def write_drive_like(root: Path, count: int = 4, size: tuple[int, int] = (48, 40), roi_size=None) -> Path:

@@ -192,9 +192,20 @@ def _mask_pixels(path: Path, lossy: bool = False) -> np.ndarray:
 
 
 def raw_mask_values(path: str | os.PathLike) -> list[int]:
-    """The distinct pixel values stored in a mask file, before conversion to label values."""
+    """The distinct pixel values stored in a mask file, before conversion to label values.
+
+    A lossy (JPEG) file's values are the stored label values they snap to (0 and 255, not the 0-8 and
+    247-255 compression left), as reading the mask takes them (:func:`decode_mask`).
+    """
     path = Path(path)
-    return [int(v) for v in np.unique(_mask_pixels(path, lossy=path.suffix.lower() in LOSSY_SUFFIXES))]
+    lossy = path.suffix.lower() in LOSSY_SUFFIXES
+    pixels = _mask_pixels(path, lossy=lossy)
+    values = np.unique(pixels).astype(np.int64)
+    if not lossy or pixels.dtype.kind not in "ui":
+        return [int(v) for v in values]
+    levels, _labels = _levels(values, 2, 65535 if pixels.dtype == np.uint16 else 255)
+    nearest = levels[np.abs(values[:, None] - levels[None, :]).argmin(axis=1)]
+    return sorted({int(v) for v in nearest})
 
 
 @dataclass
