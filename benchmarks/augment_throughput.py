@@ -88,7 +88,7 @@ def main() -> None:
 
     from segkit.data import build_transform
     from segkit.data.batch_augment import BatchAugment, preset_ranges
-    from segkit.train.device import select_device
+    from segkit.device import select_device
 
     device = select_device(args.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)

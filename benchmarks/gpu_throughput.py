@@ -131,7 +131,7 @@ def measure(model_key: str, batch_size: int, compile_model: bool, args: argparse
             registry: Any) -> dict[str, Any]:
     """Train ``--warmup`` then ``--steps`` steps with segkit's Trainer; images/s and peak memory."""
     from segkit.train import assemble
-    from segkit.train.device import select_device, use_channels_last
+    from segkit.device import select_device, use_channels_last
     from segkit.train.sampling import EpochSampler
 
     if args.simulate_oom_above and batch_size > args.simulate_oom_above:

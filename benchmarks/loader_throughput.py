@@ -75,7 +75,7 @@ def loader_epochs(args: argparse.Namespace, workers: int, cache: bool, registry:
 
 def training_images_per_second(args: argparse.Namespace, registry: Any) -> float:
     """The model's training images/s at this image and batch size (plain loop, random data)."""
-    from segkit.train.device import select_device
+    from segkit.device import select_device
 
     device = select_device(args.device)
     params = {"in_channels": 3, "classes": 1}

@@ -27,7 +27,7 @@ from common import cpu_model
 
 
 def _checkpoint(folder: Path, width: int) -> Path:
-    from segkit.train.checkpoint import save_checkpoint
+    from segkit.runs.checkpoint import save_checkpoint
     from segkit_builtins.models.unet import UNet
 
     torch.manual_seed(0)

@@ -62,7 +62,7 @@ def build_segkit_trainer(args: argparse.Namespace) -> tuple[Any, Any, Any, tuple
 
     from segkit.components.registry import get_registry
     from segkit.train import assemble
-    from segkit.train.device import select_device
+    from segkit.device import select_device
     from segkit.train.runner import seed_everything
     from segkit.train.sampling import EpochSampler
 

@@ -84,7 +84,7 @@ def clone_run(source: Path, target: Path, model: dict | None = None, image_size:
 
     from segkit.components.registry import get_registry
     from segkit.tomlio import dumps_toml, read_toml
-    from segkit.train.checkpoint import load_checkpoint, save_checkpoint
+    from segkit.runs.checkpoint import load_checkpoint, save_checkpoint
 
     config = read_toml(source / "config.toml")
     if model is not None:

@@ -8,7 +8,7 @@ import pytest
 
 from clihelp import run_in_process, write_plugin
 from segkit.planning.timing import TimingWatch
-from segkit.train.device import busy_cpu_note
+from segkit.device import busy_cpu_note
 
 
 def test_no_note_while_the_threads_find_idle_cores() -> None:
@@ -29,7 +29,7 @@ def test_a_busy_machine_gets_one_line_with_the_thread_count_that_fits() -> None:
 def test_a_run_on_a_busy_cpu_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import segkit.train.device as device
+    import segkit.device as device
 
     monkeypatch.setattr(device, "load_average", lambda: 9.0)
     monkeypatch.setattr(device, "usable_cores", lambda: 2)

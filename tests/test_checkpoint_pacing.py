@@ -9,8 +9,8 @@ import pytest
 
 from segkit.config import resolve_config, validate_config
 from segkit.components.registry import get_registry
-from segkit.train import runner
-from segkit.train.checkpoint import CheckpointPacer, load_checkpoint
+from segkit.train import runner, session
+from segkit.runs.checkpoint import CheckpointPacer, load_checkpoint
 
 
 class FakeClock:
@@ -44,15 +44,15 @@ def test_a_slow_write_spaces_the_next_by_factor_times_its_duration() -> None:
 
 def test_a_run_with_slow_writes_keeps_best_and_last_in_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Every write counts as slow and spaced out beyond the run: only epoch 0 and the last epoch are written.
-    monkeypatch.setattr(runner, "CheckpointPacer", lambda: CheckpointPacer(slow_seconds=0.0, factor=1e9))
+    monkeypatch.setattr(session, "CheckpointPacer", lambda: CheckpointPacer(slow_seconds=0.0, factor=1e9))
     written: list[tuple[str, int]] = []
-    save = runner.save_checkpoint
+    save = session.save_checkpoint
 
     def recording_save(path: Path, payload: dict) -> None:
         written.append((Path(path).name, payload["epoch"]))
         save(path, payload)
 
-    monkeypatch.setattr(runner, "save_checkpoint", recording_save)
+    monkeypatch.setattr(session, "save_checkpoint", recording_save)
     registry = get_registry()
     document = resolve_config(sets=["dataset.count=32", "dataset.size=32", "model.width=4", "train.epochs=4",
                                     "train.batch_size=8", "train.augment='none'", "train.device='cpu'"])

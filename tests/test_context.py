@@ -244,7 +244,7 @@ def test_predict_stacks_a_case_like_the_dataset(context_run: Path, lgg_small: Pa
 
 
 def test_context_run_exports_to_torchscript(context_run: Path, tmp_path: Path) -> None:
-    from segkit.train.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from segkit.runs.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     result = CliRunner().invoke(cli, ["export", str(context_run), "--format", "torchscript",
                                       "--out", str(tmp_path / "m.ts"), "--json"])

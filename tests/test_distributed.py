@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clihelp import segkit
-from segkit.train.checkpoint import load_checkpoint
+from segkit.runs.checkpoint import load_checkpoint
 from segkit.train.launch import launch_arguments, strip_option
 
 #: BCE is a mean over pixels, so two shards of 4 average to exactly the loss and gradient of one batch of 8

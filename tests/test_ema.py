@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from segkit.cli import cli
-from segkit.train.checkpoint import load_checkpoint
+from segkit.runs.checkpoint import load_checkpoint
 from segkit.train.ema import WeightAverage
 
 TINY = ["run", "--epochs", "2", "--set", "dataset.count=32", "--set", "dataset.size=32", "--set", "model.width=4",

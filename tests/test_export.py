@@ -16,7 +16,7 @@ from segkit.cli import cli
 from segkit.errors import CheckpointError, SegkitError
 from segkit.inference.export import export_onnx, load_onnx_predictor
 from segkit.inference.predictor import load_predictor
-from segkit.train.checkpoint import build_model_from_checkpoint, load_checkpoint
+from segkit.runs.checkpoint import build_model_from_checkpoint, load_checkpoint
 
 #: Two sizes unlike the export example, one not a multiple of the model's stride.
 SIZES = [(2, 3, 64, 96), (1, 3, 45, 70)]

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 
 from segkit.data.inspect import _display
-from segkit.inference.overlays import label_colour
-from segkit.train.plots import FN_COLOUR, error_overlay, grey_picture, label_overlay, plot_curves
+from segkit.figures.overlays import label_colour
+from segkit.figures.plots import FN_COLOUR, error_overlay, grey_picture, label_overlay, plot_curves
 
 
 def _three_sequences(size: int = 16) -> np.ndarray:

@@ -311,7 +311,7 @@ def test_an_error_in_a_loader_worker_is_one_line(tmp_path: Path) -> None:
 def test_a_checkpoint_whose_weights_do_not_fit_its_model_is_named(tiny_run: Path, tmp_path: Path) -> None:
     import torch
 
-    from segkit.train.checkpoint import save_checkpoint
+    from segkit.runs.checkpoint import save_checkpoint
 
     payload = torch.load(tiny_run / "checkpoints" / "best.pt", weights_only=True)
     payload["config"]["model"]["width"] = 8  # edited by hand: the weights are a width-4 model's

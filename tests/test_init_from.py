@@ -12,7 +12,7 @@ from clihelp import segkit
 from conftest import TINY_TRAIN_ARGS
 from segkit.components.registry import get_registry
 from segkit.errors import ConfigError
-from segkit.train.checkpoint import load_checkpoint
+from segkit.runs.checkpoint import load_checkpoint
 from segkit.train.init_from import load_initial_weights
 
 

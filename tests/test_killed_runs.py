@@ -125,7 +125,7 @@ def test_a_run_refused_while_it_prepares_its_data_leaves_nothing(tmp_path: Path,
 
 def test_an_ending_without_best_pt_is_refused_with_what_to_do(tmp_path: Path) -> None:
     from segkit.errors import CheckpointError
-    from segkit.train.rundir import RunDirectory, ended_without_summary
+    from segkit.runs.rundir import RunDirectory, ended_without_summary
 
     run = RunDirectory(tmp_path)
     assert not ended_without_summary(run, {"epoch": 1, "finished": False}, 3)  # still training: resumed as usual

@@ -6,6 +6,7 @@ docs/architecture.md draws the layout; these tests keep it true as modules move 
 from __future__ import annotations
 
 import ast
+import inspect
 import importlib
 import tomllib
 import warnings
@@ -18,7 +19,7 @@ ROOTS = {"segkit": REPO / "toolkit" / "segkit", "segkit_builtins": REPO / "plugi
 #: The core's top folder: the shared modules every stage uses, the public testing name, and the
 #: deprecated forwarders to components/.
 TOP_MODULES = {"__init__", "__main__", "errors", "config", "labels", "tomlio", "fileio", "progress", "memory", "testing",
-               "registry", "plugins", "hookspecs"}
+               "registry", "plugins", "hookspecs", "device"}
 DEPRECATED = {"registry": "segkit.components.registry", "plugins": "segkit.components.plugins",
               "hookspecs": "segkit.components.hookspecs"}
 LONG = 420  # 'about 400 lines' (../shared/STYLE.md); past it a module says why
@@ -98,7 +99,8 @@ def test_core_top_folder_holds_only_the_shared_modules() -> None:
     top = {p.stem for p in ROOTS["segkit"].glob("*.py")}
     assert top <= TOP_MODULES, f"move these into the package of their stage: {sorted(top - TOP_MODULES)}"
     packages = {p.name for p in ROOTS["segkit"].iterdir() if (p / "__init__.py").is_file()}
-    assert packages == {"components", "data", "train", "evaluation", "inference", "planning", "cli"}
+    assert packages == {"components", "data", "train", "evaluation", "inference", "planning", "cli", "runs", "figures",
+                        "scoring"}
 
 
 def test_long_modules_say_why_in_their_docstring() -> None:
@@ -135,3 +137,91 @@ def test_plugin_author_api_stays_where_the_docs_say() -> None:
 
     assert all([hookimpl, Registry, components_from_toml, load_plugins, SegmentationDataset, DataError,
                 check_components, check_dataset, check_loss, check_metric, check_model])
+
+
+LONGEST_FUNCTION = 100
+"""Lines of the longest function in the toolkit: past it a function wants its steps named."""
+
+
+def test_no_function_in_the_toolkit_runs_past_a_hundred_lines() -> None:
+    long = []
+    for path in ROOTS["segkit"].rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length >= LONGEST_FUNCTION:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
+    assert not long, f"functions of {LONGEST_FUNCTION} lines or more; name their steps: {long}"
+
+
+def test_a_run_reads_in_one_screen_as_named_steps() -> None:
+    """segkit.train.runner.train and RunSession.run, the run itself, each under 80 lines."""
+    from segkit.train import runner, session
+
+    for module, name in ((runner, "train"), (session.RunSession, "run")):
+        source = inspect.getsource(getattr(module, name))
+        assert source.count("\n") < 80, f"{name} is {source.count(chr(10))} lines"
+
+
+#: The stages of the core, each importing only itself and the stages after it (docs/architecture.md): the
+#: commands, the planner, scoring a model, training it, using it, the run directory, the data, the shared
+#: figures and scores, the configuration, the registry, and the top folder's shared modules.
+STAGES = ("cli", "planning", "evaluation", "train", "inference", "runs", "data", "figures", "scoring", "config",
+          "components", "shared")
+SHARED = {"errors", "labels", "tomlio", "fileio", "progress", "memory", "device"}
+#: The public names at the top (the package itself, python -m segkit, the deprecated forwarders, segkit.testing):
+#: they re-export from every stage and are imported by none of them, except for the version.
+FACADES = {"segkit", "segkit.__main__", "segkit.registry", "segkit.plugins", "segkit.hookspecs", "segkit.testing"}
+
+
+def _stage(dotted: str) -> str:
+    parts = dotted.split(".")
+    if len(parts) == 1 or dotted in FACADES:
+        return "facade"
+    if parts[1] == "config":
+        return "config"
+    return "shared" if parts[1] in SHARED else parts[1]
+
+
+def _core_imports() -> list[tuple[str, str, int]]:
+    """(importing module, imported module, line) of every segkit import in the core, at any depth of the file."""
+    found = []
+    for path in ROOTS["segkit"].rglob("*.py"):
+        module = ".".join(("segkit", *path.relative_to(ROOTS["segkit"]).with_suffix("").parts)).removesuffix(".__init__")
+        if module in FACADES:
+            continue
+        for line, target, names in imported_modules(path):
+            if target.split(".")[0] != "segkit":
+                continue
+            if target == "segkit":
+                targets = [f"segkit.{name}" for name in names if name != "__version__"]  # the version is metadata
+            else:
+                targets = [target]
+            found += [(module, t, line) for t in targets]
+    return found
+
+
+def test_stages_import_one_way() -> None:
+    against = []
+    for module, target, line in _core_imports():
+        source, destination = _stage(module), _stage(target)
+        assert source in STAGES, f"{module} is in no stage; add its package to STAGES"
+        if destination == "facade":
+            against.append(f"{module}:{line} imports {target}, a public facade")
+        elif destination != source and STAGES.index(destination) < STAGES.index(source):
+            against.append(f"{module}:{line} ({source}) imports {target} ({destination})")
+    assert not against, "imports against the stage order " + " > ".join(STAGES) + ":\n" + "\n".join(against)
+
+
+def test_no_circle_closes_across_packages() -> None:
+    graph: dict[str, set[str]] = {}
+    for module, target, _line in _core_imports():
+        source, destination = _stage(module), _stage(target)
+        if source != destination and destination != "facade":
+            graph.setdefault(source, set()).add(destination)
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})) for nxt in graph.get(start, ()))
+
+    circles = sorted(f"{a} -> {b} -> ... -> {a}" for a, targets in graph.items() for b in targets if reaches(b, a, {b}))
+    assert not circles, circles

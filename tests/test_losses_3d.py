@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from segkit.components.registry import get_registry
-from segkit.evaluation.metrics import MetricAccumulator
+from segkit.scoring.metrics import MetricAccumulator
 from segkit.labels import Labels
 
 REGISTRY = get_registry()

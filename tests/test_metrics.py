@@ -10,7 +10,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from segkit.evaluation.metrics import MetricAccumulator, confusion_counts, scores_from_counts
+from segkit.scoring.metrics import MetricAccumulator, confusion_counts, scores_from_counts
 from segkit.testing import check_metric
 from segkit_builtins.metrics.overlap import Dice, IoU, Precision, Recall
 

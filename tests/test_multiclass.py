@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from segkit.cli import cli
 from segkit.errors import ConfigError, DataError
 from segkit.labels import Labels, label_names, resolve_labels
-from segkit.evaluation.metrics import MetricAccumulator, label_counts
+from segkit.scoring.metrics import MetricAccumulator, label_counts
 from segkit_builtins.datasets.synthetic import SyntheticDataset
 from segkit_builtins.metrics.overlap import Dice, IoU
 

@@ -257,7 +257,7 @@ def _moved_data_run(run: Path, target: Path, slice_axis: int | None,
     """A copy of ``run`` whose checkpoints say its training data lie where there are none; ``slice_axis`` set in
     its dataset configuration, ``record`` (axis, slice shape) written into its checkpoints' preprocessing;
     ``forget``: the recorded slicing removed, as in checkpoints written before runs recorded it."""
-    from segkit.train.checkpoint import load_checkpoint, save_checkpoint
+    from segkit.runs.checkpoint import load_checkpoint, save_checkpoint
 
     shutil.copytree(run, target)
     for checkpoint in (target / "checkpoints").glob("*.pt"):

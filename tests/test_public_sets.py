@@ -14,7 +14,7 @@ from PIL import Image
 
 from clihelp import segkit
 from segkit.data.io import decode_mask, raw_mask_values, read_image, read_mask
-from segkit.evaluation.metrics import MetricAccumulator, mask_counts
+from segkit.scoring.metrics import MetricAccumulator, mask_counts
 from segkit.labels import IGNORE, Labels, neutral_outputs
 
 

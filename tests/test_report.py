@@ -90,7 +90,7 @@ def test_the_predictions_caption_says_what_the_colours_mean(tmp_path: Path, mode
     import cv2
     import numpy as np
 
-    from segkit.evaluation.report import build_report
+    from segkit.runs.report import build_report
 
     cv2.imwrite(str(tmp_path / "predictions.png"), np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "config.toml").write_text(f'[task]\nmode = "{mode}"\n')

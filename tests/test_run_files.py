@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from clihelp import segkit
 
-from segkit.evaluation.report import _SCRIPT, build_report
+from segkit.runs.report import _SCRIPT, build_report
 from segkit.fileio import atomic_write_text
 
 SECRET = "segkit-test-secret-4711"

@@ -52,7 +52,7 @@ def test_plots_a_reader_understands(tmp_path: Path) -> None:
     import cv2
     import numpy as np
 
-    from segkit.train.plots import error_overlay, plot_curves, slice_dice
+    from segkit.figures.plots import error_overlay, plot_curves, slice_dice
 
     truth = np.zeros((8, 8), bool)
     truth[2:6, 2:6] = True
@@ -73,7 +73,7 @@ def test_plots_a_reader_understands(tmp_path: Path) -> None:
 def test_predictions_show_several_patients_and_empty_slices() -> None:
     import pandas as pd
 
-    from segkit.train.plots import sample_positions
+    from segkit.figures.plots import sample_positions
 
     # patient a: 10 lesion slices, b: 2, c: 1, then 5 empty slices
     cases = ["a"] * 10 + ["b"] * 2 + ["c"] + ["d"] * 5

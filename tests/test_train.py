@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from clihelp import kill_run_after, run_in_process, segkit, write_plugin
-from segkit.train.checkpoint import build_model_from_checkpoint, load_checkpoint
+from segkit.runs.checkpoint import build_model_from_checkpoint, load_checkpoint
 from segkit.train.loop import EarlyStopping
 from segkit.train.sampling import EpochSampler
 from segkit.train.schedule import lr_factor
@@ -234,7 +234,7 @@ def test_loader_workers_do_not_change_the_result(tiny_run: Path, tmp_path: Path)
 @pytest.mark.parametrize(("setting", "cpu", "cuda"), [("cuda", False, True), (True, False, True),
                                                       ("always", True, True), (False, False, False)])
 def test_channels_last_setting_per_device(setting, cpu: bool, cuda: bool) -> None:
-    from segkit.train.device import use_channels_last
+    from segkit.device import use_channels_last
 
     assert use_channels_last(setting, torch.device("cpu")) is cpu
     assert use_channels_last(setting, torch.device("cuda")) is cuda

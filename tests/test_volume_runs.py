@@ -177,7 +177,7 @@ def test_an_edited_3d_checkpoint_field_is_named_when_read(patch_run: tuple[Path,
     import torch
 
     from segkit.errors import CheckpointError
-    from segkit.train.checkpoint import load_checkpoint, save_checkpoint
+    from segkit.runs.checkpoint import load_checkpoint, save_checkpoint
 
     payload = torch.load(patch_run[1] / "checkpoints" / "best.pt", weights_only=True)
     assert payload["preprocessing"]["volume"]["schemes"] == ["zscore"]
@@ -200,7 +200,7 @@ def test_predict_export_and_evaluate_name_an_edited_target_spacing(patch_run: tu
     from click.testing import CliRunner
 
     from segkit.cli import cli
-    from segkit.train.checkpoint import save_checkpoint
+    from segkit.runs.checkpoint import save_checkpoint
 
     root, out = patch_run
     run = tmp_path / "run"

@@ -13,7 +13,7 @@ from torch import nn
 from segkit.config import TrainSettings
 from segkit.errors import CheckpointError, ConfigError
 from segkit.inference.sliding_window import SlidingWindowInferer, sliding_window_logits
-from segkit.inference.window import WindowSettings
+from segkit.runs.window import WindowSettings
 
 REPO = Path(__file__).resolve().parents[1]
 

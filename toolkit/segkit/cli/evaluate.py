@@ -62,7 +62,7 @@ def evaluate_command(runs: tuple[str, ...], checkpoint: str | None, split: str |
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(format_report(report))
-    from segkit.evaluation.report import write_report
+    from segkit.runs.report import write_report
 
     for run in runs:  # the run's report now includes this evaluation
         if (Path(run) / "config.toml").is_file() and not report.get("write_error"):

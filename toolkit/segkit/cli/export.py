@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from segkit.cli import HintedChoice, plugin_option, registry_from_context
-from segkit.inference.window import WindowSettings
+from segkit.runs.window import WindowSettings
 
 
 @click.command("export")

@@ -11,14 +11,6 @@ import click
 from segkit.cli import plugin_option, registry_from_context
 
 
-def channel_names(dataset: Any) -> tuple[str, ...] | None:
-    """The dataset's names for the channels of one slice (``channel_names``), when it has them for each channel."""
-    names = getattr(dataset, "channel_names", None)
-    if names is None or len(names) != getattr(dataset, "slice_channels", len(names)):
-        return None
-    return tuple(str(name) for name in names)
-
-
 def _channel(index: int, names: tuple[str, ...] | None) -> str:
     """``FLAIR (1)`` where the dataset names its channels, else the index."""
     return f"{names[index]} ({index})" if names is not None and index < len(names) else str(index)
@@ -101,7 +93,7 @@ def inspect_command(dataset_name: str, data_root: str | None, sets: tuple[str, .
     dataset (msd) also gets its shapes, spacings, intensities and label volumes.
     """
     from segkit.config import parse_set
-    from segkit.data.inspect import sample_grid, summarize
+    from segkit.data.inspect import channel_names, sample_grid, summarize
     from segkit.data.volume import VolumeDataset
     from segkit.data.volume_summary import summarize_volumes
     from segkit.errors import ConfigError, os_error_message

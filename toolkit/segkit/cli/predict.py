@@ -40,7 +40,7 @@ def predict_command(arguments: tuple[str, ...], out: str, checkpoint: str | None
     Exit status 1 when some input could not be read (the others are still written).
     """
     from segkit.errors import ConfigError
-    from segkit.evaluation.cv import inference_settings
+    from segkit.inference.cv_sources import inference_settings
     from segkit.inference.inputs import expand_all, split_arguments
     from segkit.inference.predict import predict_files
     from segkit.inference.predictor import load_predictor

@@ -16,7 +16,7 @@ def report_command(run: str) -> None:
     A run writes it when it ends and evaluate refreshes it; this command rebuilds it.
     """
     from segkit.errors import CheckpointError
-    from segkit.evaluation.report import write_report
+    from segkit.runs.report import write_report
 
     root = Path(run)
     if not (root / "config.toml").is_file():

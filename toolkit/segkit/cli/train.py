@@ -156,14 +156,14 @@ def run_command(
                               "--epochs (to train it longer), --device, --workers, --quiet and --nproc-per-node.")
         run_dir = Path(resume)
         if not (run_dir / "config.toml").is_file():
-            from segkit.train.runlock import LOCK_NAME
+            from segkit.runs.runlock import LOCK_NAME
 
             if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
                 raise ConfigError(f"{resume!r} holds no run to resume: the run started there was stopped before it "
                                   "wrote its config (while it read and checked its data), so nothing was trained. "
                                   f"Start it again with its own command and --out {resume}.")
             raise ConfigError(f"{resume!r} is not a segkit run directory (no config.toml).")
-        from segkit.evaluation.runfiles import read_run_config
+        from segkit.runs.runfiles import read_run_config
 
         read_run_config(run_dir)  # an emptied config.toml would resume as the default run
         allowed = {k: v for k, v in train_flags.items() if k in ("device", "workers") and v is not None}

@@ -18,7 +18,7 @@ from typing import Any
 
 from segkit.errors import ConfigError, DuplicateComponentError, PluginLoadError, unknown_name
 from segkit.components.params import Parameter, check_params, signature_parameters
-from segkit.data.cases import CASES_PARAMETER, parse_cases, select_cases
+from segkit.components.cases import CASES_PARAMETER, parse_cases, select_cases
 from segkit.components.plugins import AUTOLOAD_ENV, PLUGINS_ENV, LoadedPlugins, PluginInfo, load_plugins
 
 __all__ = ["KINDS", "Component", "Registry", "get_registry", "normalize_kind"]

@@ -11,7 +11,7 @@ conversion to tensors.
 
 Why it is long: it is the one dataset contract every plugin builds on (the base class with its cache,
 per-case normalisation and 2.5D stacking, the subset view, and the file-pair dataset); the volume
-form lives in :mod:`segkit.data.volume` and case selection in :mod:`segkit.data.cases`.
+form lives in :mod:`segkit.data.volume` and the ``dataset.cases`` list in :mod:`segkit.components.cases`.
 """
 
 from __future__ import annotations
@@ -315,6 +315,10 @@ class SegmentationDataset(Dataset):
     def subset(self, indices: Sequence[int], transform: Transform | None = None) -> SegmentationSubset:
         """A view of some items that reads through this dataset (and its cache)."""
         return SegmentationSubset(self, indices, transform)
+
+    def select_cases(self, cases: Sequence[str]) -> CaseSelection:
+        """The items of ``cases`` only, standing in for the whole dataset (``dataset.cases``)."""
+        return CaseSelection(self, cases)
 
     def __repr__(self) -> str:
         context = f", context {self.context}" if self.context else ""

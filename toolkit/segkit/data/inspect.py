@@ -15,7 +15,7 @@ import numpy as np
 from segkit.data.base import SegmentationDataset
 from segkit.data.io import raw_mask_values
 
-__all__ = ["summarize", "sample_grid"]
+__all__ = ["summarize", "sample_grid", "channel_names"]
 
 def summarize(dataset: SegmentationDataset, progress: bool = False,
               on_item: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> dict[str, Any]:
@@ -93,8 +93,8 @@ def _display(image: np.ndarray, mask: np.ndarray, channel: int = 0, slice_channe
     ``channel`` counts within a slice; with 2.5D context (``context`` slices stacked on each
     side, ``slice_channels`` each) it is taken from the middle slice, the one the mask belongs to.
     """
-    from segkit.inference.overlays import label_colour
-    from segkit.train.plots import grey_picture
+    from segkit.figures.overlays import label_colour
+    from segkit.figures.plots import grey_picture
 
     per_slice = slice_channels or image.shape[2]
     picture = np.ascontiguousarray(np.round(grey_picture(image, context * per_slice + channel) * 255).astype(np.uint8))
@@ -117,7 +117,7 @@ def sample_grid(dataset: SegmentationDataset, path: str | os.PathLike, n: int = 
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from segkit.inference.overlays import label_colour
+    from segkit.figures.overlays import label_colour
 
     path = Path(path)
     rng = np.random.default_rng(seed)
@@ -157,3 +157,11 @@ def sample_grid(dataset: SegmentationDataset, path: str | os.PathLike, n: int = 
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def channel_names(dataset: Any) -> tuple[str, ...] | None:
+    """The dataset's names for the channels of one slice (``channel_names``), when it has them for each channel."""
+    names = getattr(dataset, "channel_names", None)
+    if names is None or len(names) != getattr(dataset, "slice_channels", len(names)):
+        return None
+    return tuple(str(name) for name in names)

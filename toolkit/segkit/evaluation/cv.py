@@ -11,12 +11,12 @@ too, and switched on for the ensemble only where they raise the mean per-case Di
 (nnU-Net does the same for its post-processing). The scores reported do not reuse that
 choice, which was made on the very cases they score: each fold's cases are scored with
 the variant the other folds' cases choose (:func:`cross_fitted_choice`). ``DIR/cv.json``
-records the folds and the ensemble's choice; :func:`expand_sources` lets evaluate,
-predict and export take ``DIR`` as the ensemble of its fold models.
+records the folds and the ensemble's choice; :func:`segkit.inference.cv_sources.expand_sources` lets
+evaluate, predict and export take ``DIR`` as the ensemble of its fold models.
 
 Why it is long: it holds the whole of ``segkit cv`` (fold runs, the out-of-fold report and the
 nested choice of inference variant that keeps the headline honest), which share the fold layout
-and the report's fields; the fold models as predictors are the next part to move out.
+and the report's fields; the fold models as sources of predictors live in :mod:`segkit.inference.cv_sources`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import pandas as pd
 
 from segkit.errors import CheckpointError, ConfigError
 from segkit.fileio import atomic_write_text
+from segkit.inference.cv_sources import (CHECKPOINT, CV_FILE, expand_sources, fold_directory, inference_settings,
+                                         is_cv_directory, read_cv)
 
 __all__ = [
     "CV_FILE",
@@ -57,87 +59,11 @@ __all__ = [
     "format_cv_report",
 ]
 
-CV_FILE = "cv.json"
 REPORT_FILE = "cv-report.json"
 PER_CASE_FILE = "cv-per-case.csv"
-CHECKPOINT = "last"
 #: Inference variants scored out of fold: (name, tta, postprocess).
 VARIANTS: tuple[tuple[str, bool, str], ...] = (
     ("plain", False, "none"), ("lcc", False, "lcc"), ("tta", True, "none"), ("tta+lcc", True, "lcc"))
-
-
-def fold_directory(root: str | Path, fold: int) -> Path:
-    return Path(root) / f"fold-{fold}"
-
-
-def is_cv_directory(path: str | Path) -> bool:
-    """True for a folder that ``segkit cv`` wrote (it holds ``cv.json``)."""
-    return (Path(path) / CV_FILE).is_file()
-
-
-def read_cv(path: str | Path) -> dict[str, Any]:
-    """The contents of ``DIR/cv.json``; CheckpointError when it is unreadable."""
-    file = Path(path) / CV_FILE
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot read {file}: {error}. Is {str(path)!r} a directory written by 'segkit cv'?") from None
-    if not isinstance(data, dict) or not isinstance(data.get("folds"), int):
-        raise CheckpointError(f"{file} is not a segkit cross-validation file (no 'folds').")
-    return data
-
-
-def expand_sources(sources: Sequence[str | Path]) -> tuple[list[str], dict[str, Any] | None]:
-    """Replace each cross-validation directory by its fold runs.
-
-    Returns the sources and, when a cross-validation directory was among them, the
-    inference settings its out-of-fold scores chose (``{"tta": bool, "postprocess": str}``).
-    """
-    expanded: list[str] = []
-    chosen: dict[str, Any] | None = None
-    for source in sources:
-        if str(source).lower().endswith(".onnx") and Path(source).is_file():
-            chosen = chosen or _exported_choice(source)
-        if not is_cv_directory(source):
-            expanded.append(str(source))
-            continue
-        info = read_cv(source)
-        folds = [fold_directory(source, k) for k in range(info["folds"])]
-        missing = [str(f) for f in folds if not (f / "checkpoints" / f"{CHECKPOINT}.pt").is_file()]
-        if missing:
-            raise CheckpointError(f"cross-validation {str(source)!r} is not complete: no model in {', '.join(missing)}. "
-                                  f"Finish it with the same 'segkit cv ... --out {source}' command.")
-        if info.get("status") != "done":
-            raise CheckpointError(f"cross-validation {str(source)!r} has not finished training all folds. "
-                                  f"Finish it with the same 'segkit cv ... --out {source}' command.")
-        expanded += [str(f) for f in folds]
-        chosen = chosen or info.get("chosen")
-    return expanded, chosen
-
-
-def _exported_choice(path: str | Path) -> dict[str, Any] | None:
-    """The TTA and post-processing an exported cross-validation ensemble recommends, if it is one."""
-    from segkit.inference.export import read_onnx_metadata
-
-    metadata = read_onnx_metadata(path)
-    if "recommended_tta" not in metadata:
-        return None
-    return {"tta": metadata["recommended_tta"] == "true", "postprocess": metadata.get("recommended_postprocess", "none")}
-
-
-def inference_settings(sources: Sequence[str | Path], tta: bool | None, postprocess: str | None,
-                       checkpoint: str | None) -> tuple[list[str], bool, str, str]:
-    """Sources with cross-validation directories expanded, and the TTA, post-processing and checkpoint to use.
-
-    Settings left as None take the cross-validation's out-of-fold choice (``last`` checkpoints),
-    or the plain defaults (no TTA, no post-processing, ``best``) when no such directory is given.
-    """
-    expanded, chosen = expand_sources(sources)
-    if chosen is not None:
-        tta = chosen["tta"] if tta is None else tta
-        postprocess = chosen["postprocess"] if postprocess is None else postprocess
-        checkpoint = checkpoint or CHECKPOINT
-    return expanded, bool(tta), postprocess or "none", checkpoint or "best"
 
 
 def _fold_document(document: dict[str, dict[str, Any]], folds: int, fold: int) -> dict[str, dict[str, Any]]:
@@ -229,7 +155,7 @@ def run_cv(
     and the same command without ``only`` scores them once all are trained (returns None).
     """
     from segkit.config import resolve_config, validate_config
-    from segkit.evaluation.runfiles import read_run_config
+    from segkit.runs.runfiles import read_run_config
     from segkit.train import train
 
     if folds < 2:

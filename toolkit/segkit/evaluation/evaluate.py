@@ -118,7 +118,7 @@ def select_data(
     hold a different number of labels is a :class:`ConfigError`.
     """
     from segkit.data import read_splits
-    from segkit.evaluation.runfiles import read_run_config
+    from segkit.runs.runfiles import read_run_config
 
     foreign = dataset_name is not None or data_root is not None
     split = split or ("all" if foreign else "test")
@@ -220,7 +220,7 @@ def evaluate_predictor(
     from segkit.inference.stream import predict_stream
     from segkit.progress import track
     from segkit.labels import Labels, valid_pixels
-    from segkit.evaluation.metrics import MetricAccumulator, label_counts
+    from segkit.scoring.metrics import MetricAccumulator, label_counts
 
     threshold = predictor.threshold if threshold is None else threshold
     labels = getattr(predictor, "labels", None) or Labels()
@@ -333,24 +333,10 @@ def evaluate_runs(
     are a :class:`ConfigError` before anything is predicted.
     """
     from segkit.inference.predictor import load_predictor
-    from segkit.inference.postprocess import POSTPROCESS_MODES
     from segkit.components.registry import get_registry
-    from segkit.evaluation.runfiles import read_run_config
-    from segkit.tomlio import atomic_write_text
+    from segkit.runs.runfiles import read_run_config
 
-    if not sources:
-        raise CheckpointError("name at least one run directory to evaluate.")
-    if postprocess not in POSTPROCESS_MODES:
-        from segkit.errors import unknown_name
-
-        raise unknown_name("postprocess mode", postprocess, POSTPROCESS_MODES)
-    if threshold is not None and not 0 < threshold < 1:
-        raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}.")
-    if not 0 <= tolerance < float("inf"):
-        raise ConfigError(f"--tolerance must be a finite distance of 0 or more (in pixels, or in the dataset's "
-                          f"spacing), e.g. 1 or 2 mm, got "
-                          f"{tolerance}.")
-    _check_sources(sources)
+    _check_options(sources, postprocess, threshold, tolerance)
     registry = registry or get_registry()
     first = next((run for run in (run_directory(s) for s in sources) if run is not None), None)
     predictor = load_predictor(list(sources), checkpoint=checkpoint, device=device, tta=tta, registry=registry)
@@ -406,16 +392,42 @@ def evaluate_runs(
     if write_csv:
         home = first if first is not None else Path(sources[0]).parent
         path = per_case_csv_path(home, sources, data, checkpoint, tta, postprocess, used, predictor.threshold)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            table = accumulator.per_case_table().merge(surface.table(), on="case", how="left")
-            atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
-            report["per_case_csv"] = str(path)
-        except OSError as error:  # read-only run, full disk: the scores above are still returned
-            from segkit.errors import os_error_message
-
-            report["write_error"] = os_error_message(error, path)
+        report.update(_write_case_table(path, accumulator, surface))
     return report
+
+
+def _check_options(sources: Sequence[str | Path], postprocess: str, threshold: float | None, tolerance: float) -> None:
+    """The sources exist and are runs, checkpoints or exports; the options are in range (ConfigError otherwise)."""
+    from segkit.inference.postprocess import POSTPROCESS_MODES
+
+    if not sources:
+        raise CheckpointError("name at least one run directory to evaluate.")
+    if postprocess not in POSTPROCESS_MODES:
+        from segkit.errors import unknown_name
+
+        raise unknown_name("postprocess mode", postprocess, POSTPROCESS_MODES)
+    if threshold is not None and not 0 < threshold < 1:
+        raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}.")
+    if not 0 <= tolerance < float("inf"):
+        raise ConfigError(f"--tolerance must be a finite distance of 0 or more (in pixels, or in the dataset's "
+                          f"spacing), e.g. 1 or 2 mm, got {tolerance}.")
+    _check_sources(sources)
+
+
+def _write_case_table(path: Path, accumulator: Any, surface: Any) -> dict[str, str]:
+    """The per-case table (confusion counts, scores, boundary metrics) written atomically to ``path``; the report's
+    ``per_case_csv``, or its ``write_error`` when the disk refuses (the scores are still returned)."""
+    from segkit.tomlio import atomic_write_text
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = accumulator.per_case_table().merge(surface.table(), on="case", how="left")
+        atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
+        return {"per_case_csv": str(path)}
+    except OSError as error:  # read-only run, full disk
+        from segkit.errors import os_error_message
+
+        return {"write_error": os_error_message(error, path)}
 
 
 def _decision(report: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Boundary (surface distance) metrics of binary masks: HD95, ASSD and surface Dice.
 
-The overlap metrics in :mod:`segkit.evaluation.metrics` count pixels; these measure how far the
+The overlap metrics in :mod:`segkit.scoring.metrics` count pixels; these measure how far the
 outline of a prediction lies from the outline of the truth. Inputs are boolean masks of
 one image ``(H, W)`` or one volume ``(S, H, W)`` (for a case, its slices stacked in slice
 order). Distances are Euclidean, in units of ``spacing`` (the physical size of a pixel or

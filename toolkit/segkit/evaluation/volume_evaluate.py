@@ -30,7 +30,7 @@ def evaluate_volumes(predictor: Any, data: Any, metrics: dict[str, Any], *, thre
 
     ``postprocess = "lcc"`` keeps each label's largest connected component in 3D.
     """
-    from segkit.evaluation.metrics import MetricAccumulator, label_counts
+    from segkit.scoring.metrics import MetricAccumulator, label_counts
     from segkit.inference.volume_limits import check_evaluation_data
     from segkit.progress import track
     from segkit.train.volume_data import volume_cache_of

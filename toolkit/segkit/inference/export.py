@@ -37,7 +37,7 @@ from segkit.errors import CheckpointError, unknown_name
 from segkit.fileio import atomic_write_bytes
 from segkit.labels import Labels
 from segkit.inference.onnx_file import ONNX_FORMAT, _require, load_onnx_predictor, read_onnx_metadata
-from segkit.inference.window import WindowSettings
+from segkit.runs.window import WindowSettings
 
 __all__ = [
     "FORMATS",
@@ -101,7 +101,7 @@ class ExportWrapper(nn.Module):
 
 def _load(source: str | os.PathLike[str], checkpoint: str,
           registry: Any | None = None) -> tuple[nn.Module, dict[str, Any], Path]:
-    from segkit.train.checkpoint import build_model_from_checkpoint, load_checkpoint, resolve_checkpoint
+    from segkit.runs.checkpoint import build_model_from_checkpoint, load_checkpoint, resolve_checkpoint
 
     path = Path(source)
     if not path.exists():
@@ -145,7 +145,7 @@ def _load_export(source: str | os.PathLike[str], checkpoint: str | None,
 
     Returns the model, the (first) checkpoint's payload and path, and extra metadata.
     """
-    from segkit.evaluation.cv import CHECKPOINT, expand_sources, is_cv_directory
+    from segkit.inference.cv_sources import CHECKPOINT, expand_sources, is_cv_directory
 
     if not is_cv_directory(source):
         model, payload, path = _load(source, checkpoint or "best", registry)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from segkit.errors import CheckpointError, ConfigError, SegkitError
-from segkit.inference.window import WindowSettings
+from segkit.runs.window import WindowSettings
 from segkit.labels import Labels
 
 __all__ = ["ONNX_FORMAT", "read_onnx_metadata", "check_graph_shapes", "load_onnx_predictor"]

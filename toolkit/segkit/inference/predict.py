@@ -181,7 +181,7 @@ def _write_label_outputs(names: dict[str, Path], prediction: Any, labels: Any, i
     import cv2
     import torch
 
-    from segkit.inference.overlays import labelled_overlay
+    from segkit.figures.overlays import labelled_overlay
 
     masks = np.asarray(prediction.mask, dtype=bool)  # (K, H, W)
     _write_png(names["mask"], labels.label_map(torch.from_numpy(masks)[None])[0].numpy().astype(np.uint8))
@@ -197,37 +197,10 @@ def _write_label_outputs(names: dict[str, Path], prediction: Any, labels: Any, i
         _write_png(names["overlay"], cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
 
 
-def predict_files(
-    predictor: Any,
-    files: Sequence[Path],
-    out: str | os.PathLike[str],
-    *,
-    threshold: float | None = None,
-    overlay: bool = False,
-    save_probs: bool = False,
-    postprocess: str = "none",
-    batch_size: int = 8,
-    overwrite: bool = False,
-    progress: bool = False,
-    warn: Callable[[str], None] = lambda _message: None,
-) -> PredictSummary:
-    """Predict every file and write its outputs; unreadable files are reported in the summary and skipped.
-
-    With a 2.5D context model each file is stacked with its case's neighbouring
-    slices (:func:`context_neighbours`); files that cannot be are failures.
-    """
-    import cv2
-
-    from segkit.data import read_image
-    from segkit.data.intensity import apply_factors
-    from segkit.inference.stream import match_channels, predict_stream
-
-    from segkit.labels import Labels
-
-    out = Path(out)
+def _claim_out(files: Sequence[Path], out: Path, overlay: bool, save_probs: bool, labels: Any,
+               overwrite: bool) -> list[dict[str, Path]]:
+    """Each file's output paths in ``out`` (created); a ConfigError when some exist and ``overwrite`` is off."""
     refuse_label_folder(out)
-    labels = getattr(predictor, "labels", None) or Labels()
-    several = labels.masks_per_label  # masks come per label, (K, H, W)
     outputs = output_paths(files, out, overlay, save_probs, labels.foreground if labels.several else None)
     if not overwrite:
         existing = [str(p) for names in outputs for p in names.values() if p.exists()]
@@ -236,31 +209,45 @@ def predict_files(
             raise ConfigError(f"{len(existing)} output file(s) already exist: {shown}. "
                               "Pass --overwrite to replace them, or choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
+    return outputs
 
-    # slices of one case together, in slice order, so a case is post-processed as a volume
+
+def _case_order(files: Sequence[Path]) -> tuple[dict[int, tuple[str, int] | None], list[int]]:
+    """Each file's ``(case, slice)`` key, and the files' order with a case's slices together, in slice order,
+    so a case is post-processed as a volume."""
     keys = {i: case_of_file(f) for i, f in enumerate(files)}
     first: dict[str, int] = {}
     for i, key in keys.items():
         if key is not None:
             first.setdefault(key[0], i)
-    order = sorted(range(len(files)), key=lambda i: (first[keys[i][0]], keys[i][1]) if keys[i] else (i, 0))
-    summary = PredictSummary(out=str(out))
+    return keys, sorted(range(len(files)), key=lambda i: (first[keys[i][0]], keys[i][1]) if keys[i] else (i, 0))
+
+
+def _file_reader(predictor: Any, files: Sequence[Path], keys: dict[int, tuple[str, int] | None],
+                 warn: Callable[[str], None]) -> Callable[[int], tuple[np.ndarray, str | None]]:
+    """``read(i)``: file ``i`` as the model takes it, ``(image, conversion note)``: normalised per case where the
+    model was, stacked with its case's neighbouring slices for a 2.5D context model."""
+    from segkit.data import read_image
+    from segkit.data.intensity import apply_factors
+    from segkit.inference.stream import match_channels
 
     context = int(getattr(predictor, "context", 0) or 0)
-    if context:
-        neighbours, unusable, single = context_neighbours(files, context)
-        if single:
-            warn(f"{len(single)} case(s) have a single slice, e.g. {Path(single[0]).name!r}: the model stacks "
-                 f"{context} neighbouring slice(s) on each side, which then all repeat that slice.")
-    window: dict[int, tuple[np.ndarray, str | None]] = {}  # decoded slices of the current case's window
     factors = case_intensity_factors(predictor, files, keys)
-
-    def read(i: int) -> tuple[np.ndarray, str | None]:
-        if not context:
+    if not context:
+        def read_alone(i: int) -> tuple[np.ndarray, str | None]:
             if factors is None:
                 return read_image(files[i]), None
             image, note = match_channels(read_image(files[i]), predictor.slice_channels)
             return apply_factors(image, factors(i)), note
+
+        return read_alone
+    neighbours, unusable, single = context_neighbours(files, context)
+    if single:
+        warn(f"{len(single)} case(s) have a single slice, e.g. {Path(single[0]).name!r}: the model stacks "
+             f"{context} neighbouring slice(s) on each side, which then all repeat that slice.")
+    window: dict[int, tuple[np.ndarray, str | None]] = {}  # decoded slices of the current case's window
+
+    def read_stacked(i: int) -> tuple[np.ndarray, str | None]:
         if i in unusable:
             raise DataError(unusable[i])
         wanted = neighbours[i]
@@ -284,11 +271,66 @@ def predict_files(
         note = next((window[j][1] for j in wanted if window[j][1]), None)
         return np.concatenate([window[j][0] for j in wanted], axis=2), note
 
+    return read_stacked
+
+
+def _write_outputs(prediction: Any, names: dict[str, Path], labels: Any, overlay: bool, save_probs: bool,
+                   context: int) -> np.ndarray:
+    """Write one file's mask (or label map), probabilities and overlay; returns its foreground mask (H, W) uint8."""
+    image = prediction.image
+    if overlay and context:  # the file's own slice, the middle of the stack
+        channels = image.shape[2] // (2 * context + 1)
+        image = image[:, :, context * channels:(context + 1) * channels]
+    if labels.masks_per_label:  # masks come per label, (K, H, W)
+        _write_label_outputs(names, prediction, labels, image if overlay else None)
+        return prediction.mask.any(axis=0).astype(np.uint8)
+    mask = prediction.mask.astype(np.uint8)
+    _write_png(names["mask"], mask * 255)
+    if save_probs:
+        _write_png(names["prob"], _probability_png(prediction.probability))
+    if overlay:
+        import cv2
+
+        from segkit.figures.plots import overlay as draw_overlay
+
+        picture = np.round(draw_overlay(image, None, mask) * 255).astype(np.uint8)
+        _write_png(names["overlay"], cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    return mask
+
+
+def predict_files(
+    predictor: Any,
+    files: Sequence[Path],
+    out: str | os.PathLike[str],
+    *,
+    threshold: float | None = None,
+    overlay: bool = False,
+    save_probs: bool = False,
+    postprocess: str = "none",
+    batch_size: int = 8,
+    overwrite: bool = False,
+    progress: bool = False,
+    warn: Callable[[str], None] = lambda _message: None,
+) -> PredictSummary:
+    """Predict every file and write its outputs; unreadable files are reported in the summary and skipped.
+
+    With a 2.5D context model each file is stacked with its case's neighbouring
+    slices (:func:`context_neighbours`); files that cannot be are failures.
+    """
+    from segkit.inference.stream import predict_stream
+    from segkit.labels import Labels
+    from segkit.progress import track
+
+    out = Path(out)
+    labels = getattr(predictor, "labels", None) or Labels()
+    outputs = _claim_out(files, out, overlay, save_probs, labels, overwrite)
+    keys, order = _case_order(files)
+    summary = PredictSummary(out=str(out))
+    read = _file_reader(predictor, files, keys, warn)
+    context = int(getattr(predictor, "context", 0) or 0)
     stream = predict_stream(predictor, order, read, case_of=lambda i: keys[i][0] if keys[i] else None,
                             batch_size=batch_size, threshold=threshold, postprocess=postprocess,
                             keep_images=overlay)
-    from segkit.progress import track
-
     for prediction in track(stream, total=len(files), desc="predict", enabled=progress):
         path = files[prediction.entry]
         if prediction.error is not None:
@@ -299,24 +341,7 @@ def predict_files(
             if not summary.converted:
                 warn(f"{path}: {converted} for the model (and every such image after it).")
             summary.converted += 1
-        names = outputs[prediction.entry]
-        image = prediction.image
-        if overlay and context:  # the file's own slice, the middle of the stack
-            channels = image.shape[2] // (2 * context + 1)
-            image = image[:, :, context * channels:(context + 1) * channels]
-        if several:
-            _write_label_outputs(names, prediction, labels, image if overlay else None)
-            mask = prediction.mask.any(axis=0).astype(np.uint8)
-        else:
-            mask = prediction.mask.astype(np.uint8)
-            _write_png(names["mask"], mask * 255)
-            if save_probs:
-                _write_png(names["prob"], _probability_png(prediction.probability))
-            if overlay:
-                from segkit.train.plots import overlay as draw_overlay
-
-                picture = np.round(draw_overlay(image, None, mask) * 255).astype(np.uint8)
-                _write_png(names["overlay"], cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        mask = _write_outputs(prediction, outputs[prediction.entry], labels, overlay, save_probs, context)
         summary.written += 1
         pixels = int(mask.sum())
         summary.lesion_pixels += pixels

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from segkit.errors import CheckpointError, DataError
 from segkit.inference.sliding_window import SlidingWindowInferer
-from segkit.inference.window import WindowSettings
+from segkit.runs.window import WindowSettings
 from segkit.labels import Labels
 
 __all__ = [
@@ -284,7 +284,7 @@ class Predictor:
 
 
 def _checkpoint_member(path: Path, device: torch.device, registry: Any | None) -> Member:
-    from segkit.train.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from segkit.runs.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     payload = load_checkpoint(path, map_location="cpu")
     model = build_model_from_checkpoint(payload, registry).to(device)
@@ -332,7 +332,7 @@ def checkpoint_normalize(config: dict[str, Any], source: str | os.PathLike[str] 
 def load_member(source: str | os.PathLike[str], checkpoint: str = "best", device: torch.device | None = None,
                 registry: Any | None = None) -> list[Member]:
     """The model(s) of one source: a run directory, a ``.pt`` checkpoint or a segkit ``.onnx`` export."""
-    from segkit.train.checkpoint import resolve_checkpoint
+    from segkit.runs.checkpoint import resolve_checkpoint
 
     path = Path(source)
     if path.suffix.lower() == ".onnx":
@@ -361,7 +361,7 @@ def load_predictor(
     ``checkpoint`` (``best``, ``last`` or a ``.pt`` path) picks the file of a run
     directory. ONNX exports run on the CPU with onnxruntime whatever ``device`` says.
     """
-    from segkit.train.device import select_device
+    from segkit.device import select_device
 
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from segkit.errors import ConfigError
-from segkit.inference.window import WindowSettings
+from segkit.runs.window import WindowSettings
 
 __all__ = ["SlidingWindowInferer", "axis_window_count", "gaussian_importance", "sliding_window_logits",
            "window_starts"]

@@ -1,6 +1,6 @@
 """A 3D patch model over whole volumes: resampled as in training, slid, probabilities back on the volume's grid.
 
-Each model of a predictor slides its own training window (:class:`~segkit.inference.window.WindowSettings`)
+Each model of a predictor slides its own training window (:class:`~segkit.runs.window.WindowSettings`)
 over the volume with the one sliding-window implementation (:class:`~segkit.inference.sliding_window.SlidingWindowInferer`),
 mirrored along the three axes with test-time augmentation. A model trained on volumes resampled to
 ``train.target_spacing`` sees the volume resampled to it and its probabilities are interpolated back,

@@ -148,7 +148,7 @@ def _empty_cases(dataset: Any) -> int:
 
 def fingerprint_dataset(dataset: Any, name: str, progress: bool = False) -> dict[str, Any]:
     """Read ``dataset`` once and describe it (see the module docstring); ``name`` is its registry name."""
-    from segkit.cli.inspect import channel_names
+    from segkit.data.inspect import channel_names
     from segkit.data.inspect import summarize
     from segkit.data.volume import VolumeDataset
     from segkit.data.volume_summary import summarize_volumes

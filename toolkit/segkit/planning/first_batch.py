@@ -62,7 +62,7 @@ def _first_batch(document: dict[str, dict[str, Any]], registry: Any) -> None:
         raise ValueError(f"the loss of the first batch is {float(loss.detach())}")
     loss.backward()
     from segkit.inference.sliding_window import SlidingWindowInferer
-    from segkit.inference.window import WindowSettings
+    from segkit.runs.window import WindowSettings
 
     model.eval()
     window = WindowSettings.from_train(config.train)

@@ -68,7 +68,7 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
     from segkit.planning.first_batch import check_first_batch
     from segkit.planning.plan_file import write_plan
     from segkit.planning.timing import TimingWatch, time_loading, time_training_steps
-    from segkit.train.device import select_device
+    from segkit.device import select_device
 
     out = Path(out)
     _check_out(out, overwrite)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from segkit.planning.contract import StepTiming
-from segkit.train.device import load_average, usable_cores
+from segkit.device import load_average, usable_cores
 
 __all__ = ["time_training_steps", "time_loading", "MAX_TIMED_STEPS", "TimingWatch", "DISAGREEMENT"]
 
@@ -119,10 +119,10 @@ def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, regis
     """Time training steps of ``document``'s model and loss on ``batch_size`` random inputs of ``shape``,
     then inference forwards of ``forward_batch`` (default ``batch_size``) such inputs; ``watch`` sees them."""
     from segkit.config import resolve_config, validate_config
-    from segkit.evaluation.metrics import MetricAccumulator
+    from segkit.scoring.metrics import MetricAccumulator
     from segkit.train.assemble import build_loss, build_metrics, build_model, fill_labels, fill_model_defaults
     from segkit.train.deep_supervision import supervised_loss
-    from segkit.train.device import autocast_dtype, select_device
+    from segkit.device import autocast_dtype, select_device
     from segkit.train.schedule import build_optimizer
 
     config = validate_config(resolve_config(None, document), registry)
@@ -186,7 +186,7 @@ def time_loading(document: dict[str, dict[str, Any]], registry: Any, device_name
     """
     from segkit.config import resolve_config, validate_config
     from segkit.train import assemble
-    from segkit.train.device import select_device
+    from segkit.device import select_device
     from segkit.train.volume_data import is_volume_run
 
     config = validate_config(resolve_config(None, document), registry)

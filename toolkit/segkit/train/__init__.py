@@ -1,4 +1,4 @@
-"""The generic trainer and the run directory it writes."""
+"""The generic trainer: a run as named steps (session), its loop, data, schedule and checks."""
 
 from segkit.train.runner import train
 

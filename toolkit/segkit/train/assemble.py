@@ -304,7 +304,7 @@ def build_trainer(
 
     With ``train.init_from`` (and ``initialise``: not when resuming, whose checkpoint replaces the weights) the
     model starts from that run's weights; ``trainer.init_report`` says what was loaded."""
-    from segkit.train.device import use_channels_last
+    from segkit.device import use_channels_last
     from segkit.train.loop import Trainer
     from segkit.train.schedule import build_optimizer, build_scheduler
 

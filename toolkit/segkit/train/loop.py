@@ -22,9 +22,9 @@ import torch
 from segkit.config import RunConfig
 from segkit.errors import TrainingError
 from segkit.labels import Labels, neutral_outputs
-from segkit.evaluation.metrics import MetricAccumulator
+from segkit.scoring.metrics import MetricAccumulator
 from segkit.inference.sliding_window import SlidingWindowInferer
-from segkit.inference.window import WindowSettings
+from segkit.runs.window import WindowSettings
 from segkit.train.deep_supervision import supervised_loss
 from segkit.train.distributed import DistContext
 
@@ -124,7 +124,7 @@ class Trainer:
         self.metrics = metrics
         self.loaders, self.samplers, self.cases = loaders, samplers, cases
         self.optimizer, self.scheduler = optimizer, scheduler
-        from segkit.train.device import autocast_dtype, use_channels_last
+        from segkit.device import autocast_dtype, use_channels_last
 
         self.amp_dtype = autocast_dtype(device, self.settings.amp, self.settings.amp_dtype)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)

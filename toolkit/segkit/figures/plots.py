@@ -99,7 +99,7 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str], 
 def _plot_per_label(ax: Any, rows: Sequence[Mapping[str, Any]], epochs: list[Any], columns: list[tuple[str, str]],
                     mean_column: str | None) -> None:
     """One validation curve per label in the label's colour, and their mean (``mean_column``) in black."""
-    from segkit.inference.overlays import label_colour
+    from segkit.figures.overlays import label_colour
 
     for k, (name, column) in enumerate(columns):
         ax.plot(epochs, [r[column] for r in rows], marker="o", color=label_colour(k), label=name)
@@ -192,12 +192,12 @@ def error_overlay(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, 
 def label_overlay(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, alpha: float = 0.5,
                   channel: int = 0) -> np.ndarray:
     """An RGB float image for several labels: ``channel`` in grey, each label's prediction filled and its truth
-    outlined in the label's colour (:func:`segkit.inference.overlays.label_colour`).
+    outlined in the label's colour (:func:`segkit.figures.overlays.label_colour`).
 
     ``truth`` and ``prediction`` are ``(K, H, W)`` bool, one mask per foreground label; a region
     outlined in one colour and filled in another was given the wrong label.
     """
-    from segkit.inference.overlays import label_colour
+    from segkit.figures.overlays import label_colour
 
     picture = grey_picture(image, channel)
     for k, predicted in enumerate(np.asarray(prediction, dtype=bool)):
@@ -221,7 +221,7 @@ def _legend(label_names: Sequence[str] | None) -> list[Any]:
     if not label_names or len(label_names) < 2:
         return [Patch(color=TP_COLOUR, label="true positive"), Patch(color=FP_COLOUR, label="false positive"),
                 Patch(color=FN_COLOUR, label="false negative (missed)")]
-    from segkit.inference.overlays import label_colour
+    from segkit.figures.overlays import label_colour
 
     return [*(Patch(color=label_colour(k), label=name) for k, name in enumerate(label_names)),
             Patch(facecolor=(0.55, 0.55, 0.55), label="filled: predicted"),

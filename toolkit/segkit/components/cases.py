@@ -2,7 +2,9 @@
 
 Every dataset takes the parameter (the registry adds it): a list of case ids, or ``"@FILE"``
 naming a text file with one case id a line. :func:`parse_cases` reads it before any work (no
-torch); :func:`select_cases` keeps those cases' items once the dataset is built.
+torch); once the dataset is built, the registry keeps those cases' items through the dataset's own
+``select_cases`` (:meth:`segkit.data.base.SegmentationDataset.select_cases`), after
+:func:`check_cases` found every id in it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from segkit.errors import ConfigError
 
-__all__ = ["CASES_PARAMETER", "CASES_HELP", "parse_cases", "select_cases"]
+__all__ = ["CASES_PARAMETER", "CASES_HELP", "parse_cases", "check_cases", "select_cases"]
 
 CASES_PARAMETER = "cases"
 CASES_HELP = ("dataset.cases takes a list of case ids, e.g. ['TCGA_CS_4941_19960909', 'TCGA_CS_4942_19970222'], "
@@ -62,19 +64,25 @@ def _unknown_message(unknown: list[str], known: list[str], name: str) -> str:
             f"{more}. It has {len(known)} cases ({examples}), the ids in the 'case' column of a run's splits.csv.")
 
 
+def check_cases(index: Any, cases: list[str], name: str = "dataset") -> None:
+    """A :class:`ConfigError` naming every id of ``cases`` that the dataset ``index`` (its ``case`` column) lacks."""
+    known = list(dict.fromkeys(index["case"].astype(str)))
+    present = set(known)
+    unknown = [case for case in cases if case not in present]
+    if unknown:
+        raise ConfigError(_unknown_message(unknown, known, name))
+
+
 def select_cases(dataset: Any, cases: list[str] | None, name: str = "dataset") -> Any:
-    """``dataset`` itself for None, else a view of the items of ``cases`` (in the dataset's order).
+    """``dataset`` itself for None, else its view of the items of ``cases`` (the dataset's ``select_cases``).
 
     A case id the dataset does not have is a :class:`ConfigError` naming every such id.
     """
     if cases is None:
         return dataset
-    from segkit.data.base import CaseSelection
-
-    column = dataset.index["case"].astype(str)
-    known = list(dict.fromkeys(column))
-    present = set(known)
-    unknown = [case for case in cases if case not in present]
-    if unknown:
-        raise ConfigError(_unknown_message(unknown, known, name))
-    return CaseSelection(dataset, cases)
+    select = getattr(dataset, "select_cases", None)
+    if select is None:
+        raise ConfigError(f"dataset {name!r} ({type(dataset).__name__}) cannot keep some of its cases: dataset.cases "
+                          "needs a segkit.data.SegmentationDataset; leave dataset.cases out.")
+    check_cases(dataset.index, cases, name)
+    return select(cases)

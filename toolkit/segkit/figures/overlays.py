@@ -73,7 +73,7 @@ def labelled_overlay(image: np.ndarray, masks: np.ndarray, names: Sequence[str],
     Returns:
         ``(H + legend rows, W, 3)`` float32.
     """
-    from segkit.train.plots import outline
+    from segkit.figures.plots import outline
 
     if masks.shape[0] != len(names):
         raise ValueError(f"{masks.shape[0]} masks for {len(names)} label names")
