@@ -66,7 +66,7 @@ def main() -> None:
     import onnxruntime
 
     from segkit.inference.export import export_onnx, load_onnx_predictor
-    from segkit.inference.predictor import load_predictor
+    from segkit.inference.sources import load_predictor
 
     images = torch.rand(args.images, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as folder:

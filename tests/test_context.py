@@ -195,7 +195,7 @@ def context_run(lgg_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def test_context_run_records_context_and_evaluates(context_run: Path, lgg_small: Path) -> None:
     from segkit.evaluation.evaluate import select_data
-    from segkit.inference.predictor import load_predictor
+    from segkit.inference.sources import load_predictor
     from segkit.tomlio import read_toml
 
     config = read_toml(context_run / "config.toml")
@@ -214,7 +214,7 @@ def test_context_run_records_context_and_evaluates(context_run: Path, lgg_small:
 
 
 def test_predict_stacks_a_case_like_the_dataset(context_run: Path, lgg_small: Path, tmp_path: Path) -> None:
-    from segkit.inference.predictor import load_predictor
+    from segkit.inference.sources import load_predictor
 
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["predict", str(context_run), str(lgg_small / CASE), "--out", str(out),

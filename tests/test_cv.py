@@ -252,7 +252,7 @@ def test_a_variant_is_chosen_only_when_it_beats_the_plain_prediction() -> None:
 def test_export_of_a_cross_validation_is_one_model_averaging_the_folds(cv_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    from segkit.inference.predictor import load_predictor
+    from segkit.inference.sources import load_predictor
 
     out = tmp_path / "ensemble.pt"
     result = segkit("export", str(cv_dir), "--out", str(out))

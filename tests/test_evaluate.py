@@ -18,7 +18,8 @@ from clihelp import segkit
 from segkit.cli import cli
 from segkit.data import SegmentationDataset, build_transform
 from segkit.evaluation.evaluate import EvaluationData, build_metric_set, evaluate_predictor
-from segkit.inference.predictor import Member, Predictor, load_predictor, resize_images, trained_flips
+from segkit.inference.predictor import Member, Predictor, resize_images, trained_flips
+from segkit.inference.sources import load_predictor
 from segkit.components.registry import get_registry
 
 

@@ -15,7 +15,7 @@ from clihelp import segkit
 from segkit.cli import cli
 from segkit.errors import CheckpointError, SegkitError
 from segkit.inference.export import export_onnx, load_onnx_predictor
-from segkit.inference.predictor import load_predictor
+from segkit.inference.sources import load_predictor
 from segkit.runs.checkpoint import build_model_from_checkpoint, load_checkpoint
 
 #: Two sizes unlike the export example, one not a multiple of the model's stride.

@@ -152,7 +152,7 @@ def normalized_run(lgg_small: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_run_records_the_rule_and_evaluate_reads_with_it(normalized_run: Path, lgg_small: Path) -> None:
     from segkit.evaluation.evaluate import select_data
-    from segkit.inference.predictor import load_predictor
+    from segkit.inference.sources import load_predictor
     from segkit.tomlio import read_toml
 
     assert read_toml(normalized_run / "config.toml")["dataset"]["normalize"] == "case"
@@ -168,7 +168,7 @@ def test_run_records_the_rule_and_evaluate_reads_with_it(normalized_run: Path, l
 
 
 def test_predict_normalises_a_case_like_the_dataset(normalized_run: Path, lgg_small: Path, tmp_path: Path) -> None:
-    from segkit.inference.predictor import load_predictor
+    from segkit.inference.sources import load_predictor
 
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["predict", str(normalized_run), str(lgg_small / CASE), "--out", str(out),

@@ -6,8 +6,10 @@ docs/architecture.md draws the layout; these tests keep it true as modules move 
 from __future__ import annotations
 
 import ast
-import inspect
 import importlib
+import inspect
+import shutil
+import subprocess
 import tomllib
 import warnings
 from pathlib import Path
@@ -71,6 +73,18 @@ def test_every_import_names_a_file_at_that_path() -> None:
                         if name not in source and name != "*":
                             missing.append(f"{path.relative_to(REPO)}:{line}: {module}.{name}")
     assert not missing, "imports that name no file:\n" + "\n".join(missing)
+
+
+def test_no_source_file_is_ignored_by_git() -> None:
+    """A package folder named like an output folder (``runs/``) must not fall under .gitignore: the
+    files exist here but a clean clone, CI and every user would lack them."""
+    if not (REPO / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout (an installed copy or an sdist): nothing to compare with .gitignore")
+    sources = [str(p.relative_to(REPO)) for p in python_files()] + ["registry.toml", "pyproject.toml"]
+    result = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], input="\n".join(sources),
+                            cwd=REPO, capture_output=True, text=True)
+    ignored = result.stdout.split()
+    assert not ignored, "these source files are git-ignored (fix .gitignore):\n" + "\n".join(ignored)
 
 
 def test_registry_targets_name_files_and_attributes() -> None:

@@ -59,7 +59,7 @@ def probabilities_from_training_slices(run: Path, case: str) -> np.ndarray:
     import torch
 
     from segkit.components import get_registry
-    from segkit.inference.predictor import load_predictor
+    from segkit.inference.sources import load_predictor
     from segkit.tomlio import read_toml
 
     spec = dict(read_toml(run / "config.toml")["dataset"])

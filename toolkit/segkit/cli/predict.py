@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from segkit.cli import HintedChoice, inference_options, plugin_option, registry_from_context
+from segkit.cli import (
+    HintedChoice,
+    inference_options,
+    plugin_option,
+    registry_from_context,
+)
 
 
 @click.command("predict")
@@ -43,7 +48,7 @@ def predict_command(arguments: tuple[str, ...], out: str, checkpoint: str | None
     from segkit.inference.cv_sources import inference_settings
     from segkit.inference.inputs import expand_all, split_arguments
     from segkit.inference.predict import predict_files
-    from segkit.inference.predictor import load_predictor
+    from segkit.inference.sources import load_predictor
 
     if threshold is not None and not 0 < threshold < 1:
         raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}.")

@@ -14,6 +14,9 @@ import numpy as np
 
 from segkit.data.base import SegmentationDataset
 from segkit.data.io import raw_mask_values
+from segkit.figures.overlays import label_colour
+from segkit.figures.plots import grey_picture
+from segkit.progress import track
 
 __all__ = ["summarize", "sample_grid", "channel_names"]
 
@@ -41,7 +44,6 @@ def summarize(dataset: SegmentationDataset, progress: bool = False,
     equal_pairs: dict[str, set[tuple[int, int]]] = {}
     cases = dataset.index["case"].astype(str).tolist()
     lesion = 0
-    from segkit.progress import track
 
     for i, case in track(enumerate(cases), total=len(cases), desc="inspect", enabled=progress):
         image, mask = dataset.read(i)
@@ -93,8 +95,6 @@ def _display(image: np.ndarray, mask: np.ndarray, channel: int = 0, slice_channe
     ``channel`` counts within a slice; with 2.5D context (``context`` slices stacked on each
     side, ``slice_channels`` each) it is taken from the middle slice, the one the mask belongs to.
     """
-    from segkit.figures.overlays import label_colour
-    from segkit.figures.plots import grey_picture
 
     per_slice = slice_channels or image.shape[2]
     picture = np.ascontiguousarray(np.round(grey_picture(image, context * per_slice + channel) * 255).astype(np.uint8))
@@ -116,8 +116,6 @@ def sample_grid(dataset: SegmentationDataset, path: str | os.PathLike, n: int = 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
-
-    from segkit.figures.overlays import label_colour
 
     path = Path(path)
     rng = np.random.default_rng(seed)

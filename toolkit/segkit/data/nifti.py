@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit.data.volume_io import Volume
+from segkit.data.volume_file import Volume
 from segkit.errors import DataError
 
 __all__ = ["NIFTI_SUFFIXES", "is_nifti", "read_nifti", "nifti_header_shape", "nifti_header_spacing"]

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from segkit.data.contained import inside_folder
+from segkit.data.volume_file import Volume
 from segkit.errors import ConfigError, DataError
 
 __all__ = ["SITK_SUFFIXES", "is_sitk_volume", "require_simpleitk", "sitk_output_suffix", "sitk_header_shape",
@@ -111,7 +113,6 @@ def header_data_files(path: str | Path) -> list[tuple[str, str]]:
 
 def check_data_files(path: str | Path) -> None:
     """A DataError when a header names a data file outside its own folder (``..``, an absolute path elsewhere)."""
-    from segkit.data.contained import inside_folder
 
     path = Path(path)
     for field, named in header_data_files(path):
@@ -156,7 +157,6 @@ def _affine(spacing: tuple[float, ...], origin: tuple[float, ...], direction: tu
 
 def read_sitk(path: str | Path, dtype: type = np.float32) -> Any:
     """The volume in ``path`` as a :class:`~segkit.data.volume_io.Volume` in (x, y, z[, channels]) order."""
-    from segkit.data.volume_io import Volume
 
     path = Path(path)
     sitk = require_simpleitk()

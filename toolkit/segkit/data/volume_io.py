@@ -12,11 +12,18 @@ or lie outside the dataset's labels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from segkit.data.nifti import nifti_header_shape, nifti_header_spacing, read_nifti
+from segkit.data.sitk_volume import (
+    is_sitk_volume,
+    read_sitk,
+    sitk_header_shape,
+    sitk_header_spacing,
+)
+from segkit.data.volume_file import Volume
 from segkit.errors import DataError
 
 __all__ = ["VOLUME_SUFFIXES", "Volume", "is_volume_file", "volume_stem", "read_volume", "header_shape",
@@ -26,16 +33,6 @@ VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha",
 """The volume files segkit reads: NIfTI always, NRRD and MetaImage with SimpleITK installed."""
 MAX_LABELS = 256
 """Label values are kept in 8 bits (0 .. 255), as for 2D masks: at most this many labels, background included."""
-
-
-@dataclass(frozen=True)
-class Volume:
-    """One volume file: ``array`` (the voxels, file axis order), ``affine`` (4x4, RAS) and ``spacing`` (mm per axis)."""
-
-    array: np.ndarray
-    affine: np.ndarray
-    spacing: tuple[float, ...]
-    path: Path
 
 
 def is_volume_file(path: str | Path) -> bool:
@@ -54,33 +51,27 @@ def volume_stem(path: str | Path) -> str:
 
 def read_volume(path: str | Path, dtype: type = np.float32) -> Volume:
     """The volume in ``path`` as ``dtype`` (3D, or 4D with channels last), by the reader its suffix names."""
-    from segkit.data.sitk_volume import is_sitk_volume, read_sitk
 
     if is_sitk_volume(path):
         return read_sitk(path, dtype)
-    from segkit.data.nifti import read_nifti
 
     return read_nifti(path, dtype)
 
 
 def header_shape(path: str | Path) -> tuple[int, ...]:
     """The voxel shape from the header alone (no voxels are read)."""
-    from segkit.data.sitk_volume import is_sitk_volume, sitk_header_shape
 
     if is_sitk_volume(path):
         return sitk_header_shape(path)
-    from segkit.data.nifti import nifti_header_shape
 
     return nifti_header_shape(path)
 
 
 def header_spacing(path: str | Path) -> tuple[float, ...]:
     """The voxel spacing (mm per axis) from the header alone (no voxels are read)."""
-    from segkit.data.sitk_volume import is_sitk_volume, sitk_header_spacing
 
     if is_sitk_volume(path):
         return sitk_header_spacing(path)
-    from segkit.data.nifti import nifti_header_spacing
 
     return nifti_header_spacing(path)
 

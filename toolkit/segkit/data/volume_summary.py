@@ -17,6 +17,7 @@ import numpy as np
 
 from segkit.data.preprocess import channel_schemes
 from segkit.data.volume import VolumeDataset
+from segkit.progress import track
 
 __all__ = ["SCALE_RATIO", "summarize_volumes"]
 
@@ -85,7 +86,6 @@ def summarize_volumes(dataset: VolumeDataset, voxels_per_case: int = 10_000, see
     ``label_volumes`` (per label, over the cases that hold it: ``mm3`` and ``voxels`` as mean, median,
     min and max; ``cases`` holding it and ``absent``, the number of cases without it).
     """
-    from segkit.progress import track
 
     if isinstance(voxels_per_case, bool) or not isinstance(voxels_per_case, int) or voxels_per_case < 1:
         raise ValueError(f"voxels_per_case must be a positive integer, got {voxels_per_case!r}")

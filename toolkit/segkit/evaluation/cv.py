@@ -30,10 +30,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from segkit.config import RunConfig, resolve_config, validate_config
 from segkit.errors import CheckpointError, ConfigError
+from segkit.evaluation.evaluate import build_metric_set, evaluate_predictor, select_data
+from segkit.evaluation.volume_evaluate import evaluate_volumes
 from segkit.fileio import atomic_write_text
-from segkit.inference.cv_sources import (CHECKPOINT, CV_FILE, expand_sources, fold_directory, inference_settings,
-                                         is_cv_directory, read_cv)
+from segkit.inference.cv_sources import (
+    CHECKPOINT,
+    CV_FILE,
+    expand_sources,
+    fold_directory,
+    inference_settings,
+    is_cv_directory,
+    read_cv,
+)
+from segkit.inference.sources import load_predictor
+from segkit.runs.runfiles import read_run_config
+from segkit.train import train
+from segkit.train.runner import holds_a_run
 
 __all__ = [
     "CV_FILE",
@@ -80,8 +94,6 @@ def _comparable(document: dict[str, Any]) -> dict[str, Any]:
     """
     import dataclasses
 
-    from segkit.config import RunConfig
-
     document = copy.deepcopy(document)
     for section in ("task", "metrics", "split", "train"):
         defaults = dataclasses.asdict(RunConfig.__dataclass_fields__[section].default_factory())
@@ -96,7 +108,6 @@ def fold_state(fold_dir: str | Path) -> str:
 
     A fold that failed before its first epoch ended is ``new``: it starts afresh.
     """
-    from segkit.train.runner import holds_a_run
 
     fold_dir = Path(fold_dir)
     if (fold_dir / "summary.json").is_file():
@@ -154,9 +165,6 @@ def run_cv(
     process per fold can then share a GPU or run on several machines that see the same folder,
     and the same command without ``only`` scores them once all are trained (returns None).
     """
-    from segkit.config import resolve_config, validate_config
-    from segkit.runs.runfiles import read_run_config
-    from segkit.train import train
 
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}.")
@@ -284,8 +292,6 @@ def fold_model(roots: Sequence[str | Path], fold: int, registry: Any, *, device:
     predictor the ensemble of every root's fold; a root whose fold validated other cases is a
     :class:`CheckpointError`.
     """
-    from segkit.evaluation.evaluate import select_data
-    from segkit.inference.predictor import load_predictor
 
     first, *others = [fold_directory(root, fold) for root in roots]
     expected = _validation_items(first) if others else set()
@@ -308,8 +314,6 @@ def fold_models(roots: Sequence[str | Path], folds: int, registry: Any, *,
 def out_of_fold_tables(roots: Sequence[str | Path], folds: int, registry: Any, *, device: str = "auto",
                        progress: bool = False) -> dict[str, pd.DataFrame]:
     """Each inference variant's per-case table, every case scored by the fold model(s) that never saw it."""
-    from segkit.evaluation.evaluate import build_metric_set, evaluate_predictor
-    from segkit.evaluation.volume_evaluate import evaluate_volumes
 
     metrics = build_metric_set(registry)
     tables: dict[str, list[pd.DataFrame]] = {name: [] for name, _t, _p in VARIANTS}
@@ -338,7 +342,6 @@ def out_of_fold_report(tables: dict[str, pd.DataFrame], folds: int, registry: An
     variant chosen without it (:func:`cross_fitted_choice`), so the choice does not flatter
     them; the file also holds every variant's Dice (``dice_<variant>``).
     """
-    from segkit.evaluation.evaluate import build_metric_set
 
     means = {name: float(table["dice"].mean()) for name, table in tables.items()}
     chosen_name = choose_variant(means)

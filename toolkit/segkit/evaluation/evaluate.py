@@ -24,7 +24,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from segkit.errors import CheckpointError, ConfigError, DataError
+from segkit.components.registry import get_registry
+from segkit.data import read_splits
+from segkit.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    os_error_message,
+    unknown_name,
+)
+from segkit.evaluation.seen import trained_on, trained_on_message
+from segkit.evaluation.surface_report import SurfaceScores, dataset_spacing
+from segkit.evaluation.volume_evaluate import evaluate_volumes
+from segkit.inference.postprocess import POSTPROCESS_MODES
+from segkit.inference.sources import load_predictor
+from segkit.inference.stream import predict_stream
+from segkit.labels import Labels, valid_pixels
+from segkit.progress import track
+from segkit.runs.rundir import run_directory
+from segkit.runs.runfiles import read_run_config
+from segkit.scoring.metrics import MetricAccumulator, label_counts
+from segkit.tomlio import atomic_write_text
 
 __all__ = [
     "SPLIT_CHOICES",
@@ -51,16 +71,6 @@ class EvaluationData:
     foreign: bool = False
     root: str | None = None
     """The data folder given with ``--data-root`` (resolved), if any: part of the per-case CSV's name."""
-
-
-def run_directory(source: str | Path) -> Path | None:
-    """The run directory a source belongs to (itself, or the run of a ``checkpoints/*.pt``), if any."""
-    path = Path(source)
-    if path.is_dir():
-        return path if (path / "config.toml").is_file() else None
-    if path.parent.name == "checkpoints" and (path.parent.parent / "config.toml").is_file():
-        return path.parent.parent
-    return None
 
 
 def _check_sources(sources: Sequence[str | Path]) -> None:
@@ -117,13 +127,10 @@ def select_data(
     parameter is read with as many label values (and their names), and a dataset whose masks
     hold a different number of labels is a :class:`ConfigError`.
     """
-    from segkit.data import read_splits
-    from segkit.runs.runfiles import read_run_config
 
     foreign = dataset_name is not None or data_root is not None
     split = split or ("all" if foreign else "test")
     if split not in SPLIT_CHOICES:
-        from segkit.errors import unknown_name
 
         raise unknown_name("split", split, SPLIT_CHOICES)
     config = read_run_config(run_dir) if run_dir is not None else None
@@ -217,10 +224,6 @@ def evaluate_predictor(
     and scored with the boundary metrics (:mod:`segkit.evaluation.surface`) into it. With
     ``progress``, :func:`segkit.progress.track` reports it on stderr as ``description``.
     """
-    from segkit.inference.stream import predict_stream
-    from segkit.progress import track
-    from segkit.labels import Labels, valid_pixels
-    from segkit.scoring.metrics import MetricAccumulator, label_counts
 
     threshold = predictor.threshold if threshold is None else threshold
     labels = getattr(predictor, "labels", None) or Labels()
@@ -332,9 +335,6 @@ def evaluate_runs(
     warning and the report's ``trained_on``; with ``refuse_trained`` (what is evaluated, e.g. "cross-validation runs/cv") they
     are a :class:`ConfigError` before anything is predicted.
     """
-    from segkit.inference.predictor import load_predictor
-    from segkit.components.registry import get_registry
-    from segkit.runs.runfiles import read_run_config
 
     _check_options(sources, postprocess, threshold, tolerance)
     registry = registry or get_registry()
@@ -344,7 +344,6 @@ def evaluate_runs(
                        normalize=predictor.normalize, labels=predictor.labels)
     run_metrics = read_run_config(first)["metrics"].get("names", []) if first is not None else []
     metrics = build_metric_set(registry, run_metrics)
-    from segkit.evaluation.seen import trained_on, trained_on_message
 
     seen = trained_on(data, sources)
     if seen and refuse_trained:
@@ -364,10 +363,8 @@ def evaluate_runs(
         warn(f"the models were trained with different thresholds {sorted(thresholds)}; using the first, "
              f"{predictor.threshold:g} (set --threshold to choose).")
     used = predictor.threshold if threshold is None else threshold
-    from segkit.evaluation.surface_report import SurfaceScores, dataset_spacing
 
     surface = SurfaceScores(predictor.labels.foreground, tolerance, dataset_spacing(data.dataset))
-    from segkit.evaluation.volume_evaluate import evaluate_volumes
 
     if predictor.volumetric:  # 3D models: each case predicted whole, by sliding windows
         accumulator = evaluate_volumes(predictor, data, metrics, threshold=used, surface=surface,
@@ -398,12 +395,10 @@ def evaluate_runs(
 
 def _check_options(sources: Sequence[str | Path], postprocess: str, threshold: float | None, tolerance: float) -> None:
     """The sources exist and are runs, checkpoints or exports; the options are in range (ConfigError otherwise)."""
-    from segkit.inference.postprocess import POSTPROCESS_MODES
 
     if not sources:
         raise CheckpointError("name at least one run directory to evaluate.")
     if postprocess not in POSTPROCESS_MODES:
-        from segkit.errors import unknown_name
 
         raise unknown_name("postprocess mode", postprocess, POSTPROCESS_MODES)
     if threshold is not None and not 0 < threshold < 1:
@@ -417,7 +412,6 @@ def _check_options(sources: Sequence[str | Path], postprocess: str, threshold: f
 def _write_case_table(path: Path, accumulator: Any, surface: Any) -> dict[str, str]:
     """The per-case table (confusion counts, scores, boundary metrics) written atomically to ``path``; the report's
     ``per_case_csv``, or its ``write_error`` when the disk refuses (the scores are still returned)."""
-    from segkit.tomlio import atomic_write_text
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -425,7 +419,6 @@ def _write_case_table(path: Path, accumulator: Any, surface: Any) -> dict[str, s
         atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
         return {"per_case_csv": str(path)}
     except OSError as error:  # read-only run, full disk
-        from segkit.errors import os_error_message
 
         return {"write_error": os_error_message(error, path)}
 
@@ -470,7 +463,6 @@ def format_report(report: dict[str, Any]) -> str:
             for name in ("hd95", "assd", "surface_dice"):
                 lines.append(f"{prefix + name:<40}{scores[name]['mean']:>10.4f}{scores[name]['median']:>10.4f}")
     if report.get("trained_on"):
-        from segkit.evaluation.seen import trained_on_message
 
         lines += ["", "NOT UNSEEN DATA: " + trained_on_message(report["trained_on"])]
     if report.get("per_case_csv"):

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from segkit.runs.rundir import run_directory
+
 __all__ = ["trained_on", "trained_on_message"]
 
 
@@ -21,8 +23,6 @@ def trained_on(data: Any, sources: Sequence[str | Path]) -> list[dict[str, Any]]
     or dataset name it is read from.
     """
     import pandas as pd
-
-    from segkit.evaluation.evaluate import run_directory
 
     index = data.dataset.index.iloc[data.positions]
     cases = index["case"].astype(str)

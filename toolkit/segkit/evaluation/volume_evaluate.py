@@ -17,7 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from segkit.inference.volume_limits import check_evaluation_data
 from segkit.inference.whole_volume import keep_largest_components, volume_probabilities
+from segkit.progress import track
+from segkit.scoring.metrics import MetricAccumulator, label_counts
+from segkit.train.volume_data import volume_cache_of
 
 __all__ = ["evaluate_volumes"]
 
@@ -30,10 +34,6 @@ def evaluate_volumes(predictor: Any, data: Any, metrics: dict[str, Any], *, thre
 
     ``postprocess = "lcc"`` keeps each label's largest connected component in 3D.
     """
-    from segkit.scoring.metrics import MetricAccumulator, label_counts
-    from segkit.inference.volume_limits import check_evaluation_data
-    from segkit.progress import track
-    from segkit.train.volume_data import volume_cache_of
 
     labels = predictor.labels
     accumulator = MetricAccumulator(metrics, threshold, labels=labels)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["LABEL_COLOURS", "label_colour", "labelled_overlay"]
+__all__ = ["LABEL_COLOURS", "label_colour", "labelled_overlay", "outline"]
 
 LABEL_COLOURS: tuple[tuple[float, float, float], ...] = (
     (0.95, 0.10, 0.10),  # red
@@ -73,7 +73,6 @@ def labelled_overlay(image: np.ndarray, masks: np.ndarray, names: Sequence[str],
     Returns:
         ``(H + legend rows, W, 3)`` float32.
     """
-    from segkit.figures.plots import outline
 
     if masks.shape[0] != len(names):
         raise ValueError(f"{masks.shape[0]} masks for {len(names)} label names")
@@ -88,3 +87,11 @@ def labelled_overlay(image: np.ndarray, masks: np.ndarray, names: Sequence[str],
         picture[mask] = (1 - alpha) * picture[mask] + alpha * colour
         picture[outline(mask)] = colour
     return np.concatenate([picture, _legend(picture.shape[1], list(names))], axis=0)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The boundary pixels of a binary mask."""
+    import cv2
+
+    edges = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    return edges > 0

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_curves", "plot_predictions", "outline", "overlay", "grey_picture", "error_overlay", "label_overlay",
+from segkit.figures.overlays import label_colour, outline
+
+__all__ = ["plot_curves", "plot_predictions", "overlay", "grey_picture", "error_overlay", "label_overlay",
            "slice_dice", "sample_positions"]
 
 
@@ -99,21 +101,12 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str], 
 def _plot_per_label(ax: Any, rows: Sequence[Mapping[str, Any]], epochs: list[Any], columns: list[tuple[str, str]],
                     mean_column: str | None) -> None:
     """One validation curve per label in the label's colour, and their mean (``mean_column``) in black."""
-    from segkit.figures.overlays import label_colour
 
     for k, (name, column) in enumerate(columns):
         ax.plot(epochs, [r[column] for r in rows], marker="o", color=label_colour(k), label=name)
     if mean_column is not None:
         ax.plot(epochs, [r[mean_column] for r in rows], color="black", linewidth=2.5, marker="o", zorder=5,
                 label=f"mean over labels ({mean_column})")
-
-
-def outline(mask: np.ndarray) -> np.ndarray:
-    """The boundary pixels of a binary mask."""
-    import cv2
-
-    edges = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-    return edges > 0
 
 
 def overlay(image: np.ndarray, truth: np.ndarray | None, prediction: np.ndarray | None) -> np.ndarray:
@@ -197,7 +190,6 @@ def label_overlay(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, 
     ``truth`` and ``prediction`` are ``(K, H, W)`` bool, one mask per foreground label; a region
     outlined in one colour and filled in another was given the wrong label.
     """
-    from segkit.figures.overlays import label_colour
 
     picture = grey_picture(image, channel)
     for k, predicted in enumerate(np.asarray(prediction, dtype=bool)):
@@ -221,7 +213,6 @@ def _legend(label_names: Sequence[str] | None) -> list[Any]:
     if not label_names or len(label_names) < 2:
         return [Patch(color=TP_COLOUR, label="true positive"), Patch(color=FP_COLOUR, label="false positive"),
                 Patch(color=FN_COLOUR, label="false negative (missed)")]
-    from segkit.figures.overlays import label_colour
 
     return [*(Patch(color=label_colour(k), label=name) for k, name in enumerate(label_names)),
             Patch(facecolor=(0.55, 0.55, 0.55), label="filled: predicted"),

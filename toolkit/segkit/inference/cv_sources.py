@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segkit.errors import CheckpointError
+from segkit.inference.onnx_file import read_onnx_metadata
 
 __all__ = ["CV_FILE", "CHECKPOINT", "fold_directory", "is_cv_directory", "read_cv", "expand_sources",
            "inference_settings"]
@@ -75,7 +76,6 @@ def expand_sources(sources: Sequence[str | Path]) -> tuple[list[str], dict[str, 
 
 def _exported_choice(path: str | Path) -> dict[str, Any] | None:
     """The TTA and post-processing an exported cross-validation ensemble recommends, if it is one."""
-    from segkit.inference.onnx_file import read_onnx_metadata
 
     metadata = read_onnx_metadata(path)
     if "recommended_tta" not in metadata:

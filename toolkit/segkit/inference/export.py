@@ -14,6 +14,10 @@ segkit's preprocessing travels with the file: ONNX ``metadata_props``, or a
 ``normalize`` the per-case intensity rule the pixels go through before the
 division (:mod:`segkit.data.intensity`). onnx and onnxruntime are optional
 (``pip install segkit[export]``) and imported only here.
+
+Why it is long: both formats share one wrapper (stride padding traced from the input's shape), one
+metadata record and one check that the written file gives the model's logits back; reading an export
+lives apart, in :mod:`segkit.inference.onnx_file`.
 """
 
 from __future__ import annotations
@@ -33,10 +37,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit import __version__
+from segkit.data.intensity import PERCENTILE, TARGET
 from segkit.errors import CheckpointError, unknown_name
 from segkit.fileio import atomic_write_bytes
+from segkit.inference.cv_sources import CHECKPOINT, expand_sources, is_cv_directory
+from segkit.inference.onnx_file import (
+    ONNX_FORMAT,
+    _require,
+    load_onnx_predictor,
+    read_onnx_metadata,
+)
+from segkit.inference.sources import checkpoint_context, checkpoint_normalize
 from segkit.labels import Labels
-from segkit.inference.onnx_file import ONNX_FORMAT, _require, load_onnx_predictor, read_onnx_metadata
+from segkit.runs.checkpoint import (
+    build_model_from_checkpoint,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from segkit.runs.window import WindowSettings
 
 __all__ = [
@@ -101,7 +119,6 @@ class ExportWrapper(nn.Module):
 
 def _load(source: str | os.PathLike[str], checkpoint: str,
           registry: Any | None = None) -> tuple[nn.Module, dict[str, Any], Path]:
-    from segkit.runs.checkpoint import build_model_from_checkpoint, load_checkpoint, resolve_checkpoint
 
     path = Path(source)
     if not path.exists():
@@ -145,7 +162,6 @@ def _load_export(source: str | os.PathLike[str], checkpoint: str | None,
 
     Returns the model, the (first) checkpoint's payload and path, and extra metadata.
     """
-    from segkit.inference.cv_sources import CHECKPOINT, expand_sources, is_cv_directory
 
     if not is_cv_directory(source):
         model, payload, path = _load(source, checkpoint or "best", registry)
@@ -180,15 +196,12 @@ def _normalize_note(normalize: str) -> str:
     """How the pixels are rescaled before the division by ``scale``, for the metadata ('' when they are not)."""
     if normalize == "none":
         return ""
-    from segkit.data.intensity import PERCENTILE, TARGET
 
     return (f"; before that, each channel of each case is multiplied by {TARGET:g} / its {PERCENTILE:g}th percentile "
             "of non-zero pixels over all slices of the case, rounded and clipped to 0..255 (normalize = case)")
 
 
 def _metadata(payload: dict[str, Any], checkpoint_path: Path, fmt: str) -> dict[str, str]:
-    from segkit import __version__
-    from segkit.inference.predictor import checkpoint_context, checkpoint_normalize
 
     prep = payload.get("preprocessing", {})
     config = payload["config"]

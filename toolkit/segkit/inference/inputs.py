@@ -15,7 +15,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from segkit.data import IMAGE_SUFFIXES
+from segkit.data.sitk_volume import require_simpleitk
 from segkit.errors import ConfigError
+from segkit.inference.sources import SOURCE_SUFFIXES, is_source
 
 __all__ = ["case_of_file", "expand_all", "expand_inputs", "split_arguments"]
 
@@ -25,7 +28,6 @@ _CASE_SLICE = re.compile(r"^(?P<case>.+)_(?P<slice>\d+)$")
 
 def split_arguments(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split ``SOURCE... INPUT...``: leading sources (run directories, ``.pt``, ``.onnx``), then inputs."""
-    from segkit.inference.predictor import SOURCE_SUFFIXES, is_source
 
     sources: list[str] = []
     position = 0
@@ -63,7 +65,6 @@ def _is_volume(path: Path) -> bool:
 
 def _candidates(paths: Sequence[Path]) -> list[Path]:
     """The images (not ``*_mask.*``) and volumes among ``paths``."""
-    from segkit.data import IMAGE_SUFFIXES
 
     return [p for p in paths if p.is_file() and not p.name.startswith("._")
             and (_is_volume(p) or (p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.lower().endswith("_mask")))]
@@ -114,7 +115,6 @@ def expand_all(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
     volumes = [Path(p) for p in unique if _is_volume(Path(p))]
     other = [p for p in volumes if not p.name.lower().endswith((".nii", ".nii.gz"))]
     if other:
-        from segkit.data.sitk_volume import require_simpleitk
 
         require_simpleitk()  # a NRRD/MetaImage input without SimpleITK stops here, before any work
     if images and volumes:

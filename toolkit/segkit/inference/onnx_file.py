@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from segkit.data.intensity import NORMALIZE
+from segkit.data.preprocess_record import volume_record_problem
 from segkit.errors import CheckpointError, ConfigError, SegkitError
-from segkit.runs.window import WindowSettings
+from segkit.inference.predictor import Member, Predictor
 from segkit.labels import Labels
+from segkit.runs.window import WindowSettings
 
 __all__ = ["ONNX_FORMAT", "read_onnx_metadata", "check_graph_shapes", "load_onnx_predictor"]
 
@@ -124,7 +127,6 @@ def _metadata_context(metadata: dict[str, str], path: str | os.PathLike[str]) ->
 
 def _metadata_normalize(metadata: dict[str, str], path: str | os.PathLike[str]) -> str:
     """The intensity rule of an export's metadata; ``none`` for exports made before segkit recorded it."""
-    from segkit.data.intensity import NORMALIZE
 
     value = metadata.get("normalize") or "none"
     if value not in NORMALIZE:
@@ -152,7 +154,6 @@ def _metadata_number(metadata: dict[str, str], key: str, default: str, kind: typ
 def load_onnx_predictor(path: str | os.PathLike[str], tta: bool = False, threshold: float | None = None,
                         batch_size: int | None = None):
     """A :class:`~segkit.inference.predictor.Predictor` running a segkit ONNX export with onnxruntime on the CPU."""
-    from segkit.inference.predictor import Member, Predictor
 
     metadata = read_onnx_metadata(path)
     labels = _metadata_labels(metadata, path)
@@ -212,7 +213,6 @@ def _volume_info(metadata: dict[str, str], path: str | os.PathLike[str]) -> dict
 def _check_volume_record(metadata: dict[str, str], path: str | os.PathLike[str]) -> None:
     """A CheckpointError naming the metadata key when a 3D export's slicing or volume preprocessing (intensity
     schemes and statistics, target spacing) is not what segkit writes (:mod:`segkit.data.preprocess_record`)."""
-    from segkit.data.preprocess_record import volume_record_problem
 
     decoded: dict[str, Any] = {}
     for key in ("volume", "slice_axis", "slice_shape"):

@@ -31,10 +31,17 @@ from typing import Any
 
 import numpy as np
 
+from segkit.data import read_image
+from segkit.data.intensity import apply_factors, case_factors
 from segkit.errors import ConfigError, DataError
+from segkit.figures.overlays import labelled_overlay
+from segkit.figures.plots import overlay as draw_overlay
 from segkit.fileio import atomic_write_bytes
 from segkit.inference.inputs import case_of_file
 from segkit.inference.output_names import claim_outputs, file_safe, refuse_label_folder
+from segkit.inference.stream import match_channels, predict_stream
+from segkit.labels import Labels
+from segkit.progress import track
 
 __all__ = [
     "PredictSummary",
@@ -99,9 +106,6 @@ def case_intensity_factors(predictor: Any, files: Sequence[Path],
     ``_<number>`` is a case of its own) come from all of its readable files, read once
     when the case is first needed. None when the model takes the stored pixels.
     """
-    from segkit.data import read_image
-    from segkit.data.intensity import case_factors
-    from segkit.inference.stream import match_channels
 
     if getattr(predictor, "normalize", "none") == "none":
         return None
@@ -181,8 +185,6 @@ def _write_label_outputs(names: dict[str, Path], prediction: Any, labels: Any, i
     import cv2
     import torch
 
-    from segkit.figures.overlays import labelled_overlay
-
     masks = np.asarray(prediction.mask, dtype=bool)  # (K, H, W)
     _write_png(names["mask"], labels.label_map(torch.from_numpy(masks)[None])[0].numpy().astype(np.uint8))
     # multiclass probabilities include background (channel 0); multilabel ones are the labels'
@@ -227,9 +229,6 @@ def _file_reader(predictor: Any, files: Sequence[Path], keys: dict[int, tuple[st
                  warn: Callable[[str], None]) -> Callable[[int], tuple[np.ndarray, str | None]]:
     """``read(i)``: file ``i`` as the model takes it, ``(image, conversion note)``: normalised per case where the
     model was, stacked with its case's neighbouring slices for a 2.5D context model."""
-    from segkit.data import read_image
-    from segkit.data.intensity import apply_factors
-    from segkit.inference.stream import match_channels
 
     context = int(getattr(predictor, "context", 0) or 0)
     factors = case_intensity_factors(predictor, files, keys)
@@ -291,8 +290,6 @@ def _write_outputs(prediction: Any, names: dict[str, Path], labels: Any, overlay
     if overlay:
         import cv2
 
-        from segkit.figures.plots import overlay as draw_overlay
-
         picture = np.round(draw_overlay(image, None, mask) * 255).astype(np.uint8)
         _write_png(names["overlay"], cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     return mask
@@ -317,9 +314,6 @@ def predict_files(
     With a 2.5D context model each file is stacked with its case's neighbouring
     slices (:func:`context_neighbours`); files that cannot be are failures.
     """
-    from segkit.inference.stream import predict_stream
-    from segkit.labels import Labels
-    from segkit.progress import track
 
     out = Path(out)
     labels = getattr(predictor, "labels", None) or Labels()

@@ -12,40 +12,33 @@ probabilities of its models; ``tta`` also averages over flips.
 A model trained with 2.5D context ``k`` (``[dataset] context``) takes the
 neighbouring slices ``n - k .. n + k`` of a case stacked as channels; its
 :class:`Member` records ``context`` and the caller stacks the slices (see
-:func:`segkit.inference.predict.predict_files`).
+:func:`segkit.inference.predict.predict_files`). Where the models come from (run directories,
+checkpoints, exports) is :mod:`segkit.inference.sources`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segkit import memory
 from segkit.errors import CheckpointError, DataError
 from segkit.inference.sliding_window import SlidingWindowInferer
-from segkit.runs.window import WindowSettings
 from segkit.labels import Labels
+from segkit.memory import image_batch_bytes, require_memory
+from segkit.runs.window import WindowSettings
 
 __all__ = [
-    "SOURCE_SUFFIXES",
     "Member",
     "Predictor",
-    "is_source",
-    "load_predictor",
-    "load_member",
-    "checkpoint_context",
-    "checkpoint_normalize",
+    "trained_flips",
     "resize_images",
 ]
-
-SOURCE_SUFFIXES: tuple[str, ...] = (".pt", ".onnx")
-"""Files that hold a model: a segkit checkpoint (``.pt``) or a segkit ONNX export (``.onnx``)."""
 
 #: Test-time augmentation: the flips averaged over (dims of an ``(N, C, H, W)`` tensor).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
@@ -67,15 +60,6 @@ def trained_flips(member: Member) -> tuple[tuple[int, ...], ...]:
     config = member.info.get("config") or {}
     augment = (config.get("train") or {}).get("augment", (member.info.get("metadata") or {}).get("augment"))
     return _TRAINED_FLIPS.get(str(augment), TTA_FLIPS)
-
-
-def is_source(path: str | os.PathLike[str]) -> bool:
-    """True for a run directory (holds ``config.toml`` or ``checkpoints/``), a ``segkit cv`` directory
-    (holds ``cv.json``) or a ``.pt`` / ``.onnx`` file."""
-    path = Path(path)
-    if path.is_dir():
-        return any((path / name).exists() for name in ("config.toml", "checkpoints", "cv.json"))
-    return path.suffix.lower() in SOURCE_SUFFIXES and path.is_file()
 
 
 @dataclass
@@ -117,13 +101,12 @@ def _on_byte_grid(images: torch.Tensor) -> bool:
 
 def _check_resize_fits(batch: int, channels: int, height: int, width: int) -> None:
     """A ConfigError before a batch of images is resized to ``height x width`` when it cannot fit in memory."""
-    from segkit.memory import available_bytes, image_batch_bytes, require_memory
 
     needed = image_batch_bytes(batch, channels, height, width)
-    if needed <= available_bytes():
+    if needed <= memory.available_bytes():
         return
     one = image_batch_bytes(1, channels, height, width)
-    fits = available_bytes() // one
+    fits = memory.available_bytes() // one
     require_memory(needed, f"resizing a batch of {batch} image(s) of {channels} channel(s) to the model's "
                    f"{height}x{width}", f"use --batch-size {fits} or less" if fits >= 1 else
                    "not even one image of that size fits: use a model trained at a smaller image size")
@@ -283,90 +266,16 @@ class Predictor:
         return f"Predictor([{names}], tta={self.tta}, threshold={self.threshold}{context}{normalize})"
 
 
-def _checkpoint_member(path: Path, device: torch.device, registry: Any | None) -> Member:
-    from segkit.runs.checkpoint import build_model_from_checkpoint, load_checkpoint
-
-    payload = load_checkpoint(path, map_location="cpu")
-    model = build_model_from_checkpoint(payload, registry).to(device)
-    preprocessing = payload.get("preprocessing", {})
-    config = payload["config"]
-    in_channels = preprocessing.get("in_channels") or config["model"].get("in_channels")
-
-    def run(images: torch.Tensor) -> torch.Tensor:
-        return model(images)
-
-    return Member(
-        name=config["model"]["name"],
-        source=str(path),
-        image_size=int(preprocessing.get("image_size") or 0),
-        in_channels=int(in_channels) if in_channels is not None else None,
-        threshold=float(preprocessing.get("threshold", config.get("metrics", {}).get("threshold", 0.5))),
-        run=run,
-        device=device,
-        info={"epoch": payload.get("epoch"), "config": config, "model": model, "preprocessing": preprocessing},
-        context=checkpoint_context(config, path),
-        normalize=checkpoint_normalize(config, path),
-        labels=Labels.from_dict(preprocessing.get("labels")),
-    )
+_MOVED = {"load_predictor", "load_member", "is_source", "SOURCE_SUFFIXES", "checkpoint_context", "checkpoint_normalize"}
 
 
-def checkpoint_context(config: dict[str, Any], source: str | os.PathLike[str] = "checkpoint") -> int:
-    """The 2.5D context ``k`` a run was trained with: ``[dataset] context``, 0 when absent."""
-    value = (config.get("dataset") or {}).get("context", 0) or 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise CheckpointError(f"{str(source)!r} records the dataset context {value!r}; expected an integer >= 0.")
-    return int(value)
+def __getattr__(name: str) -> Any:
+    """The loading functions moved to :mod:`segkit.inference.sources`; the old names still work, with a warning."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
 
-
-def checkpoint_normalize(config: dict[str, Any], source: str | os.PathLike[str] = "checkpoint") -> str:
-    """The intensity normalisation a run was trained with: ``[dataset] normalize``, ``none`` when absent."""
-    from segkit.data.intensity import NORMALIZE
-
-    value = (config.get("dataset") or {}).get("normalize", "none")
-    if value not in NORMALIZE:
-        raise CheckpointError(f"{str(source)!r} records the dataset normalize {value!r}; expected one of "
-                              f"{', '.join(NORMALIZE)}.")
-    return str(value)
-
-
-def load_member(source: str | os.PathLike[str], checkpoint: str = "best", device: torch.device | None = None,
-                registry: Any | None = None) -> list[Member]:
-    """The model(s) of one source: a run directory, a ``.pt`` checkpoint or a segkit ``.onnx`` export."""
-    from segkit.runs.checkpoint import resolve_checkpoint
-
-    path = Path(source)
-    if path.suffix.lower() == ".onnx":
-        from segkit.inference.export import load_onnx_predictor
-
-        return load_onnx_predictor(path).members
-    if path.is_dir() and not is_source(path):
-        raise CheckpointError(f"{str(path)!r} is not a segkit run directory (no config.toml, no checkpoints/).")
-    if not path.exists():
-        raise CheckpointError(f"run directory or checkpoint {str(path)!r} does not exist.")
-    return [_checkpoint_member(resolve_checkpoint(path, checkpoint), device or torch.device("cpu"), registry)]
-
-
-def load_predictor(
-    sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    checkpoint: str = "best",
-    device: str = "auto",
-    tta: bool = False,
-    *,
-    threshold: float | None = None,
-    batch_size: int | None = None,
-    registry: Any | None = None,
-) -> Predictor:
-    """A predictor from run directories, ``.pt`` checkpoints and ``.onnx`` exports; several make an ensemble.
-
-    ``checkpoint`` (``best``, ``last`` or a ``.pt`` path) picks the file of a run
-    directory. ONNX exports run on the CPU with onnxruntime whatever ``device`` says.
-    """
-    from segkit.device import select_device
-
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
-    if not sources:
-        raise CheckpointError("no model given: name a run directory, a .pt checkpoint or a .onnx export.")
-    target = select_device(device)
-    members = [m for source in sources for m in load_member(source, checkpoint, target, registry)]
-    return Predictor(members, tta=tta, threshold=threshold, batch_size=batch_size)
+    warnings.warn(f"segkit.inference.predictor.{name} moved to segkit.inference.sources.{name}", DeprecationWarning,
+                  stacklevel=2)
+    return getattr(importlib.import_module("segkit.inference.sources"), name)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from segkit.errors import DataError
+from segkit.inference.postprocess import postprocess as apply_postprocess
 from segkit.inference.predictor import Predictor
 from segkit.labels import Labels
 
@@ -75,7 +76,6 @@ def predict_stream(
     Entries of one case (``case_of``) must be consecutive, in slice order: each case
     is post-processed as a volume once all its slices are predicted.
     """
-    from segkit.inference.postprocess import postprocess as apply_postprocess
 
     threshold = predictor.threshold if threshold is None else threshold
     labels = getattr(predictor, "labels", None) or Labels()

@@ -27,10 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from segkit.data.volume_io import volume_stem
+from segkit.data.sitk_volume import is_sitk_volume, sitk_output_suffix, write_sitk_like
+from segkit.data.volume_io import header_shape, volume_stem
 from segkit.errors import ConfigError, DataError
 from segkit.fileio import atomic_write_bytes
 from segkit.inference.output_names import claim_outputs, file_safe, refuse_label_folder
+from segkit.inference.volume_predict import (
+    label_volume,
+    predict_volume,
+    read_case,
+    volume_settings,
+)
+from segkit.progress import track
 
 __all__ = ["VolumeCase", "VolumeSummary", "group_cases", "predict_volumes", "volume_outputs", "write_nifti",
            "write_volume_like"]
@@ -48,7 +56,6 @@ class VolumeCase:
 
 def _output_suffix(path: Path) -> str:
     """``.nii.gz`` for NIfTI inputs; the single-file form of the input's format for the others."""
-    from segkit.data.sitk_volume import is_sitk_volume, sitk_output_suffix
 
     return sitk_output_suffix(path) if is_sitk_volume(path) else ".nii.gz"
 
@@ -118,7 +125,6 @@ def write_nifti(path: Path, array: np.ndarray, reference: Any, intent: str = "no
 
 def write_volume_like(path: Path, array: np.ndarray, reference: Path, intent: str = "none") -> None:
     """Write ``array`` (3D) at ``path`` on the grid of the input file ``reference``, in ``path``'s format, atomically."""
-    from segkit.data.sitk_volume import is_sitk_volume, write_sitk_like
 
     if is_sitk_volume(reference):
         write_sitk_like(path, array, reference)
@@ -158,9 +164,6 @@ def predict_volumes(
     model does not take, an output that exists) are a :class:`SegkitError` before anything is
     written; a case whose voxels cannot be used (NaN, unreadable) is a failure in the summary.
     """
-    from segkit.data.volume_io import header_shape
-    from segkit.inference.volume_predict import label_volume, predict_volume, read_case, volume_settings
-    from segkit.progress import track
 
     out = Path(out)
     refuse_label_folder(out)

@@ -24,6 +24,7 @@ from segkit import memory
 from segkit.data.preprocess import resampled_shape, smallest_target_spacing
 from segkit.errors import ConfigError
 from segkit.inference.sliding_window import axis_window_count
+from segkit.inference.whole_volume import member_target_spacing
 
 __all__ = ["MAX_WINDOW_REPEATS", "window_count", "window_repeats", "check_windows", "check_volume_channels",
            "check_volume_inference", "check_evaluation_data"]
@@ -75,7 +76,6 @@ def check_volume_channels(model_channels: int | None, volume_channels: int, wher
 
 def _member_grids(predictor: Any) -> list[tuple[tuple[int, ...], float, tuple[float, ...] | None]]:
     """Each distinct ``(patch, overlap, target spacing or None)`` the 3D models of ``predictor`` slide over."""
-    from segkit.inference.whole_volume import member_target_spacing
 
     return list(dict.fromkeys((m.window.patch_size, m.window.overlap, member_target_spacing(m))
                               for m in predictor.members))

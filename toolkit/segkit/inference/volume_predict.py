@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from segkit.errors import ConfigError, DataError
+from segkit.data.preprocess import ChannelStats, normalize_case
+from segkit.data.volume import VolumeDataset, scale_to_uint8
+from segkit.data.volume_io import check_finite, read_volume
+from segkit.errors import CheckpointError, ConfigError, DataError, unknown_name
+from segkit.inference.postprocess import POSTPROCESS_MODES, largest_component_3d
+from segkit.inference.volume_limits import check_volume_inference
+from segkit.inference.whole_volume import volume_probabilities
 
 __all__ = ["VolumeSettings", "label_volume", "predict_volume", "read_case", "volume_settings"]
 
@@ -64,7 +70,6 @@ def _slice_channels(member: Any) -> int:
 
 def _settings_of(config: dict[str, Any], member: Any, registry: Any) -> VolumeSettings:
     """The run's volume settings, from its training dataset (built as training built it)."""
-    from segkit.data.volume import VolumeDataset
 
     spec = dict(config.get("dataset") or {})
     name = str(spec.pop("name", "?"))
@@ -99,7 +104,6 @@ def _recorded_settings(member: Any, config: dict[str, Any]) -> VolumeSettings | 
     if axis is None or shape is None:
         return None
     if axis not in (0, 1, 2) or len(shape) != 2 or any(not isinstance(n, int) or n < 1 for n in shape):
-        from segkit.errors import CheckpointError
 
         raise CheckpointError(f"{member.source} records the slice axis {axis!r} and slice shape {shape!r}; expected "
                               "an axis 0, 1 or 2 and two positive sizes.")
@@ -149,7 +153,6 @@ def read_case(paths: Sequence[str | Path], channels: int) -> tuple[np.ndarray, P
     other than ``channels``, a file that is not a 3D/4D volume, or NaN/infinite voxels are a
     :class:`DataError` naming the file.
     """
-    from segkit.data.volume_io import check_finite, read_volume
 
     volumes = []
     for path in paths:
@@ -182,7 +185,6 @@ def _stacked_slice(image: np.ndarray, axis: int, number: int, context: int) -> n
 
 def normalized_volume(predictor: Any, image: np.ndarray) -> np.ndarray:
     """``image`` (C, X, Y, Z) normalised as a 3D run's training volumes were (its checkpoint's ``volume`` record)."""
-    from segkit.data.preprocess import ChannelStats, normalize_case
 
     records = {repr((m.info.get("preprocessing") or {}).get("volume")) for m in predictor.members}
     if len(records) > 1:
@@ -205,10 +207,6 @@ def predict_volume(predictor: Any, image: np.ndarray, settings: VolumeSettings, 
     (multiclass), or each label (multilabel).
     """
     import torch
-
-    from segkit.data.volume import scale_to_uint8
-    from segkit.inference.volume_limits import check_volume_inference
-    from segkit.inference.whole_volume import volume_probabilities
 
     if predictor.volumetric:  # a 3D model: the whole volume, normalised as in training
         check_volume_inference(predictor, [("", image.shape[1:], spacing)], image.shape[0], where="the input volume")
@@ -244,9 +242,6 @@ def label_volume(probabilities: np.ndarray, labels: Any, threshold: float, slice
     for the slices of a 2D case). Where labels overlap (multilabel), the higher label wins.
     """
     import torch
-
-    from segkit.errors import unknown_name
-    from segkit.inference.postprocess import POSTPROCESS_MODES, largest_component_3d
 
     if postprocess not in POSTPROCESS_MODES:
         raise unknown_name("postprocess mode", postprocess, POSTPROCESS_MODES)

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from segkit.data.preprocess import resample_image, resize_probabilities
 from segkit.errors import CheckpointError
+from segkit.inference.postprocess import largest_component_3d
 from segkit.inference.sliding_window import SlidingWindowInferer
 
 __all__ = ["MIRROR_AXES", "volume_probabilities", "keep_largest_components", "member_target_spacing"]
@@ -39,7 +41,6 @@ def volume_probabilities(predictor: Any, image: torch.Tensor, *, spacing: Any = 
     from ``spacing``, the volume's own voxel size in mm), and its probabilities are interpolated back to
     the volume's grid (:func:`~segkit.data.preprocess.resize_probabilities`).
     """
-    from segkit.data.preprocess import resample_image, resize_probabilities
 
     if not predictor.volumetric:
         raise CheckpointError("volume_probabilities needs 3D models (runs trained with a 3D train.patch_size).")
@@ -70,7 +71,6 @@ def volume_probabilities(predictor: Any, image: torch.Tensor, *, spacing: Any = 
 
 def keep_largest_components(masks: torch.Tensor) -> torch.Tensor:
     """``masks`` ``(K, X, Y, Z)`` bool with each label reduced to its largest 3D connected component."""
-    from segkit.inference.postprocess import largest_component_3d
 
     return torch.stack([torch.from_numpy(largest_component_3d(mask.numpy().astype(np.uint8)).astype(bool))
                         for mask in masks])

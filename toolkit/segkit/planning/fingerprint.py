@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from segkit.data.inspect import channel_names, summarize
+from segkit.data.volume import VolumeDataset
+from segkit.data.volume_summary import summarize_volumes
 from segkit.errors import DataError
 
 __all__ = ["fingerprint_dataset", "check_fingerprint", "PIXELS_PER_ITEM"]
@@ -148,10 +151,6 @@ def _empty_cases(dataset: Any) -> int:
 
 def fingerprint_dataset(dataset: Any, name: str, progress: bool = False) -> dict[str, Any]:
     """Read ``dataset`` once and describe it (see the module docstring); ``name`` is its registry name."""
-    from segkit.data.inspect import channel_names
-    from segkit.data.inspect import summarize
-    from segkit.data.volume import VolumeDataset
-    from segkit.data.volume_summary import summarize_volumes
 
     labels = list(getattr(dataset, "labels", None) or ("background", "lesion"))
     names = list(channel_names(dataset) or [str(c) for c in range(int(getattr(dataset, "slice_channels",

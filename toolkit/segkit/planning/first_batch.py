@@ -15,7 +15,13 @@ from typing import Any
 
 import torch
 
+from segkit.config import resolve_config, validate_config
 from segkit.errors import ConfigError, SegkitError
+from segkit.inference.sliding_window import SlidingWindowInferer
+from segkit.runs.window import WindowSettings
+from segkit.train import assemble
+from segkit.train.deep_supervision import supervised_loss
+from segkit.train.volume_data import is_volume_run
 
 __all__ = ["check_first_batch"]
 
@@ -32,10 +38,6 @@ def check_first_batch(document: dict[str, dict[str, Any]], registry: Any, planne
 
 
 def _first_batch(document: dict[str, dict[str, Any]], registry: Any) -> None:
-    from segkit.config import resolve_config, validate_config
-    from segkit.train import assemble
-    from segkit.train.deep_supervision import supervised_loss
-    from segkit.train.volume_data import is_volume_run
 
     config = validate_config(resolve_config(None, document), registry)
     config.train.workers = 0
@@ -61,8 +63,6 @@ def _first_batch(document: dict[str, dict[str, Any]], registry: Any) -> None:
     if not math.isfinite(float(loss.detach())):
         raise ValueError(f"the loss of the first batch is {float(loss.detach())}")
     loss.backward()
-    from segkit.inference.sliding_window import SlidingWindowInferer
-    from segkit.runs.window import WindowSettings
 
     model.eval()
     window = WindowSettings.from_train(config.train)

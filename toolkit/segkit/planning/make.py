@@ -15,8 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segkit.config import resolve_config, validate_config
+from segkit.data.verify import verify_dataset
+from segkit.device import select_device
 from segkit.errors import ConfigError, DataError
+from segkit.fileio import atomic_write_text
+from segkit.memory import available_bytes
 from segkit.planning.contract import Plan, PlanRequest
+from segkit.planning.fingerprint import check_fingerprint, fingerprint_dataset
+from segkit.planning.first_batch import check_first_batch
+from segkit.planning.plan_file import write_plan
+from segkit.planning.timing import TimingWatch, time_loading, time_training_steps
 
 __all__ = ["PlanOutcome", "make_plan", "PLAN_FILE", "FINGERPRINT_FILE"]
 
@@ -61,14 +70,6 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
               planner_params: dict[str, Any], minutes: float, device: str, out: str | Path,
               overwrite: bool = False, progress: bool = False) -> PlanOutcome:
     """Plan a run of ``dataset_name`` for ``minutes`` on ``device`` and write it into ``out``."""
-    from segkit.data.verify import verify_dataset
-    from segkit.fileio import atomic_write_text
-    from segkit.memory import available_bytes
-    from segkit.planning.fingerprint import check_fingerprint, fingerprint_dataset
-    from segkit.planning.first_batch import check_first_batch
-    from segkit.planning.plan_file import write_plan
-    from segkit.planning.timing import TimingWatch, time_loading, time_training_steps
-    from segkit.device import select_device
 
     out = Path(out)
     _check_out(out, overwrite)
@@ -117,7 +118,6 @@ def make_plan(registry: Any, dataset_name: str, dataset_params: dict[str, Any], 
 
 def _check_plan(plan: Plan, registry: Any, planner_name: str) -> None:
     """The plan as ``segkit run --config`` reads it must validate; a planner's slip names the planner."""
-    from segkit.config import resolve_config, validate_config
 
     try:
         validate_config(resolve_config(None, plan.document()), registry)

@@ -28,8 +28,23 @@ from typing import Any
 
 import torch
 
+from segkit.config import resolve_config, validate_config
+from segkit.data.augment3d import augment_volumes
+from segkit.device import autocast_dtype, load_average, select_device, usable_cores
 from segkit.planning.contract import StepTiming
-from segkit.device import load_average, usable_cores
+from segkit.scoring.metrics import MetricAccumulator
+from segkit.train import assemble
+from segkit.train.assemble import (
+    build_loss,
+    build_metrics,
+    build_model,
+    fill_labels,
+    fill_model_defaults,
+)
+from segkit.train.deep_supervision import supervised_loss
+from segkit.train.device_loader import choose_loader
+from segkit.train.schedule import build_optimizer
+from segkit.train.volume_data import augmentation_for, is_volume_run
 
 __all__ = ["time_training_steps", "time_loading", "MAX_TIMED_STEPS", "TimingWatch", "DISAGREEMENT"]
 
@@ -118,12 +133,6 @@ def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, regis
                         forward_batch: int | None = None, watch: TimingWatch | None = None) -> StepTiming:
     """Time training steps of ``document``'s model and loss on ``batch_size`` random inputs of ``shape``,
     then inference forwards of ``forward_batch`` (default ``batch_size``) such inputs; ``watch`` sees them."""
-    from segkit.config import resolve_config, validate_config
-    from segkit.scoring.metrics import MetricAccumulator
-    from segkit.train.assemble import build_loss, build_metrics, build_model, fill_labels, fill_model_defaults
-    from segkit.train.deep_supervision import supervised_loss
-    from segkit.device import autocast_dtype, select_device
-    from segkit.train.schedule import build_optimizer
 
     config = validate_config(resolve_config(None, document), registry)
     labels = fill_labels(config, dataset, registry)
@@ -184,10 +193,6 @@ def time_loading(document: dict[str, dict[str, Any]], registry: Any, device_name
     size on the device; reading patches from the memory-mapped cache is not timed (no cache exists
     before the run preprocesses the volumes).
     """
-    from segkit.config import resolve_config, validate_config
-    from segkit.train import assemble
-    from segkit.device import select_device
-    from segkit.train.volume_data import is_volume_run
 
     config = validate_config(resolve_config(None, document), registry)
     device = select_device(device_name)
@@ -196,7 +201,6 @@ def time_loading(document: dict[str, dict[str, Any]], registry: Any, device_name
     assemble.fill_dataset_defaults(config, registry)
     if is_volume_run(config):
         return _time_volume_augmentation(config, int(dataset.in_channels), labels.classes, device, seconds)
-    from segkit.train.device_loader import choose_loader
 
     choice = choose_loader(config, dataset, device)
     parts = assemble.build_data(config, dataset, assemble.make_split(config, dataset), loader=choice.path,
@@ -220,8 +224,6 @@ def time_loading(document: dict[str, dict[str, Any]], registry: Any, device_name
 def _time_volume_augmentation(config: Any, channels: int, classes: int, device: torch.device,
                               seconds: float) -> float:
     """Seconds per batch of a 3D run's augmentation (:mod:`segkit.data.augment3d`) on ``device``."""
-    from segkit.data.augment3d import augment_volumes
-    from segkit.train.volume_data import augmentation_for
 
     settings = augmentation_for(config.train.augment)
     if settings.is_identity:

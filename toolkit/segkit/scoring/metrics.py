@@ -17,12 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from segkit.labels import valid_pixels
+from segkit.labels import Labels, valid_pixels
 
 if TYPE_CHECKING:
     import pandas
-
-    from segkit.labels import Labels
 
 __all__ = [
     "COUNT_NAMES",

@@ -11,11 +11,26 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from segkit.config import AUTO_LOSS, ComponentSpec, RunConfig, task_loss
+from segkit.components.params import signature_parameters
+from segkit.config import (
+    AUTO_LOSS,
+    ComponentSpec,
+    RunConfig,
+    resolve_monitor,
+    task_loss,
+)
+from segkit.data import build_transform, make_splits
+from segkit.data.image_patches import WithPatchCrop
+from segkit.data.modality import WithModalityDropout, modality_dropout_for
+from segkit.device import use_channels_last
 from segkit.errors import ConfigError, DataError
 from segkit.labels import Labels, resolve_labels
-from segkit.components.params import signature_parameters
+from segkit.train.device_loader import device_loaders
+from segkit.train.footprint import check_training_fits, training_footprint
+from segkit.train.init_from import load_initial_weights
+from segkit.train.loop import Trainer
 from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
+from segkit.train.schedule import build_optimizer, build_scheduler
 
 __all__ = [
     "DataParts",
@@ -57,7 +72,6 @@ def make_split(config: RunConfig, dataset: Any, existing: pd.Series | None = Non
     """The train/val/test assignment: reused when resuming, else made by case from the config."""
     if existing is not None:
         return existing
-    from segkit.data import make_splits
 
     s = config.split
     return make_splits(
@@ -101,13 +115,10 @@ def batch_sampler(view: Any, settings: Any, *, train: bool, rank: int = 0, world
 def train_transform(config: RunConfig, dataset: Any, dropout: Any = None) -> Any:
     """The training split's per-item transform: the 2D patch crop (a run on patches), the augmentation preset
     (after the resize to ``train.image_size`` when set), then modality dropout wraps them."""
-    from segkit.data import build_transform
-    from segkit.data.modality import WithModalityDropout
 
     t = config.train
     transform = build_transform(t.augment, t.image_size or None, train=True)
     if is_image_patch_run(config):
-        from segkit.data.image_patches import WithPatchCrop
 
         transform = WithPatchCrop(t.patch_size, t.foreground_fraction, transform)
     return WithModalityDropout(dropout, transform) if dropout is not None else transform
@@ -130,8 +141,6 @@ def build_data(
     decoded dataset kept on ``device``, augmented per batch there; see
     :mod:`segkit.train.device_loader`). Both draw their batches from the same samplers.
     """
-    from segkit.data import build_transform
-    from segkit.data.modality import modality_dropout_for
 
     t = config.train
     image_size = t.image_size or None
@@ -174,7 +183,6 @@ def build_data(
             + "). Use a smaller --batch-size."
         )
     if loader == "device":
-        from segkit.train.device_loader import device_loaders
 
         loaders = device_loaders(config, dataset, views, samplers, device or torch.device("cpu"), rank=rank,
                                  dropout=dropout)
@@ -238,7 +246,6 @@ def fill_dataset_defaults(config: RunConfig, registry: Any) -> None:
 
 def fill_monitor(config: RunConfig, dataset: Any) -> None:
     """Resolve ``metrics.monitor = "auto"``: per-case Dice when the dataset's cases hold several items, else pooled."""
-    from segkit.config import resolve_monitor
 
     cases = dataset.index["case"]
     config.metrics.monitor = resolve_monitor(config.metrics.monitor, config.metrics.names, cases.nunique() < len(cases))
@@ -250,7 +257,6 @@ def check_memory(config: RunConfig, dataset: Any, registry: Any, device: torch.d
     The images' size is the 2D ``train.patch_size``, else ``train.image_size`` or the first item's (read without
     2.5D context).
     """
-    from segkit.train.footprint import check_training_fits, training_footprint
 
     size = config.train.image_size
     if is_image_patch_run(config):
@@ -264,7 +270,6 @@ def check_memory(config: RunConfig, dataset: Any, registry: Any, device: torch.d
 
 def check_volume_memory(config: RunConfig, dataset: Any, registry: Any, device: torch.device) -> None:
     """:func:`check_memory` for a 3D run: one step on ``train.batch_size`` patches of ``train.patch_size``."""
-    from segkit.train.footprint import check_training_fits, training_footprint
 
     patch = tuple(int(p) for p in config.train.patch_size)
     channels = int(config.model.params.get("in_channels", len(getattr(dataset, "channel_names", ())) or 1))
@@ -304,15 +309,11 @@ def build_trainer(
 
     With ``train.init_from`` (and ``initialise``: not when resuming, whose checkpoint replaces the weights) the
     model starts from that run's weights; ``trainer.init_report`` says what was loaded."""
-    from segkit.device import use_channels_last
-    from segkit.train.loop import Trainer
-    from segkit.train.schedule import build_optimizer, build_scheduler
 
     torch.manual_seed(config.train.seed)
     model = build_model(config, registry)
     report = None
     if config.train.init_from and initialise:
-        from segkit.train.init_from import load_initial_weights
 
         report = load_initial_weights(model, config.train.init_from, config.model.name)
     model = model.to(device)

@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from segkit.data import build_transform
+from segkit.data.batch_augment import BatchAugment, augment_generator, preset_ranges
+from segkit.data.modality import SEED_SALT
 from segkit.errors import ConfigError, DataError
 from segkit.labels import IGNORE
 
@@ -107,7 +110,6 @@ class DeviceCache:
     """
 
     def __init__(self, dataset: Any, image_size: int, device: torch.device) -> None:
-        from segkit.data import build_transform
 
         resize = build_transform("none", image_size or None)
         channels, height, width = _item_shape(dataset, image_size)
@@ -163,8 +165,6 @@ class DeviceBatches:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        from segkit.data.batch_augment import augment_generator
-        from segkit.data.modality import SEED_SALT
 
         epoch = self.sampler.epoch
         for step, batch in enumerate(self.sampler):
@@ -183,7 +183,6 @@ class DeviceBatches:
 def device_loaders(config: Any, dataset: Any, views: dict[str, Any], samplers: dict[str, Any],
                    device: torch.device, rank: int = 0, dropout: Any | None = None) -> dict[str, DeviceBatches]:
     """One :class:`DeviceBatches` per split over one shared cache; augmentation (and ``dropout``) for training only."""
-    from segkit.data.batch_augment import BatchAugment, preset_ranges
 
     cache = DeviceCache(dataset, config.train.image_size, device)
     loaders = {}

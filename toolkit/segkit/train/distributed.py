@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from segkit.errors import ConfigError
+
 __all__ = ["DistContext"]
 
 
@@ -40,7 +42,6 @@ class DistContext:
             backend = "nccl" if device_kind == "cuda" else "gloo"
             if backend == "nccl":
                 if local_rank >= torch.cuda.device_count():
-                    from segkit.errors import ConfigError
 
                     raise ConfigError(
                         f"process {local_rank} on this machine has no GPU of its own: {torch.cuda.device_count()} "

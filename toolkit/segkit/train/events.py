@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from segkit.components import hookspecs
 from segkit.errors import ConfigError, unknown_name
 
 __all__ = ["RunEvents", "LOGGERS", "check_loggers"]
@@ -56,8 +57,6 @@ class RunEvents:
             return
         if manager is None:  # a registry built by hand: only this run's loggers
             import pluggy
-
-            from segkit.components import hookspecs
 
             manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
             manager.add_hookspecs(hookspecs)

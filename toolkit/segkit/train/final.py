@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from segkit.config import monitored_metric
+from segkit.figures.plots import sample_positions
 from segkit.labels import valid_pixels
 from segkit.train.loop import Trainer
 
@@ -18,7 +19,6 @@ __all__ = ["prediction_samples", "case_samples", "final_validation", "headline",
 
 def prediction_samples(trainer: Trainer, view: Any, count: int = 6) -> list[tuple]:
     """The validation items :func:`~segkit.figures.plots.sample_positions` picks, with their predicted masks."""
-    from segkit.figures.plots import sample_positions
 
     chosen = sample_positions(view.index, count)
     return _predict_items(trainer, view, chosen, [str(view.index["item"].iloc[i]) for i in chosen])

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from segkit.errors import ConfigError
+from segkit.runs.checkpoint import load_checkpoint, resolve_checkpoint
 
 __all__ = ["InitReport", "load_initial_weights"]
 
@@ -51,7 +52,6 @@ class InitReport:
 
 def _checkpoint_of(source: str) -> Path:
     """The checkpoint a source names: a ``.pt`` file, or a run directory's ``checkpoints/best.pt``."""
-    from segkit.runs.checkpoint import resolve_checkpoint
 
     path = Path(source).expanduser()
     if not path.exists():
@@ -71,7 +71,6 @@ def load_initial_weights(model: torch.nn.Module, source: str, model_name: str) -
     A :class:`ConfigError` (nothing loaded) when the source holds another model than ``model_name`` or when
     none of its tensors fits.
     """
-    from segkit.runs.checkpoint import load_checkpoint
 
     path = _checkpoint_of(source)
     payload = load_checkpoint(path)

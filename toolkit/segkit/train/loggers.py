@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from segkit import __version__
 from segkit.components.hookspecs import hookimpl
+from segkit.errors import ConfigError
+from segkit.fileio import atomic_write_text
 
 __all__ = ["TensorBoardLogger", "MLflowLogger", "flatten_config", "check_tracking_server"]
 
@@ -108,8 +111,6 @@ def check_tracking_server() -> None:
 
     from mlflow.tracking import get_tracking_uri
 
-    from segkit.errors import ConfigError
-
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", MLFLOW_REQUEST_TIMEOUT)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", MLFLOW_REQUEST_RETRIES)
     uri = get_tracking_uri()
@@ -166,7 +167,6 @@ class MLflowLogger:
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "segkit"
         experiment = self.client.get_experiment_by_name(name)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
-        from segkit import __version__
 
         run = self.client.create_run(experiment_id, run_name=Path(run_dir).name,
                                      tags={"segkit.run_dir": str(Path(run_dir).resolve()), "segkit.version": __version__})
@@ -174,7 +174,6 @@ class MLflowLogger:
         params = [Param(key, value[:6000]) for key, value in flatten_config(config).items()]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 parameters per batch
             self.client.log_batch(self.run_id, params=params[start:start + 100])
-        from segkit.fileio import atomic_write_text
 
         atomic_write_text(record, json.dumps({"tracking_uri": uri, "run_id": self.run_id}, indent=2) + "\n")
 

@@ -20,13 +20,15 @@ import numpy as np
 import torch
 
 from segkit.config import RunConfig
+from segkit.device import autocast_dtype, use_channels_last
 from segkit.errors import TrainingError
-from segkit.labels import Labels, neutral_outputs
-from segkit.scoring.metrics import MetricAccumulator
 from segkit.inference.sliding_window import SlidingWindowInferer
+from segkit.labels import Labels, neutral_outputs
 from segkit.runs.window import WindowSettings
+from segkit.scoring.metrics import MetricAccumulator
 from segkit.train.deep_supervision import supervised_loss
 from segkit.train.distributed import DistContext
+from segkit.train.ema import WeightAverage
 
 __all__ = ["EarlyStopping", "Trainer", "EpochResult", "capture_rng", "restore_rng"]
 
@@ -124,7 +126,6 @@ class Trainer:
         self.metrics = metrics
         self.loaders, self.samplers, self.cases = loaders, samplers, cases
         self.optimizer, self.scheduler = optimizer, scheduler
-        from segkit.device import autocast_dtype, use_channels_last
 
         self.amp_dtype = autocast_dtype(device, self.settings.amp, self.settings.amp_dtype)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -139,7 +140,6 @@ class Trainer:
         self.ignores = False
         self.deadline: float | None = None  # time.monotonic() after which training stops at the next step
         self.out_of_time = False
-        from segkit.train.ema import WeightAverage
 
         self.ema = WeightAverage(self.module, self.settings.ema_decay) if self.settings.ema_decay > 0 else None
 

@@ -6,6 +6,9 @@ on_train_end (final validation, summary, figures, report). Each step reads and s
 attributes (dataset, split, loaders, trainer, history, the epoch plan), so a variant overrides one step.
 The plugins' training hooks (:mod:`segkit.train.events`) are called from these steps;
 :func:`segkit.train.runner.train` holds the run lock and the process group around it.
+
+Why it is long: every step of a run is a method of this one class, so that a variant subclasses it and
+overrides a single step; each method is short, their sum is not.
 """
 
 from __future__ import annotations
@@ -19,25 +22,57 @@ from typing import Any
 import torch
 
 from segkit.config import RunConfig, monitored_metric
+from segkit.data import read_splits
 from segkit.data.verify import verify_dataset
+from segkit.device import cpu_load_note, describe_device
 from segkit.errors import CheckpointError, ConfigError, TrainingError
+from segkit.figures.plots import plot_curves, plot_predictions
 from segkit.fileio import atomic_write_text
 from segkit.progress import show_bars
+from segkit.runs.checkpoint import (
+    CheckpointPacer,
+    checkpoint_payload,
+    load_checkpoint,
+    save_checkpoint,
+)
+from segkit.runs.report import write_report
+from segkit.runs.rundir import (
+    RunDirectory,
+    ended_without_summary,
+    existing_run_message,
+    holds_a_run,
+    readable_checkpoint,
+    recovery_note,
+    resume_state,
+    stopped_reason,
+)
 from segkit.train import assemble
-from segkit.runs.checkpoint import CheckpointPacer, checkpoint_payload, load_checkpoint, save_checkpoint
-from segkit.device import cpu_load_note, describe_device
 from segkit.train.device_loader import LoaderChoice, choose_loader
 from segkit.train.distributed import DistContext
 from segkit.train.events import RunEvents
-from segkit.train.final import case_samples, final_validation, headline, per_image_note, prediction_samples
+from segkit.train.final import (
+    case_samples,
+    final_validation,
+    headline,
+    per_image_note,
+    prediction_samples,
+)
 from segkit.train.loop import EarlyStopping, EpochResult, capture_rng, restore_rng
 from segkit.train.run_info import batch_description, seed_everything, versions
-from segkit.runs.rundir import (RunDirectory, ended_without_summary, existing_run_message, holds_a_run,
-                                 readable_checkpoint, recovery_note, resume_state, stopped_reason)
-from segkit.train.schedule import BudgetPlan, budget_message, plan_schedule, replan_message
+from segkit.train.schedule import (
+    BudgetPlan,
+    budget_message,
+    plan_schedule,
+    replan_message,
+)
 from segkit.train.sizes import check_one_image_size
 from segkit.train.volume_checks import check_patch_run
-from segkit.train.volume_data import build_volume_data, data_preprocessing, is_volume_run, volume_cache_for
+from segkit.train.volume_data import (
+    build_volume_data,
+    data_preprocessing,
+    is_volume_run,
+    volume_cache_for,
+)
 from segkit.train.volume_figures import KeptSlices, volume_case_samples, volume_samples
 
 __all__ = ["RunSession"]
@@ -105,7 +140,6 @@ class RunSession:
         else:
             assemble.check_memory(config, dataset, registry, self.device)
         self.volumes = volumes
-        from segkit.data import read_splits
 
         split = (read_splits(run.splits, dataset.index) if self.resume and (self.state is not None or run.splits.is_file())
                  else assemble.make_split(config, dataset))
@@ -356,7 +390,6 @@ class RunSession:
             self.write_figures(case_table, kept)
             self.run_dir.write_summary(summary)
             self.events.run_end(summary)
-            from segkit.runs.report import write_report
 
             write_report(self.run_dir.root)
             self.echo(headline(summary, best_row, config.metrics.monitor, self.run_dir.root))  # even with --quiet
@@ -396,7 +429,6 @@ class RunSession:
 
     def write_figures(self, case_table: Any, kept: Any) -> None:
         """curves.png, predictions.png and (one process) the validation per-case table and cases.png."""
-        from segkit.figures.plots import plot_curves, plot_predictions
 
         trainer, root, monitor = self.trainer, self.run_dir.root, self.config.metrics.monitor
         view = self.parts.views["val"]

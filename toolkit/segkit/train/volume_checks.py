@@ -27,7 +27,10 @@ import torch
 
 from segkit import memory
 from segkit.config import RunConfig
+from segkit.data.preprocess import resampled_shape, smallest_target_spacing
+from segkit.data.volume import VolumeDataset
 from segkit.errors import ConfigError, SegkitError
+from segkit.inference.volume_limits import check_windows
 
 __all__ = ["check_patch_run", "smallest_working_patch"]
 
@@ -117,8 +120,6 @@ def _check_volumes(config: RunConfig, dataset: Any, classes: int, device: Any = 
     Preprocessing and the loaded validation volume are host memory; the validation's sliding windows run on the
     training ``device`` (host memory too on a CPU).
     """
-    from segkit.data.preprocess import resampled_shape
-    from segkit.inference.volume_limits import check_windows
 
     t = config.train
     patch = tuple(int(p) for p in t.patch_size)
@@ -138,7 +139,6 @@ def _case_bytes(shape: Sequence[int], spacing: Sequence[float], target: Sequence
                 classes: int, part: str) -> float:
     """What one case needs on the run's grid: ``host`` preprocessing it into the cache and loading it whole for
     validation, ``GPU`` the validation's sliding windows and loss, ``both`` (a CPU run) the most of either."""
-    from segkit.data.preprocess import resampled_shape
 
     source = int(np.prod(shape, dtype=np.float64))
     grid = int(np.prod(resampled_shape(shape, spacing, target), dtype=np.float64)) if target else None
@@ -151,7 +151,6 @@ def _case_bytes(shape: Sequence[int], spacing: Sequence[float], target: Sequence
 def _check_case_memory(cases: Sequence[tuple[str, tuple[int, ...], tuple[float, ...]]],
                        target: tuple[float, ...] | None, channels: int, classes: int, part: str, device: Any) -> None:
     """A refusal naming the largest case and the smallest target spacing that fits when its ``part`` does not fit."""
-    from segkit.data.preprocess import resampled_shape, smallest_target_spacing
 
     needed, case, shape, spacing = max(((_case_bytes(shape, spacing, target, channels, classes, part), case, shape,
                                          spacing) for case, shape, spacing in cases), key=lambda found: found[0])
@@ -183,7 +182,6 @@ def check_patch_run(config: RunConfig, dataset: Any, registry: Any, labels: Any,
     Call once the model's channels and classes are filled in (``fill_labels``, ``fill_model_defaults``);
     ``device`` is the training device (validation's memory is counted there).
     """
-    from segkit.data.volume import VolumeDataset
 
     volumes = isinstance(dataset, VolumeDataset) and len(config.train.patch_size) == 3
     channels = len(dataset.channel_names) if volumes else int(getattr(dataset, "in_channels", 1) or 1)

@@ -25,6 +25,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from segkit.config import RunConfig
+from segkit.data.augment3d import Augment3DSettings, augment_volumes
+from segkit.data.patches import PatchDataset, PatchSampler, check_patch_size
+from segkit.data.volume import VolumeDataset
+from segkit.data.volume_cache import VolumeCache
 from segkit.errors import ConfigError, DataError
 from segkit.train.assemble import DataParts
 from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
@@ -67,7 +71,6 @@ class AugmentedBatches:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        from segkit.data.augment3d import augment_volumes
 
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.sampler.epoch) % (2**63))
         non_blocking = self.device.type == "cuda"
@@ -82,7 +85,6 @@ class AugmentedBatches:
 def augmentation_for(preset: str) -> Any:
     """The 3D augmentation of a ``train.augment`` preset: ``none`` changes nothing; ``light`` and ``heavy`` are
     nnU-Net-like rotations, scaling, mirroring and intensity changes (``heavy`` adds elastic deformation)."""
-    from segkit.data.augment3d import Augment3DSettings
 
     if preset == "none":
         return Augment3DSettings.none()
@@ -116,7 +118,6 @@ def _split_cases(dataset: Any, split: pd.Series) -> dict[str, list[str]]:
 def build_volume_data(config: RunConfig, dataset: Any, split: pd.Series, cache: Any, *, device: torch.device,
                       rank: int = 0, world_size: int = 1) -> VolumeParts:
     """Patch loader for training, whole-volume loaders for validation and test, from ``cache``."""
-    from segkit.data.patches import PatchDataset, PatchSampler, check_patch_size
 
     t = config.train
     by_split = _split_cases(dataset, split)
@@ -156,7 +157,6 @@ def build_volume_data(config: RunConfig, dataset: Any, split: pd.Series, cache: 
 
 def volume_cache_for(config: RunConfig, dataset: Any, say: Any, *, quiet: bool = False) -> Any:
     """The preprocessed, memory-mapped cache of ``dataset``'s volumes (built or reused); checks the run fits 3D."""
-    from segkit.data.volume import VolumeDataset
 
     if not isinstance(dataset, VolumeDataset):
         raise ConfigError(f"train.patch_size trains a 3D model on patches of volumes, but dataset "
@@ -179,7 +179,6 @@ def volume_cache_of(dataset: Any, *, target_spacing: Any = None, quiet: bool = F
     the grid evaluation scores on. ``note``: where the cache's one-line notes go (a damaged file rebuilt);
     None: stderr unless ``quiet``.
     """
-    from segkit.data.volume_cache import VolumeCache
 
     return VolumeCache(dataset, target_spacing=target_spacing, progress=not quiet, note=note).build()
 
@@ -193,7 +192,6 @@ def data_preprocessing(config: RunConfig, dataset: Any, cache: Any = None) -> di
     target spacing. (The window, patch and overlap, is the checkpoint's own: every run trained on
     patches records it, 2D or 3D.)
     """
-    from segkit.data.volume import VolumeDataset
 
     if not isinstance(dataset, VolumeDataset):
         return {}
