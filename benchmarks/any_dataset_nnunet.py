@@ -95,7 +95,7 @@ def preprocess(key: str, env: dict, bin_dir: Path, threads: int, work: Path) -> 
     """Plan and preprocess ``2d`` once (skipped when done); returns the plans."""
     plans_path = work / "nnUNet_preprocessed" / dataset_name(key) / "nnUNetPlans.json"
     if not (plans_path.is_file() and (plans_path.parent / "nnUNetPlans_2d").is_dir()):
-        print(f"  nnU-Net: plan and preprocess 2d", flush=True)
+        print("  nnU-Net: plan and preprocess 2d", flush=True)
         run([str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_IDS[key]), "-c", "2d",
              "-np", str(threads), "--verify_dataset_integrity"], env, work / "nnunet-preprocess.log")
     return json.loads(plans_path.read_text())

@@ -87,7 +87,8 @@ def main() -> None:
         args.items, args.repeats = 64, 1
 
     from segkit.data import build_transform
-    from segkit.data.batch_augment import BatchAugment, preset_ranges
+    from segkit.data.augment_presets import preset_ranges
+    from segkit.data.batch_augment import BatchAugment
     from segkit.device import select_device
 
     device = select_device(args.device)

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from segkit.data import build_transform
-from segkit.data.batch_augment import (BATCH_PRESETS, AugmentParams, AugmentRanges, BatchAugment,
-                                       augment_generator, preset_ranges)
+from segkit.data.augment_presets import PRESET_NAMES as BATCH_PRESETS
+from segkit.data.augment_presets import preset_ranges
+from segkit.data.batch_augment import AugmentParams, AugmentRanges, BatchAugment, augment_generator
 from segkit.errors import ConfigError, UnknownNameError
 from segkit_builtins.datasets.synthetic import SyntheticDataset
 

@@ -22,7 +22,7 @@ def test_list_json_has_the_documented_keys() -> None:
     rows = json.loads(result.stdout)
     assert all({"kind", "name", "summary", "plugin"} <= set(row) for row in rows)
     kinds = {row["kind"] for row in rows}
-    assert kinds == {"dataset", "model", "loss", "metric", "planner"}
+    assert kinds == {"dataset", "model", "loss", "metric", "augmentation", "volume_format", "planner"}
 
 
 def test_list_one_kind_with_a_filter() -> None:

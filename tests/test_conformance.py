@@ -170,7 +170,8 @@ def test_check_model_rejects_deep_supervision_in_eval_mode() -> None:
 def test_check_components_runs_a_whole_installed_plugin() -> None:
     from segkit.testing import check_components
 
-    assert check_components("segkit-example-plugin") == ["loss:example_log_cosh_dice", "model:example_tinyunet"]
+    assert check_components("segkit-example-plugin") == ["volume_format:example_npz", "augmentation:example_cutout3d",
+                                                         "loss:example_log_cosh_dice", "model:example_tinyunet"]
     with pytest.raises(AssertionError, match="registers no segkit components"):
         check_components("not-installed-anywhere")
     with pytest.raises(AssertionError, match=r"dataset:csv from segkit needs path: pass them as params="):

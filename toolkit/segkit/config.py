@@ -43,6 +43,7 @@ __all__ = [
     "task_loss",
     "MAX_EPOCHS",
     "check_epochs",
+    "transform_specs",
 ]
 
 COMPONENT_SECTIONS = ("model", "loss", "dataset")
@@ -63,6 +64,7 @@ class TrainSettings:
     warmup_epochs: float = 1.0
     image_size: int = 0
     augment: str = "light"
+    transforms: list[Any] = field(default_factory=list)
     device: str = "auto"
     amp: bool = True
     amp_dtype: Literal["bf16", "fp16"] = "bf16"
@@ -397,6 +399,23 @@ def _check_auto_loss(values: dict[str, Any], registry: Any) -> dict[str, Any]:
     return values
 
 
+def transform_specs(value: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, params)`` of each entry of ``train.transforms``: a name, or a table with ``name`` and parameters."""
+    if not isinstance(value, list):
+        raise ConfigError(f"train.transforms must be a list of augmentation names or tables, got {value!r}; "
+                          'e.g. transforms = ["mirror", {name = "gaussian_noise", std = 0.05}]')
+    specs = []
+    for entry in value:
+        if isinstance(entry, str) and entry:
+            specs.append((entry, {}))
+        elif isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"]:
+            specs.append((entry["name"], {k: v for k, v in entry.items() if k != "name"}))
+        else:
+            raise ConfigError(f"train.transforms entry {entry!r} is neither an augmentation name nor a table with "
+                              "a name; see 'segkit list augmentation'")
+    return specs
+
+
 def validate_config(document: Mapping[str, Mapping[str, Any]], registry: Any) -> RunConfig:
     """Check a raw document against the registry and the settings; return a :class:`RunConfig`."""
     specs = {}
@@ -424,4 +443,8 @@ def validate_config(document: Mapping[str, Mapping[str, Any]], registry: Any) ->
         train=_settings(TrainSettings, "train", document.get("train", {})),
     )
     _check_ranges(config)
+    for name, params in transform_specs(config.train.transforms):
+        component = registry.get("augmentation", name)
+        check_numbers(f"augmentation {name!r}", params)
+        component.check_params(params)
     return config

@@ -7,6 +7,7 @@ naturally; the checks themselves live with the rest of the component machinery.
 """
 
 from segkit.components.conformance import (
+    check_augmentation,
     check_component,
     check_components,
     check_dataset,
@@ -14,9 +15,10 @@ from segkit.components.conformance import (
     check_metric,
     check_model,
     check_volume_dataset,
+    check_volume_format,
     check_volume_model,
     component_keys,
 )
 
-__all__ = ["check_component", "check_components", "check_dataset", "check_loss", "check_metric", "check_model",
-           "check_volume_dataset", "check_volume_model", "component_keys"]
+__all__ = ["check_augmentation", "check_component", "check_components", "check_dataset", "check_loss", "check_metric",
+           "check_model", "check_volume_dataset", "check_volume_format", "check_volume_model", "component_keys"]

@@ -20,5 +20,5 @@ COMPONENTS_FILE = Path(__file__).with_name("components.toml")
 
 @hookimpl
 def segkit_components() -> list[dict[str, Any]]:
-    """The example model and loss, as declared in components.toml."""
+    """The example components, as declared in components.toml."""
     return components_from_toml(COMPONENTS_FILE)

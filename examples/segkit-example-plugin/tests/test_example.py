@@ -60,7 +60,9 @@ def test_bad_parameters_are_user_errors() -> None:
 def test_declarations_point_at_real_targets() -> None:
     declared = plugin.segkit_components()
     assert declared == components_from_toml(plugin.COMPONENTS_FILE)
-    assert {(d["kind"], d["name"]) for d in declared} == {("model", "example_tinyunet"), ("loss", "example_log_cosh_dice")}
+    assert {(d["kind"], d["name"]) for d in declared} == {("model", "example_tinyunet"), ("loss", "example_log_cosh_dice"),
+                                                         ("augmentation", "example_cutout3d"),
+                                                         ("volume_format", "example_npz")}
     for entry in declared:
         assert entry["name"].startswith("example_"), "prefix names so they never collide with other plugins"
         assert entry["summary"]
@@ -82,4 +84,5 @@ def test_segkit_finds_the_installed_plugin() -> None:
 def test_every_component_of_the_installed_package_conforms() -> None:
     from segkit.testing import check_components
 
-    assert check_components("segkit-example-plugin") == ["loss:example_log_cosh_dice", "model:example_tinyunet"]
+    assert check_components("segkit-example-plugin") == ["volume_format:example_npz", "augmentation:example_cutout3d",
+                                                         "loss:example_log_cosh_dice", "model:example_tinyunet"]

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from segkit.data.contained import inside_folder
-from segkit.data.volume_io import MAX_LABELS, VOLUME_SUFFIXES, volume_stem
+from segkit.data.volume_io import MAX_LABELS, volume_stem, volume_suffixes
 from segkit.data.volume import VolumeDataset
 from segkit.errors import DataError
 
@@ -150,7 +150,7 @@ def _listed_cases(root: Path, description: dict[str, Any], channels: int, path: 
                                 "or remove its entry")
             rows.append({"case": volume_stem(label), "image_paths": files, "label_path": str(label)})
     else:
-        suffixes = (ending.lower(),) if ending else VOLUME_SUFFIXES
+        suffixes = (ending.lower(),) if ending else volume_suffixes()
         labels = sorted(p for p in (root / "labelsTr").glob("*") if p.name.lower().endswith(suffixes)
                         and not p.name.startswith("._")) if (root / "labelsTr").is_dir() else []
         for label in labels:

@@ -9,7 +9,6 @@ and crops the logits back. Nothing is downloaded: MONAI builds these from scratc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 

@@ -92,10 +92,12 @@ def inference_options(postprocess_help: str, device_help: str) -> Callable[[Call
 
 def registry_from_context(ctx: click.Context | None = None):
     """The registry for the plugins named with ``-p`` on this command line."""
-    from segkit.components.registry import get_registry
+    from segkit.components.registry import get_registry, use_registry
 
     ctx = ctx or click.get_current_context()
-    return get_registry(tuple(ctx.find_root().meta.get(_PLUGINS_KEY, [])))
+    registry = get_registry(tuple(ctx.find_root().meta.get(_PLUGINS_KEY, [])))
+    use_registry(registry)  # the volume formats and the like are found through the same plugins
+    return registry
 
 
 def worker_message(error: BaseException) -> str:

@@ -26,8 +26,10 @@ from typing import Any
 
 import torch
 
+from segkit.components.extension_checks import check_augmentation, check_volume_format
+
 __all__ = ["check_dataset", "check_volume_dataset", "check_loss", "check_metric", "check_model", "check_volume_model",
-           "check_component", "check_components", "component_keys"]
+           "check_augmentation", "check_volume_format", "check_component", "check_components", "component_keys"]
 
 
 def _seeded(seed: int = 0) -> torch.Generator:
@@ -283,7 +285,7 @@ def check_volume_dataset(dataset: Any) -> None:
         f"case {first!r}: slice of {image.shape[:2]} / mask {mask.shape}, expected slice_shape {dataset.slice_shape}")
 
 
-KINDS_IN_ORDER = ("dataset", "loss", "metric", "model")
+KINDS_IN_ORDER = ("volume_format", "augmentation", "dataset", "loss", "metric", "model")
 """The order components are checked in: cheap checks first."""
 
 
@@ -325,7 +327,8 @@ def check_component(key: str, params: dict[str, Any] | None = None, registry: An
         if kind == "model":
             _check_model_as_declared(built, arguments["in_channels"], arguments["classes"])
         else:
-            {"loss": check_loss, "metric": check_metric, "dataset": check_dataset}[kind](built)
+            {"loss": check_loss, "metric": check_metric, "dataset": check_dataset, "augmentation": check_augmentation,
+             "volume_format": check_volume_format}[kind](built)
         if kind == "model" and "classes" in names and "classes" not in (params or {}):
             several = registry.build(kind, name, **{**arguments, "classes": 3})  # multi-class: C outputs
             _check_model_as_declared(several, arguments["in_channels"], 3, odd=False)

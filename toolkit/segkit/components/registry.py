@@ -1,4 +1,4 @@
-"""The component registry: datasets, models, losses, metrics and planners by kind and name.
+"""The component registry: datasets, models, losses, metrics, augmentations, volume formats and planners.
 
 Components are declared by plugins (see :mod:`segkit.components.hookspecs`) as
 ``"module:attr"`` targets; a target is imported only when its component is
@@ -21,10 +21,12 @@ from segkit.components.params import Parameter, check_params, signature_paramete
 from segkit.components.cases import CASES_PARAMETER, parse_cases, select_cases
 from segkit.components.plugins import AUTOLOAD_ENV, PLUGINS_ENV, LoadedPlugins, PluginInfo, load_plugins
 
-__all__ = ["KINDS", "Component", "Registry", "get_registry", "normalize_kind"]
+__all__ = ["KINDS", "Component", "Registry", "current_registry", "get_registry", "normalize_kind", "use_registry"]
 
-KINDS: tuple[str, ...] = ("dataset", "model", "loss", "metric", "planner")
-"""The kinds of component; a ``planner`` turns a dataset's fingerprint into a run configuration (``segkit plan``)."""
+KINDS: tuple[str, ...] = ("dataset", "model", "loss", "metric", "augmentation", "volume_format", "planner")
+"""The kinds of component. An ``augmentation`` is a batch transform ``train.transforms`` names; a
+``volume_format`` reads (and writes) one kind of volume file, chosen by suffix; a ``planner`` turns a
+dataset's fingerprint into a run configuration (``segkit plan``)."""
 
 
 def normalize_kind(kind: str, extra: Iterable[str] = ()) -> str:
@@ -250,4 +252,20 @@ def _cached_registry(plugins: tuple[str, ...], plugins_env: str, autoload_env: s
 def get_registry(plugins: Sequence[str] = ()) -> Registry:
     """The registry for these ``-p`` values and the current plugin environment variables (cached per process)."""
     return _cached_registry(tuple(plugins), os.environ.get(PLUGINS_ENV, ""), os.environ.get(AUTOLOAD_ENV, ""))
+
+
+_current: Registry | None = None
+
+
+def use_registry(registry: Registry | None) -> None:
+    """Make ``registry`` the one :func:`current_registry` returns (the CLI sets the registry of its ``-p`` plugins);
+    None goes back to :func:`get_registry`'s."""
+    global _current
+    _current = registry
+
+
+def current_registry() -> Registry:
+    """The registry code far from the command line asks (which reader reads a ``.nrrd``?): the one the running
+    command uses (:func:`use_registry`), else the default plugins' (:func:`get_registry`)."""
+    return _current if _current is not None else get_registry()
 

@@ -14,8 +14,8 @@ _HOMES = {
     "segkit.data.io": ("IMAGE_SUFFIXES", "read_image", "read_mask", "read_pair", "raw_mask_values",
                        "check_same_size"),
     "segkit.data.transforms": ("PRESETS", "build_transform"),
-    "segkit.data.batch_augment": ("BATCH_PRESETS", "AugmentRanges", "BatchAugment", "preset_ranges",
-                                  "augment_generator"),
+    "segkit.data.batch_augment": ("AugmentRanges", "BatchAugment", "augment_generator"),
+    "segkit.data.augment_presets": ("PRESET_NAMES", "AugmentPreset", "preset_ranges"),
     "segkit.data.splits": ("SPLIT_MODES", "SPLIT_NAMES", "make_splits", "write_splits", "read_splits"),
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}

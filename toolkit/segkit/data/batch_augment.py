@@ -1,6 +1,6 @@
 """Batched, per-sample augmentation in torch, on the device the batch is on.
 
-The ``light`` and ``heavy`` presets of :mod:`segkit.data.transforms` (albumentations,
+The ``light`` and ``heavy`` presets (:mod:`segkit.data.augment_presets`; albumentations there,
 one item at a time on the CPU) rebuilt for whole ``(N, C, H, W)`` batches: every
 sample draws its own parameters, all from one CPU :class:`torch.Generator`.
 
@@ -30,16 +30,26 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from segkit.errors import ConfigError, unknown_name
+from segkit.errors import ConfigError
 
-__all__ = ["BATCH_PRESETS", "AugmentRanges", "AugmentParams", "BatchAugment", "preset_ranges", "augment_generator"]
+__all__ = ["AugmentRanges", "AugmentParams", "BatchAugment", "augment_generator"]
 
-BATCH_PRESETS: tuple[str, ...] = ("none", "light", "heavy")
-"""The batched presets; ``light`` and ``heavy`` match :data:`segkit.data.transforms.PRESETS`."""
+_MOVED = {"BATCH_PRESETS": "PRESET_NAMES", "preset_ranges": "preset_ranges"}
+
+
+def __getattr__(name: str) -> Any:
+    """The presets moved to :mod:`segkit.data.augment_presets` (defined once for all three forms)."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import segkit.data.augment_presets as presets  # lazy: augment_presets imports this module
+
+    return getattr(presets, _MOVED[name])
+
 
 Range = tuple[float, float]
 
@@ -101,23 +111,6 @@ class AugmentRanges:
         """True when no augmentation can happen (every probability is 0)."""
         return not any((self.hflip_p, self.vflip_p, self.affine_p, self.elastic_p, self.grid_p,
                         self.brightness_contrast_p, self.gamma_p, self.noise_p, self.blur_p))
-
-
-def preset_ranges(name: str) -> AugmentRanges:
-    """The ranges of preset ``name``, matching the albumentations preset of the same name."""
-    if name == "none":
-        return AugmentRanges()
-    if name == "light":
-        return AugmentRanges(hflip_p=0.5, affine_p=0.5, rotate=(-15.0, 15.0), scale=(0.9, 1.1),
-                             translate=(-0.0625, 0.0625), brightness_contrast_p=0.5,
-                             brightness=(-0.15, 0.15), contrast=(-0.15, 0.15))
-    if name == "heavy":
-        return AugmentRanges(hflip_p=0.5, vflip_p=0.2, affine_p=0.7, rotate=(-25.0, 25.0), scale=(0.85, 1.15),
-                             translate=(-0.1, 0.1), shear=(-8.0, 8.0), elastic_p=0.15, elastic_alpha=30.0,
-                             elastic_sigma=6.0, grid_p=0.15, grid_steps=5, grid_limit=0.2,
-                             brightness_contrast_p=0.7, brightness=(-0.25, 0.25), contrast=(-0.25, 0.25),
-                             gamma_p=0.4, gamma=(0.75, 1.35), noise_p=0.3, noise_std=(0.01, 0.05))
-    raise unknown_name("augmentation preset", name, BATCH_PRESETS)
 
 
 @dataclass

@@ -1,11 +1,12 @@
-"""Reading NIfTI volumes (``.nii``, ``.nii.gz``) through nibabel.
+"""Reading and writing NIfTI volumes (``.nii``, ``.nii.gz``) through nibabel.
 
 The voxel array stays in the file's own axis order, with the header's affine (voxel -> world,
 millimetres, RAS) and voxel spacing (the header's zooms). A compressed file (``.nii.gz``) is
 decompressed whole before its voxels are used, so gzip's checksum is checked: nibabel alone reads
 only as far as the array needs and never reaches the checksum, so a file with a few bytes
 overwritten was read without a word, half its voxels wrong. Datasets read volumes through
-:mod:`segkit.data.volume_io`, which picks this reader or SimpleITK's by the file's suffix.
+:mod:`segkit.data.volume_io`, which picks the registered format by the file's suffix
+(:mod:`segkit.data.volume_formats`; this one is the built-in ``nifti``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from segkit.data.volume_file import Volume
 from segkit.errors import DataError
+from segkit.fileio import atomic_write_bytes
 
-__all__ = ["NIFTI_SUFFIXES", "is_nifti", "read_nifti", "nifti_header_shape", "nifti_header_spacing"]
+__all__ = ["NIFTI_SUFFIXES", "is_nifti", "read_nifti", "nifti_header_shape", "nifti_header_spacing", "write_nifti",
+           "write_nifti_like"]
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 
@@ -88,3 +92,29 @@ def read_nifti(path: str | Path, dtype: type = np.float32) -> Volume:
         raise DataError(f"{path} has the voxel spacing {zooms} in its header; a spacing must be positive. "
                         "Fix the header (pixdim) of that file")
     return Volume(array, np.asarray(image.affine, dtype=np.float64), zooms, path)
+
+
+def write_nifti(path: Path, array: np.ndarray, reference: Any, intent: str = "none") -> None:
+    """Write ``array`` (3D) as gzipped NIfTI-1 at ``path`` on ``reference``'s grid (a nibabel image), atomically.
+
+    The header is ``reference``'s (qform/sform and their codes, pixdim, units, description)
+    with the data type set to ``array``'s, no intensity scaling, the display range of the data,
+    and a 4D reference reduced to its three spatial axes.
+    """
+    import nibabel as nib
+
+    header = reference.header.copy()
+    pixdim = header["pixdim"].copy()
+    header.set_data_shape(array.shape)
+    header["pixdim"] = pixdim  # set_data_shape resets the unused dimensions' pixdim; keep the file's
+    header.set_data_dtype(array.dtype)
+    header.set_slope_inter(1.0, 0.0)
+    header["cal_min"], header["cal_max"] = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    header.set_intent(intent)
+    image = nib.Nifti1Image(array, None, header)  # no affine given: the header's qform and sform are kept as they are
+    atomic_write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=6))
+
+
+def write_nifti_like(path: Path, array: np.ndarray, reference: Path, intent: str = "none") -> None:
+    """:func:`write_nifti` on the grid of the NIfTI file ``reference``."""
+    write_nifti(path, array, _load(Path(reference)), intent=intent)

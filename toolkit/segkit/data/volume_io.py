@@ -1,8 +1,9 @@
 """Reading volume files of any supported format, with the checks a dataset needs.
 
-NIfTI (``.nii``, ``.nii.gz``) is read by nibabel (:mod:`segkit.data.nifti`), always available;
-NRRD and MetaImage (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) by SimpleITK
-(:mod:`segkit.data.sitk_volume`, the ``segkit[sitk]`` extra). Either way a volume keeps what its
+Each file is read by the registered volume format that owns its suffix
+(:mod:`segkit.data.volume_formats`): built in, NIfTI (``.nii``, ``.nii.gz``) by nibabel and NRRD
+and MetaImage (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) by SimpleITK (the ``segkit[sitk]`` extra);
+a plugin may add more. Either way a volume keeps what its
 header says about where it lies: the voxel array in the file's own (x, y, z) axis order, the RAS
 affine (voxel -> world, millimetres) and the voxel spacing. Problems are a
 :class:`~segkit.errors.DataError` that names the file: a file that is missing or unreadable, an
@@ -16,64 +17,30 @@ from pathlib import Path
 
 import numpy as np
 
-from segkit.data.nifti import nifti_header_shape, nifti_header_spacing, read_nifti
-from segkit.data.sitk_volume import (
-    is_sitk_volume,
-    read_sitk,
-    sitk_header_shape,
-    sitk_header_spacing,
-)
 from segkit.data.volume_file import Volume
+from segkit.data.volume_formats import format_of, is_volume_file, volume_stem, volume_suffixes
 from segkit.errors import DataError
 
-__all__ = ["VOLUME_SUFFIXES", "Volume", "is_volume_file", "volume_stem", "read_volume", "header_shape",
+__all__ = ["Volume", "is_volume_file", "volume_stem", "volume_suffixes", "read_volume", "header_shape",
            "header_spacing", "read_label", "check_finite", "MAX_LABELS"]
 
-VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-"""The volume files segkit reads: NIfTI always, NRRD and MetaImage with SimpleITK installed."""
 MAX_LABELS = 256
 """Label values are kept in 8 bits (0 .. 255), as for 2D masks: at most this many labels, background included."""
 
 
-def is_volume_file(path: str | Path) -> bool:
-    """Whether ``path``'s name ends in one of :data:`VOLUME_SUFFIXES`."""
-    return Path(path).name.lower().endswith(VOLUME_SUFFIXES)
-
-
-def volume_stem(path: str | Path) -> str:
-    """The file name without its volume suffix (``case.nii.gz`` -> ``case``; other names: without the last suffix)."""
-    name = Path(path).name
-    for suffix in VOLUME_SUFFIXES:  # .nii.gz comes before .nii
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
-
-
 def read_volume(path: str | Path, dtype: type = np.float32) -> Volume:
-    """The volume in ``path`` as ``dtype`` (3D, or 4D with channels last), by the reader its suffix names."""
-
-    if is_sitk_volume(path):
-        return read_sitk(path, dtype)
-
-    return read_nifti(path, dtype)
+    """The volume in ``path`` as ``dtype`` (3D, or 4D with channels last), by the format its suffix names."""
+    return format_of(path).read(Path(path), dtype)
 
 
 def header_shape(path: str | Path) -> tuple[int, ...]:
-    """The voxel shape from the header alone (no voxels are read)."""
-
-    if is_sitk_volume(path):
-        return sitk_header_shape(path)
-
-    return nifti_header_shape(path)
+    """The voxel shape from the header alone (no voxels are read, where the format allows)."""
+    return format_of(path).header_shape(Path(path))
 
 
 def header_spacing(path: str | Path) -> tuple[float, ...]:
-    """The voxel spacing (mm per axis) from the header alone (no voxels are read)."""
-
-    if is_sitk_volume(path):
-        return sitk_header_spacing(path)
-
-    return nifti_header_spacing(path)
+    """The voxel spacing (mm per axis) from the header alone (no voxels are read, where the format allows)."""
+    return format_of(path).header_spacing(Path(path))
 
 
 def check_finite(volume: Volume) -> None:

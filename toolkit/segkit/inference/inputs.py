@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from segkit.data import IMAGE_SUFFIXES
-from segkit.data.sitk_volume import require_simpleitk
+from segkit.data.volume_formats import check_formats_available, is_volume_file, volume_suffixes
 from segkit.errors import ConfigError
 from segkit.inference.sources import SOURCE_SUFFIXES, is_source
 
@@ -53,14 +53,12 @@ def split_arguments(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
     return sources, inputs
 
 
-VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-"""3D volume files: NIfTI, and NRRD/MetaImage (read with SimpleITK, the ``segkit[sitk]`` extra)."""
-
-_KINDS = "images (png, jpg, jpeg, tif, tiff) or volumes (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd)"
+def _kinds() -> str:
+    return f"images (png, jpg, jpeg, tif, tiff) or volumes ({', '.join(volume_suffixes())})"
 
 
 def _is_volume(path: Path) -> bool:
-    return path.name.lower().endswith(VOLUME_SUFFIXES)
+    return is_volume_file(path)
 
 
 def _candidates(paths: Sequence[Path]) -> list[Path]:
@@ -81,7 +79,7 @@ def _folder_files(path: Path, text: str) -> list[Path]:
                           "its imagesTr/ holds volumes (.nii.gz, .nii, .nrrd, .mha, ...).")
     found = _candidates(sorted(path.iterdir()))
     if not found:
-        raise ConfigError(f"folder {text!r} holds no {_KINDS}.")
+        raise ConfigError(f"folder {text!r} holds no {_kinds()}.")
     return found
 
 
@@ -92,7 +90,7 @@ def expand_all(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
     the LGG layout); a Decathlon folder gives its ``imagesTs/`` (else ``imagesTr/``); a file named
     explicitly is always taken. Both kinds in one call, a missing path
     or a glob that matches nothing is a :class:`ConfigError`; so is a NRRD/MetaImage volume without
-    SimpleITK installed.
+    SimpleITK installed (any format whose library is missing).
     """
     files: list[Path] = []
     for text in inputs:
@@ -104,7 +102,7 @@ def expand_all(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
         elif _GLOB_CHARS.search(text):
             found = _candidates([Path(p) for p in sorted(glob.glob(os.path.expanduser(text), recursive=True))])
             if not found:
-                raise ConfigError(f"the pattern {text!r} matches no {_KINDS}.")
+                raise ConfigError(f"the pattern {text!r} matches no {_kinds()}.")
             files.extend(found)
         else:
             raise ConfigError(f"input {text!r} does not exist.")
@@ -113,10 +111,7 @@ def expand_all(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
         unique.setdefault(f.resolve(), None)
     images = [Path(p) for p in unique if not _is_volume(Path(p))]
     volumes = [Path(p) for p in unique if _is_volume(Path(p))]
-    other = [p for p in volumes if not p.name.lower().endswith((".nii", ".nii.gz"))]
-    if other:
-
-        require_simpleitk()  # a NRRD/MetaImage input without SimpleITK stops here, before any work
+    check_formats_available(volumes)  # e.g. a NRRD input without SimpleITK stops here, before any work
     if images and volumes:
         raise ConfigError(f"the inputs mix {len(images)} 2D image(s) (e.g. {images[0].name!r}) and {len(volumes)} "
                           f"volume(s) (e.g. {volumes[0].name!r}); a model predicts one kind: predict them in "

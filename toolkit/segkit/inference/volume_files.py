@@ -17,7 +17,6 @@ Every file is written atomically (a temporary file in the output folder, then a 
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 from collections.abc import Sequence
@@ -27,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from segkit.data.sitk_volume import is_sitk_volume, sitk_output_suffix, write_sitk_like
+from segkit.data.nifti import write_nifti
+from segkit.data.volume_formats import format_of
 from segkit.data.volume_io import header_shape, volume_stem
 from segkit.errors import ConfigError, DataError
-from segkit.fileio import atomic_write_bytes
 from segkit.inference.output_names import claim_outputs, file_safe, refuse_label_folder
 from segkit.inference.volume_predict import (
     label_volume,
@@ -55,9 +54,8 @@ class VolumeCase:
 
 
 def _output_suffix(path: Path) -> str:
-    """``.nii.gz`` for NIfTI inputs; the single-file form of the input's format for the others."""
-
-    return sitk_output_suffix(path) if is_sitk_volume(path) else ".nii.gz"
+    """The suffix its format writes outputs for input ``path`` with (``.nii.gz`` for NIfTI, ``.nrrd`` for ``.nhdr``)."""
+    return format_of(path).output_suffix(path)
 
 
 def group_cases(files: Sequence[Path]) -> list[VolumeCase]:
@@ -102,36 +100,9 @@ def volume_outputs(cases: Sequence[VolumeCase], out: Path, save_probs: bool,
     return outputs
 
 
-def write_nifti(path: Path, array: np.ndarray, reference: Any, intent: str = "none") -> None:
-    """Write ``array`` (3D) as gzipped NIfTI-1 at ``path`` on ``reference``'s grid, atomically.
-
-    The header is ``reference``'s (qform/sform and their codes, pixdim, units, description)
-    with the data type set to ``array``'s, no intensity scaling, the display range of the data,
-    and a 4D reference reduced to its three spatial axes.
-    """
-    import nibabel as nib
-
-    header = reference.header.copy()
-    pixdim = header["pixdim"].copy()
-    header.set_data_shape(array.shape)
-    header["pixdim"] = pixdim  # set_data_shape resets the unused dimensions' pixdim; keep the file's
-    header.set_data_dtype(array.dtype)
-    header.set_slope_inter(1.0, 0.0)
-    header["cal_min"], header["cal_max"] = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
-    header.set_intent(intent)
-    image = nib.Nifti1Image(array, None, header)  # no affine given: the header's qform and sform are kept as they are
-    atomic_write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=6))
-
-
 def write_volume_like(path: Path, array: np.ndarray, reference: Path, intent: str = "none") -> None:
-    """Write ``array`` (3D) at ``path`` on the grid of the input file ``reference``, in ``path``'s format, atomically."""
-
-    if is_sitk_volume(reference):
-        write_sitk_like(path, array, reference)
-        return
-    import nibabel as nib
-
-    write_nifti(path, array, nib.load(str(reference)), intent=intent)
+    """Write ``array`` (3D) at ``path`` on the grid of the input file ``reference``, by its format's writer, atomically."""
+    format_of(reference).write_like(path, array, reference, intent=intent)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from segkit.config import (
     task_loss,
 )
 from segkit.data import build_transform, make_splits
+from segkit.data.batch_transforms import build_transforms
 from segkit.data.image_patches import WithPatchCrop
 from segkit.data.modality import WithModalityDropout, modality_dropout_for
 from segkit.device import use_channels_last
@@ -321,7 +322,9 @@ def build_trainer(
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), config.train)
     scheduler = build_scheduler(optimizer, config.train, steps_per_epoch)
+    transforms = build_transforms(config.train.transforms, registry, dims=getattr(model, "spatial_dims", 2))
     trainer = Trainer(config, model, build_loss(config, registry), build_metrics(config, registry), loaders, samplers,
-                      cases, device, optimizer, scheduler, dist=dist, progress=progress, labels=labels)
+                      cases, device, optimizer, scheduler, dist=dist, progress=progress, labels=labels,
+                      transforms=transforms)
     trainer.init_report = report
     return trainer

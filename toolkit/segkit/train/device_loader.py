@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from segkit.data import build_transform
-from segkit.data.batch_augment import BatchAugment, augment_generator, preset_ranges
+from segkit.data.augment_presets import preset_ranges
+from segkit.data.batch_augment import BatchAugment, augment_generator
 from segkit.data.modality import SEED_SALT
 from segkit.errors import ConfigError, DataError
 from segkit.labels import IGNORE

@@ -12,7 +12,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from segkit.config import RunConfig
+from segkit.data.batch_transforms import NamedTransform, apply_transforms, transform_generator
 from segkit.device import autocast_dtype, use_channels_last
 from segkit.errors import TrainingError
 from segkit.inference.sliding_window import SlidingWindowInferer
@@ -113,6 +114,7 @@ class Trainer:
         progress: bool = True,
         log_every: int = 10,
         labels: Labels | None = None,
+        transforms: Sequence[NamedTransform] = (),
     ) -> None:
         self.config, self.settings = config, config.train
         self.labels = labels or Labels()
@@ -142,6 +144,8 @@ class Trainer:
         self.out_of_time = False
 
         self.ema = WeightAverage(self.module, self.settings.ema_decay) if self.settings.ema_decay > 0 else None
+        #: ``train.transforms``: registered batch transforms applied on the device after the preset's augmentation.
+        self.transforms = list(transforms)
 
     @property
     def inference_module(self) -> torch.nn.Module:
@@ -200,6 +204,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for step, (images, masks, indices) in enumerate(bar):
             images, masks = self._to_device(images, masks)
+            if self.transforms:
+                generator = transform_generator(self.settings.seed, epoch, step, self.dist.rank)
+                images, masks = apply_transforms(self.transforms, images, masks, generator)
             sync = (step + 1) % accumulate == 0 or step + 1 == steps
             with self.dist.no_sync(self.model, skip=not sync), self._autocast():
                 loss, logits = self.loss(self.model(images), masks)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from segkit.config import RunConfig
 from segkit.data.augment3d import Augment3DSettings, augment_volumes
+from segkit.data.augment_presets import volume_settings
 from segkit.data.patches import PatchDataset, PatchSampler, check_patch_size
 from segkit.data.volume import VolumeDataset
 from segkit.data.volume_cache import VolumeCache
@@ -82,17 +83,9 @@ class AugmentedBatches:
             yield images, masks, indices
 
 
-def augmentation_for(preset: str) -> Any:
-    """The 3D augmentation of a ``train.augment`` preset: ``none`` changes nothing; ``light`` and ``heavy`` are
-    nnU-Net-like rotations, scaling, mirroring and intensity changes (``heavy`` adds elastic deformation)."""
-
-    if preset == "none":
-        return Augment3DSettings.none()
-    if preset == "light":
-        return Augment3DSettings()
-    if preset == "heavy":
-        return Augment3DSettings(elastic_p=0.2)
-    raise ConfigError(f"train.augment {preset!r} has no 3D form; use none, light or heavy for a 3D run.")
+def augmentation_for(preset: str) -> Augment3DSettings:
+    """The 3D augmentation of a ``train.augment`` preset (:func:`segkit.data.augment_presets.volume_settings`)."""
+    return volume_settings(preset)
 
 
 def _collate_volumes(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, ...]:
