@@ -127,6 +127,9 @@ class SegkitGroup(click.Group):
             if error.errno not in OUTPUT_ERRNOS:
                 raise  # not where the user asked us to write: a bug, shown with its traceback
             raise OutputError(os_error_message(error)) from None
+        finally:
+            if "segkit.components.registry" in sys.modules:  # a command in this process (tests) leaves no registry
+                sys.modules["segkit.components.registry"].use_registry(None)
 
 
 @click.group(cls=SegkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
