@@ -121,8 +121,9 @@ def main() -> None:
     per_image = pd.concat(tables, ignore_index=True)
     per_image.to_csv(args.work / "per-image.csv", index=False, float_format="%.6g")
     if args.keep:
-        per_image.to_csv(REPO / "benchmarks" / "results" / "patches" / "thin-1024-per-image.csv", index=False,
-                         float_format="%.6g")
+        kept = REPO / "benchmarks" / "results" / "patches"
+        kept.mkdir(parents=True, exist_ok=True)
+        per_image.to_csv(kept / "thin-1024-per-image.csv", index=False, float_format="%.6g")
     print(markdown_table(["method", "setting", "epochs", "minutes", "train img/s", "Dice per image (test)",
                           "pooled Dice (test)"], rows))
     print(f"\n{args.train} training/validation and {args.test} held-out images of {args.size}x{args.size}, "
