@@ -30,10 +30,19 @@ from clihelp import REPO
 pytestmark = pytest.mark.slow
 
 # Never copied into the build tree: environments, caches, build outputs, run results.
-IGNORED = shutil.ignore_patterns(
+_IGNORED_ANYWHERE = shutil.ignore_patterns(
     ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", "*.pyc",
-    ".pytest_cache", "runs", ".whl", "shared", "examples",
+    ".pytest_cache", ".whl", "shared", "examples",
 )
+
+
+def IGNORED(folder: str, names: list[str]) -> set[str]:  # noqa: N802 - used like shutil.ignore_patterns' result
+    """What copytree leaves out: the patterns anywhere, and run results (``runs/``) at the top only, since
+    ``toolkit/segkit/runs`` is the package that owns run directories."""
+    ignored = set(_IGNORED_ANYWHERE(folder, names))
+    if Path(folder).resolve() == REPO.resolve() and "runs" in names:
+        ignored.add("runs")
+    return ignored
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> str:
