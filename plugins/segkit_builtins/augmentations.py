@@ -41,10 +41,12 @@ class Mirror(BatchTransform):
         if max(axes) >= spatial:
             raise ConfigError(f"augmentation mirror: axis {max(axes)} does not exist in {spatial}D batches")
         flips = torch.rand(images.shape[0], len(axes), generator=generator) < self.p
+        if not flips.any():
+            return images, labels
+        images, labels = images.clone(), labels.clone()
         for column, axis in enumerate(axes):
             chosen = flips[:, column].nonzero()[:, 0].to(images.device)
             if len(chosen):
-                images, labels = images.clone(), labels.clone()
                 images[chosen] = images[chosen].flip(axis + 2)  # (samples, channels, *spatial)
                 labels[chosen] = labels[chosen].flip(axis + 2)
         return images, labels

@@ -378,13 +378,15 @@ def _check(images: torch.Tensor, masks: torch.Tensor) -> None:
         raise ValueError(f"images on {images.device}, masks on {masks.device}")
 
 
-def augment_generator(seed: int, epoch: int, step: int, rank: int = 0) -> torch.Generator:
+def augment_generator(seed: int, epoch: int, step: int, rank: int = 0,
+                      stream: str = "segkit.batch_augment") -> torch.Generator:
     """A CPU generator seeded from (seed, epoch, step, rank) alone: resumed runs redraw the same
-    augmentations and DDP ranks draw distinct ones."""
+    augmentations and DDP ranks draw distinct ones. ``stream`` names an independent sequence (the
+    preset's by default; ``train.transforms`` draw from their own)."""
     for name, value in (("seed", seed), ("epoch", epoch), ("step", step), ("rank", rank)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"augment_generator: {name} must be an int, got {value!r}")
-    digest = hashlib.blake2b(f"segkit.batch_augment:{seed}:{epoch}:{step}:{rank}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{stream}:{seed}:{epoch}:{step}:{rank}".encode(), digest_size=8).digest()
     generator = torch.Generator()
     generator.manual_seed(int.from_bytes(digest, "little") & (2 ** 63 - 1))
     return generator

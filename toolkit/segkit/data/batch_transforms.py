@@ -16,7 +16,6 @@ the transforms follow in the order ``train.transforms`` lists them::
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from segkit.config import transform_specs
+from segkit.data.batch_augment import augment_generator
 from segkit.errors import ConfigError
 
 __all__ = ["BatchTransform", "NamedTransform", "build_transforms", "apply_transforms",
@@ -85,5 +85,4 @@ def apply_transforms(transforms: Sequence[NamedTransform], images: torch.Tensor,
 def transform_generator(seed: int, epoch: int, step: int, rank: int = 0) -> torch.Generator:
     """The CPU generator of the transforms of one step: from (seed, epoch, step, rank) alone, a stream apart
     from the preset's, so adding a transform leaves the preset's draws as they were."""
-    digest = hashlib.blake2b(f"segkit.batch_transforms:{seed}:{epoch}:{step}:{rank}".encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2 ** 63 - 1))
+    return augment_generator(seed, epoch, step, rank, stream="segkit.batch_transforms")

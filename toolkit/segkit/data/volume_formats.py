@@ -80,13 +80,14 @@ def volume_formats(registry: Any = None) -> list[tuple[str, VolumeFormat]]:
 
 
 def _match(path: str | Path, registry: Any = None) -> tuple[str, VolumeFormat] | None:
+    """``(suffix, format)`` of the longest registered suffix that ends ``path``'s name, or None."""
     name = Path(path).name.lower()
-    best: tuple[int, str, VolumeFormat] | None = None
-    for format_name, volume_format in volume_formats(registry):
+    best: tuple[str, VolumeFormat] | None = None
+    for _, volume_format in volume_formats(registry):
         for suffix in volume_format.suffixes:
-            if name.endswith(suffix.lower()) and (best is None or len(suffix) > best[0]):
-                best = (len(suffix), format_name, volume_format)
-    return None if best is None else (best[1], best[2])
+            if name.endswith(suffix.lower()) and (best is None or len(suffix) > len(best[0])):
+                best = (suffix.lower(), volume_format)
+    return best
 
 
 def find_format(path: str | Path, registry: Any = None) -> VolumeFormat | None:
@@ -117,11 +118,8 @@ def is_volume_file(path: str | Path, registry: Any = None) -> bool:
 
 def volume_stem(path: str | Path, registry: Any = None) -> str:
     """The file name without its volume suffix (``case.nii.gz`` -> ``case``; other names: without the last suffix)."""
-    name = Path(path).name
-    for suffix in volume_suffixes(registry):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
+    match = _match(path, registry)
+    return Path(path).stem if match is None else Path(path).name[: -len(match[0])]
 
 
 def check_formats_available(paths: Sequence[Path], registry: Any = None) -> None:

@@ -57,15 +57,11 @@ def _kinds() -> str:
     return f"images (png, jpg, jpeg, tif, tiff) or volumes ({', '.join(volume_suffixes())})"
 
 
-def _is_volume(path: Path) -> bool:
-    return is_volume_file(path)
-
-
 def _candidates(paths: Sequence[Path]) -> list[Path]:
     """The images (not ``*_mask.*``) and volumes among ``paths``."""
 
     return [p for p in paths if p.is_file() and not p.name.startswith("._")
-            and (_is_volume(p) or (p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.lower().endswith("_mask")))]
+            and (is_volume_file(p) or (p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.lower().endswith("_mask")))]
 
 
 def _folder_files(path: Path, text: str) -> list[Path]:
@@ -109,8 +105,8 @@ def expand_all(inputs: Sequence[str]) -> tuple[list[Path], list[Path]]:
     unique: dict[Path, None] = {}
     for f in files:
         unique.setdefault(f.resolve(), None)
-    images = [Path(p) for p in unique if not _is_volume(Path(p))]
-    volumes = [Path(p) for p in unique if _is_volume(Path(p))]
+    images = [Path(p) for p in unique if not is_volume_file(Path(p))]
+    volumes = [Path(p) for p in unique if is_volume_file(Path(p))]
     check_formats_available(volumes)  # e.g. a NRRD input without SimpleITK stops here, before any work
     if images and volumes:
         raise ConfigError(f"the inputs mix {len(images)} 2D image(s) (e.g. {images[0].name!r}) and {len(volumes)} "

@@ -44,7 +44,8 @@ from segkit.train.assemble import (
 from segkit.train.deep_supervision import supervised_loss
 from segkit.train.device_loader import choose_loader
 from segkit.train.schedule import build_optimizer
-from segkit.train.volume_data import augmentation_for, is_volume_run
+from segkit.data.augment_presets import volume_settings
+from segkit.train.volume_data import is_volume_run
 
 __all__ = ["time_training_steps", "time_loading", "MAX_TIMED_STEPS", "TimingWatch", "DISAGREEMENT"]
 
@@ -225,7 +226,7 @@ def _time_volume_augmentation(config: Any, channels: int, classes: int, device: 
                               seconds: float) -> float:
     """Seconds per batch of a 3D run's augmentation (:mod:`segkit.data.augment3d`) on ``device``."""
 
-    settings = augmentation_for(config.train.augment)
+    settings = volume_settings(config.train.augment)
     if settings.is_identity:
         return 0.0
     shape = (config.train.batch_size, 1, *config.train.patch_size)

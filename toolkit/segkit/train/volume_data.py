@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from segkit.config import RunConfig
-from segkit.data.augment3d import Augment3DSettings, augment_volumes
+from segkit.data.augment3d import augment_volumes
 from segkit.data.augment_presets import volume_settings
 from segkit.data.patches import PatchDataset, PatchSampler, check_patch_size
 from segkit.data.volume import VolumeDataset
@@ -83,11 +83,6 @@ class AugmentedBatches:
             yield images, masks, indices
 
 
-def augmentation_for(preset: str) -> Augment3DSettings:
-    """The 3D augmentation of a ``train.augment`` preset (:func:`segkit.data.augment_presets.volume_settings`)."""
-    return volume_settings(preset)
-
-
 def _collate_volumes(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, ...]:
     images, masks, indices = zip(*batch, strict=True)
     return torch.stack(images), torch.stack(masks), torch.tensor(indices)
@@ -134,7 +129,7 @@ def build_volume_data(config: RunConfig, dataset: Any, split: pd.Series, cache: 
                               collate_fn=_collate_volumes, persistent_workers=t.workers > 0)
     views: dict[str, Any] = {"train": patches}
     loaders: dict[str, Any] = {"train": AugmentedBatches(train_loader, train_batches, device, t.seed,
-                                                         augmentation_for(t.augment))}
+                                                         volume_settings(t.augment))}
     samplers: dict[str, Any] = {"train": train_batches}
     cases = {"train": patches.item_cases}
     display = int(getattr(dataset, "display_channel", 0))
