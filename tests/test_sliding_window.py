@@ -241,3 +241,36 @@ def test_a_model_that_changes_the_window_size_is_a_config_error() -> None:
 def test_an_image_that_is_not_a_tensor_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="image must be a torch.Tensor, got ndarray"):
         sliding_window_logits(identity, torch.zeros(1, 8, 8).numpy(), (8, 8))
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_slabs_put_together_are_the_whole_logits_and_arrive_before_the_last_window(axis) -> None:
+    """window_slabs yields each part of the axis once, in order, equal to the whole-image logits; the first slab
+    comes while windows are still to run (streamed, not computed whole and cut up)."""
+    from segkit.inference.sliding_window import sliding_window_labels, window_slabs
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv3d(4, 3, 3, padding=1)).eval()
+    image = torch.randn(2, 40, 26, 7)  # the last axis is shorter than the patch: padded and cropped
+    patch = (16, 12, 8)
+    whole = sliding_window_logits(net, image, patch, overlap=0.5, batch_size=3)
+    seen: list[int] = []
+    slabs = []
+    for first, last, logits in window_slabs(net, image, patch, overlap=0.5, batch_size=3, axis=axis,
+                                            progress=lambda done, total: seen.append(done)):
+        slabs.append((first, last, logits, seen[-1] if seen else 0))
+    assert [s[0] for s in slabs] == [0] + [s[1] for s in slabs[:-1]] and slabs[-1][1] == image.shape[1 + axis]
+    torch.testing.assert_close(torch.cat([s[2] for s in slabs], axis + 1), whole, rtol=1e-5, atol=1e-5)
+    if axis != 2:  # along the padded axis one window row covers everything
+        assert slabs[0][3] < seen[-1]
+    labels = sliding_window_labels(net, image, patch, overlap=0.5, batch_size=3)
+    assert labels.dtype == torch.uint8 and torch.equal(labels, whole.argmax(0).to(torch.uint8))
+
+
+def test_slab_axis_is_the_one_whose_patch_is_the_smallest_share() -> None:
+    from segkit.inference.sliding_window import slab_axis
+
+    assert slab_axis((512, 512, 400), (128, 128, 64)) == 2
+    assert slab_axis((100, 300, 300), (64, 64, 64)) == 1
+    assert slab_axis((20, 20), (32, 32)) == 0  # both padded: the first

@@ -30,7 +30,7 @@ import dataclasses
 import functools
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from segkit.errors import ConfigError
 from segkit.runs.window import WindowSettings
 
-__all__ = ["SlidingWindowInferer", "axis_window_count", "gaussian_importance", "sliding_window_logits",
-           "window_starts"]
+__all__ = ["SlidingWindowInferer", "argmax_labels", "axis_window_count", "gaussian_importance", "slab_axis",
+           "sliding_window_labels", "sliding_window_logits", "window_slabs", "window_starts"]
 
 Progress = Callable[[int, int], None]
 
@@ -66,27 +66,30 @@ def axis_window_count(size: int, patch: int, overlap: float) -> int:
     return math.ceil((size - patch) / (patch * (1.0 - overlap)) - 1e-9) + 1  # 1 - 0.9 is 0.0999... in floating point
 
 
+def _axis_weights(length: int, sigma_scale: float, dims: int) -> torch.Tensor:
+    """One axis's factor of the window weight (float64, maximum 1): a Gaussian of sigma ``sigma_scale * length``,
+    floored at ``1e-30 ** (1 / dims)`` so that a product over ``dims`` axes never underflows float32."""
+    sigma = sigma_scale * length
+    offset = torch.arange(length, dtype=torch.float64) - (length - 1) / 2.0
+    weight = torch.exp(-offset.square() / (2.0 * sigma * sigma))
+    return weight.clamp_min(1e-30 ** (1.0 / dims)) / weight.max()
+
+
 @functools.lru_cache(maxsize=8)
 def _importance(patch_size: tuple[int, ...], sigma_scale: float, device: str) -> torch.Tensor:
-    log_weight = torch.zeros((), dtype=torch.float64)
+    weight = torch.ones((), dtype=torch.float64)
     for length in patch_size:
-        sigma = sigma_scale * length
-        offset = torch.arange(length, dtype=torch.float64) - (length - 1) / 2.0
-        axis = -offset.square() / (2.0 * sigma * sigma)
-        log_weight = log_weight.unsqueeze(-1) + axis  # outer sum of per-axis logs: a product of Gaussians
-    weight = torch.exp(log_weight - log_weight.max()).to(torch.float32)  # max exactly 1
-    positive = weight[weight > 0]
-    weight[weight == 0] = positive.min()
-    return weight.to(device)
+        weight = weight.unsqueeze(-1) * _axis_weights(length, sigma_scale, len(patch_size))  # outer product
+    return weight.to(torch.float32).to(device)
 
 
 def gaussian_importance(patch_size: Sequence[int], sigma_scale: float = 0.125,
                         device: torch.device | str = "cpu") -> torch.Tensor:
     """The window weights: a Gaussian centred on the patch, sigma ``sigma_scale * patch`` per axis.
 
-    Normalised to a maximum of 1; voxels whose weight underflows to 0 get the smallest non-zero
-    weight instead, so every voxel of a window counts. Cached per (patch, sigma, device): do not
-    modify the returned tensor in place.
+    The product of one Gaussian per axis, each normalised to a maximum of 1 and floored so that the
+    product stays a positive float32 (every voxel of a window counts, however small sigma is). Cached
+    per (patch, sigma, device): do not modify the returned tensor in place.
     """
     return _importance(tuple(int(n) for n in patch_size), float(sigma_scale), str(torch.device(device)))
 
@@ -150,7 +153,149 @@ def _predict(model: Callable[[torch.Tensor], torch.Tensor], windows: torch.Tenso
     return total.div_(len(flips)) if len(flips) > 1 else total
 
 
+def slab_axis(shape: Sequence[int], patch_size: Sequence[int]) -> int:
+    """The spatial axis :func:`window_slabs` steps along: the one whose patch is the smallest share of the image
+    (ties: the first), so the stitching buffer, ``patch / size`` of the image per output channel, is smallest."""
+    shares = [min(int(p), int(s)) / max(int(s), 1) for s, p in zip(shape, patch_size)]
+    return shares.index(min(shares))
+
+
+class _Ring:
+    """The running weighted sum of the windows over ``length`` consecutive positions along one axis, as a ring.
+
+    Position ``r`` along the axis lives in row ``r % length``: adding a window and finishing the rows behind it
+    never move data, so the buffer stays exactly one patch deep.
+    """
+
+    def __init__(self, channels: int, length: int, axis: int, shape: tuple[int, ...], device: torch.device) -> None:
+        self.length, self.dim = length, axis + 1  # dim: the tensor dimension of the axis (0 is the channels)
+        size = list(shape)
+        size[axis] = length
+        self.sum = torch.zeros((channels, *size), dtype=torch.float32, device=device)
+
+    def _pieces(self, first: int, last: int) -> list[tuple[int, int, int]]:
+        """Positions ``[first, last)`` as contiguous row ranges of the ring: ``(row, rows, offset from first)``."""
+        pieces, position = [], first
+        while position < last:
+            row = position % self.length
+            rows = min(last - position, self.length - row)
+            pieces.append((row, rows, position - first))
+            position += rows
+        return pieces
+
+    def add(self, logits: torch.Tensor, first: int, region: tuple[slice, ...]) -> None:
+        """Add ``logits`` ``(K, ...)`` whose axis positions start at ``first``; ``region``: the other axes' slices."""
+        for row, rows, offset in self._pieces(first, first + logits.shape[self.dim]):
+            target = list(region)
+            target[self.dim - 1] = slice(row, row + rows)
+            self.sum[(slice(None), *target)] += logits.narrow(self.dim, offset, rows)
+
+    def take(self, first: int, last: int) -> torch.Tensor:
+        """The sums at positions ``[first, last)`` (a new tensor), their rows zeroed for the windows to come."""
+        parts = []
+        for row, rows, _ in self._pieces(first, last):
+            part = self.sum.narrow(self.dim, row, rows)
+            parts.append(part.clone())
+            part.zero_()
+        return parts[0] if len(parts) == 1 else torch.cat(parts, self.dim)
+
+
+def _coverage(size: int, starts: list[int], patch: int, weight: torch.Tensor) -> torch.Tensor:
+    """The sum, at each position of an axis, of the axis weights of the windows covering it (float64)."""
+    total = torch.zeros(size, dtype=torch.float64)
+    for start in starts:
+        total[start:start + patch] += weight
+    return total
+
+
+Slab = tuple[int, int, torch.Tensor]
+"""``(first, last, logits)``: the final logits ``(K, ...)`` of positions ``[first, last)`` along the slab axis."""
+
+
 @torch.no_grad()
+def window_slabs(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, patch_size: Sequence[int], *,
+                 overlap: float = 0.5, batch_size: int = 4, gaussian: bool = True, sigma_scale: float = 0.125,
+                 mirror_axes: Sequence[int] = (), device: torch.device | str | None = None,
+                 progress: Progress | None = None, stitch_device: torch.device | str | None = None,
+                 axis: int | None = None) -> Iterator[Slab]:
+    """The model's logits for the whole ``image``, slab by slab along one axis, as soon as each slab is final.
+
+    The arguments are :func:`sliding_window_logits`'s; ``axis`` is the spatial axis to step along (default:
+    :func:`slab_axis`). Windows run in order of their start along that axis, and the weighted sum is kept only
+    for the positions one window deep (a ring buffer of ``(K, patch along axis, other axes)`` float32 on the
+    stitching device): the positions no later window reaches are divided by their weight and yielded, so what
+    is held is one slab of logits, never the whole image's. The weight a position received is the product of
+    per-axis sums (each window's weight is a product of per-axis Gaussians and the windows form a grid), so no
+    image-sized map of weights is kept either.
+
+    Yields ``(first, last, logits)``: float32 logits ``(K, ...)`` of the image's positions ``[first, last)`` along
+    ``axis`` (the other axes whole), in order and covering the axis once.
+    """
+    image, patch, axes = _check(image, patch_size, overlap, batch_size, sigma_scale, mirror_axes)
+    out_device = torch.device(stitch_device) if stitch_device is not None else image.device
+    run_device = torch.device(device) if device is not None else _model_device(model, out_device)
+    spatial = tuple(image.shape[1:])
+    dims = len(patch)
+    if axis is None:
+        axis = slab_axis(spatial, patch)
+    elif isinstance(axis, bool) or not isinstance(axis, int) or not 0 <= axis < dims:
+        raise ConfigError(f"axis must be a spatial axis index in 0..{dims - 1}, got {axis!r}.")
+
+    # Pad each axis shorter than the patch: half before, the rest after (cropped away from every slab).
+    before = [max(p - s, 0) // 2 for s, p in zip(spatial, patch)]
+    after = [max(p - s, 0) - b for s, p, b in zip(spatial, patch, before)]
+    if any(before) or any(after):
+        image = F.pad(image, [n for b, a in zip(reversed(before), reversed(after)) for n in (b, a)])  # zeros
+    padded = tuple(image.shape[1:])
+
+    starts = [window_starts(s, p, float(overlap)) for s, p in zip(padded, patch)]
+    corners = sorted(itertools.product(*starts), key=lambda corner: corner[axis])  # stable: otherwise product order
+    flips = [tuple(2 + a for a in combo) for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
+    factors = [_axis_weights(p, sigma_scale, dims) if gaussian else torch.ones(p, dtype=torch.float64) for p in patch]
+    coverage = [_coverage(s, st, p, w) for s, st, p, w in zip(padded, starts, patch, factors)]
+    weight_run = gaussian_importance(patch, sigma_scale, run_device) if gaussian else None
+    crop = tuple(slice(b, b + s) for b, s in zip(before, spatial))
+    ring: _Ring | None = None
+    done = 0  # positions along the axis [0, done) are yielded (padded coordinates)
+
+    def finish(last: int) -> Iterator[Slab]:
+        nonlocal done
+        first, last = done, min(last, padded[axis])
+        if last <= first:
+            return
+        assert ring is not None
+        logits = ring.take(first, last)
+        weight = torch.ones((), dtype=torch.float64)
+        for k in range(dims):
+            factor = coverage[k][first:last] if k == axis else coverage[k]
+            weight = weight.unsqueeze(-1) * factor
+        logits /= weight.to(torch.float32).to(out_device)
+        done = last
+        keep = list(crop)
+        low, high = max(first, before[axis]), min(last, before[axis] + spatial[axis])
+        if high > low:
+            keep[axis] = slice(low - first, high - first)
+            yield low - before[axis], high - before[axis], logits[(slice(None), *keep)].contiguous()
+
+    for number in range(0, len(corners), batch_size):
+        batch = corners[number:number + batch_size]
+        regions = [tuple(slice(s, s + p) for s, p in zip(corner, patch)) for corner in batch]
+        windows = torch.stack([image[(slice(None),) + region] for region in regions]).to(run_device)
+        logits = _predict(model, windows, patch, flips)
+        if weight_run is not None:
+            logits.mul_(weight_run)
+        logits = logits.to(out_device)
+        if ring is None:
+            ring = _Ring(logits.shape[1], patch[axis], axis, padded, out_device)
+        for index, corner in enumerate(batch):
+            yield from finish(corner[axis])  # nothing before this window's start receives another window
+            others = tuple(slice(None) if k == axis else region for k, region in enumerate(regions[index]))
+            ring.add(logits[index], corner[axis], others)
+        if progress is not None:
+            progress(min(number + batch_size, len(corners)), len(corners))
+    yield from finish(padded[axis])
+
+
 def sliding_window_logits(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
                           patch_size: Sequence[int], *, overlap: float = 0.5, batch_size: int = 4,
                           gaussian: bool = True, sigma_scale: float = 0.125, mirror_axes: Sequence[int] = (),
@@ -168,55 +313,51 @@ def sliding_window_logits(model: Callable[[torch.Tensor], torch.Tensor], image: 
     is where the weighted sum of the windows is kept (default: the image's device): the CPU keeps a
     large volume's logits out of GPU memory while the GPU runs the model.
 
-    Returns float32 logits ``(K, *spatial)`` on the stitching device. Bad arguments are a ConfigError.
+    Returns float32 logits ``(K, *spatial)`` on the stitching device (the slabs of :func:`window_slabs`
+    put together). Bad arguments are a ConfigError.
     """
-    image, patch, axes = _check(image, patch_size, overlap, batch_size, sigma_scale, mirror_axes)
-    out_device = torch.device(stitch_device) if stitch_device is not None else image.device
-    run_device = torch.device(device) if device is not None else _model_device(model, out_device)
-    spatial = tuple(image.shape[1:])
+    out: torch.Tensor | None = None
+    for first, last, logits in window_slabs(model, image, patch_size, overlap=overlap, batch_size=batch_size,
+                                            gaussian=gaussian, sigma_scale=sigma_scale, mirror_axes=mirror_axes,
+                                            device=device, progress=progress, stitch_device=stitch_device, axis=0):
+        if out is None:
+            spatial = tuple(image.shape[-len(patch_size):])
+            out = torch.empty((logits.shape[0], *spatial), dtype=torch.float32, device=logits.device)
+        out[:, first:last] = logits
+    assert out is not None  # at least one window
+    return out
 
-    # Pad each axis shorter than the patch: half before, the rest after (cropped back at the end).
-    before = [max(p - s, 0) // 2 for s, p in zip(spatial, patch)]
-    after = [max(p - s, 0) - b for s, p, b in zip(spatial, patch, before)]
-    if any(before) or any(after):
-        pads = [n for b, a in zip(reversed(before), reversed(after)) for n in (b, a)]
-        image = F.pad(image, pads)  # zeros
-    padded = tuple(image.shape[1:])
 
-    starts = list(itertools.product(*(window_starts(s, p, float(overlap)) for s, p in zip(padded, patch))))
-    flips = [tuple(2 + a for a in combo) for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
-    if gaussian:
-        weight_run = gaussian_importance(patch, sigma_scale, run_device)
-        weight_out = gaussian_importance(patch, sigma_scale, out_device)
-    else:
-        weight_run = weight_out = None
+def argmax_labels(logits: torch.Tensor) -> torch.Tensor:
+    """The most likely channel of each position of ``logits`` ``(K, ...)``, as uint8 (K at most 256)."""
+    return logits.argmax(0).to(torch.uint8)
 
-    summed: torch.Tensor | None = None
-    weights = torch.zeros(padded, dtype=torch.float32, device=out_device)
-    for first in range(0, len(starts), batch_size):
-        batch_starts = starts[first:first + batch_size]
-        regions = [tuple(slice(s, s + p) for s, p in zip(corner, patch)) for corner in batch_starts]
-        windows = torch.stack([image[(slice(None),) + region] for region in regions]).to(run_device)
-        logits = _predict(model, windows, patch, flips)
-        if weight_run is not None:
-            logits.mul_(weight_run)
-        logits = logits.to(out_device)
-        if summed is None:
-            summed = torch.zeros((logits.shape[1],) + padded, dtype=torch.float32, device=out_device)
-        for index, region in enumerate(regions):
-            summed[(slice(None),) + region] += logits[index]
-            if weight_out is None:
-                weights[region] += 1.0
-            else:
-                weights[region] += weight_out
-        if progress is not None:
-            progress(min(first + batch_size, len(starts)), len(starts))
-    assert summed is not None  # at least one window
-    summed /= weights
-    if padded == spatial:
-        return summed
-    crop = tuple(slice(b, b + s) for b, s in zip(before, spatial))
-    return summed[(slice(None),) + crop].contiguous()  # not a view that keeps the padded sum alive
+
+def sliding_window_labels(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
+                          patch_size: Sequence[int], *, overlap: float = 0.5, batch_size: int = 4,
+                          gaussian: bool = True, sigma_scale: float = 0.125, mirror_axes: Sequence[int] = (),
+                          device: torch.device | str | None = None, progress: Progress | None = None,
+                          stitch_device: torch.device | str | None = None,
+                          to_labels: Callable[[torch.Tensor], torch.Tensor] = argmax_labels) -> torch.Tensor:
+    """A uint8 label map ``(*spatial)`` of ``image`` from its sliding-window logits, made slab by slab.
+
+    ``to_labels`` turns a slab's logits ``(K, ...)`` into its labels (default: the most likely channel).
+    Memory holds the image, one slab of logits (:func:`window_slabs`) and the label map: a large volume is
+    predicted without its ``K`` channels of logits ever existing whole. The other arguments are
+    :func:`sliding_window_logits`'s.
+    """
+    out: torch.Tensor | None = None
+    axis = 0
+    for first, last, logits in window_slabs(model, image, patch_size, overlap=overlap, batch_size=batch_size,
+                                            gaussian=gaussian, sigma_scale=sigma_scale, mirror_axes=mirror_axes,
+                                            device=device, progress=progress, stitch_device=stitch_device):
+        if out is None:
+            spatial = tuple(image.shape[-len(patch_size):])
+            axis = slab_axis(spatial, patch_size)
+            out = torch.empty(spatial, dtype=torch.uint8, device=logits.device)
+        out.narrow(axis, first, last - first).copy_(to_labels(logits))
+    assert out is not None
+    return out
 
 
 @dataclass(frozen=True)
@@ -256,10 +397,26 @@ class SlidingWindowInferer:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ConfigError(f"a {self.window.describe()} inferer takes one image (C, {dims} spatial sizes) or a "
                               f"batch (N, C, {dims} spatial sizes), got {shape}.")
-        options = {"overlap": self.window.overlap, "batch_size": self.batch_size, "gaussian": self.gaussian,
-                   "sigma_scale": self.sigma_scale, "mirror_axes": self.mirror_axes, "device": self.device,
-                   "stitch_device": self.stitch_device, "progress": progress}
+        options = self._options(progress)
         if images.dim() == dims + 1:
             return sliding_window_logits(model, images, self.window.patch_size, **options)
         return torch.stack([sliding_window_logits(model, image, self.window.patch_size, **options)
                             for image in images])
+
+    def _options(self, progress: Progress | None) -> dict[str, object]:
+        return {"overlap": self.window.overlap, "batch_size": self.batch_size, "gaussian": self.gaussian,
+                "sigma_scale": self.sigma_scale, "mirror_axes": self.mirror_axes, "device": self.device,
+                "stitch_device": self.stitch_device, "progress": progress}
+
+    def slabs(self, model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
+              progress: Progress | None = None) -> Iterator[Slab]:
+        """One image's logits slab by slab (:func:`window_slabs`): ``(first, last, logits (K, ...))`` along
+        :func:`slab_axis` of its shape, the memory of one slab instead of the whole image's logits."""
+        return window_slabs(model, image, self.window.patch_size, **self._options(progress))  # type: ignore[arg-type]
+
+    def labels(self, model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
+               to_labels: Callable[[torch.Tensor], torch.Tensor] = argmax_labels,
+               progress: Progress | None = None) -> torch.Tensor:
+        """One image's uint8 label map (:func:`sliding_window_labels`), made slab by slab."""
+        return sliding_window_labels(model, image, self.window.patch_size, to_labels=to_labels,
+                                     **self._options(progress))  # type: ignore[arg-type]
