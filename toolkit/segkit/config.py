@@ -86,6 +86,7 @@ class TrainSettings:
     patches_per_epoch: int = 0
     window_overlap: float = 0.5
     target_spacing: list[float] = field(default_factory=list)
+    preprocess_workers: int = 0
     init_from: str = ""
 
 
@@ -357,6 +358,9 @@ def _check_ranges(config: RunConfig) -> None:
                         f"got {t.window_overlap}")
     if t.workers < 0 or t.patience < 0 or t.grad_clip < 0 or t.max_minutes < 0:
         problems.append("train.workers, train.patience, train.grad_clip and train.max_minutes must not be negative")
+    if isinstance(t.preprocess_workers, bool) or not isinstance(t.preprocess_workers, int) or t.preprocess_workers < 0:
+        problems.append(f"train.preprocess_workers must be a whole number >= 0 (0: automatic, 1: in this process), "
+                        f"got {t.preprocess_workers!r}")
     if not 0 < s.val_fraction < 1:
         problems.append(f"split.val_fraction must be between 0 and 1, got {s.val_fraction}")
     if not 0 <= s.test_fraction < 1:

@@ -33,7 +33,10 @@ __all__ = [
     "channel_scheme",
     "channel_schemes",
     "check_resampling_fits",
+    "case_rng",
+    "foreground_sample",
     "foreground_stats",
+    "stats_of_samples",
     "normalize_case",
     "resample_case",
     "resample_image",
@@ -82,24 +85,22 @@ def channel_schemes(channels: Sequence[str], overrides: Sequence[str] | None = N
     return tuple(channel_scheme(c, o) for c, o in zip(channels, overrides, strict=True))
 
 
-def foreground_stats(samples: Iterable[tuple[np.ndarray, np.ndarray]], voxels_per_case: int = 10_000,
-                     seed: int = 0) -> tuple[ChannelStats, ...]:
-    """Each channel's foreground (label > 0) intensity stats over ``samples``.
+def foreground_sample(image: np.ndarray, label: np.ndarray, voxels: int = 10_000,
+                      rng: np.random.Generator | None = None) -> np.ndarray:
+    """Up to ``voxels`` foreground (label > 0) intensities of one case, ``(C, n)`` float64, drawn with ``rng``
+    (all of them when there are fewer): what :func:`foreground_stats` keeps of a case."""
+    image = np.asarray(image)
+    if image.shape[1:] != np.shape(label):
+        raise DataError(f"an image of shape {image.shape[1:]} with a label of shape {np.shape(label)}")
+    where = np.flatnonzero(np.asarray(label).reshape(-1) > 0)
+    if where.size > voxels:
+        where = np.sort((rng or np.random.default_rng(0)).choice(where, voxels, replace=False))
+    return image.reshape(image.shape[0], -1)[:, where].astype(np.float64)
 
-    ``samples`` yields ``(image (C, X, Y, Z), label (X, Y, Z))`` one case at a time; up to
-    ``voxels_per_case`` foreground voxels of each case are drawn (seeded), so the cost stays one case
-    in memory plus ``voxels_per_case`` values per case.
-    """
-    rng = np.random.default_rng(seed)
-    drawn: list[np.ndarray] = []
-    for image, label in samples:
-        image = np.asarray(image)
-        if image.shape[1:] != np.shape(label):
-            raise DataError(f"an image of shape {image.shape[1:]} with a label of shape {np.shape(label)}")
-        where = np.flatnonzero(np.asarray(label).reshape(-1) > 0)
-        if where.size > voxels_per_case:
-            where = np.sort(rng.choice(where, voxels_per_case, replace=False))
-        drawn.append(image.reshape(image.shape[0], -1)[:, where].astype(np.float64))
+
+def stats_of_samples(samples: Iterable[np.ndarray]) -> tuple[ChannelStats, ...]:
+    """Each channel's :class:`ChannelStats` over the cases' :func:`foreground_sample` arrays put together."""
+    drawn = list(samples)
     values = np.concatenate(drawn, axis=1) if drawn else np.empty((0, 0))
     if values.size == 0:
         raise DataError("no foreground voxels (label > 0) in any case: CT normalisation needs them; "
@@ -109,6 +110,24 @@ def foreground_stats(samples: Iterable[tuple[np.ndarray, np.ndarray]], voxels_pe
         low, high = np.percentile(channel, [0.5, 99.5])
         stats.append(ChannelStats(float(low), float(high), float(channel.mean()), float(channel.std())))
     return tuple(stats)
+
+
+def case_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator that draws case ``index``'s foreground sample: the same whichever process draws it."""
+    return np.random.default_rng([int(seed), int(index)])
+
+
+def foreground_stats(samples: Iterable[tuple[np.ndarray, np.ndarray]], voxels_per_case: int = 10_000,
+                     seed: int = 0) -> tuple[ChannelStats, ...]:
+    """Each channel's foreground (label > 0) intensity stats over ``samples``.
+
+    ``samples`` yields ``(image (C, X, Y, Z), label (X, Y, Z))`` one case at a time; up to
+    ``voxels_per_case`` foreground voxels of case ``k`` are drawn with :func:`case_rng` ``(seed, k)``, so
+    the cost stays one case in memory plus ``voxels_per_case`` values per case, and the cases can be
+    sampled in any order or process (:func:`foreground_sample`, :func:`stats_of_samples`).
+    """
+    return stats_of_samples(foreground_sample(image, label, voxels_per_case, case_rng(seed, k))
+                            for k, (image, label) in enumerate(samples))
 
 
 def normalize_case(image: np.ndarray, schemes: Sequence[str],

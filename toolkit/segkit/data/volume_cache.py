@@ -40,7 +40,10 @@ import numpy as np
 
 from segkit.data.cache_files import (CASE_FILES, entry_problem, file_problem, foreground_problem, npz_bytes,
                                      save_bytes, save_npy)
-from segkit.data.preprocess import ChannelStats, channel_schemes, foreground_stats, normalize_case, resample_case
+from segkit import memory
+from segkit.data.case_workers import map_bounded, plan_workers
+from segkit.data.preprocess import (ChannelStats, case_rng, channel_schemes, foreground_sample, normalize_case,
+                                    resample_case, resampled_shape, stats_of_samples)
 from segkit.errors import OUTPUT_ERRNOS, ConfigError, DataError
 from segkit.fileio import atomic_write_text
 from segkit.progress import track
@@ -94,6 +97,8 @@ class VolumeCache:
         schemes: one intensity scheme per channel ("zscore", "ct", "none"); None chooses by channel name.
         foreground_voxels: at most this many voxel coordinates kept per label and case, for oversampling.
         progress: report progress on stderr while building.
+        workers: processes that preprocess cases at once, each holding one case (0: automatic, see
+            :func:`segkit.data.case_workers.plan_workers`; 1: in this process).
         note: where one-line notes go (a damaged cache file rebuilt); None: stderr when ``progress``.
 
     Attributes:
@@ -103,7 +108,7 @@ class VolumeCache:
     def __init__(self, dataset: Any, directory: str | os.PathLike[str] | None = None,
                  target_spacing: Sequence[float] | None = None, schemes: Sequence[str] | None = None,
                  foreground_voxels: int = 10_000, progress: bool = True,
-                 note: Callable[[str], None] | None = None) -> None:
+                 note: Callable[[str], None] | None = None, workers: int = 0) -> None:
         if isinstance(foreground_voxels, bool) or not isinstance(foreground_voxels, int) or foreground_voxels < 1:
             raise ConfigError(f"foreground_voxels must be an integer >= 1, got {foreground_voxels!r}")
         if target_spacing is not None:
@@ -126,6 +131,7 @@ class VolumeCache:
             directory = default_cache_root() / key.hexdigest()[:16]
         self.directory = Path(directory).expanduser()
         self.progress = progress
+        self.workers = workers
         self._note = note
         self.notes: list[str] = []
         self.cases: tuple[str, ...] = tuple(str(c) for c in dataset.cases_table["case"])
@@ -252,24 +258,64 @@ class VolumeCache:
             if recorded_stats is not None and recorded.get("stats_sources") == stats_sources:
                 self.stats = recorded_stats
             else:
-                pairs = ((image, label) for image, label, _ in (self._read(row) for row in table))
-                stats = foreground_stats(track(pairs, total=len(table), desc="volume cache: CT intensities",
-                                               unit="cases", enabled=self.progress))
+                stats = self._foreground_stats(table)
                 if recorded_stats != stats:
                     self._entries = {}  # every case was normalised with other numbers
                 self.stats = stats
             self._stats_sources = stats_sources
         stale = [row for row in table if not self._current(str(row.case), sources[str(row.case)])]
         self.built = []
-        for row in track(stale, total=len(stale), desc="volume cache", unit="cases", enabled=self.progress):
-            case = str(row.case)
+        work = {str(row.case): sources[str(row.case)] for row in stale}
+        cases = track(self._in_workers(self._worker_build, list(work), "preprocessing"), total=len(work),
+                      desc="volume cache", unit="cases", enabled=self.progress)
+        for case, entry in cases:
             self._entries.pop(case, None)
-            self._entries[case] = self._build_case(row, sources[case])
+            self._entries[case] = entry
             self.built.append(case)
             self._write_json()
         if not stale and not (self.directory / "cache.json").is_file():
             self._write_json()
         return self
+
+    def _case_bytes(self, row: Any) -> float:
+        """The bytes ``row``'s case holds at the peak of its preprocessing, from its header's shape and spacing."""
+        shape = tuple(int(n) for n in getattr(row, "shape", ()) or ())
+        if len(shape) != 3:
+            return 0.0
+        source = math.prod(shape)
+        target = self.settings["target_spacing"]
+        spacing = getattr(row, "spacing", None)
+        voxels = math.prod(resampled_shape(shape, spacing, target)) if target and spacing is not None else None
+        return float(memory.volume_preprocess_bytes(source, voxels, len(self.settings["channels"])))
+
+    def _in_workers(self, function: Callable[[str], Any], cases: list[str], what: str) -> Iterator[tuple[str, Any]]:
+        """``(case, function(case))`` for ``cases``, in worker processes when :attr:`workers` and the memory allow."""
+        rows = {str(row.case): row for row in self.dataset.cases_table.itertuples(index=False)}
+        workers, note = plan_workers(self.workers, [self._case_bytes(rows[c]) for c in cases], what=what)
+        if note:
+            self._say(note)
+        return map_bounded(function, cases, workers)
+
+    def _row(self, case: str) -> Any:
+        table = self.dataset.cases_table
+        return next(table.loc[table["case"].astype(str) == case].itertuples(index=False))
+
+    def _worker_build(self, case: str) -> dict[str, Any]:
+        """Preprocess and write ``case`` (in a worker process, or this one); its cache.json entry."""
+        return self._build_case(self._row(case), self._sources(self._row(case)))
+
+    def _worker_sample(self, case: str) -> np.ndarray:
+        """``case``'s foreground intensity sample for the CT stats (:func:`~segkit.data.preprocess.foreground_sample`)."""
+        image, label, _ = self._read(self._row(case))
+        return foreground_sample(image, label, 10_000, case_rng(0, self.cases.index(case)))
+
+    def _foreground_stats(self, table: list[Any]) -> tuple[ChannelStats, ...]:
+        """The CT foreground stats over every case, each case read once, in workers when they help."""
+        cases = [str(row.case) for row in table]
+        samples = dict(track(self._in_workers(self._worker_sample, cases, "reading CT intensities"),
+                             total=len(cases), desc="volume cache: CT intensities", unit="cases",
+                             enabled=self.progress))
+        return stats_of_samples(samples[c] for c in cases)
 
     def _build_case(self, row: Any, sources: list[list[Any]]) -> dict[str, Any]:
         """Preprocess and write one case; its cache.json entry. A failed write removes the case's files."""

@@ -142,6 +142,7 @@ class Trainer:
         self.ignores = False
         self.deadline: float | None = None  # time.monotonic() after which training stops at the next step
         self.out_of_time = False
+        self.data_timing: tuple[float, int] = (0.0, 0)  # the last epoch's seconds waiting for batches, and its steps
 
         self.ema = WeightAverage(self.module, self.settings.ema_decay) if self.settings.ema_decay > 0 else None
         #: ``train.transforms``: registered batch transforms applied on the device after the preset's augmentation.
@@ -199,10 +200,13 @@ class Trainer:
         first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
         seen, accumulate = 0, self.settings.accumulate
         steps = len(loader)
-        started = time.perf_counter()
+        started = waiting = time.perf_counter()
+        data_seconds, steps_done = 0.0, 0
         bar = self._bar(loader, f"epoch {epoch} train")
         self.optimizer.zero_grad(set_to_none=True)
         for step, (images, masks, indices) in enumerate(bar):
+            data_seconds += time.perf_counter() - waiting  # the step waited this long for its batch
+            steps_done += 1
             images, masks = self._to_device(images, masks)
             if self.transforms:
                 generator = transform_generator(self.settings.seed, epoch, step, self.dist.rank)
@@ -227,11 +231,14 @@ class Trainer:
                 self._check_finite(first_bad, epoch)
                 if self.progress:
                     elapsed = time.perf_counter() - started
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", img_s=f"{seen / max(elapsed, 1e-9):.1f}")
+                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", img_s=f"{seen / max(elapsed, 1e-9):.1f}",
+                                    data=f"{data_seconds / max(elapsed, 1e-9):.0%}")
+            waiting = time.perf_counter()
         self._check_finite(first_bad, epoch)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - started
+        self.data_timing = (data_seconds, steps_done)
         total_loss, total_seen = self.dist.sum_scalars(loss_sum, seen)
         accumulator = self.dist.gather_accumulator(accumulator)
         return total_loss / total_seen, accumulator.compute(), seconds, total_seen
@@ -311,6 +318,8 @@ class Trainer:
             "train_seconds": round(seconds, 3),
             "train_images_per_second": round(seen / max(seconds, 1e-9), 2),
             "val_seconds": round(time.perf_counter() - val_started, 3),
+            "train_steps": self.data_timing[1],
+            "train_data_seconds": round(self.data_timing[0], 3),
         }
         monitored = row[f"val_{self.config.metrics.monitor}"]
         return EpochResult(row, timing, monitored)

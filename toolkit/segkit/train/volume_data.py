@@ -154,21 +154,24 @@ def volume_cache_for(config: RunConfig, dataset: Any, say: Any, *, quiet: bool =
         raise ConfigError("dataset.context (2.5D slices as channels) does not apply to a 3D run, which sees the "
                           "volume itself: leave dataset.context out, or train.patch_size for a 2.5D run.")
     target = config.train.target_spacing or None
-    cache = volume_cache_of(dataset, target_spacing=target, quiet=quiet, note=lambda message: say(f"note: {message}"))
+    cache = volume_cache_of(dataset, target_spacing=target, quiet=quiet, note=lambda message: say(f"note: {message}"),
+                            workers=config.train.preprocess_workers)
     resampled = f", resampled to {' x '.join(f'{t:g}' for t in target)} mm" if target else ""
     say(f"volume cache: {len(dataset.cases_table)} cases{resampled} in {cache.directory}")
     return cache
 
 
-def volume_cache_of(dataset: Any, *, target_spacing: Any = None, quiet: bool = False, note: Any = None) -> Any:
+def volume_cache_of(dataset: Any, *, target_spacing: Any = None, quiet: bool = False, note: Any = None,
+                    workers: int = 0) -> Any:
     """The volume cache of ``dataset`` with the preprocessing 3D runs train with (built where it is missing).
 
     ``target_spacing``: every case resampled to it (``train.target_spacing``); None keeps each case's grid,
     the grid evaluation scores on. ``note``: where the cache's one-line notes go (a damaged file rebuilt);
-    None: stderr unless ``quiet``.
+    None: stderr unless ``quiet``. ``workers``: processes preprocessing cases at once (``train.preprocess_workers``;
+    0: automatic, :func:`segkit.data.case_workers.plan_workers`).
     """
 
-    return VolumeCache(dataset, target_spacing=target_spacing, progress=not quiet, note=note).build()
+    return VolumeCache(dataset, target_spacing=target_spacing, progress=not quiet, note=note, workers=workers).build()
 
 
 def data_preprocessing(config: RunConfig, dataset: Any, cache: Any = None) -> dict[str, Any]:
