@@ -23,7 +23,7 @@ from typing import Any
 from segkit.errors import ConfigError
 
 __all__ = ["available_bytes", "format_bytes", "require_memory", "smallest_fitting_scale",
-           "volume_preprocess_bytes", "volume_inference_bytes", "image_batch_bytes", "FLOAT32"]
+           "volume_preprocess_bytes", "volume_inference_bytes", "volume_streamed_bytes", "image_batch_bytes", "FLOAT32"]
 
 FLOAT32 = 4
 """Bytes of one float32 value, the type of every volume and probability map segkit computes with."""
@@ -137,6 +137,26 @@ def volume_inference_bytes(source_voxels: int, target_voxels: int | None, in_cha
     windows = volume + FLOAT32 * grid * (2 * out_channels + 1)
     back = volume + FLOAT32 * out_channels * (grid + source_voxels) if target_voxels else 0
     return max(windows, back)
+
+
+def volume_streamed_bytes(source_voxels: int, target_voxels: int | None, in_channels: int, out_channels: int,
+                          slab_voxels: float, *, kept_probabilities: int = 0, label_masks: int = 0,
+                          largest_component: bool = False) -> int:
+    """Bytes one volume needs while one 3D model predicts its label map slab by slab
+    (:func:`segkit.inference.volume_labels.predict_label_map`): ``target_voxels`` None when the model sees it on
+    its own grid; ``slab_voxels``: one patch deep along the slab axis, on the model's grid.
+
+    The volume (float32, normalised in place) and its resampled copy; the ring buffer of logits, a finished
+    slab and its probabilities (and, resampled, their copies on the volume's grid); the uint8 label map, the
+    float32 probability maps kept and the masks kept for post-processing; and keeping the largest component
+    (one label's region, its int32 component numbers and the component kept).
+    """
+    volume = in_channels * FLOAT32 * (source_voxels + (target_voxels or 0))
+    back = 2 * source_voxels / target_voxels if target_voxels else 0
+    slabs = FLOAT32 * out_channels * slab_voxels * (3 + back)
+    outputs = source_voxels * (1 + FLOAT32 * kept_probabilities + label_masks)
+    component = 6 * source_voxels if largest_component else 0
+    return int(volume + slabs + outputs + component)
 
 
 def image_batch_bytes(batch: int, channels: int, height: int, width: int) -> int:

@@ -18,7 +18,7 @@ Typical use::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "resample_image",
     "resampled_shape",
     "resize_probabilities",
+    "resize_slabs",
     "smallest_target_spacing",
 ]
 
@@ -131,16 +132,19 @@ def foreground_stats(samples: Iterable[tuple[np.ndarray, np.ndarray]], voxels_pe
 
 
 def normalize_case(image: np.ndarray, schemes: Sequence[str],
-                   stats: Sequence[ChannelStats] | None = None) -> np.ndarray:
+                   stats: Sequence[ChannelStats] | None = None, *, in_place: bool = False) -> np.ndarray:
     """``image`` (C, X, Y, Z) normalised channel by channel, as float32.
 
     zscore: ``(x - mean) / std`` of the whole case (std 0: only the mean is taken away); ct:
     clipped to ``stats``' percentiles, then ``(x - stats.mean) / stats.std``; none: unchanged.
+    ``in_place`` overwrites a writeable float32 ``image`` instead of allocating a copy (a large volume
+    then exists once).
     """
     image = np.asarray(image)
     if len(schemes) != image.shape[0]:
         raise ConfigError(f"{len(schemes)} intensity scheme(s) for an image of {image.shape[0]} channel(s)")
-    out = np.empty(image.shape, dtype=np.float32)
+    reuse = in_place and image.dtype == np.float32 and image.flags.writeable
+    out = image if reuse else np.empty(image.shape, dtype=np.float32)
     for c, scheme in enumerate(schemes):
         channel = image[c].astype(np.float32, copy=False)
         if scheme == "zscore":
@@ -156,7 +160,8 @@ def normalize_case(image: np.ndarray, schemes: Sequence[str],
             out[c] -= s.mean
             out[c] /= max(s.std, _EPS)
         elif scheme == "none":
-            out[c] = channel
+            if out[c] is not channel:
+                out[c] = channel
         else:
             raise unknown_name("intensity scheme", str(scheme), SCHEMES)
     return out
@@ -244,6 +249,60 @@ def resize_probabilities(probabilities: Any, size: Sequence[int]) -> Any:
         return probabilities
     with torch.no_grad():
         return F.interpolate(probabilities[None].float(), size=size, mode="trilinear", align_corners=False)[0]
+
+
+def _linear_source(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output position along an axis resized linearly (``align_corners=False``, PyTorch's rule): the
+    two source positions it reads and the weight of the second."""
+    scale = size_in / size_out
+    source = np.maximum((np.arange(size_out, dtype=np.float64) + 0.5) * scale - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    return low, high, source - low
+
+
+def resize_slabs(slabs: Iterable[tuple[int, int, Any]], axis: int, source_shape: Sequence[int],
+                 size: Sequence[int]) -> Iterator[tuple[int, int, Any]]:
+    """Slabs of a map ``(K, *source_shape)`` along ``axis``, resized as :func:`resize_probabilities` resizes the
+    whole map, as slabs of the resized map ``(K, *size)`` along the same axis.
+
+    ``slabs`` yields ``(first, last, values (K, ...))`` torch tensors covering the axis once, in order (as
+    :func:`segkit.inference.sliding_window.window_slabs` gives them). Each arriving slab is resized across the
+    other axes at once; along ``axis`` an output position is interpolated between its two source positions as
+    soon as both have arrived, so only a slab and one position before it are held, never the whole map.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    size_in, size_out = int(source_shape[axis]), int(size[axis])
+    plane = [int(n) for k, n in enumerate(size) if k != axis]
+    modes = {1: "linear", 2: "bilinear"}
+    low, high, weight = _linear_source(size_in, size_out)
+    held: Any = None  # source positions [base, arrived) resized across the plane: (K, positions, *plane)
+    base = arrived = done = 0
+    for first, last, values in slabs:
+        if first != arrived:
+            raise ValueError(f"slabs must cover axis {axis} in order: expected one from {arrived}, got {first}")
+        moved = torch.movedim(values.float(), axis + 1, 1)
+        if list(moved.shape[2:]) != plane:
+            moved = F.interpolate(moved, size=plane, mode=modes[len(plane)], align_corners=False)
+        held = moved if held is None else torch.cat([held, moved], 1)
+        arrived = last
+        ready = done
+        while ready < size_out and high[ready] < arrived:
+            ready += 1
+        if ready > done:
+            a, b = torch.from_numpy(low[done:ready] - base), torch.from_numpy(high[done:ready] - base)
+            w = torch.from_numpy(weight[done:ready]).to(held.dtype).view(1, -1, *[1] * len(plane))
+            out = held.index_select(1, a) * (1 - w) + held.index_select(1, b) * w
+            yield done, ready, torch.movedim(out, 1, axis + 1).contiguous()
+            done = ready
+        if done < size_out:  # keep only the source positions later outputs still read
+            keep = min(int(low[done]), arrived) - base  # (a slab may end before the next output's first source)
+            if keep > 0:
+                held, base = held[:, keep:], base + keep
+    if done != size_out:
+        raise ValueError(f"slabs ended at {arrived} of {size_in} positions along axis {axis}")
 
 
 def resample_case(image: np.ndarray, label: np.ndarray, spacing: Sequence[float],

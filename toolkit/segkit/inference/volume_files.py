@@ -28,9 +28,11 @@ import numpy as np
 
 from segkit.data.nifti import write_nifti
 from segkit.data.volume_formats import format_of
-from segkit.data.volume_io import header_shape, volume_stem
+from segkit.data.volume_io import header_shape, header_spacing, volume_stem
 from segkit.errors import ConfigError, DataError
 from segkit.inference.output_names import claim_outputs, file_safe, refuse_label_folder
+from segkit.inference.volume_labels import predict_label_map
+from segkit.inference.volume_limits import check_volume_inference
 from segkit.inference.volume_predict import (
     label_volume,
     predict_volume,
@@ -100,6 +102,11 @@ def volume_outputs(cases: Sequence[VolumeCase], out: Path, save_probs: bool,
     return outputs
 
 
+def _spatial_shape(case: VolumeCase) -> tuple[int, ...]:
+    """A case's spatial shape from its first file's header (a 4D file's channels are its last axis)."""
+    return tuple(int(n) for n in header_shape(case.paths[0])[:3])
+
+
 def write_volume_like(path: Path, array: np.ndarray, reference: Path, intent: str = "none") -> None:
     """Write ``array`` (3D) at ``path`` on the grid of the input file ``reference``, by its format's writer, atomically."""
     format_of(reference).write_like(path, array, reference, intent=intent)
@@ -152,6 +159,12 @@ def predict_volumes(
                             f"takes {settings.channels}; pass cases with {settings.channels} channel(s).")
     labels = predictor.labels
     outputs = volume_outputs(cases, out, save_probs, labels.foreground)
+    offset = 1 if labels.mode == "multiclass" else 0  # multiclass probabilities start with the background
+    keep = [k + offset for k, label in enumerate(labels.foreground) if save_probs]
+    if predictor.volumetric:  # every case's memory, from its header, before the first is read
+        check_volume_inference(predictor, [(c.name, _spatial_shape(c), header_spacing(c.paths[0])[:3]) for c in cases],
+                               settings.channels, where="the input", streamed=True, kept_probabilities=len(keep),
+                               postprocess=postprocess)
     if not overwrite:
         existing = [str(p) for names in outputs for p in names.values() if p.exists()]
         if existing:
@@ -160,7 +173,6 @@ def predict_volumes(
                               "Pass --overwrite to replace them, or choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
     threshold = predictor.threshold if threshold is None else threshold
-    offset = 1 if labels.mode == "multiclass" else 0  # multiclass probabilities start with the background
     summary = VolumeSummary(out=str(out))
     for case, names in track(list(zip(cases, outputs, strict=True)), total=len(cases), desc="predict",
                              unit="volumes", enabled=progress):
@@ -169,12 +181,19 @@ def predict_volumes(
         except DataError as error:
             summary.failures.append((str(case.paths[0]), str(error)))
             continue
-        probabilities = predict_volume(predictor, image, settings, batch_size=batch_size, spacing=spacing)
-        label_map = label_volume(probabilities, labels, threshold, settings.slice_axis, postprocess)
+        if predictor.volumetric:  # a 3D model: slab by slab, in bounded memory
+            label_map, kept = predict_label_map(predictor, image, spacing=spacing, threshold=threshold,
+                                                slice_axis=settings.slice_axis, postprocess=postprocess, keep=keep,
+                                                batch_size=batch_size)
+        else:
+            probabilities = predict_volume(predictor, image, settings, batch_size=batch_size, spacing=spacing)
+            label_map = label_volume(probabilities, labels, threshold, settings.slice_axis, postprocess)
+            kept = {k: probabilities[k].astype(np.float32) for k in keep}
+        del image
         write_volume_like(names["labels"], label_map, reference, intent="label")
         for k, label in enumerate(labels.foreground):
             if f"prob_{label}" in names:
-                write_volume_like(names[f"prob_{label}"], probabilities[k + offset].astype(np.float32), reference)
+                write_volume_like(names[f"prob_{label}"], kept.pop(k + offset), reference)
         summary.written += 1
         voxels = int(np.count_nonzero(label_map))
         summary.foreground_voxels += voxels

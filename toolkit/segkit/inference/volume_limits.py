@@ -23,7 +23,7 @@ import numpy as np
 from segkit import memory
 from segkit.data.preprocess import resampled_shape, smallest_target_spacing
 from segkit.errors import ConfigError
-from segkit.inference.sliding_window import axis_window_count
+from segkit.inference.sliding_window import axis_window_count, slab_axis
 from segkit.inference.whole_volume import member_target_spacing
 
 __all__ = ["MAX_WINDOW_REPEATS", "window_count", "window_repeats", "check_windows", "check_volume_channels",
@@ -82,15 +82,34 @@ def _member_grids(predictor: Any) -> list[tuple[tuple[int, ...], float, tuple[fl
 
 
 def check_volume_inference(predictor: Any, cases: Iterable[tuple[str, Sequence[int], Sequence[float] | None]],
-                           channels: int, *, where: str) -> None:
+                           channels: int, *, where: str, streamed: bool = False, kept_probabilities: int = 0,
+                           postprocess: str = "none") -> None:
     """Refuse, before any volume is predicted, what cannot work for ``predictor`` (3D models) on ``cases``
     (``(name, shape, spacing in mm or None)`` each, ``channels`` channels, from ``where``): another channel
-    count than the model's, windows beyond :data:`MAX_WINDOW_REPEATS`, or arrays that do not fit in memory."""
+    count than the model's, windows beyond :data:`MAX_WINDOW_REPEATS`, or arrays that do not fit in memory.
+
+    ``streamed``: the label maps are made slab by slab (``segkit predict``,
+    :func:`~segkit.inference.volume_labels.predict_label_map`), keeping ``kept_probabilities`` probability maps
+    and post-processing with ``postprocess``; otherwise whole probability maps are made (evaluate)."""
+    streamed = streamed and len(predictor.members) == 1  # an ensemble averages whole maps
+
+    def needed(shape: Sequence[int], grid: Sequence[int] | None, patch: Sequence[int]) -> float:
+        if not streamed:
+            return _inference_bytes(shape, grid, channels, classes, len(predictor.members))
+        on_grid = grid or shape
+        padded = [max(int(s), int(p)) for s, p in zip(on_grid, patch, strict=True)]
+        axis = slab_axis(on_grid, patch)
+        slab = int(patch[axis]) * math.prod(padded) / padded[axis]
+        masks = len(predictor.labels.foreground) if postprocess == "lcc" and predictor.labels.mode == "multilabel" else 0
+        return memory.volume_streamed_bytes(math.prod(shape), math.prod(grid) if grid else None, channels, classes,
+                                            slab, kept_probabilities=kept_probabilities, label_masks=masks,
+                                            largest_component=postprocess == "lcc")
+
     if not predictor.volumetric:
         return
     check_volume_channels(predictor.in_channels, channels, where)
     classes = int(predictor.labels.out_channels)
-    worst: tuple[float, str, Sequence[int], Sequence[float] | None, tuple[float, ...] | None] | None = None
+    worst: tuple[float, str, Sequence[int], Sequence[float] | None, tuple[float, ...] | None, Any] | None = None
     for name, shape, spacing in cases:
         shape = tuple(int(n) for n in shape)
         for patch, overlap, target in _member_grids(predictor):
@@ -98,18 +117,17 @@ def check_volume_inference(predictor: Any, cases: Iterable[tuple[str, Sequence[i
             check_windows(grid, patch, overlap, what=_case(name, where)
                           + (f" resampled to the model's {_mm(target)}" if grid != shape else ""),
                           setting="the model's window overlap")
-            needed = _inference_bytes(shape, grid if grid != shape else None, channels, classes, len(predictor.members))
-            if worst is None or needed > worst[0]:
-                worst = (needed, name, shape, spacing, target if grid != shape else None)
+            need = needed(shape, grid if grid != shape else None, patch)
+            if worst is None or need > worst[0]:
+                worst = (need, name, shape, spacing, target if grid != shape else None, patch)
     if worst is None:
         return
-    needed, name, shape, spacing, target = worst
-    if needed <= memory.available_bytes():
+    need, name, shape, spacing, target, patch = worst
+    if need <= memory.available_bytes():
         return
     fits = "predict smaller volumes, or on a machine with more memory"
     if target is not None:
-        coarser = smallest_target_spacing(target, lambda t: _inference_bytes(
-            shape, resampled_shape(shape, spacing, t), channels, classes, len(predictor.members)))
+        coarser = smallest_target_spacing(target, lambda t: needed(shape, resampled_shape(shape, spacing, t), patch))
         grid = _size(resampled_shape(shape, spacing, target))
         what = (f"predicting {_case(name, where)} ({_size(shape)} voxels) on the model's grid of {_mm(target)} "
                 f"(its train.target_spacing: {grid} voxels)")
@@ -117,7 +135,26 @@ def check_volume_inference(predictor: Any, cases: Iterable[tuple[str, Sequence[i
             fits = f"a model trained with train.target_spacing = {_mm(coarser)} or coarser would fit"
     else:
         what = f"predicting {_case(name, where)} ({_size(shape)} voxels, {channels} channel(s))"
-    memory.require_memory(needed, what, fits)
+        fits = _fitting_volume(shape, lambda smaller: needed(smaller, None, patch)) or fits
+    memory.require_memory(need, what, fits)
+
+
+def _fitting_volume(shape: Sequence[int], needed: Any) -> str | None:
+    """What would fit: the volume cut along its longest axis to the most positions whose prediction fits."""
+    axis = max(range(len(shape)), key=lambda k: shape[k])
+    free = memory.available_bytes()
+
+    def cut(n: int) -> tuple[int, ...]:
+        return tuple(n if k == axis else int(s) for k, s in enumerate(shape))
+
+    low, high = 0, int(shape[axis])  # needed(cut(low)) fits, needed(cut(high)) does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if needed(cut(middle)) <= free else (low, middle)
+    if low < 1:
+        return None
+    return (f"a volume of at most {_size(cut(low))} voxels fits ({low} of its {shape[axis]} positions along axis "
+            f"{axis}): crop it, or predict on a machine with more memory")
 
 
 def _inference_bytes(shape: Sequence[int], grid: Sequence[int] | None, channels: int, classes: int,

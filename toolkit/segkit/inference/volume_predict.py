@@ -183,8 +183,9 @@ def _stacked_slice(image: np.ndarray, axis: int, number: int, context: int) -> n
     return np.concatenate([np.moveaxis(p, 0, -1) for p in planes], axis=2)
 
 
-def normalized_volume(predictor: Any, image: np.ndarray) -> np.ndarray:
-    """``image`` (C, X, Y, Z) normalised as a 3D run's training volumes were (its checkpoint's ``volume`` record)."""
+def normalized_volume(predictor: Any, image: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+    """``image`` (C, X, Y, Z) normalised as a 3D run's training volumes were (its checkpoint's ``volume`` record);
+    ``in_place`` overwrites a float32 ``image`` rather than copying it."""
 
     records = {repr((m.info.get("preprocessing") or {}).get("volume")) for m in predictor.members}
     if len(records) > 1:
@@ -193,7 +194,7 @@ def normalized_volume(predictor: Any, image: np.ndarray) -> np.ndarray:
     record = (predictor.members[0].info.get("preprocessing") or {}).get("volume") or {}
     schemes = record.get("schemes") or ["zscore"] * image.shape[0]
     stats = [ChannelStats(**s) for s in record["stats"]] if record.get("stats") else None
-    return normalize_case(image, schemes, stats)
+    return normalize_case(image, schemes, stats, in_place=in_place)
 
 
 def predict_volume(predictor: Any, image: np.ndarray, settings: VolumeSettings, batch_size: int = 8,

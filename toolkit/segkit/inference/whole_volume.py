@@ -10,18 +10,18 @@ both come through here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from segkit.data.preprocess import resample_image, resize_probabilities
+from segkit.data.preprocess import resample_image, resize_slabs
 from segkit.errors import CheckpointError
 from segkit.inference.postprocess import largest_component_3d
-from segkit.inference.sliding_window import SlidingWindowInferer
+from segkit.inference.sliding_window import Slab, SlidingWindowInferer, slab_axis
 
-__all__ = ["MIRROR_AXES", "volume_probabilities", "keep_largest_components", "member_target_spacing"]
+__all__ = ["MIRROR_AXES", "volume_probabilities", "volume_slabs", "keep_largest_components", "member_target_spacing"]
 
 #: Mirroring test-time augmentation of a volume: every combination of flips of its three axes.
 MIRROR_AXES: tuple[int, ...] = (0, 1, 2)
@@ -33,40 +33,77 @@ def member_target_spacing(member: Any) -> tuple[float, ...] | None:
     return tuple(float(t) for t in record) if record else None
 
 
+def _member_slabs(predictor: Any, member: Any, image: torch.Tensor, spacing: Any, batch_size: int,
+                  progress: Callable[[int, int], None] | None) -> tuple[int, Iterator[Slab]]:
+    """One model's probabilities of ``image`` on the volume's grid, slab by slab: ``(axis, slabs)``.
+
+    A model trained at a target spacing slides over the volume resampled to it, and each slab of its
+    probabilities is brought back to the volume's grid as it comes (:func:`~segkit.data.preprocess.resize_slabs`).
+    """
+    if "model" not in member.info:
+        raise CheckpointError(f"{member.source} holds no 3D patch model to slide over the volume; predict with the "
+                              "run directory, its checkpoint or its ONNX export ('segkit export').")
+    target = member_target_spacing(member)
+    grid = image
+    if target is not None:
+        if spacing is None:
+            raise CheckpointError(f"{member.source} was trained on volumes resampled to {target} mm, so it needs "
+                                  "the voxel spacing of the volume it predicts; this volume came without one.")
+        grid = torch.from_numpy(resample_image(image.numpy(), spacing, target))
+    model = member.info["model"]  # a torch module, or an ONNX export's session as a function
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    inferer = SlidingWindowInferer(member.window, batch_size=batch_size, device=member.device,
+                                   mirror_axes=MIRROR_AXES if predictor.tta else ())
+    axis = slab_axis(grid.shape[1:], member.window.patch_size)
+
+    def probabilities() -> Iterator[Slab]:
+        with torch.inference_mode():
+            for first, last, logits in inferer.slabs(model, grid, progress=progress):
+                yield first, last, member.labels.probabilities(logits[None].float())[0].cpu()
+
+    if tuple(grid.shape[1:]) == tuple(image.shape[1:]):
+        return axis, probabilities()
+    return axis, resize_slabs(probabilities(), axis, grid.shape[1:], image.shape[1:])
+
+
+def volume_slabs(predictor: Any, image: torch.Tensor, *, spacing: Any = None, batch_size: int = 4,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[int, Iterator[Slab]]:
+    """The probabilities ``(out_channels, ...)`` of one preprocessed volume ``(C, X, Y, Z)`` slab by slab along one
+    axis, on the volume's grid: ``(axis, slabs of (first, last, probabilities))``.
+
+    One model streams: its logits exist one slab at a time (:meth:`SlidingWindowInferer.slabs`), so memory holds
+    the volume, a slab and what the caller keeps of each slab. An ensemble averages whole probability maps
+    (:func:`volume_probabilities`) and yields them as one slab.
+    """
+    if not predictor.volumetric:
+        raise CheckpointError("volume probabilities need 3D models (runs trained with a 3D train.patch_size).")
+    if len(predictor.members) == 1:
+        return _member_slabs(predictor, predictor.members[0], image, spacing, batch_size, progress)
+    whole = volume_probabilities(predictor, image, spacing=spacing, batch_size=batch_size, progress=progress)
+    return 0, iter([(0, int(image.shape[1]), whole)])
+
+
 def volume_probabilities(predictor: Any, image: torch.Tensor, *, spacing: Any = None, batch_size: int = 4,
                          progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Probabilities ``(out_channels, X, Y, Z)`` of one preprocessed volume ``(C, X, Y, Z)``, averaged over members.
 
     A model trained on volumes resampled to a target spacing sees the volume resampled to it (trilinear,
     from ``spacing``, the volume's own voxel size in mm), and its probabilities are interpolated back to
-    the volume's grid (:func:`~segkit.data.preprocess.resize_probabilities`).
+    the volume's grid (:func:`~segkit.data.preprocess.resize_slabs`).
     """
 
     if not predictor.volumetric:
         raise CheckpointError("volume_probabilities needs 3D models (runs trained with a 3D train.patch_size).")
-    total = None
-    resampled: dict[Any, torch.Tensor] = {None: image}
+    total: torch.Tensor | None = None
     for member in predictor.members:
-        if "model" not in member.info:
-            raise CheckpointError(f"{member.source} holds no 3D patch model to slide over the volume; predict with the "
-                                  "run directory, its checkpoint or its ONNX export ('segkit export').")
-        target = member_target_spacing(member)
-        if target is not None and target not in resampled:
-            if spacing is None:
-                raise CheckpointError(f"{member.source} was trained on volumes resampled to {target} mm, so it needs "
-                                      "the voxel spacing of the volume it predicts; this volume came without one.")
-            resampled[target] = torch.from_numpy(resample_image(image.numpy(), spacing, target))
-        model = member.info["model"]  # a torch module, or an ONNX export's session as a function
-        if isinstance(model, torch.nn.Module):
-            model.eval()
-        inferer = SlidingWindowInferer(member.window, batch_size=batch_size, device=member.device,
-                                       mirror_axes=MIRROR_AXES if predictor.tta else ())
-        with torch.inference_mode():
-            logits = inferer(model, resampled[target], progress=progress)
-            probability = member.labels.probabilities(logits[None].float())[0].cpu()
-        probability = resize_probabilities(probability, image.shape[1:])
-        total = probability if total is None else total + probability
-    return total / len(predictor.members)
+        axis, slabs = _member_slabs(predictor, member, image, spacing, batch_size, progress)
+        for first, last, probability in slabs:
+            if total is None:
+                total = torch.zeros((probability.shape[0], *image.shape[1:]), dtype=torch.float32)
+            total.narrow(axis + 1, first, last - first).add_(probability)
+    assert total is not None
+    return total / len(predictor.members) if len(predictor.members) > 1 else total
 
 
 def keep_largest_components(masks: torch.Tensor) -> torch.Tensor:
