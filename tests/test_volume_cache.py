@@ -348,3 +348,27 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(built_cache: tu
     notes: list[str] = []
     cache = VolumeCache(build(root), directory=folder, progress=False, note=notes.append).build()
     assert cache.built == ["vol_001"] and notes == []  # the finished case kept, the half one built whole
+
+
+def test_labels_resampled_within_their_boxes_equal_the_whole_volume_interpolation() -> None:
+    """resample_labels interpolates each label only where it reaches and derives the background's weight; the
+    labels are those of interpolating every indicator over the whole volume, but for near-ties (float rounding)."""
+    import torch
+    import torch.nn.functional as F
+    from segkit.data.preprocess import resample_labels
+
+    rng = np.random.default_rng(0)
+    for shape, size in (((30, 24, 17), (45, 13, 40)), ((40, 40, 12), (22, 31, 30)), ((9, 8, 7), (9, 8, 7))):
+        grid = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+        label = np.zeros(shape, np.uint8)
+        for value in (1, 2, 3):
+            centre, radius = rng.uniform(0, 1, 3) * shape, rng.uniform(0.15, 0.4) * min(shape)
+            label[sum(((g - c) / radius) ** 2 for g, c in zip(grid, centre)) < 1] = value
+        weights = np.stack([F.interpolate(torch.from_numpy(label == v).float()[None, None], size=size,
+                                          mode="trilinear", align_corners=False)[0, 0].numpy() for v in range(4)])
+        top = np.sort(weights, axis=0)
+        decided = top[-1] - top[-2] > 1e-5
+        expected = weights.argmax(0)  # the first of equal weights: the lower label wins a tie
+        resampled = resample_labels(label, size)
+        assert resampled.shape == size and resampled.dtype == np.uint8
+        np.testing.assert_array_equal(resampled[decided], expected[decided])

@@ -111,15 +111,16 @@ def volume_preprocess_bytes(source_voxels: int, target_voxels: int | None, chann
     """Bytes one case needs at the peak of its preprocessing (:func:`segkit.data.preprocess.resample_case`, then
     :func:`~segkit.data.preprocess.normalize_case`): ``target_voxels`` None when it is not resampled.
 
-    Resampling holds the case as read (float32 image, uint8 label), the resampled float32 image and, per label
-    value, a float32 indicator of the source and three float32/uint8 maps of the target (weight, best, result);
-    normalising holds the image twice (in and out) and the label.
+    Resampling holds the case as read (float32 image, uint8 label), the resampled float32 image, one label's
+    mask of the source (one byte a voxel) and, on the target grid, the labels' interpolated weights within
+    their bounding boxes (counted as one float32 map: organs fill part of a scan), the best weight so far
+    (float32) and the result (uint8); normalising holds the image twice (in and out) and the label.
     """
     read = channels * FLOAT32 * source_voxels + source_voxels
     normalise = 2 * channels * FLOAT32 * (target_voxels or source_voxels) + (target_voxels or source_voxels)
     if target_voxels is None:
         return max(read, normalise)
-    resample = read + channels * FLOAT32 * target_voxels + 5 * source_voxels + 14 * target_voxels
+    resample = read + channels * FLOAT32 * target_voxels + source_voxels + 9 * target_voxels
     return max(resample, normalise)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "normalize_case",
     "resample_case",
     "resample_image",
+    "resample_labels",
     "resampled_shape",
     "resize_probabilities",
     "resize_slabs",
@@ -318,22 +319,63 @@ def resample_case(image: np.ndarray, label: np.ndarray, spacing: Sequence[float]
     """
     if target_spacing is None or np.allclose(spacing, target_spacing, rtol=0, atol=1e-4):
         return np.asarray(image, dtype=np.float32), np.asarray(label, dtype=np.uint8)
-    import torch
-    import torch.nn.functional as F
-
     size = resampled_shape(label.shape, spacing, target_spacing)
     if size == tuple(label.shape):
         return np.asarray(image, dtype=np.float32), np.asarray(label, dtype=np.uint8)
     check_resampling_fits(label.shape, spacing, target_spacing, int(np.shape(image)[0]))
     out = resample_image(image, spacing, target_spacing)
-    with torch.no_grad():
-        source = torch.from_numpy(np.ascontiguousarray(label))
-        best = np.zeros(size, dtype=np.float32)
-        result = np.zeros(size, dtype=np.uint8)
-        for value in np.unique(label).tolist():
-            indicator = (source == value).to(torch.float32)[None, None]
-            weight = F.interpolate(indicator, size=size, mode="trilinear", align_corners=False)[0, 0].numpy()
-            better = weight > best
-            result[better] = value
-            best = np.maximum(best, weight)
-    return out, result
+    return out, resample_labels(np.asarray(label), size)
+
+
+def _interpolate_box(values: np.ndarray, axes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``values`` interpolated linearly along each axis at the given ``(low, high, weight)`` source positions."""
+    import torch
+
+    out = torch.from_numpy(values)
+    for k, (low, high, weight) in enumerate(axes):
+        shape = [1] * out.dim()
+        shape[k] = -1
+        w = torch.from_numpy(weight.astype(np.float32)).view(shape)
+        a, b = out.index_select(k, torch.from_numpy(low)), out.index_select(k, torch.from_numpy(high))
+        out = a + (b - a) * w
+    return out.numpy()
+
+
+def resample_labels(label: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """A label volume resampled to ``size`` label by label: each label's indicator interpolated trilinearly
+    (``align_corners=False``, as :func:`torch.nn.functional.interpolate`), every voxel the label of the largest.
+
+    Each foreground label is interpolated only inside its bounding box (what its voxels can reach), and the
+    background's weight is one minus theirs (trilinear weights sum to one), so a CT case whose organs fill a
+    small part of it costs a small part of the volume; the lower label wins a tie, as it always did.
+    """
+    size = tuple(int(n) for n in size)
+    result = np.zeros(size, dtype=np.uint8)
+    axes = [_linear_source(n, m) for n, m in zip(label.shape, size, strict=True)]
+    boxes: list[tuple[int, tuple[slice, ...], np.ndarray]] = []
+    for value in (v for v in np.unique(label).tolist() if v != 0):
+        mask = label == value
+        source, target, around = [], [], []
+        for k, (low, high, weight) in enumerate(axes):
+            present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != k)))
+            first = int(np.searchsorted(high, present[0], "left"))  # outputs that read a voxel of the label
+            last = int(np.searchsorted(low, present[-1], "right"))
+            start, stop = int(low[first]), int(high[last - 1]) + 1
+            source.append(slice(start, stop))
+            target.append(slice(first, last))
+            around.append((low[first:last] - start, high[first:last] - start, weight[first:last]))
+        boxes.append((value, tuple(target), _interpolate_box(mask[tuple(source)].astype(np.float32), around)))
+        del mask
+    if not boxes:
+        return result
+    union = tuple(slice(min(b[1][k].start for b in boxes), max(b[1][k].stop for b in boxes)) for k in range(len(size)))
+    best = np.ones([u.stop - u.start for u in union], dtype=np.float32)  # the background's weight: 1 - the others'
+    for _, box, weight in boxes:
+        best[tuple(slice(b.start - u.start, b.stop - u.start) for b, u in zip(box, union))] -= weight
+    chosen = result[union]
+    for value, box, weight in boxes:  # ascending values: a higher label must beat the lower ones strictly
+        inside = tuple(slice(b.start - u.start, b.stop - u.start) for b, u in zip(box, union))
+        better = weight > best[inside]
+        chosen[inside][better] = value
+        np.maximum(best[inside], weight, out=best[inside])
+    return result

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from segkit.data.base import SegmentationDataset
+from segkit.data.case_workers import map_bounded, plan_workers
 from segkit.data.verify import cases_message
 from segkit.data.volume_io import Volume, check_finite, header_shape, header_spacing, read_label, read_volume
 from segkit.errors import ConfigError, DataError
@@ -115,12 +116,11 @@ class VolumeDataset(SegmentationDataset):
         self.channel_names = tuple(str(c) for c in channels)
         classes = len(labels)
         shapes, spacings, lesion, problems = [], [], [], []
-        for row in cases.itertuples(index=False):
-            try:
-                shape, spacing, per_axis = self._check_case(row, classes)
-            except DataError as error:
-                problems.append(f"case {str(row.case)!r}: {error}")
+        for row, checked in zip(cases.itertuples(index=False), self._check_cases(cases, classes), strict=True):
+            if isinstance(checked, str):
+                problems.append(f"case {str(row.case)!r}: {checked}")
                 continue
+            shape, spacing, per_axis = checked
             shapes.append(shape)
             spacings.append(spacing)
             lesion.append(per_axis)
@@ -146,6 +146,27 @@ class VolumeDataset(SegmentationDataset):
                           stacklevel=2)
         super().__init__(pd.DataFrame(rows), in_channels=len(self.channel_names), cache=cache, context=context,
                          labels=labels)
+
+    def _check_cases(self, cases: pd.DataFrame, classes: int) -> list[Any]:
+        """:meth:`_check_case` of every case (its result, or its error's message), in worker processes when the
+        labels are large (:func:`segkit.data.case_workers.plan_workers`: a CT set's labels are 0.1 GB each)."""
+        rows = list(cases.itertuples(index=False))
+
+        def check(k: int) -> Any:
+            try:
+                return self._check_case(rows[k], classes)
+            except DataError as error:
+                return str(error)
+
+        sizes = []
+        for row in rows:  # a label read whole: its voxels as stored and a few masks of them
+            try:
+                sizes.append(4.0 * math.prod(header_shape(row.label_path)))
+            except (DataError, OSError, ValueError):
+                sizes.append(0.0)  # unreadable: its own check says so
+        workers, _ = plan_workers(0, sizes, what="reading the labels")
+        results = dict(map_bounded(check, range(len(rows)), workers))
+        return [results[k] for k in range(len(rows))]
 
     def _check_case(self, row: Any, classes: int) -> tuple[tuple[int, ...], tuple[float, ...], list[np.ndarray]]:
         """One case's shape, spacing and, per axis, which slices hold a label; a DataError when image and label

@@ -50,7 +50,7 @@ from segkit.progress import track
 
 __all__ = ["CACHE_VERSION", "VolumeCache", "default_cache_root"]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Bumped when the files' layout or the preprocessing changes, so older caches are rebuilt."""
 
 
