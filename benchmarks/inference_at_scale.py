@@ -227,7 +227,15 @@ def argmax_labels(logits: torch.Tensor) -> torch.Tensor:
     """uint8 argmax over the channels of (K, X, Y, Z) logits, ARGMAX_SLAB planes of X at a time (no int64 volume)."""
     labels = torch.empty(logits.shape[1:], dtype=torch.uint8)
     for start in range(0, logits.shape[1], ARGMAX_SLAB):
-        labels[start:start + ARGMAX_SLAB] = logits[:, start:start + ARGMAX_SLAB].argmax(0)
+        chunk = logits[:, start:start + ARGMAX_SLAB]
+        # one pass per channel (the first of equal values wins, as argmax): torch's argmax over the channel axis
+        # reduces across a large stride and costs ten times as long on a CPU, which would charge the tools that
+        # return logits for more than their inference (segkit's labels use the same loop)
+        best, index = chunk[0].clone(), torch.zeros(chunk.shape[1:], dtype=torch.uint8)
+        for k in range(1, chunk.shape[0]):
+            index.masked_fill_(chunk[k] > best, k)
+            torch.maximum(best, chunk[k], out=best)
+        labels[start:start + ARGMAX_SLAB] = index
     return labels
 
 

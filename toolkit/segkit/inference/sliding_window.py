@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from segkit.errors import ConfigError
+from segkit.labels import first_largest
 from segkit.runs.window import WindowSettings
 
 __all__ = ["SlidingWindowInferer", "argmax_labels", "axis_window_count", "gaussian_importance", "slab_axis",
@@ -190,14 +191,22 @@ class _Ring:
             target[self.dim - 1] = slice(row, row + rows)
             self.sum[(slice(None), *target)] += logits.narrow(self.dim, offset, rows)
 
-    def take(self, first: int, last: int) -> torch.Tensor:
-        """The sums at positions ``[first, last)`` (a new tensor), their rows zeroed for the windows to come."""
-        parts = []
-        for row, rows, _ in self._pieces(first, last):
+    def take(self, first: int, last: int, divisors: list[torch.Tensor]) -> torch.Tensor:
+        """The sums at positions ``[first, last)`` divided by the product of ``divisors`` (one 1D tensor per spatial
+        axis, the slab axis's for these positions), as a new tensor; their rows zeroed for the windows to come."""
+        out = torch.empty((self.sum.shape[0], *[len(d) for d in divisors]), dtype=self.sum.dtype,
+                          device=self.sum.device)
+        for row, rows, offset in self._pieces(first, last):
             part = self.sum.narrow(self.dim, row, rows)
-            parts.append(part.clone())
+            target = out.narrow(self.dim, offset, rows)
+            for k, divisor in enumerate(divisors):  # broadcast along one axis at a time: nothing volume-sized
+                if k == self.dim - 1:
+                    divisor = divisor[offset:offset + rows]
+                shape = [1] * len(divisors)
+                shape[k] = -1
+                torch.div(part if k == 0 else target, divisor.view(shape), out=target)
             part.zero_()
-        return parts[0] if len(parts) == 1 else torch.cat(parts, self.dim)
+        return out
 
 
 def _coverage(size: int, starts: list[int], patch: int, weight: torch.Tensor) -> torch.Tensor:
@@ -252,7 +261,8 @@ def window_slabs(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Ten
     corners = sorted(itertools.product(*starts), key=lambda corner: corner[axis])  # stable: otherwise product order
     flips = [tuple(2 + a for a in combo) for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
     factors = [_axis_weights(p, sigma_scale, dims) if gaussian else torch.ones(p, dtype=torch.float64) for p in patch]
-    coverage = [_coverage(s, st, p, w) for s, st, p, w in zip(padded, starts, patch, factors)]
+    coverage = [_coverage(s, st, p, w).to(torch.float32).to(out_device)
+                for s, st, p, w in zip(padded, starts, patch, factors)]
     weight_run = gaussian_importance(patch, sigma_scale, run_device) if gaussian else None
     crop = tuple(slice(b, b + s) for b, s in zip(before, spatial))
     ring: _Ring | None = None
@@ -264,12 +274,7 @@ def window_slabs(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Ten
         if last <= first:
             return
         assert ring is not None
-        logits = ring.take(first, last)
-        weight = torch.ones((), dtype=torch.float64)
-        for k in range(dims):
-            factor = coverage[k][first:last] if k == axis else coverage[k]
-            weight = weight.unsqueeze(-1) * factor
-        logits /= weight.to(torch.float32).to(out_device)
+        logits = ring.take(first, last, [coverage[k][first:last] if k == axis else coverage[k] for k in range(dims)])
         done = last
         keep = list(crop)
         low, high = max(first, before[axis]), min(last, before[axis] + spatial[axis])
@@ -330,7 +335,7 @@ def sliding_window_logits(model: Callable[[torch.Tensor], torch.Tensor], image: 
 
 def argmax_labels(logits: torch.Tensor) -> torch.Tensor:
     """The most likely channel of each position of ``logits`` ``(K, ...)``, as uint8 (K at most 256)."""
-    return logits.argmax(0).to(torch.uint8)
+    return first_largest(logits, dim=0, dtype=torch.uint8)
 
 
 def sliding_window_labels(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
