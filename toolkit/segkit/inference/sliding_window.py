@@ -238,7 +238,7 @@ def window_slabs(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Ten
     image-sized map of weights is kept either.
 
     Yields ``(first, last, logits)``: float32 logits ``(K, ...)`` of the image's positions ``[first, last)`` along
-    ``axis`` (the other axes whole), in order and covering the axis once.
+    ``axis`` (the other axes whole), at most a quarter patch of positions each, in order and covering the axis once.
     """
     image, patch, axes = _check(image, patch_size, overlap, batch_size, sigma_scale, mirror_axes)
     out_device = torch.device(stitch_device) if stitch_device is not None else image.device
@@ -268,19 +268,21 @@ def window_slabs(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Ten
     ring: _Ring | None = None
     done = 0  # positions along the axis [0, done) are yielded (padded coordinates)
 
-    def finish(last: int) -> Iterator[Slab]:
+    piece = max(1, -(-patch[axis] // 4))  # rows per yielded slab: a quarter patch, so what is yielded stays small
+
+    def finish(until: int) -> Iterator[Slab]:
         nonlocal done
-        first, last = done, min(last, padded[axis])
-        if last <= first:
-            return
-        assert ring is not None
-        logits = ring.take(first, last, [coverage[k][first:last] if k == axis else coverage[k] for k in range(dims)])
-        done = last
-        keep = list(crop)
-        low, high = max(first, before[axis]), min(last, before[axis] + spatial[axis])
-        if high > low:
-            keep[axis] = slice(low - first, high - first)
-            yield low - before[axis], high - before[axis], logits[(slice(None), *keep)].contiguous()
+        until = min(until, padded[axis])
+        assert ring is not None or until <= done
+        while done < until:
+            first, last = done, min(until, done + piece)
+            logits = ring.take(first, last, [coverage[k][first:last] if k == axis else coverage[k] for k in range(dims)])
+            done = last
+            keep = list(crop)
+            low, high = max(first, before[axis]), min(last, before[axis] + spatial[axis])
+            if high > low:
+                keep[axis] = slice(low - first, high - first)
+                yield low - before[axis], high - before[axis], logits[(slice(None), *keep)].contiguous()
 
     for number in range(0, len(corners), batch_size):
         batch = corners[number:number + batch_size]

@@ -6,9 +6,9 @@ place, the model's probabilities arrive one slab at a time along one axis
 patch deep, brought back from the model's grid slab by slab), and each slab becomes labels (the run's
 threshold or argmax rule) in a uint8 map as it comes. What is held is the volume, one slab of
 probabilities and the label map, plus the probability maps asked for (``--save-probs``) and, for
-``--postprocess lcc``, the work of keeping each label's largest component: for a 512x512x400 CT case
-with four output channels, under twice the float32 volume (:func:`streamed_prediction_bytes`, which
-:func:`~segkit.inference.volume_limits.check_volume_inference` checks before the first case is read).
+``--postprocess lcc``, the work of keeping each label's largest component; never the volume's ``K``
+channels of logits or probabilities (:func:`segkit.memory.volume_streamed_bytes` counts it, and
+:func:`~segkit.inference.volume_limits.check_volume_inference` checks it before the first case is read).
 
 An ensemble averages whole probability maps (its models may slide along different axes), so it
 holds them: the memory check counts them.

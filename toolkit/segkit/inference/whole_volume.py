@@ -21,7 +21,8 @@ from segkit.errors import CheckpointError
 from segkit.inference.postprocess import largest_component_3d
 from segkit.inference.sliding_window import Slab, SlidingWindowInferer, slab_axis
 
-__all__ = ["MIRROR_AXES", "volume_probabilities", "volume_slabs", "keep_largest_components", "member_target_spacing"]
+__all__ = ["MIRROR_AXES", "volume_probabilities", "volume_slabs", "windows_per_call", "keep_largest_components",
+           "member_target_spacing"]
 
 #: Mirroring test-time augmentation of a volume: every combination of flips of its three axes.
 MIRROR_AXES: tuple[int, ...] = (0, 1, 2)
@@ -31,6 +32,16 @@ def member_target_spacing(member: Any) -> tuple[float, ...] | None:
     """The spacing (mm) a 3D model's training volumes were resampled to (``train.target_spacing``); None: their own."""
     record = ((member.info.get("preprocessing") or {}).get("volume") or {}).get("target_spacing")
     return tuple(float(t) for t in record) if record else None
+
+
+def windows_per_call(member: Any, batch_size: int) -> int:
+    """Windows per model call: ``batch_size``, at most the run's training batch (``train.batch_size``), the patches
+    its plan sized a training step to hold, so that predicting never asks the device for more than training did
+    (``--batch-size 8``, the default for images, would hold four times a 3D run's batch of 2)."""
+    trained = ((member.info.get("config") or {}).get("train") or {}).get("batch_size")
+    if isinstance(trained, int) and not isinstance(trained, bool) and trained >= 1:
+        return max(1, min(int(batch_size), trained))
+    return max(1, int(batch_size))
 
 
 def _member_slabs(predictor: Any, member: Any, image: torch.Tensor, spacing: Any, batch_size: int,
@@ -53,7 +64,7 @@ def _member_slabs(predictor: Any, member: Any, image: torch.Tensor, spacing: Any
     model = member.info["model"]  # a torch module, or an ONNX export's session as a function
     if isinstance(model, torch.nn.Module):
         model.eval()
-    inferer = SlidingWindowInferer(member.window, batch_size=batch_size, device=member.device,
+    inferer = SlidingWindowInferer(member.window, batch_size=windows_per_call(member, batch_size), device=member.device,
                                    mirror_axes=MIRROR_AXES if predictor.tta else ())
     axis = slab_axis(grid.shape[1:], member.window.patch_size)
 
