@@ -247,14 +247,19 @@ class VolumeDataset(SegmentationDataset):
 
     # Slices ---------------------------------------------------------------------------------------
 
+    def read_case_volume(self, case: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(image uint8 (C, X, Y, Z), label uint8 (X, Y, Z))`` of ``case``, scaled, read now and not kept (checking
+        every case once must not fill the cache of volumes: 8 CT cases are gigabytes)."""
+        row = self._rows[case]
+        image = scale_to_uint8(self.read_image(tuple(row.image_paths)))
+        return image, self.read_label(row.label_path, len(self.labels)).array
+
     def case_volume(self, case: str) -> tuple[np.ndarray, np.ndarray]:
         """``(image uint8 (C, X, Y, Z), label uint8 (X, Y, Z))`` of ``case``, scaled, from a small cache."""
         if case in self._volumes:
             self._volumes.move_to_end(case)
             return self._volumes[case]
-        row = self._rows[case]
-        image = scale_to_uint8(self.read_image(tuple(row.image_paths)))
-        label = self.read_label(row.label_path, len(self.labels)).array
+        image, label = self.read_case_volume(case)
         self._volumes[case] = (image, label)
         while len(self._volumes) > self._cached_volumes:
             self._volumes.popitem(last=False)

@@ -26,6 +26,27 @@ from segkit.train.volume_data import volume_cache_of
 __all__ = ["evaluate_volumes"]
 
 
+def _case_counts(predictor: Any, cache: Any, case: str, *, threshold: float, postprocess: str, batch_size: int,
+                 surface: Any, axis: int) -> torch.Tensor:
+    """One case predicted whole: its confusion counts per label (and its planes added to ``surface``)."""
+    labels = predictor.labels
+    image = torch.from_numpy(np.array(cache.image(case), dtype=np.float32))
+    truth_values = torch.from_numpy(np.array(cache.label(case), dtype=np.float32))
+    probability = volume_probabilities(predictor, image, spacing=cache.spacing(case), batch_size=batch_size)
+    del image
+    predicted = labels.masks_from_probabilities(probability[None], threshold)[0]  # (K, X, Y, Z)
+    del probability
+    if postprocess == "lcc":
+        predicted = keep_largest_components(predicted)
+    truth = labels.truth_masks(truth_values[None, None])[0]
+    del truth_values
+    if surface is not None:
+        planes = [(np.take(predicted.numpy(), n, axis=axis + 1), np.take(truth.numpy(), n, axis=axis + 1))
+                  for n in range(predicted.shape[axis + 1])]
+        surface.add(case, planes)
+    return label_counts(predicted[None], truth[None])[0]
+
+
 def evaluate_volumes(predictor: Any, data: Any, metrics: dict[str, Any], *, threshold: float, surface: Any = None,
                      postprocess: str = "none", batch_size: int = 4, progress: bool = False,
                      description: str = "evaluate") -> Any:
@@ -44,19 +65,10 @@ def evaluate_volumes(predictor: Any, data: Any, metrics: dict[str, Any], *, thre
     axis = int(getattr(data.dataset, "slice_axis", 2))
     counts, names = [], []
     for case in track(cases, total=len(cases), desc=description, enabled=progress):
-        image = torch.from_numpy(np.array(cache.image(case), dtype=np.float32))
-        truth_values = torch.from_numpy(np.array(cache.label(case), dtype=np.float32))
-        probability = volume_probabilities(predictor, image, spacing=cache.spacing(case), batch_size=batch_size)
-        predicted = labels.masks_from_probabilities(probability[None], threshold)[0]  # (K, X, Y, Z)
-        if postprocess == "lcc":
-            predicted = keep_largest_components(predicted)
-        truth = labels.truth_masks(truth_values[None, None])[0]
-        counts.append(label_counts(predicted[None], truth[None])[0])
+        # one function call per case: its volume, probabilities and masks are freed before the next is read
+        counts.append(_case_counts(predictor, cache, case, threshold=threshold, postprocess=postprocess,
+                                   batch_size=batch_size, surface=surface, axis=axis))
         names.append(case)
-        if surface is not None:
-            planes = [(np.take(predicted.numpy(), n, axis=axis + 1), np.take(truth.numpy(), n, axis=axis + 1))
-                      for n in range(predicted.shape[axis + 1])]
-            surface.add(case, planes)
     stacked = torch.stack(counts) if counts else torch.zeros((0, len(labels.foreground), 4), dtype=torch.int64)
     accumulator.update_counts(stacked if accumulator.per_label else stacked[:, 0], names)
     return accumulator
