@@ -153,8 +153,8 @@ def volume_streamed_bytes(source_voxels: int, target_voxels: int | None, in_chan
     (one label's region, its int32 component numbers and the component kept).
     """
     volume = in_channels * FLOAT32 * (source_voxels + (target_voxels or 0))
-    back = 2 * source_voxels / target_voxels if target_voxels else 0
-    slabs = FLOAT32 * out_channels * slab_voxels * (3 + back)
+    back = 2 * min(slab_voxels * source_voxels / target_voxels, source_voxels) if target_voxels else 0
+    slabs = FLOAT32 * out_channels * (3 * slab_voxels + back)
     outputs = source_voxels * (1 + FLOAT32 * kept_probabilities + label_masks)
     component = 6 * source_voxels if largest_component else 0
     return int(volume + slabs + outputs + component)

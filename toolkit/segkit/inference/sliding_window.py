@@ -19,6 +19,10 @@ the extra voxel after) and cropped back.
     inferer = SlidingWindowInferer(WindowSettings((32, 32, 32), overlap=0.5), mirror_axes=(0, 1, 2))
     logits = inferer(model, volume)   # or sliding_window_logits(model, volume, (32, 32, 32), ...)
 
+Why it is long: one owner of window placement, weighting, batching, mirroring and stitching, in its three
+forms (whole logits, slabs, labels) and the inferer that wraps them; split up, each form would place windows
+its own way again.
+
 Shape:
     image ``(C, *spatial)`` or ``(1, C, *spatial)``, 2 or 3 spatial axes (as many as ``patch_size``);
     the model maps ``(B, C, *patch_size)`` to ``(B, K, *patch_size)``; the result is ``(K, *spatial)``.
