@@ -17,16 +17,16 @@ runs torch with one thread, so N workers use N cores.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
 from segkit import memory
+from segkit.device import usable_cores
 from segkit.errors import ConfigError
 
-__all__ = ["SMALL_DATASET_BYTES", "usable_cores", "plan_workers", "map_bounded", "can_fork"]
+__all__ = ["SMALL_DATASET_BYTES", "plan_workers", "map_bounded", "can_fork"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,14 +34,6 @@ R = TypeVar("R")
 SMALL_DATASET_BYTES = 1 << 30
 """Below this many bytes of preprocessing work in all (the sum over the cases of their peak bytes), ``auto``
 preprocesses in this process: the hippocampus's 195 cases need about 0.1 GiB, one CT case several."""
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def can_fork() -> bool:
