@@ -16,6 +16,7 @@ import torch
 from segkit.data.intensity import NORMALIZE
 from segkit.device import select_device
 from segkit.errors import CheckpointError
+from segkit.inference.memory_format import prefer_channels_last
 from segkit.inference.onnx_file import load_onnx_predictor
 from segkit.inference.predictor import Member, Predictor
 from segkit.labels import Labels
@@ -44,7 +45,7 @@ def is_source(path: str | os.PathLike[str]) -> bool:
 def _checkpoint_member(path: Path, device: torch.device, registry: Any | None) -> Member:
 
     payload = load_checkpoint(path, map_location="cpu")
-    model = build_model_from_checkpoint(payload, registry).to(device)
+    model = prefer_channels_last(build_model_from_checkpoint(payload, registry).to(device).eval(), device)
     preprocessing = payload.get("preprocessing", {})
     config = payload["config"]
     in_channels = preprocessing.get("in_channels") or config["model"].get("in_channels")
