@@ -23,11 +23,39 @@ __all__ = [
     "describe_machine",
     "markdown_table",
     "median",
+    "proc_status_kib",
+    "segkit_in_process",
     "HandLoop",
     "hand_training_images_per_second",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def proc_status_kib(field: str = "VmHWM") -> int:
+    """A memory field of this process's /proc/self/status in KiB (VmHWM: peak resident so far; VmRSS: now)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+
+
+def segkit_in_process(arguments: Sequence[str]) -> None:
+    """Run ``segkit ARGUMENTS`` in this process (so its memory is this process's), its stdout swallowed.
+
+    Raises ``SystemExit`` with segkit's exit code when the command fails; returns on success.
+    """
+    import contextlib
+    import io
+
+    from segkit.cli import cli
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            cli.main(args=list(arguments), prog_name="segkit", standalone_mode=False)
+        except SystemExit as exit_:
+            if exit_.code:
+                raise
 
 
 def default_lgg_root() -> Path:

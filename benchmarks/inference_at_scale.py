@@ -21,7 +21,9 @@ per model call and blending (sigma 0.125 x patch), each in its own fresh child p
   tile_step_size = 1 - overlap; its window placement is segkit's (segkit follows nnU-Net's), MONAI's differs.
 
 ``--tools ... segkit-logits`` adds a row for segkit's older path, the whole float32 logits from
-``sliding_window_logits`` and then the argmax, to show what the slabs save.
+``sliding_window_logits`` and then the argmax, to show what the slabs save. ``segkit-channels-last`` adds
+``segkit`` with the model as ``segkit predict`` prepares a 3D model on a CPU: its weights converted to
+channels-last (``segkit.inference.memory_format``); the other rows run the model as saved.
 
 The model: a plain 3D U-Net defined here (4 levels of 8/16/32/64 features, two 3x3x3 convolutions
 with InstanceNorm and LeakyReLU per level, strided-convolution downsampling, transposed-convolution
@@ -87,8 +89,10 @@ from torch import nn
 from common import REPO, describe_machine, machine, markdown_table
 
 TOOLS = ("segkit", "monai", "monai-buffered", "nnunet")
-OPTIONAL_TOOLS = ("segkit-logits",)  # segkit's whole-logits path + argmax, for comparison with its slabs
-LABELS = {"segkit": "segkit", "segkit-logits": "segkit logits + argmax", "monai": "MONAI",
+OPTIONAL_TOOLS = ("segkit-logits", "segkit-channels-last")  # segkit's whole-logits path + argmax; the model as
+# `segkit predict` prepares a 3D model on a CPU (weights channels-last)
+LABELS = {"segkit": "segkit", "segkit-logits": "segkit logits + argmax",
+          "segkit-channels-last": "segkit, model channels-last", "monai": "MONAI",
           "monai-buffered": "MONAI buffered", "nnunet": "nnU-Net",
           "segkit-cli": "segkit predict (CLI)"}
 CLASSES = 4  # background + 3 labels
@@ -139,18 +143,27 @@ class UNet3D(nn.Module):
 
 
 class Counted(nn.Module):
-    """The model, counting the windows it is given."""
+    """The model, counting the windows it is given and the seconds spent inside it.
+
+    Every tool runs the same model on the same windows, so the seconds outside it (the total less
+    ``seconds``) are each inferer's own work: cutting, weighting, stitching, the argmax. The model's seconds
+    vary by a few percent from one process to the next on a shared CPU, more than the inferers differ.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.windows = 0
         self.calls = 0
+        self.seconds = 0.0
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         self.windows += batch.shape[0]
         self.calls += 1
-        return self.model(batch)
+        started = time.perf_counter()
+        logits = self.model(batch)
+        self.seconds += time.perf_counter() - started
+        return logits
 
 
 def save_model(work: Path, patch: tuple[int, ...], batch_size: int) -> dict[str, Any]:
@@ -268,6 +281,11 @@ def run_child(args: argparse.Namespace) -> None:
 
         version = installed_version("nnunetv2")
     model, loaded_as = load_model(work)
+    if tool == "segkit-channels-last":  # what `segkit predict` does to a 3D model on the CPU
+        from segkit.inference.memory_format import prefer_channels_last
+
+        model = prefer_channels_last(model, "cpu")
+        note = "model weights channels-last (segkit predict on a CPU)"
     counted = Counted(model).eval()
     after_load = vm_kib("VmHWM")
 
@@ -277,6 +295,7 @@ def run_child(args: argparse.Namespace) -> None:
             counted(torch.zeros(warm_batch, 1, *patch))
     after_warmup = vm_kib("VmHWM")
     counted.windows = counted.calls = 0
+    counted.seconds = 0.0
 
     volume = np.load(work / "volume.npy")
     image = torch.from_numpy(volume)[None]  # (1, X, Y, Z): one channel
@@ -284,7 +303,7 @@ def run_child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     with torch.inference_mode():
         if tool.startswith("segkit"):
-            if note:
+            if tool == "segkit-logits" or note == "logits fallback":
                 logits = sw.sliding_window_logits(counted, image, patch, overlap=args.overlap,
                                                   batch_size=args.batch_size, gaussian=True, sigma_scale=SIGMA_SCALE)
                 labels = argmax_labels(logits)
@@ -318,6 +337,7 @@ def run_child(args: argparse.Namespace) -> None:
     np.save(work / f"labels-{tool}.npy", labels.numpy())
     result = {
         "tool": tool, "note": note, "seconds": seconds, "windows": counted.windows, "model_calls": counted.calls,
+        "model_seconds": counted.seconds,
         "hwm_after_load_mib": after_load / 1024, "hwm_after_warmup_mib": after_warmup / 1024,
         "rss_with_volume_mib": rss_with_volume / 1024, "peak_hwm_mib": peak / 1024,
         "model_loaded_as": loaded_as, "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -487,24 +507,30 @@ def main() -> None:
     agree, shares = agreement(args.work, args.tools)
 
     base = results.get("segkit", {}).get("seconds", float("nan"))
+    base_outside = base - results.get("segkit", {}).get("model_seconds", float("nan"))
     cli_bytes = 4 * math.prod(image_shape) if args.image else volume_bytes
     rows = []
     for tool, r in results.items():
         name = LABELS[tool] + (" (logits fallback)" if tool == "segkit" and r.get("note") else "")
         if "error" in r:
-            rows.append([name, "failed"] + [""] * 9)
+            rows.append([name, "failed"] + [""] * 12)
             continue
         peak = r["peak_hwm_mib"]
         load = r.get("hwm_after_load_mib")
         if tool == "segkit-cli":  # its own model and the whole --image: no baseline, ratio or agreement
-            rows.append([name, r["seconds"], None, None, None, peak, None, peak * MIB / cli_bytes, None, None])
+            rows.append([name, r["seconds"], None, None, None, None, None, peak, None, peak * MIB / cli_bytes, None,
+                         None, None])
             continue
-        rows.append([name, r["seconds"], r.get("windows"), load, r.get("hwm_after_warmup_mib"), peak,
-                     peak - load if load is not None else None, peak * MIB / volume_bytes,
+        outside = r["seconds"] - r.get("model_seconds", float("nan"))
+        warm = r.get("hwm_after_warmup_mib")
+        rows.append([name, r["seconds"], r.get("model_seconds"), outside, r.get("windows"), load, warm, peak,
+                     (peak - warm) * MIB / volume_bytes if warm is not None else None, peak * MIB / volume_bytes,
                      r["seconds"] / base if not math.isnan(base) else float("nan"),
+                     outside / base_outside if not math.isnan(base_outside) else float("nan"),
                      1.0 if tool == "segkit" else agree.get(tool)])
-    headers = ["tool", "seconds", "windows", "after load MiB", "after warm-up MiB", "peak MiB",
-               "peak - after load MiB", "peak / volume", "time / segkit", "agrees with segkit"]
+    headers = ["tool", "seconds", "in the model s", "outside the model s", "windows", "after load MiB",
+               "after warm-up MiB", "peak MiB", "(peak - after warm-up) / volume", "peak / volume", "time / segkit",
+               "outside / segkit's", "agrees with segkit"]
     table = markdown_table(headers, rows)
     print()
     print(table)

@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import REPO, describe_machine, machine, markdown_table
+from common import REPO, describe_machine, machine, markdown_table, proc_status_kib, segkit_in_process
 from peak_memory import measure
 
 
@@ -54,18 +54,9 @@ def subset(data: Path, count: int, target: Path) -> Path:
 
 def child(args: argparse.Namespace) -> None:
     """One measurement: ``segkit run`` in this process; prints its peak (VmHWM) as a JSON line."""
-    import contextlib
-    import io
+    import segkit.cli  # noqa: F401  (imported before the first reading, as the run needs it)
 
-    from segkit.cli import cli
-
-    def hwm_kib() -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
-
-    after_imports = hwm_kib()
+    after_imports = proc_status_kib("VmHWM")
     arguments = ["run", "--dataset", "msd", "--data-root", args.child, "--model", "unet3d",
                  "--set", f"model.width={args.width}", "--set", f"model.stages={args.stages}", "--loss", "ce_dice",
                  "--set", f"train.patch_size=[{','.join(map(str, args.patch))}]",
@@ -74,13 +65,8 @@ def child(args: argparse.Namespace) -> None:
                  "--set", f"train.window_overlap={args.overlap}", "--set", f"train.preprocess_workers={args.workers}",
                  "--set", "split.by=none", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                  "--device", "cpu", "--quiet", "--out", args.out]
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            cli.main(args=arguments, prog_name="segkit", standalone_mode=False)
-        except SystemExit as exit_:
-            if exit_.code:
-                raise
-    print(json.dumps({"after_imports_kib": after_imports, "peak_kib": hwm_kib()}))
+    segkit_in_process(arguments)
+    print(json.dumps({"after_imports_kib": after_imports, "peak_kib": proc_status_kib("VmHWM")}))
 
 
 def timing(run: Path) -> dict[str, float]:

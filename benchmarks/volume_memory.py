@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, describe_machine, machine, markdown_table
+from common import REPO, describe_machine, machine, markdown_table, proc_status_kib, segkit_in_process
 
 
 def write_cases(root: Path, count: int, shape: tuple[int, int, int]) -> Path:
@@ -60,14 +60,6 @@ def write_cases(root: Path, count: int, shape: tuple[int, int, int]) -> Path:
     return root
 
 
-def peak_kib() -> int:
-    """This process's peak resident memory so far (VmHWM), KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
-
-
 def child(args: argparse.Namespace) -> None:
     """One measurement: dataset, cache, one epoch of patches; prints a JSON line."""
     import torch
@@ -76,7 +68,7 @@ def child(args: argparse.Namespace) -> None:
     from segkit.data.volume_cache import VolumeCache
     from segkit.train.assemble import _collate
 
-    after_imports = peak_kib()
+    after_imports = proc_status_kib("VmHWM")
     started = time.perf_counter()
     dataset = get_registry().build("dataset", "msd", root=args.child)
     cache = VolumeCache(dataset, directory=args.cache, progress=False).build()
@@ -90,18 +82,16 @@ def child(args: argparse.Namespace) -> None:
     for images, masks, _ in loader:
         batches += 1
         assert images.shape[0] == masks.shape[0]
-    print(json.dumps({"cases": len(cache.cases), "after_imports_kib": after_imports, "peak_kib": peak_kib(),
+    print(json.dumps({"cases": len(cache.cases), "after_imports_kib": after_imports,
+                      "peak_kib": proc_status_kib("VmHWM"),
                       "build_s": built - started, "epoch_s": time.perf_counter() - built, "batches": batches}))
 
 
 def child_training(args: argparse.Namespace) -> None:
     """One measurement: a whole 3D training run on the folder; prints a JSON line."""
-    import contextlib
-    import io
+    import segkit.cli  # noqa: F401  (imported before the first reading, as the run needs it)
 
-    from segkit.cli import cli
-
-    after_imports = peak_kib()
+    after_imports = proc_status_kib("VmHWM")
     started = time.perf_counter()
     out = Path(args.cache) / "run"
     arguments = ["run", "--dataset", "msd", "--data-root", args.child, "--model", "unet3d", "--set", "model.width=4",
@@ -109,14 +99,10 @@ def child_training(args: argparse.Namespace) -> None:
                  "--set", "train.patches_per_epoch=40", "--set", "train.foreground_fraction=0.33",
                  "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--device", "cpu", "--quiet",
                  "--out", str(out)]
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            cli.main(args=arguments, prog_name="segkit", standalone_mode=False)
-        except SystemExit as exit_:
-            if exit_.code:
-                raise
+    segkit_in_process(arguments)
     summary = json.loads((out / "summary.json").read_text())
-    print(json.dumps({"cases": args.count, "after_imports_kib": after_imports, "peak_kib": peak_kib(),
+    print(json.dumps({"cases": args.count, "after_imports_kib": after_imports,
+                      "peak_kib": proc_status_kib("VmHWM"),
                       "build_s": 0.0, "epoch_s": time.perf_counter() - started, "batches": summary["epochs_run"]}))
 
 

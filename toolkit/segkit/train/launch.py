@@ -41,11 +41,9 @@ def launch_arguments(nproc: int, run_args: Sequence[str], plugins: Sequence[str]
 
 def threads_per_process(nproc: int) -> int:
     """This machine's usable CPU cores shared out between ``nproc`` processes (at least 1 each)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // nproc)
+    from segkit.device import usable_cores
+
+    return max(1, usable_cores() // nproc)
 
 
 def _exit_status(code: int) -> int:
