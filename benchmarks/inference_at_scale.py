@@ -86,7 +86,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import REPO, describe_machine, machine, markdown_table
+from common import REPO, describe_machine, machine, markdown_table, proc_status_kib
 
 TOOLS = ("segkit", "monai", "monai-buffered", "nnunet")
 OPTIONAL_TOOLS = ("segkit-logits", "segkit-channels-last")  # segkit's whole-logits path + argmax; the model as
@@ -228,14 +228,6 @@ def centre_crop(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------------- child
 
-def vm_kib(field: str) -> int:
-    """A field of /proc/self/status (VmHWM: peak resident memory, VmRSS: current), KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
-
-
 def argmax_labels(logits: torch.Tensor) -> torch.Tensor:
     """uint8 argmax over the channels of (K, X, Y, Z) logits, ARGMAX_SLAB planes of X at a time (no int64 volume)."""
     labels = torch.empty(logits.shape[1:], dtype=torch.uint8)
@@ -287,19 +279,19 @@ def run_child(args: argparse.Namespace) -> None:
         model = prefer_channels_last(model, "cpu")
         note = "model weights channels-last (segkit predict on a CPU)"
     counted = Counted(model).eval()
-    after_load = vm_kib("VmHWM")
+    after_load = proc_status_kib("VmHWM")
 
     warm_batch = 1 if tool == "nnunet" else args.batch_size
     with torch.inference_mode():
         for _ in range(2):
             counted(torch.zeros(warm_batch, 1, *patch))
-    after_warmup = vm_kib("VmHWM")
+    after_warmup = proc_status_kib("VmHWM")
     counted.windows = counted.calls = 0
     counted.seconds = 0.0
 
     volume = np.load(work / "volume.npy")
     image = torch.from_numpy(volume)[None]  # (1, X, Y, Z): one channel
-    rss_with_volume = vm_kib("VmRSS")
+    rss_with_volume = proc_status_kib("VmRSS")
     started = time.perf_counter()
     with torch.inference_mode():
         if tool.startswith("segkit"):
@@ -331,7 +323,7 @@ def run_child(args: argparse.Namespace) -> None:
             labels = argmax_labels(logits)
             del logits
     seconds = time.perf_counter() - started
-    peak = vm_kib("VmHWM")
+    peak = proc_status_kib("VmHWM")
     if labels.dtype != torch.uint8 or tuple(labels.shape) != volume.shape:
         raise SystemExit(f"error: {tool} returned {labels.dtype} {tuple(labels.shape)}, not uint8 {volume.shape}")
     np.save(work / f"labels-{tool}.npy", labels.numpy())

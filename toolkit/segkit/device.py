@@ -62,6 +62,11 @@ def autocast_dtype(device: torch.device, amp: bool, amp_dtype: str) -> torch.dty
     return torch.float16
 
 
+def has_3d_weights(model: torch.nn.Module) -> bool:
+    """True when ``model`` holds a 5-D parameter (the weight of a 3D convolution); works for TorchScript too."""
+    return any(parameter.dim() == 5 for parameter in model.parameters())
+
+
 def use_channels_last(setting: bool | str, device: torch.device, model: torch.nn.Module | None = None) -> bool:
     """Whether to train in channels-last memory format, from ``train.channels_last``.
 
@@ -72,7 +77,7 @@ def use_channels_last(setting: bool | str, device: torch.device, model: torch.nn
     with 3D convolution weights (5D tensors): channels-last is a 4D format, so 3D models and their
     5D inputs train in the default format.
     """
-    if model is not None and any(p.dim() == 5 for p in model.parameters()):
+    if model is not None and has_3d_weights(model):
         return False
     if setting == "always":
         return True

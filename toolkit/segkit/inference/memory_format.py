@@ -6,18 +6,16 @@ once makes the activations channels-last throughout: a plain 3D U-Net (8-64 feat
 spent 15% less time in the model over a 512x512x400 volume, with the same labels on every voxel and logits equal
 to 2e-5 (docs/benchmarks/volumes-at-scale.md). Not measured on GPUs, so only the CPU is converted. The choice follows
 the weights: torch's convolutions run channels-last when the weight is, whatever the input's layout.
+Training's layout is ``train.channels_last`` (:func:`segkit.device.use_channels_last`: 2D models only).
 """
 
 from __future__ import annotations
 
 import torch
 
+from segkit.device import has_3d_weights
+
 __all__ = ["has_3d_weights", "prefer_channels_last"]
-
-
-def has_3d_weights(model: torch.nn.Module) -> bool:
-    """True when ``model`` holds a 5-D parameter (the weight of a 3D convolution); works for TorchScript too."""
-    return any(parameter.dim() == 5 for parameter in model.parameters())
 
 
 def prefer_channels_last(model: object, device: torch.device | str) -> object:

@@ -45,7 +45,7 @@ def is_source(path: str | os.PathLike[str]) -> bool:
 def _checkpoint_member(path: Path, device: torch.device, registry: Any | None) -> Member:
 
     payload = load_checkpoint(path, map_location="cpu")
-    model = prefer_channels_last(build_model_from_checkpoint(payload, registry).to(device).eval(), device)
+    model = prefer_channels_last(build_model_from_checkpoint(payload, registry).to(device), device)
     preprocessing = payload.get("preprocessing", {})
     config = payload["config"]
     in_channels = preprocessing.get("in_channels") or config["model"].get("in_channels")
