@@ -326,3 +326,35 @@ def test_the_data_path_is_timed_as_the_run_builds_it(msd_root: Path) -> None:
     assert time_loading(volumes, registry, "cpu", seconds=0.05) > 0  # the 3D augmentation of random patches
     unaugmented = {**volumes, "train": {**volumes["train"], "augment": "none"}}
     assert time_loading(unaugmented, registry, "cpu", seconds=0.05) == 0.0
+
+
+def test_timed_steps_run_channels_last_where_the_run_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from segkit.components.registry import get_registry
+    from segkit.planning import timing
+
+    registry = get_registry()
+    built: list[torch.nn.Module] = []
+    inputs_channels_last: list[bool] = []
+    real_build = timing.build_model
+
+    def recording_build(config, registry):
+        model = real_build(config, registry)
+        model.register_forward_pre_hook(
+            lambda _module, args: inputs_channels_last.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+        built.append(model)
+        return model
+
+    monkeypatch.setattr(timing, "build_model", recording_build)
+    dataset = registry.build("dataset", "synthetic", count=8, size=32)
+    for setting, expected in (("always", True), (False, False), ("cuda", False)):  # "cuda": not on this CPU
+        document = {"dataset": {"name": "synthetic", "count": 8, "size": 32},
+                    "model": {"name": "smp_unet", "encoder_name": "resnet18", "in_channels": 3},
+                    "train": {"device": "cpu", "channels_last": setting}}
+        built.clear(), inputs_channels_last.clear()
+        timing.time_training_steps(document, dataset, registry, "cpu", 2, (64, 64), seconds=0.01)
+        weight = next(w for w in built[0].parameters() if w.dim() == 4 and w.shape[1] > 1 and w.shape[2] > 1)  # a 3x3 conv
+        assert weight.is_contiguous(memory_format=torch.channels_last) is expected, setting
+        assert inputs_channels_last and set(inputs_channels_last) == {expected}, setting  # steps and forwards
+

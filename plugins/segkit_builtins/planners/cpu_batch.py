@@ -4,18 +4,21 @@ On a CPU a smaller batch gives more optimizer steps for the same images in a tim
 little until the per-step overhead shows; the measured images per second tell where it does. The
 candidates (the pixel rule's batch and its halvings) are timed in rounds of alternating order,
 smallest to largest then back, so that a drift of the machine's speed while they are timed (a
-shared or throttled CPU) falls on every candidate alike instead of on the ones timed last.
+shared or throttled CPU) falls on every candidate alike instead of on the ones timed last
+(benchmarks/layout_cpu.py times two memory layouts the same way).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import statistics
-from typing import Callable
+from typing import Callable, TypeVar
 
 from segkit.planning.contract import StepTiming
 
 __all__ = ["SMALLEST_CPU_BATCH", "THROUGHPUT_SHARE", "candidate_batches", "efficient_batch", "interleaved_timings"]
+
+T = TypeVar("T")
 
 SMALLEST_CPU_BATCH = 8
 """The smallest 2D batch the CPU rule times: batch norm's statistics get noisy below it."""
@@ -31,20 +34,22 @@ def candidate_batches(largest: int, smallest: int = SMALLEST_CPU_BATCH) -> list[
     return sorted(batches)
 
 
-def interleaved_timings(time_batch: Callable[[int], StepTiming], batches: list[int], rounds: int) -> list[StepTiming]:
-    """Each of ``batches`` timed ``rounds`` times by ``time_batch``, in alternating order; per batch the mean.
+def interleaved_timings(time_one: Callable[[T], StepTiming], candidates: list[T], rounds: int) -> list[StepTiming]:
+    """Each of ``candidates`` (batch sizes, memory layouts) timed ``rounds`` times by ``time_one``, in
+    alternating order; per candidate the mean.
 
-    Round 1 goes from the first batch to the last, round 2 back, and so on: with an even number of
-    rounds a speed drift that is linear in time adds the same to every batch's mean. The means are
+    Round 1 goes from the first candidate to the last, round 2 back, and so on: with an even number of
+    rounds a speed drift that is linear in time adds the same to every candidate's mean. The means are
     of the rounds' medians (``seconds_per_step``, ``seconds_per_forward``); ``steps`` adds up.
     """
-    if rounds < 1 or not batches:
-        raise ValueError("interleaved_timings needs at least one round and one batch")
-    measured: dict[int, list[StepTiming]] = {batch: [] for batch in batches}
+    if rounds < 1 or not candidates:
+        raise ValueError("interleaved_timings needs at least one round and one candidate")
+    measured: list[list[StepTiming]] = [[] for _ in candidates]
+    order = list(range(len(candidates)))
     for round_index in range(rounds):
-        for batch in batches if round_index % 2 == 0 else reversed(batches):
-            measured[batch].append(time_batch(batch))
-    return [_mean_timing(measured[batch]) for batch in batches]
+        for index in order if round_index % 2 == 0 else reversed(order):
+            measured[index].append(time_one(candidates[index]))
+    return [_mean_timing(timings) for timings in measured]
 
 
 def _mean_timing(timings: list[StepTiming]) -> StepTiming:

@@ -1,7 +1,8 @@
 """A few real training steps of a planned run, and its data path, timed on this machine.
 
 :func:`time_training_steps`: the run's configuration is completed as ``segkit run`` completes it
-(labels, loss mode, model channels), its model, loss, optimizer and metrics are built, and steps
+(labels, loss mode, model channels), its model, loss, optimizer and metrics are built (the model and
+inputs channels-last where ``train.channels_last`` says the run trains so), and steps
 (forward, loss, backward, optimizer step, the batch's metric counts, as the trainer does each
 step) run on random inputs of the planned batch and shape: the model's cost. One warm-up step is
 not timed; then steps run until about ``seconds`` have passed (at least two). Inference forwards
@@ -30,7 +31,7 @@ import torch
 
 from segkit.config import resolve_config, validate_config
 from segkit.data.augment3d import augment_volumes
-from segkit.device import autocast_dtype, load_average, select_device, usable_cores
+from segkit.device import autocast_dtype, load_average, select_device, usable_cores, use_channels_last
 from segkit.planning.contract import StepTiming
 from segkit.scoring.metrics import MetricAccumulator
 from segkit.train import assemble
@@ -129,6 +130,10 @@ def _timed(call: Any, device: torch.device, seconds: float, watch: TimingWatch |
     return statistics.median(timed), len(timed)
 
 
+def _in_layout(tensor: torch.Tensor, layout: torch.memory_format | None) -> torch.Tensor:
+    return tensor if layout is None else tensor.contiguous(memory_format=layout)
+
+
 def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, registry: Any, device_name: str,
                         batch_size: int, shape: tuple[int, ...], seconds: float = 2.0,
                         forward_batch: int | None = None, watch: TimingWatch | None = None) -> StepTiming:
@@ -141,10 +146,13 @@ def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, regis
     device = select_device(device_name)
     torch.manual_seed(0)
     model = build_model(config, registry).to(device).train()
+    layout = torch.channels_last if use_channels_last(config.train.channels_last, device, model) else None
+    if layout is not None:  # as the trainer does: the model's weights and each batch channels-last
+        model = model.to(memory_format=layout)
     loss_fn = build_loss(config, registry).to(device)
     optimizer = build_optimizer(model.parameters(), config.train)
     channels = int(config.model.params.get("in_channels", dataset.in_channels))
-    images = torch.rand((batch_size, channels, *shape), device=device)
+    images = _in_layout(torch.rand((batch_size, channels, *shape), device=device), layout)
     masks = torch.randint(0, labels.classes, (batch_size, 1, *shape), device=device).float()
     target = labels.loss_target(masks)
     dtype = autocast_dtype(device, config.train.amp, config.train.amp_dtype)
@@ -168,8 +176,8 @@ def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, regis
     seconds_per_step, steps = _timed(step, device, seconds, watch, key, f"training steps of {what}")
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     forward_batch = batch_size if forward_batch is None else max(1, int(forward_batch))
-    inputs = images[:forward_batch] if forward_batch <= batch_size else torch.rand(
-        (forward_batch, *images.shape[1:]), device=device)
+    inputs = images[:forward_batch] if forward_batch <= batch_size else _in_layout(torch.rand(
+        (forward_batch, *images.shape[1:]), device=device), layout)
     model.eval()
 
     @torch.inference_mode()
