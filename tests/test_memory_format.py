@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from segkit.inference.memory_format import has_3d_weights, prefer_channels_last
+from segkit.device import has_3d_weights
+from segkit.inference.memory_format import prefer_channels_last
 
 
 def _net3d() -> torch.nn.Module:

@@ -357,4 +357,3 @@ def test_timed_steps_run_channels_last_where_the_run_would(monkeypatch: pytest.M
         weight = next(w for w in built[0].parameters() if w.dim() == 4 and w.shape[1] > 1 and w.shape[2] > 1)  # a 3x3 conv
         assert weight.is_contiguous(memory_format=torch.channels_last) is expected, setting
         assert inputs_channels_last and set(inputs_channels_last) == {expected}, setting  # steps and forwards
-

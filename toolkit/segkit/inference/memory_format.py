@@ -15,7 +15,7 @@ import torch
 
 from segkit.device import has_3d_weights
 
-__all__ = ["has_3d_weights", "prefer_channels_last"]
+__all__ = ["prefer_channels_last"]
 
 
 def prefer_channels_last(model: object, device: torch.device | str) -> object:

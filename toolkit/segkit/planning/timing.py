@@ -130,10 +130,6 @@ def _timed(call: Any, device: torch.device, seconds: float, watch: TimingWatch |
     return statistics.median(timed), len(timed)
 
 
-def _in_layout(tensor: torch.Tensor, layout: torch.memory_format | None) -> torch.Tensor:
-    return tensor if layout is None else tensor.contiguous(memory_format=layout)
-
-
 def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, registry: Any, device_name: str,
                         batch_size: int, shape: tuple[int, ...], seconds: float = 2.0,
                         forward_batch: int | None = None, watch: TimingWatch | None = None) -> StepTiming:
@@ -146,13 +142,14 @@ def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, regis
     device = select_device(device_name)
     torch.manual_seed(0)
     model = build_model(config, registry).to(device).train()
-    layout = torch.channels_last if use_channels_last(config.train.channels_last, device, model) else None
-    if layout is not None:  # as the trainer does: the model's weights and each batch channels-last
+    channels_last = use_channels_last(config.train.channels_last, device, model)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:  # as the trainer does: the model's weights and each batch channels-last
         model = model.to(memory_format=layout)
     loss_fn = build_loss(config, registry).to(device)
     optimizer = build_optimizer(model.parameters(), config.train)
     channels = int(config.model.params.get("in_channels", dataset.in_channels))
-    images = _in_layout(torch.rand((batch_size, channels, *shape), device=device), layout)
+    images = torch.rand((batch_size, channels, *shape), device=device).contiguous(memory_format=layout)
     masks = torch.randint(0, labels.classes, (batch_size, 1, *shape), device=device).float()
     target = labels.loss_target(masks)
     dtype = autocast_dtype(device, config.train.amp, config.train.amp_dtype)
@@ -176,8 +173,8 @@ def time_training_steps(document: dict[str, dict[str, Any]], dataset: Any, regis
     seconds_per_step, steps = _timed(step, device, seconds, watch, key, f"training steps of {what}")
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     forward_batch = batch_size if forward_batch is None else max(1, int(forward_batch))
-    inputs = images[:forward_batch] if forward_batch <= batch_size else _in_layout(torch.rand(
-        (forward_batch, *images.shape[1:]), device=device), layout)
+    inputs = images[:forward_batch] if forward_batch <= batch_size else torch.rand(
+        (forward_batch, *images.shape[1:]), device=device).contiguous(memory_format=layout)
     model.eval()
 
     @torch.inference_mode()
