@@ -293,6 +293,35 @@ def test_cpu_batch_candidates_are_timed_there_and_back_so_a_drifting_machine_fav
         interleaved_timings(time_batch, batches, rounds=0)
 
 
+def test_images_of_many_sizes_are_halved_until_the_budget_holds_eight_epochs_never_stopping_between() -> None:
+    """Kvasir-like images (most 530x622) and a step whose time is proportional to its pixels: 608 -> 288 -> 128.
+    Halving never stops at 192 (11 epochs there scored 0.155 below 128's 23 on Kvasir's training side,
+    docs/benchmarks/size-rule.md), and the reason says the size was chosen for the budget."""
+    from segkit.components.registry import get_registry
+    from segkit.planning import Plan, PlanRequest, StepTiming
+    from segkit_builtins.planners.default import DefaultPlanner
+
+    timed: list[tuple] = []
+
+    def time_steps(document, batch, shape, seconds=2.0, forward_batch=None):
+        timed.append(tuple(shape))
+        return StepTiming(1e-6 * batch * shape[0] * shape[1], 3, batch, tuple(shape))
+
+    fingerprint = {"kind": "images", "items": 880, "cases": 880, "in_channels": 3, "labels": ["background", "lesion"],
+                   "image_sizes": {"530x622": 600, "1080x1350": 280}, "structure_width": {"lesion": {"median": 78.0}},
+                   "object_sizes": {"lesion": {"median": 30000.0}}}
+    request = PlanRequest(fingerprint=fingerprint, dataset=None, dataset_name="folder", dataset_params={},
+                          minutes=5.0, device="cpu", free_bytes=8 * 2**30, time_steps=time_steps,
+                          registry=get_registry())
+    plan = Plan()
+    DefaultPlanner(timing_rounds=1)._network_2d(plan, request)
+    settings = {s.key: s for s in plan.settings}
+    assert settings["image_size"].value == 128
+    assert sorted(set(timed), reverse=True) == [(608, 608), (288, 288), (128, 128)]
+    assert 300 / plan.epoch_seconds >= 8
+    assert "608 halved until the budget holds 8 epochs: 128x128" in settings["image_size"].reason
+
+
 def test_the_epoch_estimate_adds_the_data_path_and_the_validation_forwards_by_hand() -> None:
     from segkit.planning import StepTiming
     from segkit_builtins.planners.epoch_time import CV_SHARES, epoch_2d, epoch_3d, sliding_windows

@@ -256,6 +256,10 @@ class DefaultPlanner:
         elif same:
             size_why = (f"{native} halved until the budget holds {self.min_epochs} epochs "
                         f"({timing.seconds_per_step:.2f} s per step of {batch} at {side}x{side}, measured)")
+        elif side < (start := max(SMALLEST_IMAGE, round(max(h, w) / 32) * 32)):
+            size_why = (f"the images differ in size (most are {native}): all resized, {start} halved until the "
+                        f"budget holds {self.min_epochs} epochs: {side}x{side} ({timing.seconds_per_step:.2f} s per "
+                        f"step of {batch}, measured; docs/benchmarks/size-rule.md)")
         else:
             size_why = (f"the images differ in size (most are {native}): all resized to {side}x{side}, at least "
                         f"{SMALLEST_IMAGE} so the encoder's deepest map keeps 2x2 pixels")
