@@ -242,8 +242,12 @@ def benchmark(spec: BenchmarkSet, root: Path, args: argparse.Namespace) -> dict:
                 summary["nnunet_2d"]["own_foreground_mean_dice"] = own["foreground_mean"]["Dice"]
         except SystemExit as error:  # recorded, the other datasets go on
             summary["nnunet_2d"] = {"failed": str(error)}
-    table = pd.DataFrame(rows)
     target = (work if args.quick else RESULTS) / f"{spec.key}.csv"
+    if target.is_file() and (args.no_nnunet or args.no_segkit):  # the side not run keeps its kept rows
+        kept = pd.read_csv(target, dtype={"case": str})
+        other = "nnunet_2d" if args.no_nnunet else "segkit"
+        rows += kept[(kept["method"] == other) & kept["case"].isin(test)].to_dict("records")
+    table = pd.DataFrame(rows)
     target.parent.mkdir(parents=True, exist_ok=True)
     if len(table):
         table.to_csv(target, index=False, float_format="%.6g")
@@ -297,8 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-iterations", type=int, default=5, help="nnU-Net validation batches per epoch")
     parser.add_argument("--nnunet-no-mirroring", action="store_true",
                         help="nnU-Net predicts without its test-time mirroring (4x faster in 2D; --quick sets it)")
-    parser.add_argument("--no-nnunet", action="store_true", help="segkit only")
-    parser.add_argument("--no-segkit", action="store_true", help="nnU-Net only")
+    parser.add_argument("--no-nnunet", action="store_true",
+                        help="segkit only (nnU-Net's rows of the kept table stay beside the new ones)")
+    parser.add_argument("--no-segkit", action="store_true",
+                        help="nnU-Net only (segkit's rows of the kept table stay beside the new ones)")
     parser.add_argument("--quick", action="store_true",
                         help="1 minute, a handful of cases, --work runs/any-dataset-quick: checks the plumbing only")
     args = parser.parse_args(argv)
