@@ -71,6 +71,14 @@ def read_ids(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
+def hash_split(cases: list[str], salt: str, share: float = 0.2) -> tuple[list[str], list[str]]:
+    """(kept cases in their order, held-out cases sorted): the ``share`` with the smallest sha256 of
+    ``"<salt>/<case>"`` are held out, so the split depends on the names only."""
+    ranked = sorted(cases, key=lambda c: hashlib.sha256(f"{salt}/{c}".encode()).hexdigest())
+    held_out = set(ranked[:round(share * len(cases))])
+    return [c for c in cases if c not in held_out], sorted(held_out)
+
+
 def fixed_split(spec: BenchmarkSet, root: Path) -> tuple[list[str], list[str]]:
     """(training cases, held-out cases) of the benchmark's fixed split.
 
@@ -85,10 +93,7 @@ def fixed_split(spec: BenchmarkSet, root: Path) -> tuple[list[str], list[str]]:
                              + (f" (rebuild it: python {spec.rebuild})" if spec.rebuild else ""))
         return read_ids(root / "train.txt"), read_ids(root / "test.txt")
     if spec.layout == "lgg":
-        patients = sorted(p.name for p in root.iterdir() if p.is_dir())
-        ranked = sorted(patients, key=lambda p: hashlib.sha256(f"lgg/{p}".encode()).hexdigest())
-        held_out = set(ranked[:round(0.2 * len(patients))])
-        return [p for p in patients if p not in held_out], sorted(held_out)
+        return hash_split(sorted(p.name for p in root.iterdir() if p.is_dir()), "lgg")
     with HIPPO_FOLD0.open() as handle:
         held_out = sorted(row["case"] for row in csv.DictReader(handle))
     cases = sorted(volume_files(root))

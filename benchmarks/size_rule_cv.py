@@ -14,8 +14,8 @@ the way a recipe is chosen (by cross-validation over the training cases, never t
 4. one row per case and size (Dice per image for folder sets, per patient for LGG), and for each size the
    paired difference from the plan's own size with a bootstrap 95% interval over the cases.
 
-    .venv/bin/python benchmarks/size_rule_cv.py kvasir --sizes 128 192 256 --minutes 15
-    .venv/bin/python benchmarks/size_rule_cv.py lgg --sizes 128 192 --minutes 15
+    .venv/bin/python benchmarks/size_rule_cv.py kvasir --sizes 128 192 96 160 --minutes 15
+    .venv/bin/python benchmarks/size_rule_cv.py lgg --sizes 128 96 --minutes 15
 
 Writes ``benchmarks/results/size-rule/<dataset>.csv`` (case, image_size, dice, tp, fp, fn) and
 ``--work/<dataset>/summary.json``; prints a markdown table. Steps whose output exists are skipped, so it
@@ -25,7 +25,6 @@ resumes. Each arm is limited by wall-clock minutes: run it on a quiet machine, o
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -36,20 +35,13 @@ import numpy as np
 import pandas as pd
 
 from any_dataset import read_truth, segkit, segkit_rows
-from any_dataset_sets import SETS, fixed_split, make_view
+from any_dataset_sets import SETS, fixed_split, hash_split, make_view
 from common import REPO, describe_machine, markdown_table
 
 RESULTS = REPO / "benchmarks" / "results" / "size-rule"
 
 
-def inner_fold(cases: list[str]) -> tuple[list[str], list[str]]:
-    """(fold training cases, fold validation cases): the 20% with the smallest sha256 validate."""
-    ranked = sorted(cases, key=lambda c: hashlib.sha256(f"size-rule/{c}".encode()).hexdigest())
-    held = set(ranked[:round(0.2 * len(cases))])
-    return [c for c in cases if c not in held], sorted(held)
-
-
-def run_arm(spec, size: int, plan: Path, train_view: Path, val_view: Path, work: Path) -> dict:
+def run_arm(size: int, plan: Path, train_view: Path, val_view: Path, work: Path) -> dict:
     """Train and score one image size; returns the evaluate report and the run's summary."""
     arm = work / f"size-{size}"
     arm.mkdir(exist_ok=True)
@@ -90,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     work = (args.work / spec.key).resolve()
     work.mkdir(parents=True, exist_ok=True)
     training_side, _ = fixed_split(spec, root)
-    fold_train, fold_val = inner_fold(training_side)
+    fold_train, fold_val = hash_split(training_side, "size-rule")
     print(f"{spec.key}: {len(fold_train)} training and {len(fold_val)} validation {spec.unit}s of the training side",
           flush=True)
     train_view = make_view(spec, root, fold_train, work / "view-train")
@@ -108,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = read_truth(spec, root, fold_val)
     rows, arms = [], {}
     for size in args.sizes:
-        arm = run_arm(spec, size, plan, train_view, val_view, work)
+        arm = run_arm(size, plan, train_view, val_view, work)
         found, differ = segkit_rows(spec, arm["report"], fold_val, truth)
         if differ:
             sys.exit(f"error: segkit's truth differs from the files' at {size}: {differ[0]}")
