@@ -31,39 +31,11 @@ import sys
 import tomllib
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from any_dataset import read_truth, segkit, segkit_rows
-from any_dataset_sets import SETS, fixed_split, hash_split, make_view
+from any_dataset_sets import SETS
 from common import REPO, describe_machine, markdown_table
+from fold_arms import Arm, compare_arms, prepare_fold, table_header
 
 RESULTS = REPO / "benchmarks" / "results" / "size-rule"
-
-
-def run_arm(size: int, plan: Path, train_view: Path, val_view: Path, work: Path) -> dict:
-    """Train and score one image size; returns the evaluate report and the run's summary."""
-    arm = work / f"size-{size}"
-    arm.mkdir(exist_ok=True)
-    run_dir = arm / "run"
-    if not (run_dir / "summary.json").is_file():
-        if run_dir.exists():
-            sys.exit(f"error: {run_dir} holds an unfinished run; move it aside and run again")
-        print(f"  segkit run at {size}x{size}", flush=True)
-        ok, out = segkit("run", "--config", str(plan), "--set", f"train.image_size={size}", "--data-root",
-                         str(train_view), "--out", str(run_dir), "--quiet", log=arm / "run.log")
-        if not ok:
-            sys.exit(f"error: the run at {size} failed: {out}")
-    report_path = arm / "evaluate.json"
-    if not report_path.is_file():
-        print(f"  segkit evaluate at {size}x{size}", flush=True)
-        ok, out = segkit("evaluate", str(run_dir), "--data-root", str(val_view), "--json", "--quiet",
-                         "--device", "cpu", log=arm / "evaluate.log")
-        if not ok:
-            sys.exit(f"error: evaluating the run at {size} failed: {out}")
-        report_path.write_text(out)
-    return {"report": json.loads(report_path.read_text()),
-            "summary": json.loads((run_dir / "summary.json").read_text())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,63 +50,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sizes must be multiples of 32, at least 64")
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     spec = SETS[args.dataset]
-    root = (args.root or spec.root).resolve()
-    work = (args.work / spec.key).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    training_side, _ = fixed_split(spec, root)
-    fold_train, fold_val = hash_split(training_side, "size-rule")
-    print(f"{spec.key}: {len(fold_train)} training and {len(fold_val)} validation {spec.unit}s of the training side",
-          flush=True)
-    train_view = make_view(spec, root, fold_train, work / "view-train")
-    val_view = make_view(spec, root, fold_val, work / "view-val")
-    plan = work / "plan" / "plan.toml"
-    if not plan.is_file():
-        print(f"  segkit plan ({args.minutes:g} minutes)", flush=True)
-        ok, out = segkit("plan", "--dataset", spec.dataset, "--data-root", str(train_view), *spec.set_options(),
-                         "--minutes", str(args.minutes), "--out", str(plan.parent), "--overwrite", "--quiet",
-                         log=work / "plan.log")
-        if not ok:
-            sys.exit(f"error: segkit plan failed: {out}")
-    planned = tomllib.loads(plan.read_text())["train"]
+    fold = prepare_fold(spec, (args.root or spec.root).resolve(), (args.work / spec.key).resolve(), args.minutes)
+    planned = tomllib.loads(fold.plan.read_text())["train"]
     planned_size = planned.get("image_size")
-    truth = read_truth(spec, root, fold_val)
-    rows, arms = [], {}
-    for size in args.sizes:
-        arm = run_arm(size, plan, train_view, val_view, work)
-        found, differ = segkit_rows(spec, arm["report"], fold_val, truth)
-        if differ:
-            sys.exit(f"error: segkit's truth differs from the files' at {size}: {differ[0]}")
-        rows += [{**row, "image_size": size} for row in found]
-        arms[size] = {"epochs_run": arm["summary"].get("epochs_run"),
-                      "train_seconds": arm["summary"].get("train_seconds"),
-                      "per_image_dice": arm["report"]["per_image"]["dice"]["mean"]}
-    table = pd.DataFrame(rows)[["case", "image_size", "dice", "tp", "fp", "fn"]]
+    arms = [Arm(str(size), (f"train.image_size={size}",), f"size-{size}") for size in args.sizes]
+    reference = str(planned_size) if planned_size in args.sizes else str(args.sizes[0])
+    table, figures, lines = compare_arms(fold, arms, reference)
+    table = table.rename(columns={"arm": "image_size"})[["case", "image_size", "dice", "tp", "fp", "fn"]]
+    table["image_size"] = table["image_size"].astype(int)
     RESULTS.mkdir(parents=True, exist_ok=True)
     table.to_csv(RESULTS / f"{spec.key}.csv", index=False, float_format="%.6g")
-    from segkit.evaluation.cv import bootstrap_interval
-
-    wide = table.pivot(index="case", columns="image_size", values="dice")
-    reference = planned_size if planned_size in wide.columns else args.sizes[0]
-    lines = []
-    for size in args.sizes:
-        change = (wide[size] - wide[reference]).tolist()
-        low, high = bootstrap_interval(change) if size != reference else (0.0, 0.0)
-        arms[size].update(dice=float(wide[size].mean()), median=float(wide[size].median()),
-                          minus_reference=float(np.mean(change)), interval95=[low, high],
-                          better=int(sum(c > 0 for c in change)), worse=int(sum(c < 0 for c in change)))
-        a = arms[size]
-        lines.append([f"{size}x{size}" + (" (planned)" if size == planned_size else ""), a["epochs_run"],
-                      f"{a['train_seconds'] / 60:.1f}" if a["train_seconds"] else "", f"{a['dice']:.4f}",
-                      f"{a['median']:.3f}", f"{a['per_image_dice']:.4f}", "" if size == reference else
-                      f"{a['minus_reference']:+.4f} ({low:+.3f} to {high:+.3f}); {a['better']} better, {a['worse']} worse"])
-    summary = {"dataset": spec.key, "minutes": args.minutes, "fold_train": len(fold_train), "fold_val": len(fold_val),
+    for line in lines:
+        line[0] = f"{line[0]}x{line[0]}" + (" (planned)" if line[0] == str(planned_size) else "")
+    summary = {"dataset": spec.key, "minutes": args.minutes, "fold_train": len(fold.train), "fold_val": len(fold.val),
                "planned": {k: planned.get(k) for k in ("image_size", "batch_size", "epochs")},
-               "reference_size": reference, "arms": {str(k): v for k, v in arms.items()},
-               "machine": describe_machine()}
-    (work / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+               "reference_size": int(reference), "arms": figures, "machine": describe_machine()}
+    (fold.work / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     print()
-    print(markdown_table(["size", "epochs", "minutes trained", f"mean Dice per {spec.unit}", "median",
-                          "per image (slice)", f"minus {reference}x{reference} (95% CI)"], lines))
+    print(markdown_table(table_header(spec.unit, f"{reference}x{reference}"), lines))
     return 0
 
 
