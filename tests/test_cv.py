@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clihelp import segkit
+from clihelp import segkit, segkit_here
 from segkit.evaluation.cv import VARIANTS, bootstrap_interval, choose_variant, cross_fitted_choice
 
 #: 48 synthetic 32x32 slices in 12 cases of 4; the tutorial U-Net at width 8, one epoch per fold.
@@ -121,9 +121,9 @@ def test_rerunning_the_command_continues_instead_of_retraining(cv_dir: Path) -> 
 
 
 def test_other_settings_or_fold_counts_are_refused(cv_dir: Path) -> None:
-    other_folds = segkit("cv", "--folds", "4", *TINY_CV, "--out", str(cv_dir))
+    other_folds = segkit_here("cv", "--folds", "4", *TINY_CV, "--out", str(cv_dir))
     assert other_folds.returncode == 2 and "3-fold cross-validation" in other_folds.stderr
-    other_lr = segkit("cv", "--folds", str(FOLDS), *TINY_CV, "--lr", "0.5", "--out", str(cv_dir))
+    other_lr = segkit_here("cv", "--folds", str(FOLDS), *TINY_CV, "--lr", "0.5", "--out", str(cv_dir))
     assert other_lr.returncode == 2 and "other settings" in other_lr.stderr
     assert "Traceback" not in other_folds.stderr + other_lr.stderr
 
@@ -153,7 +153,7 @@ def test_folds_trained_by_parallel_processes_score_like_one_command(cv_dir: Path
 
 
 def test_a_fold_outside_the_folds_is_refused(tmp_path: Path) -> None:
-    result = segkit("cv", "--folds", str(FOLDS), *TINY_CV, "--fold", "3", "--out", str(tmp_path / "cv"))
+    result = segkit_here("cv", "--folds", str(FOLDS), *TINY_CV, "--fold", "3", "--out", str(tmp_path / "cv"))
     assert result.returncode == 2 and "--fold 3 is not a fold of a 3-fold" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "cv").exists()
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from segkit.cli import cli
 from segkit.tomlio import read_toml
 
-from clihelp import kill_run_after, run_in_process, segkit
+from clihelp import kill_run_after, run_in_process, segkit, segkit_here
 
 
 def _write_folder(root: Path, count: int = 8) -> None:
@@ -81,12 +81,12 @@ def test_a_damaged_checkpoint_is_one_clear_error_everywhere(tiny_run: Path, tmp_
     images = tiny_run.parent / "data" / "images"
     for args in (["evaluate", str(run)], ["predict", str(run), str(images), "--out", str(tmp_path / "p")],
                  ["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.ts")]):
-        result = segkit(*args)
+        result = segkit_here(*args)
         assert result.returncode != 0, args
         assert "Traceback" not in result.stderr, result.stderr[-3000:]
         assert "is empty (0 bytes)" in result.stderr and "best.pt" in result.stderr and "--checkpoint" in result.stderr
     best.write_bytes((tiny_run / "checkpoints" / "best.pt").read_bytes()[:3000])  # truncated
-    result = segkit("evaluate", str(run))
+    result = segkit_here("evaluate", str(run))
     assert result.returncode != 0 and "Traceback" not in result.stderr and "truncated or corrupt" in result.stderr
     # the other checkpoint still works, as the message says
     run_in_process("evaluate", str(run), "--checkpoint", "last", "--split", "val", "--quiet")
@@ -226,17 +226,17 @@ def test_inspect_writes_where_out_says_and_never_over_an_existing_file(tmp_path:
     precious = tmp_path / "synthetic-samples.png"
     precious.write_bytes(b"the user's own file")
     args = ("inspect", "--set", "count=16", "--set", "size=32")
-    unasked = segkit(*args, cwd=tmp_path)  # no --out: the summary only, nothing written
+    unasked = segkit_here(*args, cwd=tmp_path)  # no --out: the summary only, nothing written
     assert unasked.returncode == 0 and "16 images" in unasked.stdout and "not drawn" in unasked.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic-samples.png"]
-    refused = segkit(*args, "--out", str(precious), cwd=tmp_path)
+    refused = segkit_here(*args, "--out", str(precious), cwd=tmp_path)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "already exists" in refused.stderr and "--overwrite" in refused.stderr
     assert precious.read_bytes() == b"the user's own file"
-    written = segkit(*args, "--out", str(tmp_path / "grids" / "g.png"), cwd=tmp_path)
+    written = segkit_here(*args, "--out", str(tmp_path / "grids" / "g.png"), cwd=tmp_path)
     assert written.returncode == 0, written.stderr[-2000:]
     assert (tmp_path / "grids" / "g.png").stat().st_size > 1000 and "16 images" in written.stdout
-    replaced = segkit(*args, "--out", str(precious), "--overwrite", cwd=tmp_path)
+    replaced = segkit_here(*args, "--out", str(precious), "--overwrite", cwd=tmp_path)
     assert replaced.returncode == 0 and precious.read_bytes()[:4] == b"\x89PNG"
 
 

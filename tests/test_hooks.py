@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -40,14 +41,40 @@ def segkit_run_end(summary):
 '''
 
 
-def test_a_plugin_hears_the_whole_run(tmp_path: Path) -> None:
-    plugin = write_plugin(tmp_path, "recorder", RECORDER)
-    log = tmp_path / "events.jsonl"
-    out = tmp_path / "run"
-    result = segkit("-p", str(plugin), "run", *SMALL, "--epochs", "2", "--out", str(out), "--quiet",
-                    env={"HOOK_LOG": str(log)})
+BROKEN = '''
+import segkit
+
+@segkit.hookimpl
+def segkit_epoch_end(epoch, row):
+    raise ConnectionError("the tracking server is down")
+'''
+
+
+@pytest.fixture(scope="module")
+def heard_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One run heard by everything at once: a recording plugin, a plugin whose hook fails, TensorBoard and MLflow.
+
+    One 2-epoch run instead of four (each costs a process start and a run's setup); each test below checks its
+    listener, and the recorder hears the whole run although another plugin's hook fails on every epoch.
+    """
+    base = tmp_path_factory.mktemp("heard")
+    recorder, broken = write_plugin(base, "recorder", RECORDER), write_plugin(base, "broken_logger", BROKEN)
+    loggers, env = [], {"HOOK_LOG": str(base / "events.jsonl")}
+    if importlib.util.find_spec("tensorboard"):
+        loggers += ["--logger", "tensorboard"]
+    if importlib.util.find_spec("mlflow") and importlib.util.find_spec("sqlalchemy"):
+        loggers += ["--logger", "mlflow"]
+        env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "segkit-tests"}
+    out = base / "run"
+    result = segkit("-p", str(recorder), "-p", str(broken), "run", *SMALL, "--epochs", "2", *loggers,
+                    "--out", str(out), "--quiet", env=env, cwd=base)  # MLflow keeps a local store's artifacts in ./mlruns
     assert result.returncode == 0, result.stderr[-3000:]
-    events = [json.loads(line) for line in log.read_text().splitlines()]
+    return {"out": out, "base": base, "stderr": result.stderr, "env": env}
+
+
+def test_a_plugin_hears_the_whole_run(heard_run: dict) -> None:
+    out = heard_run["out"]
+    events = [json.loads(line) for line in (heard_run["base"] / "events.jsonl").read_text().splitlines()]
     assert events[0] == {"event": "start", "run_dir": str(out), "epochs": 2, "resumed": False}
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
     lasts = [e for e in events if e["event"] == "checkpoint" and e["kind"] == "last"]
@@ -56,29 +83,18 @@ def test_a_plugin_hears_the_whole_run(tmp_path: Path) -> None:
     assert events[-1]["event"] == "end" and events[-1]["best_epoch"] in (1, 2)
 
 
-def test_a_failing_hook_is_a_warning_and_the_run_goes_on(tmp_path: Path) -> None:
-    plugin = write_plugin(tmp_path, "broken_logger", '''
-import segkit
-
-@segkit.hookimpl
-def segkit_epoch_end(epoch, row):
-    raise ConnectionError("the tracking server is down")
-''')
-    out = tmp_path / "run"
-    result = segkit("-p", str(plugin), "run", *SMALL, "--epochs", "2", "--out", str(out), "--quiet")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count("the tracking server is down") == 1  # reported once, then skipped
-    assert "skipped for the rest of this run" in result.stderr
-    assert (out / "summary.json").is_file()
+def test_a_failing_hook_is_a_warning_and_the_run_goes_on(heard_run: dict) -> None:
+    stderr = heard_run["stderr"]
+    assert stderr.count("the tracking server is down") == 1  # reported once, then skipped
+    assert "skipped for the rest of this run" in stderr
+    assert (heard_run["out"] / "summary.json").is_file()
 
 
-def test_tensorboard_logger_writes_events_that_tensorboard_reads(tmp_path: Path) -> None:
+def test_tensorboard_logger_writes_events_that_tensorboard_reads(heard_run: dict) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = tmp_path / "run"
-    result = segkit("run", *SMALL, "--epochs", "2", "--logger", "tensorboard", "--out", str(out), "--quiet")
-    assert result.returncode == 0, result.stderr[-3000:]
+    out = heard_run["out"]
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
@@ -96,17 +112,12 @@ def test_an_unknown_logger_is_refused_before_any_work(tmp_path: Path) -> None:
     assert "tensorboard" in result.stderr and not (tmp_path / "run").exists()
 
 
-def test_mlflow_logger_logs_a_run_to_the_real_store(tmp_path: Path) -> None:
+def test_mlflow_logger_logs_a_run_to_the_real_store(heard_run: dict) -> None:
     pytest.importorskip("mlflow")
     pytest.importorskip("sqlalchemy")
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "segkit-tests"}
-    out = tmp_path / "run"
-    result = segkit("run", *SMALL, "--epochs", "2", "--logger", "mlflow", "--out", str(out), "--quiet", env=env,
-                    cwd=tmp_path)  # MLflow keeps a local store's artifacts in ./mlruns
-    assert result.returncode == 0, result.stderr[-3000:]
+    out, uri = heard_run["out"], heard_run["env"]["MLFLOW_TRACKING_URI"]
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("segkit-tests")
     [run] = client.search_runs([experiment.experiment_id])
@@ -119,7 +130,7 @@ def test_mlflow_logger_logs_a_run_to_the_real_store(tmp_path: Path) -> None:
     assert history[0].value == pytest.approx(float(rows[1].split(",")[1]), rel=1e-5)  # the CSV keeps 6 digits
     assert "best_val_dice_case" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"summary.json", "config.toml", "curves.png"}
-    assert list((tmp_path / "mlruns").rglob("summary.json"))
+    assert list((heard_run["base"] / "mlruns").rglob("summary.json"))
 
 
 def test_mlflow_logger_marks_an_early_stop_failed_and_a_resume_continues_the_same_run(tmp_path: Path,

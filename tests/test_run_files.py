@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from clihelp import segkit
+from clihelp import segkit, segkit_here
 
 from segkit.runs.report import _SCRIPT, build_report
 from segkit.fileio import atomic_write_text
@@ -154,6 +154,6 @@ def test_an_edited_checkpoint_is_one_line_naming_the_field(run: Path, edit: str,
         payload["preprocessing"]["threshold"] = "half"
     edited = run / "edited.pt"
     torch.save(payload, edited)
-    result = segkit("evaluate", str(run), "--checkpoint", str(edited), "--split", "val", "--quiet")
+    result = segkit_here("evaluate", str(run), "--checkpoint", str(edited), "--split", "val", "--quiet")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert words in result.stderr and "edited.pt" in result.stderr, result.stderr

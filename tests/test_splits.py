@@ -51,6 +51,23 @@ def test_holdouts_keep_the_lesion_share_close():
         assert abs(index.loc[split == name, "has_lesion"].mean() - overall) < 0.05
 
 
+@pytest.mark.parametrize("groups", [3, 7, 29, 110])
+def test_the_case_holdout_draws_are_scikit_learns_bit_for_bit(groups):
+    """A run's hold-out by case skips scikit-learn's import; its draws stay GroupShuffleSplit's, so every split
+    made before (runs, kept benchmark tables) is made again the same."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    from segkit.data.splits import group_draws
+
+    rng = np.random.default_rng(groups)
+    names = np.array([f"patient-{n:03d}" for n in rng.permutation(groups)])
+    rows = np.repeat(names, rng.integers(1, 6, size=groups))  # cases of several slices, in no order
+    for fraction, seed in [(0.1, 0), (0.15, 1), (0.2, 7), (0.5, 123)]:
+        ours = list(group_draws(rows, fraction, seed, 16))
+        theirs = [held for _, held in GroupShuffleSplit(16, test_size=fraction, random_state=seed).split(rows, groups=rows)]
+        assert len(ours) == 16 and all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
 def test_zero_test_fraction_means_no_test_split():
     index = make_index(cases=4)
     split = make_splits(index, test_fraction=0)

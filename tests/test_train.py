@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clihelp import kill_run_after, run_in_process, segkit, write_plugin
+from clihelp import kill_run_after, run_in_process, segkit, segkit_here, write_plugin
 from segkit.runs.checkpoint import build_model_from_checkpoint, load_checkpoint
 from segkit.train.loop import EarlyStopping
 from segkit.train.sampling import EpochSampler
@@ -173,7 +173,7 @@ def test_nan_loss_stops_with_epoch_and_step(tmp_path: Path) -> None:
 )
 def test_impossible_settings_fail_before_any_work(tmp_path: Path, args: list[str], message: str) -> None:
     out = tmp_path / "never"
-    result = segkit("run", "--set", "dataset.count=48", "--set", "dataset.size=32", *args, "--out", str(out))
+    result = segkit_here("run", "--set", "dataset.count=48", "--set", "dataset.size=32", *args, "--out", str(out))
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -196,8 +196,7 @@ def test_early_stopping_counts_epochs_without_improvement() -> None:
 
 def test_patience_stops_a_run_that_does_not_improve(tmp_path: Path) -> None:
     out = tmp_path / "patient"
-    result = segkit("run", *TINY, "--epochs", "5", "--lr", "1e-12", "--patience", "1", "--out", str(out))
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_in_process("run", *TINY, "--epochs", "5", "--lr", "1e-12", "--patience", "1", "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped"] == "early_stopping" and summary["epochs_run"] == 2
 

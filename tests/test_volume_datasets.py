@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clihelp import segkit
+from clihelp import segkit, segkit_here
 from volumes import HIPPOCAMPUS, hippocampus_subset, write_msd
 
 from segkit.components import get_registry
@@ -113,8 +113,8 @@ def test_bad_volumes_are_refused_before_training_and_nothing_is_written(tmp_path
     root = write_msd(tmp_path / "data")
     expected = _break(root, how)
     out = tmp_path / "run"
-    result = segkit("run", "--dataset", "msd", "--data-root", str(root), "--model", "unet", "--set", "model.width=4",
-                    "--loss", "ce_dice", "--epochs", "1", "--quiet", "--out", str(out))
+    result = segkit_here("run", "--dataset", "msd", "--data-root", str(root), "--model", "unet", "--set",
+                         "model.width=4", "--loss", "ce_dice", "--epochs", "1", "--quiet", "--out", str(out))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and expected in result.stderr, result.stderr
     assert "vol_001" in result.stderr  # the file is named

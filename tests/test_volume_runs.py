@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clihelp import run_in_process, segkit
+from clihelp import run_in_process, segkit, segkit_here
 from volumes import HIPPOCAMPUS, hippocampus_subset, write_msd
 
 TINY_3D = ("--model", "unet3d", "--set", "model.width=4", "--set", "model.stages=3", "--loss", "ce_dice",
@@ -121,14 +121,24 @@ def test_a_3d_run_trains_with_the_channels_last_setting_cuda_runs_get(tmp_path: 
     assert json.loads((out / "summary.json").read_text())["epochs_run"] == 1
 
 
-@pytest.mark.parametrize("how", ["2d data", "context", "patch too large", "memory"])
+@pytest.mark.parametrize("how", ["2d data", "context", "patch too large", "memory", "3d model, 2d images",
+                                 "3d model, no patch"])
 def test_settings_a_3d_run_cannot_use_are_refused_before_anything_is_written(tmp_path: Path, how: str) -> None:
     root = write_msd(tmp_path / "data", cases=4, shape=(20, 24, 12))
     args = ["--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "1"]
     expected = {"2d data": "serves 2D images", "context": "2.5D", "patch too large": "patch",
-                "memory": "of activations per 16x16x8 patch times a batch of 100000000"}[how]
+                "memory": "of activations per 16x16x8 patch times a batch of 100000000",
+                "3d model, 2d images": "model 'unet3d' is a 3D model of volumes (spatial_dims = 3), but this run feeds "
+                                       "it 2D images; dataset 'synthetic' serves 2D images: choose a 2D model",
+                "3d model, no patch": "give train.patch_size three numbers"}[how]
+    no_patch = ["--model", "unet3d", "--set", "model.width=4", "--set", "model.stages=3", "--loss", "ce_dice",
+                "--batch-size", "2", "--device", "cpu", "--quiet"]  # TINY_3D without its train.patch_size
     if how == "2d data":
         args = ["--dataset", "synthetic", *TINY_3D, "--epochs", "1"]
+    elif how == "3d model, 2d images":  # once a traceback from the model's first forward pass, in epoch 1
+        args = ["--dataset", "synthetic", *no_patch, "--epochs", "1"]
+    elif how == "3d model, no patch":
+        args = ["--dataset", "msd", "--data-root", str(root), *no_patch, "--epochs", "1"]
     elif how == "context":
         args += ["--set", "dataset.context=1"]
     elif how == "memory":  # checked from the model's footprint on the meta device, before any cache is built
@@ -136,7 +146,7 @@ def test_settings_a_3d_run_cannot_use_are_refused_before_anything_is_written(tmp
     else:
         args += ["--set", "train.patch_size=[32,32,32]"]
     out = tmp_path / "run"
-    result = segkit("run", *args, "--out", str(out), env=_environment(tmp_path))
+    result = segkit_here("run", *args, "--out", str(out), env=_environment(tmp_path))
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert not (out / "checkpoints").exists()

@@ -2,9 +2,10 @@
 
 Slices of one patient look alike, so a split by slice lets the model see the
 test patients while training. :func:`make_splits` therefore splits by case
-unless asked otherwise, with scikit-learn's group-aware splitters. scikit-learn is
-imported where splits are made, not at the top: reading ``splits.csv`` (evaluate,
-predict, export) does not pay its second of import time.
+unless asked otherwise, with scikit-learn's group-aware splitters for folds and
+slices. scikit-learn is imported only where those are made: reading ``splits.csv``
+(evaluate, predict, export) and a run's usual hold-out by case (the same draws as
+scikit-learn's GroupShuffleSplit, made here) do not pay its second of import time.
 """
 
 from __future__ import annotations
@@ -43,16 +44,28 @@ def _holdout(rows: np.ndarray, groups: np.ndarray, labels: np.ndarray, fraction:
     Among a few random group draws, keep the one whose lesion fraction is closest
     to the whole set's: a stratified draw that keeps the number of groups exact.
     """
-    from sklearn.model_selection import GroupShuffleSplit
-
-    splitter = GroupShuffleSplit(n_splits=_CANDIDATES, test_size=fraction, random_state=seed)
     target = labels.mean()
     best, best_gap = None, math.inf
-    for _, held in splitter.split(rows, groups=groups):
+    for held in group_draws(groups, fraction, seed, _CANDIDATES):
         gap = abs(labels[held].mean() - target)
         if gap < best_gap - 1e-12:
             best, best_gap = held, gap
     return best
+
+
+def group_draws(groups: np.ndarray, fraction: float, seed: int, draws: int):
+    """Rows of ``draws`` random hold-outs, each of ``ceil(fraction x groups)`` whole groups.
+
+    The draws of scikit-learn's ``GroupShuffleSplit(draws, test_size=fraction, random_state=seed)``, bit for bit
+    (tests/test_splits.py compares them), made without importing scikit-learn: that import (scipy.stats with it)
+    would cost every run about a second before its first epoch, for one permutation per draw.
+    """
+    names, group_of_row = np.unique(groups, return_inverse=True)
+    count = math.ceil(fraction * len(names))
+    generator = np.random.RandomState(seed)
+    for _ in range(draws):
+        held = generator.permutation(len(names))[:count]
+        yield np.flatnonzero(np.isin(group_of_row, held))
 
 
 def _slice_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:

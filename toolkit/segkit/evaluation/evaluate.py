@@ -191,8 +191,8 @@ def select_data(
         positions = [i for i, value in enumerate(assignment.tolist()) if value == split]
         if not positions:
             present = sorted(set(assignment.tolist()))
-            hint = " Use --split val (the validation cases) or --split all." if split == "test" else \
-                f" It has: {', '.join(present)}."
+            hint = (" Score cases it never saw with --data-root (a folder of cases kept aside), or use --split val "
+                    "(the validation cases) or --split all." if split == "test" else f" It has: {', '.join(present)}.")
             raise DataError(f"run {str(run_dir)!r} has no {split} split"
                             + (" (trained with split.test_fraction = 0)." if split == "test" else ".") + hint)
     root = str(Path(data_root).resolve()) if data_root is not None else None

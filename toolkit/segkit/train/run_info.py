@@ -22,10 +22,18 @@ def seed_everything(seed: int) -> None:
 
 
 def versions() -> dict[str, str]:
-    """segkit's, torch's, smp's and Python's versions, for summary.json."""
-    import segmentation_models_pytorch as smp
+    """segkit's, torch's, smp's and Python's versions, for summary.json.
 
-    return {"segkit": __version__, "torch": torch.__version__, "smp": smp.__version__, "python": platform.python_version()}
+    smp's version comes from its installed metadata: importing smp (and timm) costs most of a second, which a run
+    of another model would pay only to write this line.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        smp = version("segmentation-models-pytorch")
+    except PackageNotFoundError:
+        smp = "not installed"
+    return {"segkit": __version__, "torch": torch.__version__, "smp": smp, "python": platform.python_version()}
 
 
 def batch_description(config: RunConfig, world_size: int) -> str:
