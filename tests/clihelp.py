@@ -24,17 +24,18 @@ def segkit(*args: str, cwd: str | Path | None = None, env: dict[str, str] | None
     )
 
 
-def run_in_process(*args: str) -> str:
+def run_in_process(*args: str, env: dict[str, str] | None = None) -> str:
     """Run ``segkit ARGS`` in this process (no interpreter start, no imports to repeat); its output.
 
     For runs a test needs as a reference or a starting point; what the test is about (a kill, a
-    resume, what a terminal or a pipe shows) stays in a real subprocess via :func:`segkit`.
+    resume, what a terminal or a pipe shows) stays in a real subprocess via :func:`segkit`. ``env``:
+    variables set for the command's duration.
     """
     from click.testing import CliRunner
 
     from segkit.cli import cli
 
-    result = CliRunner().invoke(cli, list(args))
+    result = CliRunner().invoke(cli, list(args), env=env)
     assert result.exit_code == 0, result.output[-3000:]
     return result.output
 

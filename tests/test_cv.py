@@ -191,12 +191,12 @@ def test_a_fold_killed_between_its_last_checkpoint_and_its_summary_resumes_and_c
 
 
 def test_the_folds_act_as_one_ensemble_in_evaluate_and_predict(cv_dir: Path, tmp_path: Path) -> None:
-    own = segkit("evaluate", str(cv_dir))
+    own = segkit_here("evaluate", str(cv_dir))
     assert own.returncode == 2 and "cv-report.json" in own.stderr and "Traceback" not in own.stderr
 
     # its own data read under another name is still its own data: the fold models trained on those cases
     before = sorted(p.name for p in (cv_dir / "fold-0").rglob("*"))
-    again = segkit("evaluate", str(cv_dir), "--dataset", "synthetic")
+    again = segkit_here("evaluate", str(cv_dir), "--dataset", "synthetic")
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert "its models trained on cases of this data" in again.stderr and "nothing was written" in again.stderr
     assert sorted(p.name for p in (cv_dir / "fold-0").rglob("*")) == before
@@ -219,8 +219,8 @@ def test_the_folds_act_as_one_ensemble_in_evaluate_and_predict(cv_dir: Path, tmp
     assert len(report["checkpoints"]) == FOLDS and all(c.endswith("last.pt") for c in report["checkpoints"])
     chosen = json.loads((cv_dir / "cv.json").read_text())["chosen"]
     assert report["tta"] == chosen["tta"] and report["postprocess"] == chosen["postprocess"]
-    forced = json.loads(segkit("evaluate", str(cv_dir), "--json", "--dataset", "folder", "--data-root", str(new),
-                               "--no-tta", "--postprocess", "none").stdout)
+    forced = json.loads(segkit_here("evaluate", str(cv_dir), "--json", "--dataset", "folder", "--data-root", str(new),
+                                    "--no-tta", "--postprocess", "none").stdout)
     assert forced["tta"] is False and forced["postprocess"] == "none"
 
     images = tmp_path / "images"
