@@ -175,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         arms = [Arm.parse(text) for text in args.arms]
     except ValueError as error:
         parser.error(str(error))
-    # The plan's own size is already trained by size_rule_cv.py as size-S: reuse that run, not 15 more minutes.
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     spec = SETS[args.dataset]
     fold = prepare_fold(spec, (args.root or spec.root).resolve(), (args.work / spec.key).resolve(), args.minutes)
     planned_size = tomllib.loads(fold.plan.read_text())["train"].get("image_size")
+    # size_rule_cv.py has already trained the plan as it is (its size-S folder): reuse that run, not 15 more minutes
     arms = [Arm("planned", (), f"size-{planned_size}") if a.name == "planned" and
             (fold.work / f"size-{planned_size}" / "run" / "summary.json").is_file() else a for a in arms]
     reference = "planned" if any(a.name == "planned" for a in arms) else arms[0].name

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,13 +33,19 @@ def run_in_process(*args: str, env: dict[str, str] | None = None) -> str:
     resume, what a terminal or a pipe shows) stays in a real subprocess via :func:`segkit`. ``env``:
     variables set for the command's duration.
     """
+    result = _invoke(args, env)
+    assert result.exit_code == 0, result.output[-3000:]
+    return result.output
+
+
+def _invoke(args: tuple[str, ...], env: dict[str, str] | None, cwd: str | Path | None = None) -> Any:
+    """click's test runner on segkit's command group, in this process (and ``cwd``, where given): its Result."""
     from click.testing import CliRunner
 
     from segkit.cli import cli
 
-    result = CliRunner().invoke(cli, list(args), env=env)
-    assert result.exit_code == 0, result.output[-3000:]
-    return result.output
+    with contextlib.chdir(cwd or os.getcwd()):
+        return CliRunner().invoke(cli, list(args), env=env)
 
 
 def segkit_here(*args: str, cwd: str | Path | None = None,
@@ -50,15 +58,9 @@ def segkit_here(*args: str, cwd: str | Path | None = None,
     ``"Traceback" not in stderr`` still catches it. What needs a process (a kill, a pipe, ``note:`` lines of
     warnings, entry points of installed packages) stays with :func:`segkit`.
     """
-    import contextlib
     import traceback
 
-    from click.testing import CliRunner
-
-    from segkit.cli import cli
-
-    with contextlib.chdir(cwd or os.getcwd()):
-        result = CliRunner().invoke(cli, list(args), env=env)
+    result = _invoke(args, env, cwd)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))

@@ -11,9 +11,9 @@ import pytest
 from clihelp import run_in_process, segkit, segkit_here
 from volumes import HIPPOCAMPUS, hippocampus_subset, write_msd
 
-TINY_3D = ("--model", "unet3d", "--set", "model.width=4", "--set", "model.stages=3", "--loss", "ce_dice",
-           "--set", "train.patch_size=[16,16,8]", "--set", "train.window_overlap=0.25", "--batch-size", "2",
-           "--device", "cpu", "--quiet")
+TINY_3D_MODEL = ("--model", "unet3d", "--set", "model.width=4", "--set", "model.stages=3", "--loss", "ce_dice",
+                 "--batch-size", "2", "--device", "cpu", "--quiet")
+TINY_3D = (*TINY_3D_MODEL, "--set", "train.patch_size=[16,16,8]", "--set", "train.window_overlap=0.25")
 
 
 def _environment(tmp_path: Path) -> dict[str, str]:
@@ -131,14 +131,12 @@ def test_settings_a_3d_run_cannot_use_are_refused_before_anything_is_written(tmp
                 "3d model, 2d images": "model 'unet3d' is a 3D model of volumes (spatial_dims = 3), but this run feeds "
                                        "it 2D images; dataset 'synthetic' serves 2D images: choose a 2D model",
                 "3d model, no patch": "give train.patch_size three numbers"}[how]
-    no_patch = ["--model", "unet3d", "--set", "model.width=4", "--set", "model.stages=3", "--loss", "ce_dice",
-                "--batch-size", "2", "--device", "cpu", "--quiet"]  # TINY_3D without its train.patch_size
     if how == "2d data":
         args = ["--dataset", "synthetic", *TINY_3D, "--epochs", "1"]
     elif how == "3d model, 2d images":  # once a traceback from the model's first forward pass, in epoch 1
-        args = ["--dataset", "synthetic", *no_patch, "--epochs", "1"]
+        args = ["--dataset", "synthetic", *TINY_3D_MODEL, "--epochs", "1"]
     elif how == "3d model, no patch":
-        args = ["--dataset", "msd", "--data-root", str(root), *no_patch, "--epochs", "1"]
+        args = ["--dataset", "msd", "--data-root", str(root), *TINY_3D_MODEL, "--epochs", "1"]
     elif how == "context":
         args += ["--set", "dataset.context=1"]
     elif how == "memory":  # checked from the model's footprint on the meta device, before any cache is built
