@@ -51,11 +51,12 @@ class Arm:
 
     @classmethod
     def parse(cls, text: str) -> Arm:
-        """``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` (values may not hold commas)."""
+        """``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE``; a value may hold commas (``KEY=[1,2]``): the options
+        split only at a comma followed by ``KEY=``."""
         name, _, rest = text.partition(":")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ValueError(f"arm name {name!r}: letters, digits, '.', '_' and '-' only")
-        settings = tuple(part for part in rest.split(",") if part)
+        settings = tuple(part for part in re.split(r",(?=[A-Za-z_][\w.]*=)", rest) if part)
         bad = [part for part in settings if "=" not in part]
         if bad:
             raise ValueError(f"arm {name}: {bad[0]!r} is not KEY=VALUE")
