@@ -122,7 +122,7 @@ def test_a_3d_run_trains_with_the_channels_last_setting_cuda_runs_get(tmp_path: 
 
 
 @pytest.mark.parametrize("how", ["2d data", "context", "patch too large", "memory", "3d model, 2d images",
-                                 "3d model, no patch"])
+                                 "3d model, no patch", "3d model, 2d patches", "2d model, 3d patch of images"])
 def test_settings_a_3d_run_cannot_use_are_refused_before_anything_is_written(tmp_path: Path, how: str) -> None:
     root = write_msd(tmp_path / "data", cases=4, shape=(20, 24, 12))
     args = ["--dataset", "msd", "--data-root", str(root), *TINY_3D, "--epochs", "1"]
@@ -130,13 +130,22 @@ def test_settings_a_3d_run_cannot_use_are_refused_before_anything_is_written(tmp
                 "memory": "of activations per 16x16x8 patch times a batch of 100000000",
                 "3d model, 2d images": "model 'unet3d' is a 3D model of volumes (spatial_dims = 3), but this run feeds "
                                        "it 2D images; dataset 'synthetic' serves 2D images: choose a 2D model",
-                "3d model, no patch": "give train.patch_size three numbers"}[how]
+                "3d model, no patch": "give train.patch_size three numbers",
+                "3d model, 2d patches": "but this run feeds it 2D patches ([16, 16]); dataset 'synthetic' serves 2D "
+                                        "images: choose a 2D model",
+                # the data, not the model, is what is wrong: once "use a 3D model", which could not help either
+                "2d model, 3d patch of images": "patches of volumes, but dataset 'synthetic' serves 2D images"}[how]
     if how == "2d data":
         args = ["--dataset", "synthetic", *TINY_3D, "--epochs", "1"]
     elif how == "3d model, 2d images":  # once a traceback from the model's first forward pass, in epoch 1
         args = ["--dataset", "synthetic", *TINY_3D_MODEL, "--epochs", "1"]
     elif how == "3d model, no patch":
         args = ["--dataset", "msd", "--data-root", str(root), *TINY_3D_MODEL, "--epochs", "1"]
+    elif how == "3d model, 2d patches":
+        args = ["--dataset", "synthetic", *TINY_3D_MODEL, "--set", "train.patch_size=[16,16]", "--epochs", "1"]
+    elif how == "2d model, 3d patch of images":
+        args = ["--dataset", "synthetic", "--model", "smp_unet", "--set", "train.patch_size=[16,16,8]", "--epochs", "1",
+                "--device", "cpu", "--quiet"]
     elif how == "context":
         args += ["--set", "dataset.context=1"]
     elif how == "memory":  # checked from the model's footprint on the meta device, before any cache is built

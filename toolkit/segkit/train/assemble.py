@@ -30,6 +30,7 @@ from segkit.train.device_loader import device_loaders
 from segkit.train.footprint import check_training_fits, training_footprint
 from segkit.train.init_from import load_initial_weights
 from segkit.train.loop import Trainer
+from segkit.train.model_input import check_model_input
 from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
 from segkit.train.schedule import build_optimizer, build_scheduler
 
@@ -265,33 +266,16 @@ def check_memory(config: RunConfig, dataset: Any, registry: Any, device: torch.d
     else:
         height, width = (size, size) if size else np.asarray(dataset.read_raw(0)[0]).shape[:2]
     channels = int(config.model.params.get("in_channels", dataset.in_channels))
-    dims: list[int] = []
+    built: list[torch.nn.Module] = []
 
     def build() -> torch.nn.Module:
-        model = build_model(config, registry)
-        dims.append(int(getattr(model, "spatial_dims", 2)))
-        return model
+        built.append(build_model(config, registry))
+        return built[0]
 
     footprint = training_footprint(build, channels, int(height), int(width))
-    if dims and dims[0] == 3:
-        refuse_a_volume_model_on_images(config, dataset)
+    if built:  # the model on the meta device, built once for its footprint; None were it to need real storage
+        check_model_input(built[0], config, dataset)
     check_training_fits(footprint, config.train.batch_size, (int(height), int(width)), device, config.model.name)
-
-
-def refuse_a_volume_model_on_images(config: RunConfig, dataset: Any) -> None:
-    """A :class:`ConfigError` for a 3D model (``spatial_dims = 3``) in a run that feeds it 2D images: said before
-    anything is written, where the model's first forward pass would fail in the middle of epoch 1."""
-    from segkit.data.volume import VolumeDataset
-
-    name = config.model.name
-    if isinstance(dataset, VolumeDataset):
-        fix = ("give train.patch_size three numbers (e.g. [64, 64, 64]) to train it on patches of the volumes, or "
-               "choose a 2D model to train on their slices")
-    else:
-        fix = (f"dataset {config.dataset.name!r} serves 2D images: choose a 2D model (segkit list models), or a "
-               "volume dataset (e.g. msd) with a train.patch_size of three numbers")
-    raise ConfigError(f"model {name!r} is a 3D model of volumes (spatial_dims = 3), but this run feeds it 2D "
-                      f"images; {fix}.")
 
 
 def check_volume_memory(config: RunConfig, dataset: Any, registry: Any, device: torch.device) -> None:

@@ -31,6 +31,7 @@ from segkit.data.preprocess import resampled_shape, smallest_target_spacing
 from segkit.data.volume import VolumeDataset
 from segkit.errors import ConfigError, SegkitError
 from segkit.inference.volume_limits import check_windows
+from segkit.train.model_input import check_model_input, check_run_input
 
 __all__ = ["check_patch_run", "smallest_working_patch"]
 
@@ -80,20 +81,10 @@ def smallest_working_patch(model: torch.nn.Module, channels: int, patch: Sequenc
     return next((c for c in candidates if _norm_refusal(model, channels, c, batch) is None), None)
 
 
-def _check_model(model: torch.nn.Module, config: RunConfig, channels: int) -> None:
-    """The model's dimensions and stages against ``train.patch_size``."""
+def _check_stages(model: torch.nn.Module, config: RunConfig, channels: int) -> None:
+    """The model's stages against ``train.patch_size`` (its dimensions are :func:`check_model_input`'s)."""
     patch = tuple(int(p) for p in config.train.patch_size)
     name = config.model.name
-    dims = int(getattr(model, "spatial_dims", 2))
-    if dims != len(patch):
-        kind = "a 3D model of volumes" if dims == 3 else "a 2D model of images"
-        if len(patch) == 3:
-            fix = ("use a 3D model (e.g. --model unet3d, whose spatial_dims is 3), or leave train.patch_size out "
-                   f"to train {name!r} on the volumes' slices")
-        else:
-            fix = f"give train.patch_size {dims} numbers, one per axis of the model's input"
-        raise ConfigError(f"model {name!r} is {kind} (spatial_dims = {dims}) but train.patch_size {list(patch)} has "
-                          f"{len(patch)} numbers, a {len(patch)}D patch; {fix}.")
     batch = max(1, min(int(config.train.batch_size), 2))
     refusal = _norm_refusal(model, channels, patch, batch)
     if refusal is None:
@@ -183,6 +174,7 @@ def check_patch_run(config: RunConfig, dataset: Any, registry: Any, labels: Any,
     ``device`` is the training device (validation's memory is counted there).
     """
 
+    check_run_input(config, dataset)
     volumes = isinstance(dataset, VolumeDataset) and len(config.train.patch_size) == 3
     channels = len(dataset.channel_names) if volumes else int(getattr(dataset, "in_channels", 1) or 1)
     chosen = config.model.params.get("in_channels")
@@ -193,6 +185,7 @@ def check_patch_run(config: RunConfig, dataset: Any, registry: Any, labels: Any,
                           "and segkit sets it.")
     model = _meta_model(config, registry)
     if model is not None:
-        _check_model(model, config, int(chosen or channels))
+        check_model_input(model, config, dataset)
+        _check_stages(model, config, int(chosen or channels))
     if volumes:
         _check_volumes(config, dataset, int(labels.out_channels), device)

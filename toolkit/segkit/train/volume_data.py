@@ -32,6 +32,7 @@ from segkit.data.volume import VolumeDataset
 from segkit.data.volume_cache import VolumeCache
 from segkit.errors import ConfigError, DataError
 from segkit.train.assemble import DataParts
+from segkit.train.model_input import check_run_input
 from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
 
 __all__ = ["VolumeView", "AugmentedBatches", "VolumeParts", "build_volume_data", "is_volume_run",
@@ -146,10 +147,7 @@ def build_volume_data(config: RunConfig, dataset: Any, split: pd.Series, cache: 
 def volume_cache_for(config: RunConfig, dataset: Any, say: Any, *, quiet: bool = False) -> Any:
     """The preprocessed, memory-mapped cache of ``dataset``'s volumes (built or reused); checks the run fits 3D."""
 
-    if not isinstance(dataset, VolumeDataset):
-        raise ConfigError(f"train.patch_size trains a 3D model on patches of volumes, but dataset "
-                          f"{config.dataset.name!r} serves 2D images. Use a volume dataset (e.g. msd), or leave "
-                          "train.patch_size out to train a 2D model.")
+    check_run_input(config, dataset)
     if int(config.dataset.params.get("context", 0)):
         raise ConfigError("dataset.context (2.5D slices as channels) does not apply to a 3D run, which sees the "
                           "volume itself: leave dataset.context out, or train.patch_size for a 2.5D run.")
