@@ -83,6 +83,27 @@ def test_soft_dice_pools_the_whole_batch(batch):
     assert SoftDiceLoss()(logits, target).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_per_image_soft_dice_weighs_a_small_object_as_much_as_a_large_one():
+    # image 0: a 12-pixel object found exactly; image 1: a 1-pixel object missed (its 16 pixels near 0)
+    target = torch.zeros(2, 1, 4, 4)
+    target[0, 0, :3] = 1.0
+    target[1, 0, 0, 0] = 1.0
+    logits = torch.where(target[:1] > 0, 20.0, -20.0)
+    logits = torch.cat([logits, torch.full((1, 1, 4, 4), -20.0)])
+    pooled = SoftDiceLoss(smooth=0.0)(logits, target).item()
+    per_image = SoftDiceLoss(smooth=0.0, per_image=True)(logits, target).item()
+    assert pooled == pytest.approx(1 - 24 / 25, abs=1e-4)  # the missed pixel is 1 of 13
+    assert per_image == pytest.approx((0 + 1) / 2, abs=1e-4)  # the missed object is half the images
+    with_bce = BCEDiceLoss(smooth=0.0, per_image=True)(logits, target).item()
+    assert with_bce == pytest.approx(F.binary_cross_entropy_with_logits(logits, target).item() + per_image, rel=1e-5)
+
+
+def test_per_image_soft_dice_of_one_image_is_the_pooled_one(batch):
+    logits, target = batch
+    assert SoftDiceLoss(per_image=True)(logits[:1], target[:1]).item() == pytest.approx(
+        SoftDiceLoss()(logits[:1], target[:1]).item(), rel=1e-6)
+
+
 def test_soft_dice_of_an_empty_batch_predicted_empty_is_near_zero():
     logits = torch.full((2, 1, 4, 4), -20.0)
     assert SoftDiceLoss()(logits, torch.zeros(2, 1, 4, 4)).item() == pytest.approx(0.0, abs=1e-6)

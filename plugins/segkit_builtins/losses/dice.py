@@ -8,11 +8,14 @@ from torch import nn
 __all__ = ["SoftDiceLoss", "soft_dice_loss"]
 
 
-def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """``1 - (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`` over the whole batch, flattened."""
-    probs, target = probs.float().reshape(-1), target.float().reshape(-1)
-    intersection = (probs * target).sum()
-    return 1.0 - (2.0 * intersection + smooth) / (probs.sum() + target.sum() + smooth)
+def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0,
+                   per_image: bool = False) -> torch.Tensor:
+    """``1 - (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`` over the whole batch, flattened; with
+    ``per_image``, one such loss per image (its channels together), averaged over the batch."""
+    rows = probs.shape[0] if per_image else 1
+    probs, target = probs.float().reshape(rows, -1), target.float().reshape(rows, -1)
+    intersection = (probs * target).sum(dim=1)
+    return (1.0 - (2.0 * intersection + smooth) / (probs.sum(dim=1) + target.sum(dim=1) + smooth)).mean()
 
 
 class SoftDiceLoss(nn.Module):
@@ -23,6 +26,9 @@ class SoftDiceLoss(nn.Module):
 
     Args:
         smooth: added to numerator and denominator; keeps an all-empty batch at 0 loss.
+        per_image: one Dice per image, averaged (MONAI's default; nnU-Net's ``batch_dice = False``), so a
+            small object weighs as much as a large one, as in a mean Dice per image. An image with nothing
+            to find then loses all of its Dice to a few false pixels: for sets whose images all hold the label.
 
     Shape:
         - logits: ``(N, C, H, W)`` any float dtype (computed in float32).
@@ -30,9 +36,10 @@ class SoftDiceLoss(nn.Module):
         - Output: scalar in [0, 1].
     """
 
-    def __init__(self, smooth: float = 1.0) -> None:
+    def __init__(self, smooth: float = 1.0, per_image: bool = False) -> None:
         super().__init__()
         self.smooth = smooth
+        self.per_image = per_image
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return soft_dice_loss(torch.sigmoid(logits.float()), target, self.smooth)
+        return soft_dice_loss(torch.sigmoid(logits.float()), target, self.smooth, self.per_image)
