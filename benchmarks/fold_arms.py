@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"dataset": spec.key, "minutes": args.minutes, "fold_train": len(fold.train), "fold_val": len(fold.val),
                "reference": reference, "arms": figures, "machine": describe_machine()}
     (fold.work / "fold-arms.json").write_text(json.dumps(summary, indent=1, default=float))
+    (results / f"{spec.key}-summary.json").write_text(json.dumps(summary, indent=1, default=float))
     print()
     print(markdown_table(table_header(spec.unit, reference), lines))
     return 0
