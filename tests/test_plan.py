@@ -106,14 +106,15 @@ def test_volumes_on_a_cpu_get_slices_with_context(msd_root: Path, tmp_path: Path
 
 
 def _write_pngs(root: Path, sizes: list[tuple[int, int]], channels: list[int], lesion: bool = True,
-                value: int = 255) -> Path:
-    """PNG images (grey or RGB) and masks in ``root/images`` and ``root/masks``; every other mask holds ``value``."""
+                value: int = 255, every: int = 2) -> Path:
+    """PNG images (grey or RGB) and masks in ``root/images`` and ``root/masks``; every ``every``-th mask (from the
+    first) holds ``value``."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     for k, ((h, w), c) in enumerate(zip(sizes, channels, strict=True)):
         image = np.full((h, w, c) if c > 1 else (h, w), 40, np.uint8)
         mask = np.zeros((h, w), np.uint8)
-        if lesion and k % 2 == 0:
+        if lesion and k % every == 0:
             mask[h // 4: h // 2, w // 4: w // 2] = value
             image[h // 4: h // 2, w // 4: w // 2] = 220
         cv2.imwrite(str(root / "images" / f"img{k}.png"), image)
@@ -133,6 +134,19 @@ def test_folder_of_pngs_of_two_sizes_is_resized_to_one(tmp_path: Path) -> None:
     assert plan["train"]["batch_size"] == 2  # 5% of 6 training images, but at least 2
     fingerprint = json.loads((out / "fingerprint.json").read_text())
     assert fingerprint["image_sizes"] == {"40x40": 5, "48x24": 3} and fingerprint["empty"]["items"] == 4
+    assert "per_image" not in plan["loss"]  # half the images hold nothing: a per-image Dice would punish them
+
+
+def test_images_that_all_hold_the_label_train_a_dice_per_image(tmp_path: Path) -> None:
+    root = _write_pngs(tmp_path / "pngs", [(40, 40)] * 8, [3] * 8, every=1)
+    out = tmp_path / "plan"
+    run_in_process("plan", "--dataset", "folder", "--data-root", str(root), *QUICK, "--out", str(out))
+    plan, lines = read_plan(out)
+    assert plan["loss"] == {"name": "bce_dice", "per_image": True}
+    assert "every image holds the label" in lines[lines.index("per_image = true") - 1]
+    run = tmp_path / "run"
+    run_in_process("run", "--config", str(out / "plan.toml"), "--epochs", "1", "--quiet", "--out", str(run))
+    assert tomllib.loads((run / "config.toml").read_text())["loss"]["per_image"] is True
 
 
 def test_lgg_patients_plan_with_context_and_normalisation(lgg_small: Path, tmp_path: Path) -> None:

@@ -102,3 +102,4 @@ def test_thin_structures_keep_their_pixels_on_patches(tmp_path: Path) -> None:
     assert len(plan["train"].get("patch_size", [])) == 2 and summary["epochs_run"] >= 1
     lines = (tmp_path / "plan" / "plan.toml").read_text()
     assert "pixels wide (median)" in lines
+    assert "per_image" not in plan["loss"]  # every image holds vessels, but a patch of one may hold none

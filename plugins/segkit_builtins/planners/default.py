@@ -80,6 +80,7 @@ class DefaultPlanner:
         self._data(plan, request, dims)
         self._task(plan, request)
         timing = self._network_3d(plan, request) if dims == "3d" else self._network_2d(plan, request)
+        self._dice_per_image(plan, request, dims)
         self._training(plan, request, dims, timing)
         return plan
 
@@ -154,6 +155,18 @@ class DefaultPlanner:
         if cases < FEW_CASES:
             plan.set("split", "test_fraction", 0.0, f"{cases} cases: too few to hold out a test set as well as a "
                      "validation set; score the validation cases (segkit evaluate --split val) or new data")
+
+    @staticmethod
+    def _dice_per_image(plan: Plan, request: PlanRequest, dims: str) -> None:
+        """Binary 2D data whose every image holds the label, trained on whole images: the loss's Dice term per
+        image, averaged (``loss.per_image``), as the images are scored, rather than pooled over the batch."""
+        fp = request.fingerprint
+        patches = any((s.section, s.key) == ("train", "patch_size") for s in plan.settings)
+        if dims != "2d" or patches or len(fp["labels"]) != 2 or fp["empty"]["items_share"] > 0:
+            return
+        plan.set("loss", "per_image", True, "every image holds the label: the Dice term per image, averaged, so a "
+                 "small object weighs as much as a large one, as a mean Dice per image scores them (measured on "
+                 "two sets' folds, docs/benchmarks/fold-arms.md)")
 
     # --- 2D ---------------------------------------------------------------------------------------------
 
