@@ -4,6 +4,10 @@ Each decision is a small function of the fingerprint (or of a measurement) and s
 line; docs/plan.md explains the rules and where they follow or depart from nnU-Net's heuristics.
 2D data and the slices of volumes get the smp U-Net of segkit's cross-validated CPU recipes
 (configs/lgg-cpu.toml, configs/hippocampus-cpu.toml); volumes on a GPU get ``unet3d`` on patches.
+
+Why it is long: it holds every decision of the default planner, in the order of docs/plan.md's table, so
+one file reads as the plan; the rules with arithmetic of their own live in the modules beside it
+(cpu_batch, epoch_time, image_patches, network3d).
 """
 
 from __future__ import annotations
