@@ -259,7 +259,7 @@ def test_target_spacing_by_hand() -> None:
     assert thick.shape == [256, 256, 40]
 
 
-def test_cpu_batch_is_the_smallest_within_a_tenth_of_the_best_throughput() -> None:
+def test_cpu_batch_is_the_smallest_within_a_fifth_of_the_best_throughput() -> None:
     from segkit.planning import StepTiming
     from segkit_builtins.planners.cpu_batch import candidate_batches, efficient_batch
 
@@ -269,10 +269,13 @@ def test_cpu_batch_is_the_smallest_within_a_tenth_of_the_best_throughput() -> No
     def timed(batch: int, images_per_second: float) -> StepTiming:
         return StepTiming(batch / images_per_second, 5, batch, (48, 64))
 
-    # images/s 60, 95, 100, 104: 32 is within 10% of the best (64's), 16 is not
+    # images/s 60, 85, 100, 104: 16 is within 20% of the best (64's), 8 is not; within 10%, only 32 and 64
     timings = [timed(8, 60), timed(16, 85), timed(32, 100), timed(64, 104)]
-    assert efficient_batch(timings).batch_size == 32
-    assert efficient_batch(timings, share=0.8).batch_size == 16
+    assert efficient_batch(timings).batch_size == 16
+    assert efficient_batch(timings, share=0.9).batch_size == 32
+    # Kvasir-SEG's held-out plan measured 8: 14 and 16: 16 images/s; the 0.9 line planned 16, this plans 8
+    assert efficient_batch([timed(8, 14), timed(16, 16)]).batch_size == 8
+    assert efficient_batch([timed(8, 14), timed(16, 16)], share=0.9).batch_size == 16
     # throughput that falls with the batch (a cache-bound CPU): the smallest is also the fastest
     assert efficient_batch([timed(8, 50), timed(16, 40)]).batch_size == 8
     with pytest.raises(ValueError):
