@@ -229,6 +229,17 @@ def test_a_plugin_planner_is_listed_and_picked_with_planner(tmp_path: Path, monk
     assert "# 24 items: small" in lines
 
 
+def test_a_plan_reads_back_what_it_set_and_a_later_setting_replaces_an_earlier() -> None:
+    from segkit.planning import Plan
+
+    plan = Plan()
+    plan.set("train", "batch_size", 16, "the pixel rule")
+    plan.set("train", "batch_size", 8, "timed")
+    assert plan.get("train", "batch_size") == 8 and [s.reason for s in plan.settings] == ["timed"]
+    assert plan.get("train", "patch_size") is None and plan.get("dataset", "context", 0) == 0
+    assert plan.document() == {"train": {"batch_size": 8}}
+
+
 def test_network_topology_by_hand() -> None:
     from segkit_builtins.planners.network3d import fit_patch, topology
 

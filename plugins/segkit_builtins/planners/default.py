@@ -165,8 +165,7 @@ class DefaultPlanner:
         """Binary 2D data whose every image holds the label, trained on whole images: the loss's Dice term per
         image, averaged (``loss.per_image``), as the images are scored, rather than pooled over the batch."""
         fp = request.fingerprint
-        patches = any((s.section, s.key) == ("train", "patch_size") for s in plan.settings)
-        if dims != "2d" or patches or len(fp["labels"]) != 2 or fp["empty"]["items_share"] > 0:
+        if dims != "2d" or plan.get("train", "patch_size") is not None or len(fp["labels"]) != 2 or fp["empty"]["items_share"] > 0:
             return
         plan.set("loss", "per_image", True, "every image holds the label: the Dice term per image, averaged, so a "
                  "small object weighs as much as a large one, as a mean Dice per image scores them (measured on "
@@ -175,8 +174,7 @@ class DefaultPlanner:
     # --- 2D ---------------------------------------------------------------------------------------------
 
     def _channels_2d(self, plan: Plan, request: PlanRequest) -> int:
-        context = next((s.value for s in plan.settings if (s.section, s.key) == ("dataset", "context")),
-                       request.dataset_params.get("context", 0))
+        context = plan.get("dataset", "context", request.dataset_params.get("context", 0))
         return int(request.fingerprint["in_channels"]) * (2 * int(context) + 1)
 
     def _native_2d(self, request: PlanRequest) -> tuple[int, int, bool]:

@@ -75,6 +75,10 @@ class Plan:
         self.settings = [s for s in self.settings if (s.section, s.key) != (section, key)]
         self.settings.append(Setting(section, key, value, reason))
 
+    def get(self, section: str, key: str, default: Any = None) -> Any:
+        """The planned value of ``section.key``, or ``default`` where the plan does not set it."""
+        return next((s.value for s in self.settings if (s.section, s.key) == (section, key)), default)
+
     def note(self, text: str) -> None:
         self.notes.append(text)
 
