@@ -2,10 +2,10 @@
 
 The planner's CPU batch rule times the candidate batches (the pixel rule's batch and its halvings)
 and plans the smallest whose images per second reach a share of the best (80%; 90% until
-2026-12-08). Where two candidates sit near that line, timing noise decides. This makes the plan ``--repeats`` times for each
-``planner.timing_rounds`` asked (1: each candidate timed once, smallest to largest, the rule before
-2026-12-05; 2: twice, there and back), alternating the settings so that a drift of the machine falls
-on both, and prints each plan's measured images per second and its batch, then per setting how often
+2026-12-08). Where two candidates sit near that line, timing noise decides. This makes the plan
+``--repeats`` times for each ``planner.timing_rounds`` asked (1: each candidate timed once, smallest
+to largest, the rule before 2026-12-05; 2: twice, there and back), alternating the settings so that a
+drift of the machine falls on both, and prints each plan's measured images per second and its batch, then per setting how often
 each batch was planned and each candidate's images/s as a share of the plan's best (mean and
 standard deviation over the plans): the rule plans the smallest candidate at the share or more.
 

@@ -165,7 +165,8 @@ class DefaultPlanner:
         """Binary 2D data whose every image holds the label, trained on whole images: the loss's Dice term per
         image, averaged (``loss.per_image``), as the images are scored, rather than pooled over the batch."""
         fp = request.fingerprint
-        if dims != "2d" or plan.get("train", "patch_size") is not None or len(fp["labels"]) != 2 or fp["empty"]["items_share"] > 0:
+        patches = plan.get("train", "patch_size") is not None
+        if dims != "2d" or patches or len(fp["labels"]) != 2 or fp["empty"]["items_share"] > 0:
             return
         plan.set("loss", "per_image", True, "every image holds the label: the Dice term per image, averaged, so a "
                  "small object weighs as much as a large one, as a mean Dice per image scores them (measured on "
