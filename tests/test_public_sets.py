@@ -70,6 +70,29 @@ def test_a_jpeg_mask_reports_the_pixels_it_snapped(tmp_path: Path) -> None:
     assert raw_mask_values(tmp_path / "m.jpg") == [0, 255]  # what inspect and plan see: the labels' stored values
 
 
+
+def test_lossy_masks_snap_each_pixel_to_its_nearest_label_value(tmp_path: Path) -> None:
+    """Snapping decides once per stored value; pinned against the per-pixel rule it stands for: colour channels
+    averaged and rounded, then each pixel to the nearest label value, every moved pixel counted."""
+    rng = np.random.default_rng(7)
+    for case, (classes, high, colour, quality) in enumerate([(2, 255, False, 40), (2, 255, True, 55), (2, 255, True, 85),
+                                                            (3, 2, False, 100), (2, 1, False, 100)]):
+        mask = np.zeros((37, 53), np.uint8)
+        mask[5:30, 9:40] = high
+        if classes == 3:
+            mask[12:20, 2:9] = 1
+        planes = [mask, mask, np.clip(mask.astype(int) + rng.integers(-9, 10, mask.shape), 0, 255).astype(np.uint8)]
+        path = tmp_path / f"m{case}.jpg"
+        cv2.imwrite(str(path), np.dstack(planes) if colour else mask, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        stored = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED).astype(np.float64)
+        grey = np.round(stored.mean(axis=2)) if stored.ndim == 3 else stored
+        levels = np.arange(classes) if classes > 2 or grey.max() <= 1 else np.array([0, 255])  # binary: 0/1 or 0/255
+        nearest = np.abs(grey[..., None] - levels).argmin(axis=-1)
+        reading = decode_mask(path, classes)
+        assert np.array_equal(reading.mask, nearest.astype(np.uint8)), case
+        assert reading.snapped == int((grey != levels[nearest]).sum()), case
+
+
 def write_drive_like(root: Path, count: int = 4, size: tuple[int, int] = (48, 40), roi_size=None) -> Path:
     """DRIVE's naming: images/21_training.tif, manual/21_manual1.gif, fov/21_training_mask.gif."""
     for folder in ("images", "manual", "fov"):

@@ -183,12 +183,22 @@ def _mask_pixels(path: Path, lossy: bool = False) -> np.ndarray:
     if pixels.ndim == 3:
         if pixels.shape[2] == 4:
             pixels = pixels[:, :, :3]
-        spread = int(np.ptp(pixels.astype(np.int32), axis=2).max()) if pixels.size else 0
+        first, second, third = pixels[:, :, 0], pixels[:, :, 1], pixels[:, :, 2]
+        spread = (int((np.maximum(np.maximum(first, second), third) - np.minimum(np.minimum(first, second), third))
+                      .max()) if pixels.size else 0)
         top = 65535 if pixels.dtype == np.uint16 else 255
         if spread > (top // 8 if lossy else 0):
             raise DataError(f"{path}: the mask has colour; expected one channel of label values (0/1 or 0/255)")
-        pixels = np.round(pixels.mean(axis=2)).astype(pixels.dtype) if lossy and spread else pixels[:, :, 0]
+        pixels = _channel_mean(first, second, third) if lossy and spread else np.ascontiguousarray(first)
     return pixels
+
+
+def _channel_mean(first: np.ndarray, second: np.ndarray, third: np.ndarray) -> np.ndarray:
+    """The three channels' mean rounded to the nearest whole value, in their type. A third of a whole sum is never
+    a half, so adding one before the floor division rounds it exactly; whole-number arithmetic keeps it fast."""
+    wide = np.uint32 if first.dtype == np.uint16 else np.int64 if first.dtype.kind == "i" else np.uint16
+    total = first.astype(wide) + second + third
+    return ((total + 1) // 3).astype(first.dtype)
 
 
 def raw_mask_values(path: str | os.PathLike) -> list[int]:
@@ -200,7 +210,7 @@ def raw_mask_values(path: str | os.PathLike) -> list[int]:
     path = Path(path)
     lossy = path.suffix.lower() in LOSSY_SUFFIXES
     pixels = _mask_pixels(path, lossy=lossy)
-    values = np.unique(pixels).astype(np.int64)
+    values = _value_counts(pixels)[0].astype(np.int64)
     if not lossy or pixels.dtype.kind not in "ui":
         return [int(v) for v in values]
     levels, _labels = _levels(values, 2, 65535 if pixels.dtype == np.uint16 else 255)
@@ -229,21 +239,37 @@ def _levels(values: np.ndarray, classes: int, top: int) -> tuple[np.ndarray, np.
     return np.array([0, 1]), np.array([0, 1])
 
 
-def _snap(pixels: np.ndarray, levels: np.ndarray, labels: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
+def _value_counts(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct stored value of a mask, ascending, and how many pixels hold it (a histogram for unsigned
+    pixels, which is many times faster than sorting them)."""
+    if pixels.dtype in (np.uint8, np.uint16):
+        counts = np.bincount(pixels.ravel(), minlength=1)
+        values = np.flatnonzero(counts)
+        return values, counts[values]
+    return np.unique(pixels, return_counts=True)
+
+
+def _snap(pixels: np.ndarray, values: np.ndarray, counts: np.ndarray, levels: np.ndarray, labels: np.ndarray,
+          path: Path) -> tuple[np.ndarray, int]:
     """Each lossy pixel moved to the nearest stored label value: ``(label values, pixels moved)``; a DataError
-    when more than :data:`AMBIGUOUS_SHARE` of them lie farther than a quarter of the levels' gap from every one."""
-    values = pixels.astype(np.int64)
-    distance = np.abs(values[..., None] - levels[None, None, :])
-    nearest = distance.argmin(axis=-1)
+    when more than :data:`AMBIGUOUS_SHARE` of them lie farther than a quarter of the levels' gap from every one.
+    ``values`` and ``counts`` are the pixels' :func:`_value_counts`: the decision is made once per stored value."""
+    distance = np.abs(values.astype(np.int64)[:, None] - levels[None, :])
+    nearest, away = distance.argmin(axis=1), distance.min(axis=1)
     gap = int(np.diff(levels).min()) if len(levels) > 1 else 1
-    far = distance.min(axis=-1) * 4 > gap
-    if far.mean() > AMBIGUOUS_SHARE:
+    far = counts[away * 4 > gap].sum() / max(pixels.size, 1)
+    if far > AMBIGUOUS_SHARE:
         shown = ", ".join(str(int(v)) for v in levels)
         raise DataError(f"{path}: a lossy (JPEG) mask whose values are not near its label values ({shown}): "
-                        f"{far.mean():.1%} of its pixels lie far from all of them, so which label they hold is "
+                        f"{far:.1%} of its pixels lie far from all of them, so which label they hold is "
                         "ambiguous. Save masks as PNG or TIFF (lossless), or check the dataset's classes.")
-    moved = int((distance.min(axis=-1) > 0).sum())
-    return labels[nearest].astype(np.uint8), moved
+    moved = int(counts[away > 0].sum())
+    snapped = labels[nearest].astype(np.uint8)
+    if pixels.dtype.kind == "u" and values.size:
+        table = np.zeros(int(values.max()) + 1, np.uint8)
+        table[values] = snapped
+        return table[pixels], moved
+    return snapped[np.searchsorted(values, pixels)], moved
 
 
 def decode_mask(path: str | os.PathLike, classes: int = 2, ignore: int | None = None) -> MaskReading:
@@ -254,14 +280,15 @@ def decode_mask(path: str | os.PathLike, classes: int = 2, ignore: int | None = 
     if pixels.dtype.kind not in "ui":
         raise DataError(f"{path}: unsupported mask pixel type {pixels.dtype}; save masks as 8-bit 0/255")
     ignored = pixels == ignore if ignore is not None else None
-    values = np.unique(pixels[~ignored] if ignored is not None else pixels)
+    stored, counts = _value_counts(pixels)
+    values = stored[stored != ignore] if ignore is not None else stored
     hint = " JPEG compression changes mask values: save masks as PNG or TIFF." if lossy else ""
     shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if len(values) > 8 else "")
     top = 65535 if pixels.dtype == np.uint16 else 255
     levels, labels = _levels(values, classes, top)
     snapped = 0
     if lossy:
-        mask, snapped = _snap(pixels, levels, labels, path)
+        mask, snapped = _snap(pixels, stored, counts, levels, labels, path)
     elif classes > 2:
         if values.size and int(values.max()) >= classes:
             raise DataError(f"{path}: mask values must be label values 0..{classes - 1} (classes = {classes}), "

@@ -31,7 +31,7 @@ from segkit.data.preprocess import resampled_shape, smallest_target_spacing
 from segkit.data.volume import VolumeDataset
 from segkit.errors import ConfigError, SegkitError
 from segkit.inference.volume_limits import check_windows
-from segkit.train.model_input import check_model_input, check_run_input
+from segkit.train.model_input import check_model_input, check_run_input, input_dims
 
 __all__ = ["check_patch_run", "smallest_working_patch"]
 
@@ -175,7 +175,7 @@ def check_patch_run(config: RunConfig, dataset: Any, registry: Any, labels: Any,
     """
 
     check_run_input(config, dataset)
-    volumes = isinstance(dataset, VolumeDataset) and len(config.train.patch_size) == 3
+    volumes = isinstance(dataset, VolumeDataset) and input_dims(config) == 3
     channels = len(dataset.channel_names) if volumes else int(getattr(dataset, "in_channels", 1) or 1)
     chosen = config.model.params.get("in_channels")
     stacked = int(config.dataset.params.get("context", 0) or 0)  # 2.5D context: refused for volumes further on

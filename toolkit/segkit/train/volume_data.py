@@ -32,7 +32,7 @@ from segkit.data.volume import VolumeDataset
 from segkit.data.volume_cache import VolumeCache
 from segkit.errors import ConfigError, DataError
 from segkit.train.assemble import DataParts
-from segkit.train.model_input import check_run_input
+from segkit.train.model_input import check_run_input, input_dims
 from segkit.train.sampling import EpochBatchSampler, EpochSampler, SeededItems
 
 __all__ = ["VolumeView", "AugmentedBatches", "VolumeParts", "build_volume_data", "is_volume_run",
@@ -40,8 +40,9 @@ __all__ = ["VolumeView", "AugmentedBatches", "VolumeParts", "build_volume_data",
 
 
 def is_volume_run(config: RunConfig) -> bool:
-    """A run that trains a 3D model on patches of volumes: ``train.patch_size`` of three numbers."""
-    return len(config.train.patch_size) == 3
+    """A run that trains a 3D model on patches of volumes: ``train.patch_size`` of three numbers
+    (:func:`~segkit.train.model_input.input_dims` owns the rule)."""
+    return input_dims(config) == 3
 
 
 class VolumeView(Dataset):
