@@ -242,6 +242,29 @@ def test_folder_pairs_by_stem_with_case_pattern(tmp_path):
     assert FolderDataset(str(tmp_path), mask_suffix="_seg").cases == ["p01_a", "p01_b", "p02_a"]
 
 
+
+def test_a_rebuilt_folder_dataset_reads_each_unchanged_mask_once(tmp_path, monkeypatch):
+    """segkit plan builds its dataset several times: which masks hold a label is read once per process while
+    the file is unchanged, and read again once it changes."""
+    import os
+
+    import segkit.data.base as base
+
+    for stem, lesion in (("a", True), ("b", False), ("c", True)):
+        write_pair(tmp_path / "images", tmp_path / "masks", stem, lesion=lesion)
+    reads = []
+    decode = base.decode_mask
+    monkeypatch.setattr(base, "decode_mask", lambda path, *args: reads.append(Path(path).name) or decode(path, *args))
+    assert FolderDataset(str(tmp_path)).index["has_lesion"].tolist() == [True, False, True]
+    assert sorted(reads) == ["a.png", "b.png", "c.png"]
+    assert FolderDataset(str(tmp_path)).index["has_lesion"].tolist() == [True, False, True]
+    assert len(reads) == 3
+    changed = tmp_path / "masks" / "b.png"
+    cv2.imwrite(str(changed), np.full(cv2.imread(str(changed), cv2.IMREAD_GRAYSCALE).shape, 255, np.uint8))
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 1_000_000_000))
+    assert FolderDataset(str(tmp_path)).index["has_lesion"].tolist() == [True, True, True]
+    assert reads[3:] == ["b.png"]
+
 def test_folder_grayscale_images_give_one_channel(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()

@@ -411,9 +411,36 @@ def drop_missing(index: pd.DataFrame, missing: pd.Series, on_missing: str, what:
     return index.loc[~missing].reset_index(drop=True)
 
 
+_MASK_SUMMARIES: dict[tuple[str, int, int, int, int | None], tuple[bool, int]] = {}
+"""What :func:`_lesion_flags` read from each mask in this process (whether it holds a label, pixels snapped), by
+path, modification time, size and reading settings: ``segkit plan`` builds its dataset several times (the
+planner's, its loading timings, the first-batch check), and each build would otherwise decode every mask again."""
+_MASK_SUMMARIES_LIMIT = 1_000_000
+
+
+def _mask_summary(path: str, classes: int, ignore: int | None) -> tuple[bool, int]:
+    """Whether the mask at ``path`` holds a foreground label, and how many lossy pixels were snapped; remembered
+    per process while the file is unchanged (same modification time and size). A DataError for an unreadable mask."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        stat = None
+    key = (str(path), stat.st_mtime_ns, stat.st_size, classes, ignore) if stat is not None else None
+    if key is not None and key in _MASK_SUMMARIES:
+        return _MASK_SUMMARIES[key]
+    reading = decode_mask(path, classes, ignore)
+    summary = (bool(((reading.mask > 0) & (reading.mask != IGNORE)).any()), int(reading.snapped))
+    if key is not None:
+        if len(_MASK_SUMMARIES) >= _MASK_SUMMARIES_LIMIT:
+            _MASK_SUMMARIES.clear()
+        _MASK_SUMMARIES[key] = summary
+    return summary
+
+
 def _lesion_flags(index: pd.DataFrame, classes: int = 2, ignore: int | None = None) -> tuple[list[bool], int, int]:
-    """Whether each item's mask holds lesion (any foreground label), reading every mask; and how many lossy
-    (JPEG) masks had pixels snapped to their label values, and how many pixels.
+    """Whether each item's mask holds lesion (any foreground label), reading every mask (once per process while
+    it is unchanged: :func:`_mask_summary`); and how many lossy (JPEG) masks had pixels snapped to their label
+    values, and how many pixels.
 
     An unreadable mask counts as no lesion here, so that the index can still be built:
     the data check before training (:mod:`segkit.data.verify`) then lists it with every
@@ -422,13 +449,13 @@ def _lesion_flags(index: pd.DataFrame, classes: int = 2, ignore: int | None = No
     flags, files, pixels = [], 0, 0
     for path in index["mask_path"]:
         try:
-            reading = decode_mask(path, classes, ignore)
+            flag, snapped = _mask_summary(path, classes, ignore)
         except DataError:
             flags.append(False)
             continue
-        flags.append(bool(((reading.mask > 0) & (reading.mask != IGNORE)).any()))
-        files += reading.snapped > 0
-        pixels += reading.snapped
+        flags.append(flag)
+        files += snapped > 0
+        pixels += snapped
     return flags, files, pixels
 
 
