@@ -242,7 +242,6 @@ def test_folder_pairs_by_stem_with_case_pattern(tmp_path):
     assert FolderDataset(str(tmp_path), mask_suffix="_seg").cases == ["p01_a", "p01_b", "p02_a"]
 
 
-
 def test_a_rebuilt_folder_dataset_reads_each_unchanged_mask_once(tmp_path, monkeypatch):
     """segkit plan builds its dataset several times: which masks hold a label is read once per process while
     the file is unchanged, and read again once it changes."""
@@ -264,6 +263,7 @@ def test_a_rebuilt_folder_dataset_reads_each_unchanged_mask_once(tmp_path, monke
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 1_000_000_000))
     assert FolderDataset(str(tmp_path)).index["has_lesion"].tolist() == [True, True, True]
     assert reads[3:] == ["b.png"]
+
 
 def test_folder_grayscale_images_give_one_channel(tmp_path):
     (tmp_path / "images").mkdir()

@@ -70,13 +70,12 @@ def test_a_jpeg_mask_reports_the_pixels_it_snapped(tmp_path: Path) -> None:
     assert raw_mask_values(tmp_path / "m.jpg") == [0, 255]  # what inspect and plan see: the labels' stored values
 
 
-
 def test_lossy_masks_snap_each_pixel_to_its_nearest_label_value(tmp_path: Path) -> None:
     """Snapping decides once per stored value; pinned against the per-pixel rule it stands for: colour channels
     averaged and rounded, then each pixel to the nearest label value, every moved pixel counted."""
     rng = np.random.default_rng(7)
-    for case, (classes, high, colour, quality) in enumerate([(2, 255, False, 40), (2, 255, True, 55), (2, 255, True, 85),
-                                                            (3, 2, False, 100), (2, 1, False, 100)]):
+    cases = [(2, 255, False, 40), (2, 255, True, 55), (2, 255, True, 85), (3, 2, False, 100), (2, 1, False, 100)]
+    for case, (classes, high, colour, quality) in enumerate(cases):
         mask = np.zeros((37, 53), np.uint8)
         mask[5:30, 9:40] = high
         if classes == 3:

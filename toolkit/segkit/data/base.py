@@ -423,18 +423,20 @@ def _mask_summary(path: str, classes: int, ignore: int | None) -> tuple[bool, in
     per process while the file is unchanged (same modification time and size). A DataError for an unreadable mask."""
     try:
         stat = Path(path).stat()
-    except OSError:
-        stat = None
-    key = (str(path), stat.st_mtime_ns, stat.st_size, classes, ignore) if stat is not None else None
-    if key is not None and key in _MASK_SUMMARIES:
-        return _MASK_SUMMARIES[key]
-    reading = decode_mask(path, classes, ignore)
-    summary = (bool(((reading.mask > 0) & (reading.mask != IGNORE)).any()), int(reading.snapped))
-    if key is not None:
+    except OSError:  # missing or unreadable: reading it raises the DataError that says so
+        return _read_summary(path, classes, ignore)
+    key = (str(path), stat.st_mtime_ns, stat.st_size, classes, ignore)
+    if key not in _MASK_SUMMARIES:
         if len(_MASK_SUMMARIES) >= _MASK_SUMMARIES_LIMIT:
             _MASK_SUMMARIES.clear()
-        _MASK_SUMMARIES[key] = summary
-    return summary
+        _MASK_SUMMARIES[key] = _read_summary(path, classes, ignore)
+    return _MASK_SUMMARIES[key]
+
+
+def _read_summary(path: str, classes: int, ignore: int | None) -> tuple[bool, int]:
+    """:func:`_mask_summary` read from the file itself."""
+    reading = decode_mask(path, classes, ignore)
+    return bool(((reading.mask > 0) & (reading.mask != IGNORE)).any()), int(reading.snapped)
 
 
 def _lesion_flags(index: pd.DataFrame, classes: int = 2, ignore: int | None = None) -> tuple[list[bool], int, int]:
